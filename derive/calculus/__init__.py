@@ -1,0 +1,1 @@
+"""Symbolic stages: derivative rules, stability rewrites, kinks and derivations."""

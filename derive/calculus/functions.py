@@ -1,0 +1,119 @@
+"""Named functions SymPy does not have, each carrying its own derivative.
+
+Giving σ and softplus names (rather than leaving 1/(1+e^{-u}) spelled out) is what makes
+derivatives come out in the notes' forms — σ' = σ(1−σ) — and what lets the printers
+choose an overflow-free evaluation for each.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+class sigmoid(sp.Function):  # noqa: N801  (SymPy functions are lower-case)
+    r"""The logistic function :math:`\sigma(u) = 1/(1+e^{-u})`."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return sp.S.Half
+        if arg is sp.S.Infinity:
+            return sp.S.One
+        if arg is sp.S.NegativeInfinity:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        """σ' = σ(1 − σ): the derivative reuses the function's own value."""
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_is_positive(self):
+        return True if self.args[0].is_real else None
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return 1 / (1 + sp.exp(-arg))
+
+    def _eval_evalf(self, prec):
+        return self.rewrite(sp.exp)._eval_evalf(prec)
+
+    def _latex(self, printer, exp=None):
+        body = rf"\sigma\left({printer._print(self.args[0])}\right)"
+        return rf"{body}^{{{exp}}}" if exp else body
+
+
+class softplus(sp.Function):  # noqa: N801
+    r"""The soft rectifier :math:`\log(1 + e^{u})`."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg is sp.S.NegativeInfinity:
+            return sp.S.Zero
+        if arg is sp.S.Infinity:
+            return sp.S.Infinity
+        return None
+
+    def fdiff(self, argindex=1):
+        """softplus' = σ."""
+        return sigmoid(self.args[0])
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return sp.log(1 + sp.exp(arg))
+
+    _eval_rewrite_as_log = _eval_rewrite_as_exp
+
+    def _eval_evalf(self, prec):
+        return self.rewrite(sp.exp)._eval_evalf(prec)
+
+    def _latex(self, printer, exp=None):
+        body = rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
+        return rf"{body}^{{{exp}}}" if exp else body
+
+
+class normal_cdf(sp.Function):  # noqa: N801
+    r"""The standard normal CDF :math:`\Phi(u) = (1 + \operatorname{erf}(u/\sqrt{2}))/2`."""
+
+    @classmethod
+    def eval(cls, arg):
+        if arg.is_zero:
+            return sp.S.Half
+        if arg is sp.S.Infinity:
+            return sp.S.One
+        if arg is sp.S.NegativeInfinity:
+            return sp.S.Zero
+        return None
+
+    def fdiff(self, argindex=1):
+        """Φ' is the standard normal density."""
+        u = self.args[0]
+        return sp.exp(-(u**2) / 2) / sp.sqrt(2 * sp.pi)
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_rewrite_as_erf(self, arg, **kwargs):
+        return (1 + sp.erf(arg / sp.sqrt(2))) / 2
+
+    def _eval_evalf(self, prec):
+        return self.rewrite(sp.erf)._eval_evalf(prec)
+
+    def _latex(self, printer, exp=None):
+        body = rf"\Phi\left({printer._print(self.args[0])}\right)"
+        return rf"{body}^{{{exp}}}" if exp else body
+
+
+NAMED = (sigmoid, softplus, normal_cdf)
+
+
+def explicit(expr: sp.Expr) -> sp.Expr:
+    """Spell out derive's named functions in SymPy's own (for ``diff``-based checks)."""
+    return expr.replace(
+        lambda e: isinstance(e, NAMED),
+        lambda e: e.rewrite(sp.erf) if isinstance(e, normal_cdf) else e.rewrite(sp.exp),
+    )

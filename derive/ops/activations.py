@@ -1,0 +1,122 @@
+"""Every activation of the course notes, and the modern ones users expect.
+
+One declaration per op. Kinks are ``Piecewise`` whose boundary ownership is PyTorch's
+subgradient convention; everything else (derivative, kernel, LaTeX, tests) follows.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy import Piecewise, Rational, erf, exp, sqrt, tanh
+
+from derive.calculus.functions import sigmoid, softplus
+from derive.registry import register
+from derive.spec import Activation, Noise, Param, x, y
+
+alpha = sp.Symbol("alpha", real=True)
+beta = sp.Symbol("beta", positive=True)
+lam = sp.Symbol("lambda_", positive=True)
+a = sp.Symbol("a", positive=True)
+theta = sp.Symbol("theta", real=True)
+lower = sp.Symbol("lower", real=True)
+upper = sp.Symbol("upper", real=True)
+sigma_n = sp.Symbol("sigma", positive=True)
+slope = sp.Symbol("r", real=True)  # RReLU's random slope
+eps = sp.Symbol("epsilon", real=True)  # Noisy ReLU's standard normal draw
+
+# SELU's constants (Klambauer et al., 2017), to the digits PyTorch uses.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+IDENTITY = register(Activation(
+    name="identity", title="Identity", latex=r"\operatorname{id}", expr=x))
+
+HEAVISIDE = register(Activation(
+    name="heaviside", title="Heaviside step", latex=r"H",
+    expr=Piecewise((1, x >= 0), (0, True))))
+
+SIGMOID = register(Activation(
+    name="sigmoid", title="Logistic sigmoid", latex=r"\sigma",
+    expr=1 / (1 + exp(-x)),
+    grad_in_output=y * (1 - y)))
+
+TANH = register(Activation(
+    name="tanh", title="Hyperbolic tangent", latex=r"\tanh",
+    expr=tanh(x),
+    grad_in_output=1 - y**2))
+
+SOFTSIGN = register(Activation(
+    name="softsign", title="Softsign", latex=r"\operatorname{softsign}",
+    expr=x / (1 + sp.Abs(x))))
+
+HARD_SIGMOID = register(Activation(
+    name="hard_sigmoid", title="Hard sigmoid", latex=r"\operatorname{hard\,\sigma}",
+    expr=Piecewise((0, x <= -3), (1, x >= 3), (x / 6 + Rational(1, 2), True))))
+
+HARD_TANH = register(Activation(
+    name="hard_tanh", title="Hard tanh", latex=r"\operatorname{hard\,tanh}",
+    expr=Piecewise((-1, x <= -1), (1, x >= 1), (x, True))))
+
+RELU = register(Activation(
+    name="relu", title="Rectified linear unit", latex=r"\operatorname{ReLU}",
+    expr=Piecewise((x, x > 0), (0, True))))
+
+LEAKY_RELU = register(Activation(
+    name="leaky_relu", title="Leaky ReLU", latex=r"\operatorname{LReLU}",
+    params=(Param(alpha, 0.01, latex=r"\alpha"),),
+    expr=Piecewise((x, x > 0), (alpha * x, True))))
+
+PRELU = register(Activation(
+    name="prelu", title="Parametric ReLU", latex=r"\operatorname{PReLU}",
+    params=(Param(alpha, 0.25, learnable=True, latex=r"\alpha"),),
+    expr=Piecewise((x, x > 0), (alpha * x, True))))
+
+RRELU = register(Activation(
+    name="rrelu", title="Randomized leaky ReLU", latex=r"\operatorname{RReLU}",
+    params=(Param(lower, 1 / 8, latex="l"), Param(upper, 1 / 3, latex="u")),
+    noise=(Noise(slope, "uniform", eval_value=(lower + upper) / 2, low=lower, high=upper),),
+    expr=Piecewise((x, x > 0), (slope * x, True))))
+
+ELU = register(Activation(
+    name="elu", title="Exponential linear unit", latex=r"\operatorname{ELU}",
+    params=(Param(alpha, 1.0, latex=r"\alpha"),),
+    expr=Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
+    grad_in_output=Piecewise((1, x > 0), (y + alpha, True))))
+
+SELU = register(Activation(
+    name="selu", title="Scaled exponential linear unit", latex=r"\operatorname{SELU}",
+    params=(Param(alpha, SELU_ALPHA, latex=r"\alpha"), Param(lam, SELU_SCALE, latex=r"\lambda")),
+    expr=lam * Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
+    grad_in_output=Piecewise((lam, x > 0), (y + lam * alpha, True))))
+
+NOISY_RELU = register(Activation(
+    name="noisy_relu", title="Noisy ReLU", latex=r"\operatorname{NReLU}",
+    params=(Param(sigma_n, 1.0, latex=r"\sigma_{\mathcal{N}}"),),
+    noise=(Noise(eps, "normal", eval_value=sp.Integer(0)),),
+    expr=Piecewise((x + sigma_n * eps, x > 0), (0, True))))
+
+WILSON_COWAN = register(Activation(
+    name="wilson_cowan", title="Wilson–Cowan sigmoid", latex=r"S",
+    params=(Param(a, 1.2, latex="a"), Param(theta, 2.8, latex=r"\theta")),
+    expr=1 / (1 + exp(-a * (x - theta))) - 1 / (1 + exp(a * theta)),
+    # σ(a(x−θ)) = y + σ(−aθ), so S' = a·σ(1−σ) reuses the output.
+    grad_in_output=a * (y + sigmoid(-a * theta)) * (1 - y - sigmoid(-a * theta)),
+    domain=(-2.0, 8.0)))
+
+SILU = register(Activation(
+    name="silu", title="Sigmoid linear unit (swish)", latex=r"\operatorname{SiLU}",
+    expr=x / (1 + exp(-x))))
+
+GELU = register(Activation(
+    name="gelu", title="Gaussian error linear unit", latex=r"\operatorname{GELU}",
+    expr=x * (1 + erf(x / sqrt(2))) / 2))
+
+SOFTPLUS = register(Activation(
+    name="softplus", title="Softplus", latex=r"\operatorname{softplus}",
+    params=(Param(beta, 1.0, latex=r"\beta"),),
+    expr=sp.log(1 + exp(beta * x)) / beta,
+    grad_in_output=1 - exp(-beta * y)))
+
+MISH = register(Activation(
+    name="mish", title="Mish", latex=r"\operatorname{mish}",
+    expr=x * tanh(softplus(x))))

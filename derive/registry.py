@@ -1,0 +1,71 @@
+"""The catalogue: every declared op by name.
+
+Declarations register themselves when :mod:`derive.ops` is imported; lookups import it
+on first use so that ``get("sigmoid")`` works from anywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from derive.errors import UnknownNameError
+
+_OPS: dict[str, object] = {}
+
+
+def register(op):
+    """Add a declaration to the catalogue after checking it against its own derivative.
+
+    Parameters
+    ----------
+    op : Activation
+        The declaration.
+
+    Returns
+    -------
+    Activation
+        The same declaration, so that ``SIGMOID = register(Activation(...))`` reads well.
+    """
+    from derive.calculus.verify import verify_declaration
+
+    if op.name in _OPS:
+        raise ValueError(f"{op.name!r} is declared twice in the catalogue")
+    verify_declaration(op)
+    _OPS[op.name] = op
+    return op
+
+
+def _load_catalogue() -> None:
+    import derive.ops  # noqa: F401  (registers the declarations as a side effect)
+
+
+def get(name: str, kind: str | None = None):
+    """Return the declaration called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Catalogue name, e.g. ``"sigmoid"``.
+    kind : str, optional
+        Restrict the lookup to one kind (``"activation"``, ...).
+
+    Raises
+    ------
+    UnknownNameError
+        With the closest registered names as suggestions.
+    """
+    _load_catalogue()
+    op = _OPS.get(name)
+    if op is not None and (kind is None or op.kind == kind):
+        return op
+    names = [n for n, o in _OPS.items() if kind is None or o.kind == kind]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"Did you mean {', '.join(close)}?" if close else "Run `derive list` to see them."
+    what = f"no {kind or 'op'} called {name!r} in the catalogue."
+    raise UnknownNameError(what, fix=hint)
+
+
+def all_ops(kind: str | None = None) -> list:
+    """Every registered declaration (of one kind), in declaration order."""
+    _load_catalogue()
+    return [op for op in _OPS.values() if kind is None or op.kind == kind]

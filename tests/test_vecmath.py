@@ -1,0 +1,201 @@
+"""vexp: accuracy against np.exp, edge values, vectorisation, and the embedding contract."""
+
+import ast
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit
+
+from derive.codegen import vecmath
+from derive.codegen.vecmath import EMBED_BEGIN, EMBED_END, EMBED_IMPORTS, embedded_source, vexp
+
+MAX_ULP = 2
+DBL_MAX = float(np.finfo(np.float64).max)
+TINY_SUBNORMAL = 5e-324
+LN2 = 0.6931471805599453
+
+
+# error_model="numpy": with Python's, the division's zero check blocks vectorisation.
+@njit(error_model="numpy")
+def vexp_array(x):
+    y = np.empty_like(x)
+    for i in range(x.size):
+        y[i] = vexp(x[i])
+    return y
+
+
+@njit(error_model="numpy")
+def sigmoid_kernel(x, y):
+    for i in range(x.size):
+        y[i] = 1.0 / (1.0 + vexp(-x[i]))
+
+
+def ulp_distance(a, b):
+    """Distance in representable doubles between non-negative arrays a and b.
+
+    For non-negative doubles the bit pattern is monotone in the value, and +inf sits one
+    step above DBL_MAX, so the integer difference counts ulps (subnormal spacing included).
+    """
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    assert not np.signbit(a).any() and not np.signbit(b).any()
+    return np.abs(a.view(np.int64) - b.view(np.int64))
+
+
+def sample_points(n=1_000_000, seed=20240611):
+    rng = np.random.default_rng(seed)
+    k = rng.integers(-1075, 1025, n // 10)
+    return np.concatenate(
+        [
+            rng.uniform(-745.0, 709.78, n // 2),  # whole range, subnormal results included
+            rng.uniform(-1.0, 1.0, n // 10),
+            rng.standard_normal(n // 10) * 1e-3,  # dense near 0
+            np.copysign(10.0 ** rng.uniform(-300, -1, n // 10), rng.uniform(-1, 1, n // 10)),
+            # Just either side of the ties of n = rint(x / ln2), where |r| is largest.
+            (k + 0.5) * LN2 * (1.0 + rng.uniform(-1e-12, 1e-12, k.size)),
+            rng.uniform(-745.2, -708.0, n // 10),  # gradual underflow
+        ]
+    )
+
+
+def test_max_ulp_error_against_numpy():
+    x = sample_points()
+    with np.errstate(over="ignore", under="ignore"):
+        ref = np.exp(x)
+    ulps = ulp_distance(vexp_array(x), ref)
+    worst = int(np.argmax(ulps))
+    assert ulps[worst] <= MAX_ULP, f"{ulps[worst]} ulp at x={x[worst]!r}"
+    # Most results are correctly rounded; a drop here means a regression well before 2 ulp.
+    assert np.mean(ulps == 0) > 0.85
+
+
+SPECIAL = [
+    (0.0, 1.0),
+    (-0.0, 1.0),
+    (np.inf, np.inf),
+    (-np.inf, 0.0),
+    (709.7827128933841, np.inf),  # the first double above log(DBL_MAX)
+    (709.79, np.inf),
+    (710.0, np.inf),
+    (1e308, np.inf),
+    (DBL_MAX, np.inf),
+    (-745.1332191019411, TINY_SUBNORMAL),  # smallest x whose exp rounds up to 2**-1074
+    (-745.1332191019412, 0.0),
+    (-746.0, 0.0),
+    (-1e308, 0.0),
+    (-DBL_MAX, 0.0),
+    (TINY_SUBNORMAL, 1.0),
+    (-TINY_SUBNORMAL, 1.0),
+]
+
+
+@pytest.mark.parametrize(("x", "expected"), SPECIAL)
+def test_special_values_scalar(x, expected):
+    assert vexp(x) == expected
+
+
+def test_special_values_in_vector_loop():
+    # Scalar calls and loop remainders run scalar code; a long array puts the special
+    # values through the vectorised loop body too.
+    xs = np.array([x for x, _ in SPECIAL] + [np.nan])
+    expected = np.array([e for _, e in SPECIAL] + [np.nan])
+    got = vexp_array(np.tile(xs, 16))
+    np.testing.assert_array_equal(got, np.tile(expected, 16))
+
+
+def test_nan_propagates():
+    assert np.isnan(vexp(np.nan))
+    assert np.isnan(vexp_array(np.full(64, np.nan))).all()
+
+
+def test_exp_zero_is_exactly_one():
+    assert vexp(0.0) == 1.0
+
+
+@pytest.mark.parametrize("x", [1.0, -1.0, 709.782712893384, 709.0, -708.4, -744.0])
+def test_edge_of_range_results_within_max_ulp(x):
+    # 709.782712893384 is the largest double whose exp is finite.
+    got = vexp(x)
+    assert np.isfinite(got) and got > 0.0
+    assert ulp_distance(got, np.exp(x)) <= MAX_ULP
+
+
+def test_sigmoid_kernel_matches_numpy():
+    x = np.random.default_rng(0).standard_normal(10_001) * 20.0
+    y = np.empty_like(x)
+    sigmoid_kernel(x, y)
+    with np.errstate(over="ignore"):
+        expected = 1.0 / (1.0 + np.exp(-x))
+    # vexp's ulps plus the rounding of 1 + e and of the division, on either side.
+    assert ulp_distance(y, expected).max() <= MAX_ULP + 2
+
+
+def cpu_flags():
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    match = re.search(r"^flags\s*:(.*)$", text, re.MULTILINE)
+    return set(match.group(1).split()) if match else set()
+
+
+@pytest.mark.skipif("avx2" not in cpu_flags(), reason="needs AVX2 (not in /proc/cpuinfo flags)")
+@pytest.mark.skipif(
+    bool(os.environ.get("NUMBA_CPU_NAME")),
+    reason="NUMBA_CPU_NAME overrides the host CPU, so AVX2 may not be targeted",
+)
+def test_sigmoid_loop_vectorises():
+    x = np.linspace(-5.0, 5.0, 64)
+    sigmoid_kernel(x, np.empty_like(x))
+    llvm = sigmoid_kernel.inspect_llvm(sigmoid_kernel.signatures[0])
+    assert "<4 x double>" in llvm
+    # The polynomial itself is vector code, not only the loads and stores around it.
+    assert "@llvm.fmuladd.v4f64" in llvm
+    assert not re.search(r"call\s+(fast\s+)?double\s+@(llvm\.exp\.f64|exp)\(", llvm)
+
+
+def read_block(text):
+    lines = text.splitlines(keepends=True)
+    assert sum(line.rstrip("\n") == EMBED_BEGIN for line in lines) == 1
+    assert sum(line.rstrip("\n") == EMBED_END for line in lines) == 1
+    begin = next(i for i, line in enumerate(lines) if line.rstrip("\n") == EMBED_BEGIN)
+    end = next(i for i, line in enumerate(lines) if line.rstrip("\n") == EMBED_END)
+    assert begin < end
+    return "".join(lines[begin + 1 : end])
+
+
+def test_embedded_block_is_self_contained(tmp_path):
+    source = Path(vecmath.__file__).read_text(encoding="utf-8")
+    block = read_block(source)
+    assert block.rstrip() + "\n" == embedded_source()
+    # The host module supplies the imports; the block must not bring its own.
+    nodes = ast.walk(ast.parse(block))
+    assert not any(isinstance(node, ast.Import | ast.ImportFrom) for node in nodes)
+    for line in EMBED_IMPORTS:
+        assert line in source.split(EMBED_BEGIN)[0].splitlines()
+
+    kernel = (
+        "\n\n@njit(error_model='numpy', cache=True)\n"
+        "def sigmoid(x, y):\n"
+        "    for i in range(x.size):\n"
+        "        y[i] = 1.0 / (1.0 + vexp(-x[i]))\n"
+    )
+    text = "\n".join(EMBED_IMPORTS) + "\n\n\n" + block + kernel
+    # cache=True needs the code to come from a real file, as generated modules do.
+    path = tmp_path / "embedded_vecmath.py"
+    path.write_text(text, encoding="utf-8")
+    namespace = {"__name__": "embedded_vecmath"}
+    exec(compile(text, str(path), "exec"), namespace)
+
+    x = np.random.default_rng(1).uniform(-745.0, 709.0, 4099)
+    np.testing.assert_array_equal(
+        np.array([namespace["vexp"](v) for v in x[:64]]), vexp_array(x[:64])
+    )
+    y = np.empty_like(x)
+    namespace["sigmoid"](x, y)
+    expected = np.empty_like(x)
+    sigmoid_kernel(x, expected)
+    np.testing.assert_array_equal(y, expected)
