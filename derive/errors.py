@@ -18,6 +18,7 @@ class DeriveError(Exception):
         The file, field, formula or name the problem is in.
     fix : str, optional
         How to fix it.
+
     """
 
     exit_code = 2

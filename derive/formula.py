@@ -230,6 +230,7 @@ def parse_formula(text: str, symbols: dict[str, sp.Symbol], where: str = "formul
     ------
     FormulaError
         For anything outside the whitelist, with what, where and how to fix it.
+
     """
     if not isinstance(text, str) or not text.strip():
         raise FormulaError("the formula is empty.", where=where, fix="Give a formula in x.")

@@ -54,6 +54,7 @@ def catalogue_targets(names: list[str] | None, out_dir: Path) -> list[Target]:
         Catalogue names; None means the whole catalogue plus the package files.
     out_dir : Path
         The generated tree's root (``generated/``).
+
     """
     ops = registry.all_ops() if names is None else [registry.get(n) for n in names]
     targets = []
@@ -115,6 +116,7 @@ def custom_activation(expr: str, name: str, params: dict[str, float]) -> Activat
     ------
     FormulaError
         When the formula is not acceptable (with what, where and how to fix it).
+
     """
     check_identifier(name, "--name")
     symbols = {"x": x}

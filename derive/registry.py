@@ -25,6 +25,7 @@ def register(op):
     -------
     Activation
         The same declaration, so that ``SIGMOID = register(Activation(...))`` reads well.
+
     """
     from derive.calculus.verify import verify_declaration
 
@@ -53,6 +54,7 @@ def get(name: str, kind: str | None = None):
     ------
     UnknownNameError
         With the closest registered names as suggestions.
+
     """
     _load_catalogue()
     op = _OPS.get(name)

@@ -30,6 +30,7 @@ class Param:
         Whether backward also returns the gradient with respect to it.
     latex : str
         How LaTeX writes it (defaults to the symbol's name).
+
     """
 
     symbol: sp.Symbol
@@ -60,6 +61,7 @@ class Noise:
         The bounds of a uniform draw (expressions in the op's parameters).
     eval_value : sympy.Expr
         The value used in evaluation mode (e.g. the mean slope).
+
     """
 
     symbol: sp.Symbol
@@ -94,6 +96,7 @@ class Activation:
         Random draws used in training mode.
     domain : tuple of float
         Where tests sample ordinary inputs.
+
     """
 
     name: str

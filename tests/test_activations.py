@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from conftest import generated
+from oracles import ACTIVATIONS, FORWARD_ONLY, GRAD_RTOL
 
 from derive.calculus.derivation import derive_activation
 from derive.calculus.functions import explicit
@@ -12,8 +14,6 @@ from derive.calculus.verify import evaluate, sample_points
 from derive.checks import finite_difference_check
 from derive.registry import all_ops
 from derive.spec import x, y
-from oracles import ACTIVATIONS, FORWARD_ONLY, GRAD_RTOL
-from conftest import generated
 
 OPS = all_ops("activation")
 IDS = [op.name for op in OPS]
@@ -127,8 +127,8 @@ def test_finite_for_every_finite_input(op):
         y_ = module(op).forward(xs, **params_of(op), **mode)
         grads = module(op).backward(xs, y_, np.ones_like(xs), **params_of(op), **mode)
         d_x = grads[0] if isinstance(grads, tuple) else grads
-        assert np.all(np.isfinite(y_)), dict(zip(xs, y_))
-        assert np.all(np.isfinite(d_x)), dict(zip(xs, d_x))
+        assert np.all(np.isfinite(y_)), dict(zip(xs, y_, strict=True))
+        assert np.all(np.isfinite(d_x)), dict(zip(xs, d_x, strict=True))
 
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)

@@ -30,6 +30,7 @@ class ActivationDerivation:
         df/dp for every learnable parameter.
     kinks : tuple of float
         Kink locations at the default parameters.
+
     """
 
     op: Activation
@@ -73,6 +74,7 @@ def derive_activation(op: Activation) -> ActivationDerivation:
     ActivationDerivation
         The stable forward form, the derivative (also in terms of the output where one
         exists), the learnable parameters' derivatives and the kinks.
+
     """
     forward = stabilise(normalise_kinks(op.expr, x))
     derivative = differentiate(forward, x)

@@ -40,6 +40,7 @@ def normalise_kinks(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
     -------
     sympy.Expr
         The same function with every kink an explicit ``Piecewise`` boundary.
+
     """
 
     def pairwise(rule):
@@ -94,6 +95,7 @@ def find_kinks(expr: sp.Expr, var: sp.Symbol, values: dict) -> tuple[float, ...]
     -------
     tuple of float
         Sorted kink locations.
+
     """
     kinks = set()
     for u in _boundaries(expr):

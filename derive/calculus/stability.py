@@ -132,6 +132,7 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
     -------
     sympy.Expr
         An equal expression in which every recognised unsafe spelling is replaced.
+
     """
     for _ in range(20):
         new = _bottom_up(expr)

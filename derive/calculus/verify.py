@@ -31,6 +31,7 @@ def verify_declaration(op: Activation) -> None:
     ------
     DeclarationError
         Naming the op and what is inconsistent.
+
     """
     from derive.calculus.derivation import derive_activation
 

@@ -51,6 +51,7 @@ def helper_source(names: set[str]) -> tuple[str, tuple[str, ...]]:
         The helper definitions, separated by blank lines.
     imports : tuple of str
         Import lines the helpers need beyond ``math``, ``numpy`` and ``numba``.
+
     """
     from derive.codegen.vecmath import EMBED_IMPORTS
 
@@ -129,6 +130,7 @@ def render_activation(m: ActivationModule, command: str) -> str:
     -------
     str
         The module's text, hash line included.
+
     """
     printer = NumbaPrinter(_ELEMENT_NAMES)
     elements = [_element_context(fn, printer) for fn in (m.forward, m.backward)]
@@ -225,6 +227,7 @@ def write_if_changed(path: Path, text: str, force: bool = False) -> bool:
     ------
     OutputError
         When the existing file was edited by hand and ``force`` is False.
+
     """
     path = Path(path)
     if path.exists():

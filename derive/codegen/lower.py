@@ -42,6 +42,7 @@ def element_function(name, inputs, outputs, output_names, sums=None) -> ElementF
         Names of the outputs in generated code.
     sums : sequence of bool, optional
         Which outputs are summed over elements (parameter gradients).
+
     """
     temps = sp.numbered_symbols("t", real=True)
     replacements, reduced = sp.cse([fold_constants(e) for e in outputs], symbols=temps)
@@ -67,6 +68,7 @@ def lower_activation(derivation: ActivationDerivation, source: str) -> Activatio
         The derived op.
     source : str
         What the generated file's header names as its source.
+
     """
     op = derivation.op
     params = tuple(p.symbol for p in op.params)

@@ -53,6 +53,7 @@ class NumbaPrinter(PythonCodePrinter):
     ----------
     helpers : set of str
         The embedded helpers the printed code calls, for the emitter to include.
+
     """
 
     printmethod = "_numbacode"
@@ -148,6 +149,7 @@ class NumbaPrinter(PythonCodePrinter):
         return out
 
     def emptyPrinter(self, expr):
+        """Refuse anything without a rule (strict printing)."""
         raise UnsupportedError(f"no Numba printing rule for {type(expr).__name__}: {expr}")
 
     def _print_not_supported(self, expr):
@@ -163,6 +165,7 @@ def numba_code(expr: sp.Expr, names: dict | None = None) -> tuple[str, set[str]]
         The Python expression.
     helpers : set of str
         Embedded helpers the code calls.
+
     """
     printer = NumbaPrinter(names)
     return printer.doprint(expr), printer.helpers

@@ -13,6 +13,7 @@ from numba import njit
 
 from derive.codegen.vecmath import vexp
 
+
 # --- begin embed: sigmoid (needs: vexp) ---
 @njit(inline="always", cache=True)
 def sigmoid(u):
@@ -40,7 +41,7 @@ def normal_cdf(u):
 # --- begin embed: sign ---
 @njit(inline="always", cache=True)
 def sign(u):
-    """Sign with sign(0) = 0, the subgradient PyTorch uses for |u| at 0."""
+    """Return -1, 0 or 1; zero maps to 0, the subgradient PyTorch uses for abs at 0."""
     return 1.0 if u > 0.0 else (-1.0 if u < 0.0 else 0.0)
 # --- end embed: sign ---
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up derive on a fresh Debian machine: TeX Live (for the lecture PDFs) and the
+# Python package with its test extra, into whatever Python environment is active.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+TEX_PACKAGES="texlive-latex-base texlive-latex-recommended texlive-latex-extra \
+texlive-pictures texlive-lang-portuguese latexmk poppler-utils"
+
+if ! command -v pdflatex >/dev/null || ! command -v pdftotext >/dev/null; then
+  if command -v apt-get >/dev/null; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $TEX_PACKAGES >/dev/null
+  else
+    echo "setup.sh: no apt-get; install pdflatex yourself to compile lecture PDFs." >&2
+  fi
+fi
+
+python -m pip install -q --upgrade pip
+# torch is pinned to the CPU wheel (see pyproject.toml); it is a test extra only.
+python -m pip install -q -e ".[test]"
