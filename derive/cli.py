@@ -137,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     except DeriveError as exc:
         print(f"derive: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:
+        # `derive list | head` closed the pipe: not an error of ours or the user's.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

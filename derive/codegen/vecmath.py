@@ -134,7 +134,7 @@ def vexp(x):
     Returns
     -------
     float
-        ``exp(x)`` within 2 ulp of ``np.exp`` (measured: under 1 ulp) over the whole
+        ``exp(x)`` within 2 ulp of ``np.exp`` (measured: at most 1) over the whole
         float64 range. ``+inf`` for ``x`` above about 709.78, ``0.0`` below about
         -745.13 and for ``-inf``, ``nan`` for ``nan``; ``exp(0) == 1`` exactly.
         Subnormal results are kept, not flushed: they are correctly rounded scalings
