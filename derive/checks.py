@@ -14,7 +14,7 @@ import numpy as np
 from derive.calculus.derivation import derive_activation
 from derive.calculus.verify import sample_points
 from derive.errors import DeriveError
-from derive.spec import Activation
+from derive.spec import Activation, Loss, VectorFunction
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,57 @@ def _(op: Activation, module: ModuleType, seed: int = 0) -> list[CheckResult]:
             results.append(_compare(op.name, f"d_{p.name}" + label, grads[k],
                                     (up - down) / (2 * step)))
     return results
+
+
+def loss_samples(op: Loss, encoding: str, shape=(4, 3), seed: int = 0):
+    """Seeded (pred, target) pairs of the kind the loss is defined on, in float64."""
+    rng = np.random.default_rng(seed)
+    rows, classes = shape
+    pred = {
+        "probabilities": lambda: rng.uniform(0.05, 0.95, shape),
+        "logits": lambda: rng.uniform(-3, 3, shape),
+    }.get(op.samples, lambda: rng.uniform(-2, 2, shape))()
+    if encoding == "index":
+        return pred, rng.integers(0, classes, rows)
+    target = {
+        # Rows that sum to one satisfy every declared target identity.
+        "probabilities": lambda: rng.dirichlet(np.ones(classes), rows),
+        "logits": lambda: rng.dirichlet(np.ones(classes), rows),
+        "signs": lambda: rng.choice([-1.0, 1.0], shape),
+        "binary": lambda: rng.integers(0, 2, shape).astype(float),
+    }.get(op.samples, lambda: rng.uniform(-2, 2, shape))()
+    return pred, target
+
+
+@finite_difference_check.register
+def _(op: Loss, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    results = []
+    for encoding in module.ENCODINGS:
+        pred, target = loss_samples(op, encoding, seed=seed)
+        analytic = module.backward(pred, target)
+        numeric = np.empty_like(pred)
+        for index in np.ndindex(pred.shape):
+            h = TOL.fd_step * max(1.0, abs(pred[index]))
+            up, down = pred.copy(), pred.copy()
+            up[index] += h
+            down[index] -= h
+            numeric[index] = (module.forward(up, target) - module.forward(down, target)) / (2 * h)
+        results.append(_compare(op.name, f"d_pred ({encoding} targets)", analytic, numeric))
+    return results
+
+
+@finite_difference_check.register
+def _(op: VectorFunction, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(*op.domain, (3, 5))
+    d_y = rng.uniform(-1, 1, x.shape)
+    y = module.forward(x)
+    analytic = module.backward(x, y, d_y)
+    numeric = np.empty_like(x)
+    for index in np.ndindex(x.shape):
+        h = TOL.fd_step * max(1.0, abs(x[index]))
+        up, down = x.copy(), x.copy()
+        up[index] += h
+        down[index] -= h
+        numeric[index] = np.sum(d_y * (module.forward(up) - module.forward(down))) / (2 * h)
+    return [_compare(op.name, "d_x (vector-Jacobian product)", analytic, numeric)]

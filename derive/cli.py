@@ -35,14 +35,18 @@ def _parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("kernels", help="generate Numba kernel modules")
     k.add_argument("names", nargs="*", metavar="NAME", help="catalogue names")
-    k.add_argument("--all", action="store_true", help="the whole catalogue (regenerates generated/)")
+    k.add_argument("--all", action="store_true",
+                   help="the whole catalogue (regenerates generated/)")
     k.add_argument("-o", "--out", type=Path, default=None,
                    help="output directory (default: generated/)")
     k.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 naming the files that are not current")
     k.add_argument("--force", action="store_true", help="overwrite files edited by hand")
     k.add_argument("--expr", help="a custom activation: a formula in x and --param names")
-    k.add_argument("--name", help="the custom activation's name")
+    k.add_argument("--kind", choices=["activation", "loss"], default="activation",
+                   help="what --expr declares: an activation in x, or a loss per element "
+                        "in pred and target (mean over all elements)")
+    k.add_argument("--name", help="the custom op's name")
     k.add_argument("--param", type=_parameter, action="append", default=[],
                    metavar="NAME=VALUE", help="a named parameter of --expr and its default")
 
@@ -56,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _names(args) -> list[str] | None:
     if args.all and args.names:
-        raise DeriveError("give catalogue names or --all, not both.", where="derive " + args.command)
+        raise DeriveError("give catalogue names or --all, not both.",
+                          where="derive " + args.command)
     if not args.all and not args.names:
         raise DeriveError("nothing to do.", where="derive " + args.command,
                           fix="Give catalogue names (see `derive list`) or --all.")
@@ -68,7 +73,8 @@ def cmd_list(args) -> int:
     ops = registry.all_ops()
     width = max(len(op.name) for op in ops)
     for op in ops:
-        print(f"{op.name:<{width}}  {op.kind:<10}  {op.title}: {op.expr}")
+        formula = op.out if op.kind == "vector" else op.expr
+        print(f"{op.name:<{width}}  {op.kind:<10}  {op.title}: {formula}")
     return 0
 
 
@@ -83,7 +89,8 @@ def cmd_kernels(args) -> int:
             raise DeriveError("--expr needs --name for the generated module.",
                               where="derive kernels", fix='Add e.g. --name my_act.')
         params = dict(args.param)
-        op = pipeline.custom_activation(args.expr, args.name, params)
+        declare = pipeline.custom_loss if args.kind == "loss" else pipeline.custom_activation
+        op = declare(args.expr, args.name, params)
         targets = [pipeline.custom_target(op, args.expr, params, out)]
         whole = False
     else:

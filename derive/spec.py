@@ -123,3 +123,87 @@ class Activation:
     def stochastic(self) -> bool:
         """Whether training mode draws random numbers."""
         return bool(self.noise)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss L = scale · Σ_n Σ_k term(pred[n, k], target[n, k]).
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`.
+    term : sympy.Expr
+        The summand, in ``pred[n, k]`` and ``target[n, k]`` (indices from
+        :mod:`derive.calculus.indexed`).
+    scale : sympy.Expr
+        The reduction: ``1/(N*K)`` for a mean over all elements, ``1/N`` for a mean over
+        the batch, ``1/2`` for Rumelhart's ½Σ.
+    pred, target : sympy.IndexedBase
+        The prediction (probabilities, values or logits) and the target.
+    targets : tuple of str
+        Target encodings the kernels accept: ``"dense"`` (an array like pred) and/or
+        ``"index"`` (integer class labels; derived by substituting the one-hot delta).
+    identities : tuple of (pattern, value)
+        Facts about targets the derivation may use, e.g. one-hot rows sum to 1.
+    params : tuple of Param
+        Named parameters (e.g. Huber's delta).
+    log_floor : float, optional
+        Forward logs are clamped below at this value (PyTorch's BCE uses −100).
+    grad_floor : float, optional
+        Denominators of the gradient are clamped below at this value (PyTorch: 1e-12).
+    samples : str
+        How tests draw (pred, target): ``"values"``, ``"probabilities"``,
+        ``"binary"``, ``"signs"``, ``"classes"``, ``"logits"``.
+    """
+
+    name: str
+    title: str
+    latex: str
+    term: sp.Expr
+    scale: sp.Expr
+    pred: sp.IndexedBase
+    target: sp.IndexedBase
+    targets: tuple[str, ...] = ("dense",)
+    identities: tuple = ()
+    params: tuple[Param, ...] = ()
+    log_floor: float | None = None
+    grad_floor: float | None = None
+    samples: str = "values"
+    kind: str = field(default="loss", init=False)
+
+    @property
+    def defaults(self) -> dict[sp.Symbol, float]:
+        """Parameter symbols mapped to their default values."""
+        return {p.symbol: p.default for p in self.params}
+
+    @property
+    def expr(self) -> sp.Expr:
+        """The whole loss as a SymPy expression with symbolic N and K."""
+        from derive.calculus.indexed import K, N, k, n
+
+        return self.scale * sp.Sum(sp.Sum(self.term, (k, 0, K - 1)), (n, 0, N - 1))
+
+
+@dataclass(frozen=True)
+class VectorFunction:
+    """A row-wise vector function y[n, k] = f(x[n, :])_k, such as softmax.
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`.
+    out : sympy.Expr
+        y[n, k] in terms of ``arg[n, ...]`` (indices from :mod:`derive.calculus.indexed`).
+    arg : sympy.IndexedBase
+        The input array.
+    """
+
+    name: str
+    title: str
+    latex: str
+    out: sp.Expr
+    arg: sp.IndexedBase
+    domain: tuple[float, float] = (-5.0, 5.0)
+    kind: str = field(default="vector", init=False)
+    params: tuple[Param, ...] = ()

@@ -42,3 +42,29 @@ GRAD_RTOL = {
     # float64, so its slope is 1/6 to float32 precision only.
     "hard_sigmoid": 1e-7,
 }
+
+
+def _xlogy_ce(p, y):
+    return -(torch.special.xlogy(y, p)).sum(1).mean()
+
+
+#: Loss oracles: (pred, target) tensors → PyTorch's value; rows × classes as 2-D.
+LOSSES = {
+    "mse": lambda p, y: F.mse_loss(p, y),
+    "sse_half": lambda p, y: 0.5 * ((p - y) ** 2).sum(),
+    "mae": lambda p, y: F.l1_loss(p, y),
+    "huber": lambda p, y, delta: F.huber_loss(p, y, delta=delta),
+    "binary_cross_entropy": lambda p, y: F.binary_cross_entropy(p, y),
+    "binary_cross_entropy_with_logits": lambda z, y: F.binary_cross_entropy_with_logits(z, y),
+    # Not a PyTorch loss: composed from relu, whose subgradient at 0 is 0 like ours.
+    "hinge": lambda p, y: F.relu(1 - y * p).mean(),
+    # Not a PyTorch loss: composed from xlogy, so that 0·log 0 = 0.
+    "categorical_cross_entropy": _xlogy_ce,
+    "sparse_categorical_cross_entropy": lambda p, c: F.nll_loss(torch.log(p), c),
+    "softmax_cross_entropy": lambda z, y: F.cross_entropy(z, y),
+}
+
+VECTORS = {
+    "softmax": lambda t: torch.softmax(t, -1),
+    "log_softmax": lambda t: torch.log_softmax(t, -1),
+}

@@ -119,3 +119,22 @@ def test_check_fails_on_a_wrong_kernel(tmp_path, capsys):
     path.write_text(path.read_text().replace("(d_y_i if (x_i > 0) else 0)", "(d_y_i * 0.5)"))
     assert main(["check", "relu", "-o", str(tmp_path)]) == 1
     assert "FAIL" in capsys.readouterr().out
+
+
+def test_custom_loss_end_to_end(tmp_path):
+    assert main(["kernels", "--kind", "loss", "--expr", "log(cosh(pred - target))",
+                 "--name", "logcosh", "-o", str(tmp_path)]) == 0
+    module = load_module(tmp_path / "logcosh.py")
+    pred = np.array([[0.5, -1.0], [2.0, 0.0]])
+    target = np.array([[0.0, 0.5], [1.0, -1.0]])
+    assert module.forward(pred, target) == pytest.approx(np.mean(np.log(np.cosh(pred - target))))
+    np.testing.assert_allclose(module.backward(pred, target), np.tanh(pred - target) / 4,
+                               rtol=1e-14)
+    assert "--kind loss" in (tmp_path / "logcosh.py").read_text()
+
+
+def test_custom_loss_refuses_x_and_missing_pred(capsys):
+    assert main(["kernels", "--kind", "loss", "--expr", "x**2", "--name", "a", "-o", "/tmp/a"]) == 2
+    assert main(["kernels", "--kind", "loss", "--expr", "target**2", "--name", "a",
+                 "-o", "/tmp/a"]) == 2
+    assert "depend on pred" in capsys.readouterr().err

@@ -7,9 +7,26 @@ from functools import cache
 
 import sympy as sp
 
+from derive.calculus.indexed import (
+    K,
+    N,
+    apply_identities,
+    eliminate_deltas,
+    k,
+    n,
+    name_softmax,
+    p,
+    q,
+)
 from derive.calculus.kinks import find_kinks, normalise_kinks
 from derive.calculus.stability import stabilise, tidy
-from derive.spec import Activation, Param, x, y
+from derive.spec import Activation, Loss, Param, VectorFunction, x, y
+
+#: Integer class labels c[n] (the "index" target encoding).
+LABELS = sp.IndexedBase("c", integer=True)
+#: The upstream gradient d_y[n, k] of a vector function, and its output y[n, k].
+UPSTREAM = sp.IndexedBase("d_y", real=True)
+OUTPUT = sp.IndexedBase("y", real=True)
 
 
 @dataclass(frozen=True)
@@ -85,3 +102,114 @@ def derive_activation(op: Activation) -> ActivationDerivation:
     param_grads = tuple((p, differentiate(forward, p.symbol)) for p in op.learnable)
     kinks = find_kinks(forward, x, op.defaults)
     return ActivationDerivation(op, forward, derivative, in_output, param_grads, kinks)
+
+
+@dataclass(frozen=True)
+class LossVariant:
+    """A loss for one target encoding.
+
+    Attributes
+    ----------
+    encoding : str
+        ``"dense"`` (targets like predictions) or ``"index"`` (integer labels c[n]).
+    target : sympy.IndexedBase
+        The target array in this encoding.
+    row_value : sympy.Expr
+        Σ_k term for row n, deltas eliminated (the loss is scale · Σ_n row_value).
+    gradient : sympy.Expr
+        ∂L/∂pred[p, q] in closed form.
+    """
+
+    encoding: str
+    target: sp.IndexedBase
+    row_value: sp.Expr
+    gradient: sp.Expr
+
+
+@dataclass(frozen=True)
+class LossDerivation:
+    """Everything derived from one loss declaration."""
+
+    op: Loss
+    variants: tuple[LossVariant, ...]
+
+    def variant(self, encoding: str) -> LossVariant:
+        """The variant for a target encoding."""
+        return next(v for v in self.variants if v.encoding == encoding)
+
+
+def _reduce(expr: sp.Expr, identities) -> sp.Expr:
+    return name_softmax(apply_identities(eliminate_deltas(expr), identities))
+
+
+def loss_summand(op: Loss, encoding: str) -> sp.Expr:
+    """The declared summand, kinks normalised and stabilised, for a target encoding.
+
+    Integer labels c[n] enter as the one-hot delta δ(k, c[n]) in place of y[n, k].
+    """
+    term = stabilise(normalise_kinks(op.term, op.pred[n, k]))
+    if encoding == "index":
+        term = term.xreplace({op.target[n, k]: sp.KroneckerDelta(k, LABELS[n])})
+    return term
+
+
+@cache
+def derive_loss(op: Loss) -> LossDerivation:
+    """Derive a loss's gradient over indexed sums.
+
+    ``diff`` of the declared sum with respect to pred[p, q], then the Kronecker-delta
+    elimination, the declared target identities (Σ_k y[n, k] = 1 for one-hot rows) and
+    the naming of exp(z − lse) as softmax. For integer labels the one-hot target is the
+    delta δ(k, c[n]), substituted into the same declaration.
+
+    Parameters
+    ----------
+    op : Loss
+        The declaration.
+    """
+    variants = []
+    for encoding in op.targets:
+        target = op.target if encoding == "dense" else LABELS
+        summand = loss_summand(op, encoding)
+        row_value = _reduce(sp.Sum(summand, (k, 0, K - 1)), op.identities)
+        whole = op.scale * sp.Sum(sp.Sum(summand, (k, 0, K - 1)), (n, 0, N - 1))
+        gradient = tidy(stabilise(_reduce(sp.diff(whole, op.pred[p, q]), op.identities)))
+        variants.append(LossVariant(encoding, target, row_value, gradient))
+    return LossDerivation(op, tuple(variants))
+
+
+@dataclass(frozen=True)
+class VectorDerivation:
+    """A row-wise vector function's vector-Jacobian product.
+
+    Attributes
+    ----------
+    forward : sympy.Expr
+        y[n, k].
+    vjp : sympy.Expr
+        d_x[p, q] = Σ_{n,k} d_y[n, k] ∂y[n, k]/∂x[p, q], in terms of x.
+    vjp_in_output : sympy.Expr or None
+        The same with y standing for the forward's value, where that removes x.
+    """
+
+    op: VectorFunction
+    forward: sp.Expr
+    vjp: sp.Expr
+    vjp_in_output: sp.Expr | None
+
+
+@cache
+def derive_vector(op: VectorFunction) -> VectorDerivation:
+    """Derive the vector-Jacobian product of a row-wise vector function."""
+    forward = name_softmax(op.out)
+    pairing = sp.Sum(sp.Sum(UPSTREAM[n, k] * op.out, (k, 0, K - 1)), (n, 0, N - 1))
+    vjp = tidy(_reduce(sp.diff(pairing, op.arg[p, q]), ()))
+    in_output = None
+    if isinstance(forward, sp.Indexed):
+        candidate = vjp.replace(
+            lambda e: isinstance(e, sp.Indexed) and e.base == forward.base,
+            lambda e: OUTPUT[e.indices],
+        )
+        if op.arg not in {a.base for a in candidate.atoms(sp.Indexed)}:
+            in_output = candidate
+    return VectorDerivation(op, forward, vjp, in_output)

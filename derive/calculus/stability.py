@@ -151,6 +151,13 @@ def _bottom_up(e: sp.Basic) -> sp.Basic:
     return _rewrite_node(e)
 
 
+def _rational_form(expr: sp.Expr) -> sp.Expr:
+    # One fraction with an expanded numerator and the denominators' product kept
+    # factored: −y/ŷ + (1−y)/(1−ŷ) becomes (ŷ − y)/(ŷ(1 − ŷ)).
+    numerator, denominator = sp.fraction(sp.together(expr))
+    return sp.expand(numerator) / denominator
+
+
 def tidy(expr: sp.Expr) -> sp.Expr:
     """Pick the shortest of a few cheap equal forms (never ``simplify``, which is slow).
 
@@ -158,7 +165,7 @@ def tidy(expr: sp.Expr) -> sp.Expr:
     pulls common factors such as σ out of SiLU's. Each candidate is re-stabilised.
     """
     candidates = [expr]
-    for transform in (sp.together, sp.factor_terms):
+    for transform in (sp.together, sp.factor_terms, _rational_form):
         try:
             candidates.append(stabilise(transform(expr)))
         except (sp.PolynomialError, TypeError, ValueError):

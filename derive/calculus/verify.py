@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import singledispatch
+
 import numpy as np
 import sympy as sp
 
 from derive.errors import DeclarationError
-from derive.spec import Activation, x, y
+from derive.spec import Activation, Loss, VectorFunction, x, y
 
 
 def evaluate(expr: sp.Expr, values: dict, digits: int = 30) -> float:
@@ -24,8 +26,43 @@ def sample_points(op: Activation, kinks: tuple[float, ...], n: int = 7, seed: in
     return far[:n]
 
 
-def verify_declaration(op: Activation) -> None:
-    """Refuse a declaration whose symbols or derivative rule are inconsistent.
+@singledispatch
+def verify_declaration(op) -> None:
+    """Refuse a declaration that contradicts itself (dispatched on its type).
+
+    Raises
+    ------
+    DeclarationError
+        Naming the op and what is inconsistent.
+    """
+    raise TypeError(f"no verification for {type(op).__name__} — did you add a new kind?")
+
+
+@verify_declaration.register
+def _(op: Loss) -> None:
+    from derive.calculus.derivation import derive_loss
+
+    for variant in derive_loss(op).variants:
+        if variant.gradient.has(sp.DiracDelta, sp.Derivative):
+            raise DeclarationError(
+                f"the {variant.encoding} gradient is not in closed form: {variant.gradient}",
+                where=f"loss {op.name!r}",
+                fix="Write kinks as Piecewise/Max and use functions with known derivatives.",
+            )
+
+
+@verify_declaration.register
+def _(op: VectorFunction) -> None:
+    from derive.calculus.derivation import derive_vector
+
+    if derive_vector(op).vjp.has(sp.Derivative):
+        raise DeclarationError("the vector-Jacobian product is not in closed form.",
+                               where=f"vector function {op.name!r}")
+
+
+@verify_declaration.register
+def _(op: Activation) -> None:
+    """Refuse an activation whose symbols or derivative rule are inconsistent.
 
     Raises
     ------

@@ -12,7 +12,7 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from derive.codegen.ir import ActivationModule, ElementFunction
+from derive.codegen.ir import ActivationModule, ElementFunction, LossModule, RowKernel, VectorModule
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.errors import OutputError
@@ -251,11 +251,101 @@ def package_init(description: str, command: str) -> str:
     )
 
 
-__all__ = [
-    "atomic_write",
-    "edited_by_hand",
-    "render_activation",
-    "write_if_changed",
-    "helper_source",
-    "sp",
+
+
+def _reduction_lines(r, printer: NumbaPrinter) -> list[str]:
+    body = printer.doprint(r.body)
+    t, i = r.target, r.index
+    if r.kind == "sum":
+        return [f"{t} = 0.0", f"for {i} in range(K):", f"    {t} += {body}"]
+    printer.helpers.add("vexp")
+    return [
+        "# log-sum-exp with the row maximum subtracted: no exp can overflow",
+        f"{t}_max = -math.inf",
+        f"for {i} in range(K):",
+        f"    {t}_max = max({t}_max, {body})",
+        f"{t} = 0.0",
+        f"for {i} in range(K):",
+        f"    {t} += vexp({body} - {t}_max)",
+        f"{t} = {t}_max + math.log({t})",
+    ]
+
+
+def _row_context(kernel: RowKernel, printer: NumbaPrinter) -> dict:
+    """Lines of a row kernel: the per-row prologue and the per-value statements."""
+    prologue = [line for r in kernel.reductions for line in _reduction_lines(r, printer)]
+    body = [f"{a.target} = {printer.doprint(a.expr)}" for a in kernel.body]
+    return {
+        "prologue": prologue,
+        "lines": body if kernel.col is not None else prologue + body,
+        "value": printer.doprint(kernel.value),
+    }
+
+
+_FLAVOURS = [
+    ("serial", 'njit(cache=True, error_model="numpy")', "range"),
+    ("parallel", 'njit(cache=True, error_model="numpy", parallel=True)', "prange"),
 ]
+
+
+def render_loss(m: LossModule, op_names: dict, command: str) -> str:
+    """Render the generated module of one loss.
+
+    Parameters
+    ----------
+    m : LossModule
+        The lowered loss.
+    op_names : dict
+        IndexedBase → array name in the kernels (pred, target, labels).
+    command : str
+        The command that regenerates the file.
+    """
+    printer = NumbaPrinter(op_names)
+    variants = []
+    for v in m.variants:
+        variants.append({
+            "encoding": v.encoding,
+            "forward": _row_context(v.forward, printer),
+            "backward": _row_context(v.backward, printer),
+        })
+    helpers, extra_imports = helper_source(printer.helpers)
+    encodings = [v.encoding for v in m.variants]
+    target_doc = " or ".join(
+        {"dense": "an array of pred's shape", "index": "integer class labels of shape (N,)"}[e]
+        for e in encodings
+    )
+    names = [p.name for p in m.params]
+    context = {
+        "m": m,
+        "header": header_lines(m.source, command),
+        "param_sig": "".join(f", {p.name}={p.default!r}" for p in m.params),
+        "kernel_params": "".join(f", {n_}" for n_ in names),
+        "call_params": "".join(f", float({n_})" for n_ in names),
+        "variants": variants,
+        "flavours": _FLAVOURS,
+        "encodings": encodings,
+        "target_doc": target_doc,
+        "helpers": helpers,
+        "extra_imports": extra_imports,
+    }
+    text = _environment().get_template("kernels/loss.py.jinja").render(context)
+    return with_hash(text)
+
+
+def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
+    """Render the generated module of a row-wise vector function (softmax, ...)."""
+    printer = NumbaPrinter(op_names)
+    forward = _row_context(m.forward, printer)
+    backward = _row_context(m.backward, printer)
+    helpers, extra_imports = helper_source(printer.helpers)
+    context = {
+        "m": m,
+        "header": header_lines(m.source, command),
+        "forward": forward,
+        "backward": backward,
+        "flavours": _FLAVOURS,
+        "helpers": helpers,
+        "extra_imports": extra_imports,
+    }
+    text = _environment().get_template("kernels/vector.py.jinja").render(context)
+    return with_hash(text)

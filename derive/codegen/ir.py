@@ -65,3 +65,62 @@ class ActivationModule:
     backward: ElementFunction
     uses_output: bool
     formulas: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """A per-row reduction over the column index, computed before the row's elements."""
+
+    target: sp.Symbol
+    kind: str  # "sum" or "logsumexp" (evaluated with the row maximum subtracted)
+    index: sp.Symbol
+    body: sp.Expr
+
+
+@dataclass(frozen=True)
+class RowKernel:
+    """A loop over rows: reductions first, then one value per row or per element.
+
+    ``col`` is None for a kernel that sums one value per row (a loss's forward pass)
+    and the column index for one that writes an output element per (row, col).
+    """
+
+    row: sp.Symbol
+    col: sp.Symbol | None
+    reductions: tuple[Reduction, ...]
+    body: tuple[Assign, ...]
+    value: sp.Expr
+
+
+@dataclass(frozen=True)
+class LossKernels:
+    """Forward and backward kernels of a loss for one target encoding."""
+
+    encoding: str
+    forward: RowKernel
+    backward: RowKernel
+
+
+@dataclass(frozen=True)
+class LossModule:
+    """Everything the loss template needs to write one generated module."""
+
+    name: str
+    title: str
+    source: str
+    params: tuple[Scalar, ...]
+    variants: tuple[LossKernels, ...]
+    formulas: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class VectorModule:
+    """Everything the vector-function template needs (softmax and friends)."""
+
+    name: str
+    title: str
+    source: str
+    forward: RowKernel
+    backward: RowKernel
+    uses_output: bool
+    formulas: tuple[tuple[str, str], ...]

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
-from derive.calculus.derivation import ActivationDerivation
-from derive.codegen.ir import ActivationModule, Assign, Draw, ElementFunction, Scalar
+from derive.calculus.derivation import ActivationDerivation, LossDerivation, VectorDerivation
+from derive.calculus.indexed import k, lse, n, p, q, unname_softmax
+from derive.codegen.ir import (
+    ActivationModule,
+    Assign,
+    Draw,
+    ElementFunction,
+    LossKernels,
+    LossModule,
+    Reduction,
+    RowKernel,
+    Scalar,
+    VectorModule,
+)
 from derive.spec import x, y
 
 #: The upstream gradient ∂L/∂y of one element.
@@ -102,5 +115,128 @@ def lower_activation(derivation: ActivationDerivation, source: str) -> Activatio
         forward=forward,
         backward=backward,
         uses_output=derivation.in_output is not None,
+        formulas=tuple(formulas),
+    )
+
+
+def _extract_reductions(expr: sp.Expr) -> tuple[sp.Expr, tuple[Reduction, ...]]:
+    """Hoist log-sum-exps and column sums out of a row expression into reductions."""
+    names = sp.numbered_symbols("r", real=True)
+    reductions = []
+    for term in sorted(expr.atoms(lse), key=sp.default_sort_key):
+        target = next(names)
+        row, index, _ = term.args
+        reductions.append(Reduction(target, "logsumexp", index, row))
+        expr = expr.xreplace({term: target})
+    while True:
+        innermost = [s for s in expr.atoms(sp.Sum) if not s.function.has(sp.Sum)]
+        if not innermost:
+            return expr, tuple(reductions)
+        total = sorted(innermost, key=sp.default_sort_key)[0]
+        (index, _, _), = total.limits
+        target = next(names)
+        reductions.append(Reduction(target, "sum", index, fold_constants(total.function)))
+        expr = expr.xreplace({total: target})
+
+
+def _deltas_to_piecewise(expr: sp.Expr) -> sp.Expr:
+    """δ(a, b)·f → (f if a == b else 0): f is then never evaluated off the delta's support."""
+
+    def convert(e):
+        deltas = [f for f in e.args if isinstance(f, sp.KroneckerDelta)]
+        if not deltas:
+            return e
+        rest = sp.Mul(*[f for f in e.args if f not in deltas])
+        cond = sp.And(*[sp.Eq(*d.args) for d in deltas])
+        return sp.Piecewise((rest, cond), (0, True))
+
+    return expr.replace(lambda e: isinstance(e, sp.Mul), convert)
+
+
+def _guard_zero_targets(expr: sp.Expr, target: sp.IndexedBase) -> sp.Expr:
+    """y·log(ŷ) and y/ŷ are 0 where the target y is 0 (0·log 0 = 0, as xlogy)."""
+
+    def risky(e):
+        if not isinstance(e, sp.Mul):
+            return False
+        has_target = any(isinstance(f, sp.Indexed) and f.base == target for f in e.args)
+        unbounded = any(isinstance(f, sp.log) or (isinstance(f, sp.Pow) and f.exp.is_negative)
+                        for f in e.args)
+        return has_target and unbounded
+
+    def guard(e):
+        (y_,) = [f for f in e.args if isinstance(f, sp.Indexed) and f.base == target][:1]
+        return sp.Piecewise((0, sp.Eq(y_, 0)), (e, True))
+
+    return expr.replace(risky, guard)
+
+
+def _floor_logs(expr: sp.Expr, floor: float) -> sp.Expr:
+    """Clamp logarithms below at ``floor`` (PyTorch's BCE clamps at −100)."""
+    return expr.replace(
+        lambda e: isinstance(e, sp.log | log1p),
+        lambda e: sp.Max(e, floor),
+    )
+
+
+def _floor_denominators(expr: sp.Expr, floor: float) -> sp.Expr:
+    """Clamp every denominator below at ``floor`` (PyTorch's BCE backward uses 1e-12)."""
+    return expr.replace(
+        lambda e: isinstance(e, sp.Pow) and e.exp == -1 and not e.base.is_number,
+        lambda e: 1 / sp.Max(e.base, floor),
+    )
+
+
+def _row_kernel(expr, row, col, body_outputs=None) -> RowKernel:
+    expr, reductions = _extract_reductions(unname_softmax(expr))
+    temps = sp.numbered_symbols("t", real=True)
+    replacements, (value,) = sp.cse([fold_constants(expr)], symbols=temps)
+    return RowKernel(row, col, reductions, tuple(Assign(t, e) for t, e in replacements), value)
+
+
+def lower_loss(derivation: LossDerivation, source: str) -> LossModule:
+    """Lower a loss's derivation to the IR of its generated module.
+
+    The forward kernel sums scale · row_value over rows; the backward kernel writes
+    ∂L/∂pred[p, q]. PyTorch's clamps, where declared, are applied here, and terms that
+    multiply a target are defined as 0 where the target is 0.
+    """
+    op = derivation.op
+    variants = []
+    for v in derivation.variants:
+        row_value = op.scale * v.row_value
+        gradient = v.gradient
+        if op.log_floor is not None:
+            row_value = _floor_logs(row_value, op.log_floor)
+        if op.grad_floor is not None:
+            gradient = _floor_denominators(gradient, op.grad_floor)
+        row_value = _deltas_to_piecewise(_guard_zero_targets(row_value, op.target))
+        gradient = _deltas_to_piecewise(_guard_zero_targets(gradient, op.target))
+        variants.append(LossKernels(
+            v.encoding, _row_kernel(row_value, n, None), _row_kernel(gradient, p, q)
+        ))
+    formulas = [("L", sp.sstr(op.expr))] + [
+        (f"dL/d{op.pred}[p, q] ({v.encoding} targets)", sp.sstr(v.gradient))
+        for v in derivation.variants
+    ]
+    return LossModule(
+        name=op.name, title=op.title, source=source,
+        params=tuple(Scalar(p_.name, float(p_.default), p_.learnable) for p_ in op.params),
+        variants=tuple(variants), formulas=tuple(formulas),
+    )
+
+
+def lower_vector(derivation: VectorDerivation, source: str) -> VectorModule:
+    """Lower a vector function: forward per element, backward as its VJP."""
+    op = derivation.op
+    vjp = derivation.vjp_in_output if derivation.vjp_in_output is not None else derivation.vjp
+    formulas = [("y[n, k]", sp.sstr(derivation.forward)), ("d_x[p, q]", sp.sstr(derivation.vjp))]
+    if derivation.vjp_in_output is not None:
+        formulas.append(("d_x[p, q], in terms of y", sp.sstr(derivation.vjp_in_output)))
+    return VectorModule(
+        name=op.name, title=op.title, source=source,
+        forward=_row_kernel(op.out.xreplace({k: q}).xreplace({n: p}), p, q),
+        backward=_row_kernel(vjp, p, q),
+        uses_output=derivation.vjp_in_output is not None,
         formulas=tuple(formulas),
     )

@@ -87,6 +87,14 @@ class NumbaPrinter(PythonCodePrinter):
     def _print_BooleanFalse(self, expr):
         return "False"
 
+    def _print_Indexed(self, expr):
+        base = self.names.get(expr.base, str(expr.base))
+        return f"{base}[{', '.join(self._print(i) for i in expr.indices)}]"
+
+    def _print_KroneckerDelta(self, expr):
+        a, b = (self._print(arg) for arg in expr.args)
+        return f"(1.0 if {a} == {b} else 0.0)"
+
     # -- arithmetic --------------------------------------------------------------
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.as_base_exp()

@@ -1,0 +1,195 @@
+"""Calculus over indexed sums: Kronecker-delta elimination, identities, named rows.
+
+Differentiating ``Sum(f(z[n, k]), ...)`` with respect to ``z[p, q]`` makes SymPy return
+sums of ``KroneckerDelta(n, p)·KroneckerDelta(k, q)·…``. The pass here does what a
+lecturer does on the board: split the sum, let each delta pick out the one term it
+keeps (solving it for the summation variable), and pull out of a sum every factor that
+does not depend on its index. It is a few dozen lines and runs in milliseconds; SymPy's
+``simplify`` is slow on such sums and crashes on softmax.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+#: Batch size and number of classes/outputs.
+N = sp.Symbol("N", integer=True, positive=True)
+K = sp.Symbol("K", integer=True, positive=True)
+#: Summation indices of declarations (n over the batch, k and j over classes).
+n, k, j = sp.symbols("n k j", integer=True, nonnegative=True)
+#: Free indices of a gradient: ∂L/∂z[p, q].
+p, q = sp.symbols("p q", integer=True, nonnegative=True)
+
+
+class lse(sp.Function):  # noqa: N801
+    r"""Row log-sum-exp :math:`\log\sum_{j=0}^{K-1} e^{r_j}`, args ``(r_j, j, K)``.
+
+    Its derivative is the softmax — ``exp(r − lse)`` — which is also the form that never
+    overflows; the kernels evaluate ``lse`` itself with the row maximum subtracted.
+    """
+
+    def _eval_derivative(self, s):
+        row, index, size = self.args
+        return sp.Sum(sp.exp(row - self) * sp.diff(row, s), (index, 0, size - 1))
+
+    def _eval_subs(self, old, new):
+        # The summation index is bound: substituting it would change the function.
+        if old == self.args[1]:
+            return self
+        return None
+
+    def _eval_is_real(self):
+        return self.args[0].is_real
+
+    def _eval_rewrite_as_log(self, row, index, size, **kwargs):
+        return sp.log(sp.Sum(sp.exp(row), (index, 0, size - 1)))
+
+    def _latex(self, printer, exp=None):
+        row, index, size = self.args
+        body = (rf"\log\sum_{{{printer._print(index)}=0}}^{{{printer._print(size - 1)}}}"
+                rf" e^{{{printer._print(row)}}}")
+        return rf"\left({body}\right)^{{{exp}}}" if exp else body
+
+
+def softmax_of(base: sp.IndexedBase) -> sp.IndexedBase:
+    """The array softmax(base), as an indexed object whose name prints as such."""
+    return sp.IndexedBase(f"softmax({base})", real=True)
+
+
+def _expand(e: sp.Expr) -> sp.Expr:
+    # Distribute products over sums, but keep exp(a − b) whole: it is the softmax.
+    return sp.expand(e, power_exp=False, power_base=False, log=False)
+
+
+def _deltas_out_of_piecewise(e: sp.Expr) -> sp.Expr:
+    """δ·a if c else δ·b → δ·(a if c else b), so the sum can absorb δ (0 = δ·0 too)."""
+    if not isinstance(e, sp.Piecewise):
+        return e
+    branches = [(sp.factor_terms(v), c) for v, c in e.args]
+    shared = None
+    for value, _ in branches:
+        if value == 0:
+            continue
+        deltas = {f for f in sp.Mul.make_args(value) if isinstance(f, sp.KroneckerDelta)}
+        shared = deltas if shared is None else shared & deltas
+    if not shared:
+        return e
+    common = sp.Mul(*shared)
+    return common * sp.Piecewise(*[(v / common, c) for v, c in branches])
+
+
+def _split_sum(s: sp.Sum) -> sp.Expr:
+    """Reduce one Sum whose body has already been reduced."""
+    body = s.function.replace(lambda e: isinstance(e, sp.Piecewise), _deltas_out_of_piecewise)
+    # Expanding is what exposes each delta as a factor; a body without deltas is left
+    # as written, so (ŷ − y)² is not turned into a cancelling ŷ² − 2ŷy + y².
+    body = _expand(body) if body.has(sp.KroneckerDelta) else body
+    limits = list(s.limits)
+    if isinstance(body, sp.Add):
+        return sp.Add(*[_split_sum(sp.Sum(t, *limits)) for t in body.args])
+    changed = True
+    while changed:
+        changed = False
+        for limit in reversed(limits):
+            index = limit[0]
+            for factor in sp.Mul.make_args(body):
+                if not isinstance(factor, sp.KroneckerDelta) or index not in factor.free_symbols:
+                    continue
+                a, b = factor.args
+                if index not in (a, b):
+                    continue  # e.g. δ(k, c[n]) summed over n: not solvable for n
+                other = b if a == index else a
+                if index in other.free_symbols:
+                    continue
+                # The delta keeps the single term index = other (other lies in range:
+                # it is a free index of the gradient or a label in [0, K)).
+                body = (body / factor).subs(index, other)
+                limits.remove(limit)
+                changed = True
+                break
+            if changed:
+                break
+    if not limits:
+        return body
+    bound = {lim[0] for lim in limits}
+    outside = [f for f in sp.Mul.make_args(body) if not (f.free_symbols & bound)]
+    inside = [f for f in sp.Mul.make_args(body) if f.free_symbols & bound]
+    return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), *limits)
+
+
+def eliminate_deltas(expr: sp.Expr) -> sp.Expr:
+    """Remove every Kronecker delta that a summation can absorb, innermost sums first.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        Typically ``diff(Sum(...), z[p, q])``.
+
+    Returns
+    -------
+    sympy.Expr
+        An equal expression with the deltas solved for their summation variables and
+        index-free factors pulled out of the remaining sums.
+    """
+    if isinstance(expr, sp.Sum):
+        inner = eliminate_deltas(expr.function)
+        return _split_sum(sp.Sum(inner, *expr.limits))
+    if not expr.args or isinstance(expr, sp.Indexed | sp.Symbol):
+        return expr
+    args = [eliminate_deltas(a) if isinstance(a, sp.Expr) else a for a in expr.args]
+    return expr.func(*args)
+
+
+def apply_identities(expr: sp.Expr, identities) -> sp.Expr:
+    """Replace each declared identity's left side (with Wild row indices) by its right."""
+    for lhs, rhs in identities:
+        expr = expr.replace(lhs, rhs)
+    return expr
+
+
+def name_softmax(expr: sp.Expr) -> sp.Expr:
+    """Write exp(z[p, q] − lse(z[p, j], j, K)) as softmax(z)[p, q]."""
+
+    def is_softmax(e):
+        if not isinstance(e, sp.exp):
+            return False
+        return _softmax_parts(e.args[0]) is not None
+
+    def to_named(e):
+        base, indices = _softmax_parts(e.args[0])
+        return softmax_of(base)[indices]
+
+    return expr.replace(is_softmax, to_named)
+
+
+def _softmax_parts(u: sp.Expr):
+    for term in sp.Add.make_args(u):
+        if isinstance(-term, lse):
+            row, index, _ = (-term).args
+            rest = _expand(u - term)
+            if (isinstance(row, sp.Indexed) and isinstance(rest, sp.Indexed)
+                    and rest.base == row.base and row.indices[-1] == index
+                    and rest.indices[:-1] == row.indices[:-1]):
+                return row.base, rest.indices
+    return None
+
+
+def unname_softmax(expr: sp.Expr) -> sp.Expr:
+    """Inverse of :func:`name_softmax`, for lowering: softmax(z)[p, q] → exp(z − lse)."""
+
+    def is_named(e):
+        return isinstance(e, sp.Indexed) and str(e.base).startswith("softmax(")
+
+    def to_exp(e):
+        base = sp.IndexedBase(str(e.base)[len("softmax("):-1], real=True)
+        *row, col = e.indices
+        return sp.exp(base[(*row, col)] - lse(base[(*row, j)], j, K))
+
+    return expr.replace(is_named, to_exp)
+
+
+def explicit_sizes(expr: sp.Expr, sizes: dict) -> sp.Expr:
+    """Unroll every Sum and lse for concrete sizes (for checks against plain ``diff``)."""
+    expr = expr.subs(sizes)
+    expr = expr.replace(lambda e: isinstance(e, lse), lambda e: e.rewrite(sp.log))
+    return expr.doit()
