@@ -14,7 +14,7 @@ import numpy as np
 from derive.calculus.derivation import derive_activation
 from derive.calculus.verify import sample_points
 from derive.errors import DeriveError
-from derive.spec import Activation, Loss, VectorFunction
+from derive.spec import Activation, Layer, Loss, VectorFunction
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,51 @@ def _(op: VectorFunction, module: ModuleType, seed: int = 0) -> list[CheckResult
         down[index] -= h
         numeric[index] = np.sum(d_y * (module.forward(up) - module.forward(down))) / (2 * h)
     return [_compare(op.name, "d_x (vector-Jacobian product)", analytic, numeric)]
+
+
+@finite_difference_check.register
+def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    rng = np.random.default_rng(seed)
+    shapes = _small_layer_shapes(op)
+    arrays = [rng.normal(size=s) for s in shapes]
+    hyper = {p.name: int(p.default) for p in op.hyper}
+    out = module.forward(*arrays, **hyper)
+    d_out = rng.normal(size=out.shape)
+    analytic = module.backward(*arrays, d_out, **hyper)
+    results = []
+    for k, array in enumerate(arrays):
+        numeric = np.empty_like(array)
+        for index in np.ndindex(array.shape):
+            h = TOL.fd_step * max(1.0, abs(array[index]))
+            up = [a.copy() for a in arrays]
+            down = [a.copy() for a in arrays]
+            up[k][index] += h
+            down[k][index] -= h
+            numeric[index] = np.sum(d_out * (module.forward(*up, **hyper)
+                                             - module.forward(*down, **hyper))) / (2 * h)
+        name = f"d_{module.forward.__code__.co_varnames[k]}"
+        results.append(_compare(op.name, name, analytic[k], numeric))
+    return results
+
+
+def _small_layer_shapes(op: Layer) -> list[tuple[int, ...]]:
+    """Small concrete shapes for a layer's public arrays: each size symbol gets 2 or 3."""
+    import sympy as sp
+
+    padded, original, _ = op.padding or (None, None, None)
+    public = [original if a == padded else a for a in op.inputs] + list(op.weights)
+    shapes = dict(op.arrays)
+    sizes: dict = {}
+    values = iter([2, 3, 5, 4, 3, 2, 3, 2, 3, 2, 3])
+    concrete = []
+    for array in public:
+        dims = []
+        for d in shapes[array]:
+            d = sp.sympify(d)
+            if d not in sizes:
+                sizes[d] = next(values)
+            dims.append(sizes[d])
+        concrete.append(tuple(dims))
+    # Spatial inputs must be at least as large as the default window.
+    return [tuple(max(v, 4) if len(s) == 4 and k >= 2 and arr_i == 0 else v
+                  for k, v in enumerate(s)) for arr_i, s in enumerate(concrete)]

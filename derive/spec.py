@@ -37,11 +37,12 @@ class Param:
     default: float
     learnable: bool = False
     latex: str = ""
+    keyword: str = ""
 
     @property
     def name(self) -> str:
-        """The Python name of the parameter in generated code."""
-        return self.symbol.name
+        """The Python name of the parameter in generated code's public functions."""
+        return self.keyword or self.symbol.name
 
 
 @dataclass(frozen=True)
@@ -207,3 +208,156 @@ class VectorFunction:
     domain: tuple[float, float] = (-5.0, 5.0)
     kind: str = field(default="vector", init=False)
     params: tuple[Param, ...] = ()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A layer out[idx] = expr over indexed arrays, batch-first.
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`.
+    out : sympy.Indexed
+        The output element with its index symbols, e.g. ``s[n, o]``.
+    expr : sympy.Expr
+        Its value, a SymPy expression over ``Indexed`` inputs and weights with ``Sum``.
+    arrays : tuple of (IndexedBase, tuple)
+        Every array's shape in size symbols (inputs, weights and the output).
+    inputs : tuple of IndexedBase
+        Differentiable inputs (backward returns their gradients first).
+    weights : tuple of IndexedBase
+        Learnable parameters (backward returns their gradients after the inputs').
+    hyper : tuple of Param
+        Integer hyper-parameters (stride, padding, window size), kernel arguments.
+    sizes : tuple of (Symbol, Expr)
+        Sizes computed from others, e.g. OH = (H − KH)//S + 1.
+    padding : tuple, optional
+        ``(padded, original, amount)``: the declaration reads ``padded``, the original
+        input zero-padded by ``amount`` on both spatial sides; gradients are cropped back.
+    view : tuple, optional
+        The output's shape as callers see it when it differs from the declared one
+        (flatten declares y[n, c, h, w] and shows it as (N, C·H·W)).
+    """
+
+    name: str
+    title: str
+    latex: str
+    out: sp.Indexed
+    expr: sp.Expr
+    arrays: tuple
+    inputs: tuple
+    weights: tuple = ()
+    hyper: tuple[Param, ...] = ()
+    sizes: tuple = ()
+    padding: tuple | None = None
+    view: tuple | None = None
+    kind: str = field(default="layer", init=False)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """Hyper-parameters (for the shared CLI/list code)."""
+        return self.hyper
+
+    def shape(self, base: sp.IndexedBase) -> tuple:
+        """Declared shape of one array."""
+        return dict(self.arrays)[base]
+
+
+#: The weight an optimizer updates, one element of a parameter array.
+w = sp.Symbol("w", real=True)
+#: The gradient dL/dw of that element.
+g = sp.Symbol("g", real=True)
+#: The optimizer's step count, 1 on the first update (as PyTorch counts it).
+t = sp.Symbol("t", positive=True, integer=True)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A state slot of an optimizer: a value kept between updates.
+
+    Parameters
+    ----------
+    symbol : sympy.Symbol
+        The symbol the update equations use; after the slot's own assignment it means
+        the new value.
+    latex : str
+        How LaTeX writes it (defaults to the symbol's name).
+    init : float
+        The value before the first update.
+    per_step : bool
+        One value per parameter array, updated once per step and depending only on the
+        step count and hyper-parameters (NAdam's product of momentum coefficients), rather
+        than one value per element.
+    """
+
+    symbol: sp.Symbol
+    latex: str = ""
+    init: float = 0.0
+    per_step: bool = False
+
+    @property
+    def name(self) -> str:
+        """The slot's name in generated code and in the state's documentation."""
+        return self.symbol.name
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """An optimizer as its update equations for one element of a parameter array.
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`.
+    updates : tuple of (sympy.Symbol, sympy.Expr)
+        Ordered assignments read like statements: per-step quantities first, then state
+        updates and named intermediates, the weight update :data:`w` last. A symbol
+        assigned earlier means its new value in later right-hand sides. Right-hand sides
+        use :data:`w`, :data:`g`, the slots, the parameters and the step count :data:`t`.
+    state : tuple of Slot
+        What the optimizer keeps between updates.
+    params : tuple of Param
+        Hyper-parameters with defaults, the learning rate ``lr`` first.
+    reference : str
+        Where the formulation comes from and how it relates to others (shown in the
+        generated module's docstring).
+    """
+
+    name: str
+    title: str
+    latex: str
+    updates: tuple[tuple[sp.Symbol, sp.Expr], ...]
+    state: tuple[Slot, ...] = ()
+    params: tuple[Param, ...] = ()
+    reference: str = ""
+    kind: str = field(default="optimizer", init=False)
+
+    @property
+    def defaults(self) -> dict[sp.Symbol, float]:
+        """Parameter symbols mapped to their default values."""
+        return {p.symbol: p.default for p in self.params}
+
+    @property
+    def expr(self) -> sp.Expr:
+        """The weight update's right-hand side (what ``derive list`` shows)."""
+        return self.updates[-1][1]
+
+    @property
+    def uses_step(self) -> bool:
+        """Whether the update depends on the step count t (bias corrections)."""
+        return any(rhs.has(t) for _, rhs in self.updates)
+
+    @property
+    def varying(self) -> frozenset[sp.Symbol]:
+        """Symbols whose values differ between elements.
+
+        :data:`w`, :data:`g`, the per-element slots, and every assigned symbol whose
+        right-hand side uses one of them. Everything else is the same for a whole array
+        and is computed once per step.
+        """
+        out = {w, g} | {slot.symbol for slot in self.state if not slot.per_step}
+        for target, rhs in self.updates:
+            if rhs.free_symbols & out:
+                out.add(target)
+        return frozenset(out)

@@ -68,3 +68,13 @@ VECTORS = {
     "softmax": lambda t: torch.softmax(t, -1),
     "log_softmax": lambda t: torch.log_softmax(t, -1),
 }
+
+
+#: Layer oracles: (inputs..., weights..., **hyper) tensors → PyTorch's output.
+LAYERS = {
+    "dense": lambda x, W, b: F.linear(x, W, b),
+    "conv2d": lambda x, K, b, stride, padding: F.conv2d(x, K, b, stride=stride, padding=padding),
+    "avg_pool2d": lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
+    "global_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1),
+    "flatten": lambda x: torch.flatten(x, 1),
+}

@@ -20,7 +20,7 @@ from derive.calculus.indexed import (
 )
 from derive.calculus.kinks import find_kinks, normalise_kinks
 from derive.calculus.stability import stabilise, tidy
-from derive.spec import Activation, Loss, Param, VectorFunction, x, y
+from derive.spec import Activation, Layer, Loss, Param, VectorFunction, x, y
 
 #: Integer class labels c[n] (the "index" target encoding).
 LABELS = sp.IndexedBase("c", integer=True)
@@ -213,3 +213,54 @@ def derive_vector(op: VectorFunction) -> VectorDerivation:
         if op.arg not in {a.base for a in candidate.atoms(sp.Indexed)}:
             in_output = candidate
     return VectorDerivation(op, forward, vjp, in_output)
+
+
+#: Free indices of gradients, in order: d_A[p, q, r, u].
+FREE = (p, q) + sp.symbols("r u", integer=True, nonnegative=True)
+
+
+@dataclass(frozen=True)
+class LayerGradient:
+    """∂L/∂array[index] = expr, with the upstream gradient d_out in expr."""
+
+    array: sp.IndexedBase
+    index: tuple
+    expr: sp.Expr
+
+
+@dataclass(frozen=True)
+class LayerDerivation:
+    """A layer's gradients in delta form: Σ d_out[out] ∂out/∂A[free], deltas eliminated."""
+
+    op: Layer
+    upstream: sp.IndexedBase
+    gradients: tuple[LayerGradient, ...]
+
+    def gradient(self, array: sp.IndexedBase) -> LayerGradient:
+        """The gradient with respect to one array."""
+        return next(g for g in self.gradients if g.array == array)
+
+
+def upstream_of(op: Layer) -> sp.IndexedBase:
+    """The upstream gradient array d_out of a layer."""
+    return sp.IndexedBase(f"d_{op.out.base}", real=True)
+
+
+@cache
+def derive_layer(op: Layer) -> LayerDerivation:
+    """Derive every input and weight gradient of a layer by the chain rule in delta form.
+
+    ∂L/∂A[free] = Σ_out d_out[out] · ∂out/∂A[free]: ``diff`` of the pairing
+    Σ d_out·expr makes SymPy emit Kronecker deltas, which the elimination pass solves
+    for the summation variables (affine ones, as in convolution, leave range guards).
+    """
+    upstream = upstream_of(op)
+    dims = op.shape(op.out.base)
+    limits = [(i, 0, d - 1) for i, d in zip(op.out.indices, dims, strict=True)]
+    pairing = sp.Sum(upstream[op.out.indices] * op.expr, *limits)
+    gradients = []
+    for array in op.inputs + op.weights:
+        index = FREE[: len(op.shape(array))]
+        expr = eliminate_deltas(sp.diff(pairing, array[index]))
+        gradients.append(LayerGradient(array, index, expr))
+    return LayerDerivation(op, upstream, tuple(gradients))

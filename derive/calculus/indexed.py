@@ -78,6 +78,19 @@ def _deltas_out_of_piecewise(e: sp.Expr) -> sp.Expr:
     return common * sp.Piecewise(*[(v / common, c) for v, c in branches])
 
 
+def _solve_delta(delta: sp.KroneckerDelta, index: sp.Symbol) -> sp.Expr | None:
+    """The value of ``index`` that the delta selects, when it is affine with slope ±1."""
+    a, b = delta.args
+    difference = sp.expand(a - b)
+    if index not in difference.free_symbols:
+        return None
+    rest, slope_term = difference.as_independent(index, as_Add=True)
+    slope = sp.simplify(slope_term / index)
+    if slope not in (1, -1) or index in rest.free_symbols:
+        return None
+    return sp.expand(-rest / slope)
+
+
 def _split_sum(s: sp.Sum) -> sp.Expr:
     """Reduce one Sum whose body has already been reduced."""
     body = s.function.replace(lambda e: isinstance(e, sp.Piecewise), _deltas_out_of_piecewise)
@@ -87,6 +100,7 @@ def _split_sum(s: sp.Sum) -> sp.Expr:
     limits = list(s.limits)
     if isinstance(body, sp.Add):
         return sp.Add(*[_split_sum(sp.Sum(t, *limits)) for t in body.args])
+    guards: list = []
     changed = True
     while changed:
         changed = False
@@ -95,20 +109,25 @@ def _split_sum(s: sp.Sum) -> sp.Expr:
             for factor in sp.Mul.make_args(body):
                 if not isinstance(factor, sp.KroneckerDelta) or index not in factor.free_symbols:
                     continue
-                a, b = factor.args
-                if index not in (a, b):
+                solution = _solve_delta(factor, index)
+                if solution is None:
                     continue  # e.g. δ(k, c[n]) summed over n: not solvable for n
-                other = b if a == index else a
-                if index in other.free_symbols:
-                    continue
-                # The delta keeps the single term index = other (other lies in range:
-                # it is a free index of the gradient or a label in [0, K)).
-                body = (body / factor).subs(index, other)
+                body = (body / factor).subs(index, solution)
+                guards = [g.subs(index, solution) for g in guards]
+                if not isinstance(solution, sp.Symbol | sp.Indexed):
+                    # An affine solution (i = r − S·h) may fall outside the index's
+                    # range: the guard keeps the term only where it lies inside.
+                    _, low, high = limit
+                    guards += [solution >= low, solution <= high]
+                # A plain solution (n = p, k = c[n]) lies in range by construction: it
+                # is a free index of the gradient over the same range, or a label.
                 limits.remove(limit)
                 changed = True
                 break
             if changed:
                 break
+    if guards:
+        body = sp.Piecewise((body, sp.And(*guards)), (0, True))
     if not limits:
         return body
     bound = {lim[0] for lim in limits}

@@ -8,7 +8,7 @@ import numpy as np
 import sympy as sp
 
 from derive.errors import DeclarationError
-from derive.spec import Activation, Loss, VectorFunction, x, y
+from derive.spec import Activation, Layer, Loss, Optimizer, VectorFunction, x, y
 
 
 def evaluate(expr: sp.Expr, values: dict, digits: int = 30) -> float:
@@ -48,6 +48,18 @@ def _(op: Loss) -> None:
                 f"the {variant.encoding} gradient is not in closed form: {variant.gradient}",
                 where=f"loss {op.name!r}",
                 fix="Write kinks as Piecewise/Max and use functions with known derivatives.",
+            )
+
+
+@verify_declaration.register
+def _(op: Layer) -> None:
+    from derive.calculus.derivation import derive_layer
+
+    for gradient in derive_layer(op).gradients:
+        if gradient.expr.has(sp.Derivative, sp.DiracDelta):
+            raise DeclarationError(
+                f"the gradient for {gradient.array} is not in closed form: {gradient.expr}",
+                where=f"layer {op.name!r}",
             )
 
 
@@ -103,3 +115,72 @@ def _(op: Activation) -> None:
                 where=f"activation {op.name!r}",
                 fix="Correct the rule or drop it and let the engine find one.",
             )
+
+
+@verify_declaration.register
+def _(op: Optimizer) -> None:
+    """Refuse an optimizer whose equations are malformed or do not go downhill.
+
+    The assignments must read as a program (every symbol assigned before it is used,
+    each slot updated once, w last), per-step quantities must not depend on elements,
+    and from a fresh state a zero gradient must leave w alone while a positive one
+    lowers it — which catches a dropped minus sign, as in seed 004's eq. (6.14).
+
+    Raises
+    ------
+    DeclarationError
+        Naming the optimizer and what is inconsistent.
+    """
+    from derive.spec import g, t, w
+
+    where = f"optimizer {op.name!r}"
+    params = [p.symbol for p in op.params]
+    slots = [s.symbol for s in op.state]
+    targets = [target for target, _ in op.updates]
+    if not params or params[0].name != "lr":
+        raise DeclarationError("the first parameter must be the learning rate lr.",
+                               where=where, fix="Declare Param(lr, default) first.")
+    if not targets or targets[-1] != w or targets.count(w) != 1:
+        raise DeclarationError("the weight w must be assigned once, by the last update.",
+                               where=where, fix="End the updates with (w, ...).")
+    repeated = sorted({s.name for s in targets if targets.count(s) > 1})
+    readonly = sorted(s.name for s in set(targets) & {g, t, *params})
+    unused = sorted(s.name for s in set(slots) - set(targets))
+    for problem, names, fix in (
+        ("is assigned more than once", repeated, "Give each quantity its own symbol."),
+        ("is an input and cannot be assigned", readonly, "Assign a new symbol instead."),
+        ("is a state slot that no update assigns", unused, "Update it or drop the Slot."),
+    ):
+        if names:
+            raise DeclarationError(f"{', '.join(names)} {problem}.", where=where, fix=fix)
+    known = {w, g, t, *params, *slots}
+    for target, rhs in op.updates:
+        stray = sorted(s.name for s in rhs.free_symbols - known)
+        if stray:
+            raise DeclarationError(
+                f"the update of {target.name} uses {', '.join(stray)}, which is neither an "
+                "input, a parameter, a slot nor assigned before it.",
+                where=where, fix="Declare it with Param(...)/Slot(...) or assign it earlier.")
+        known.add(target)
+    varying = op.varying
+    per_element_slot = sorted(s.name for s in op.state if s.per_step and s.symbol in varying)
+    if per_element_slot:
+        raise DeclarationError(
+            f"the per-step slot {', '.join(per_element_slot)} depends on per-element values.",
+            where=where, fix="Make it a per-element Slot (per_step=False).")
+    kinds = [target in varying for target in targets]
+    if kinds != sorted(kinds):
+        raise DeclarationError(
+            "a per-step quantity is assigned after a per-element one.", where=where,
+            fix="Assign everything that depends only on t and the parameters first.")
+    fresh = op.defaults | {t: 1} | {s.symbol: s.init for s in op.state} | {w: 0.5}
+    for gradient in (0.0, 1.0):
+        values = fresh | {g: gradient}
+        for target, rhs in op.updates:
+            values[target] = evaluate(rhs, values)
+        moved = values[w] - 0.5
+        if (gradient == 0.0 and moved != 0.0) or (gradient > 0.0 and not moved < 0.0):
+            raise DeclarationError(
+                f"from a fresh state a gradient of {gradient} moves w by {moved!r}; a first "
+                "step must go downhill (and not at all for a zero gradient).",
+                where=where, fix="Check the signs of the updates.")

@@ -12,7 +12,16 @@ from pathlib import Path
 import jinja2
 import sympy as sp
 
-from derive.codegen.ir import ActivationModule, ElementFunction, LossModule, RowKernel, VectorModule
+from derive.codegen.ir import (
+    ActivationModule,
+    ElementFunction,
+    LayerKernel,
+    LayerModule,
+    LossModule,
+    RowKernel,
+    VectorModule,
+)
+from derive.codegen.loops import Gemm
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.errors import OutputError
@@ -349,3 +358,150 @@ def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
     }
     text = _environment().get_template("kernels/vector.py.jinja").render(context)
     return with_hash(text)
+
+
+def _loop_lines(loops, printer: NumbaPrinter, first_parallel: bool) -> list[str]:
+    lines = []
+    for depth, lp in enumerate(loops):
+        rng = "prange" if first_parallel and depth == 0 else "range"
+        low, high = printer.doprint(lp.low), printer.doprint(lp.high + 1)
+        bounds = high if low == "0" else f"{low}, {high}"
+        lines.append("    " * depth + f"for {lp.index} in {rng}({bounds}):")
+    return lines
+
+
+def _statement_lines(statement, printer: NumbaPrinter, parallel: bool) -> list[str]:
+    if isinstance(statement, Gemm):
+        left = f"{statement.left}{'.T' if statement.left_transposed else ''}"
+        right = f"{statement.right}{'.T' if statement.right_transposed else ''}"
+        return [f"np.dot({left}, {right}, {statement.array})  # BLAS"]
+    lines = _loop_lines(statement.loops, printer, parallel)
+    pad = "    " * len(statement.loops)
+    for acc in statement.accumulators:
+        lines.append(f"{pad}{acc.target} = 0.0")
+        inner = _loop_lines(acc.loops, printer, False)
+        lines += [pad + line for line in inner]
+        lines.append(f"{pad}{'    ' * len(acc.loops)}{acc.target} += {printer.doprint(acc.body)}")
+    target = printer.doprint(statement.array[statement.index])
+    op = "+=" if statement.accumulate else "="
+    lines.append(f"{pad}{target} {op} {printer.doprint(statement.value)}")
+    return lines
+
+
+def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
+    from derive.codegen.lower import _declared
+
+    args = [str(a) for a in kernel.arrays] + [str(h) for h in kernel.hyper]
+    used = set()
+    for st in kernel.statements:
+        if not isinstance(st, Gemm):
+            used |= set().union(*(sp.sympify(e).free_symbols for e in _exprs(st)))
+    loop_vars = {lp.index for st in kernel.statements if not isinstance(st, Gemm)
+                 for lp in st.loops + tuple(x for a in st.accumulators for x in a.loops)}
+    sizes = sorted((s for s in used if isinstance(s, sp.Symbol) and s not in loop_vars
+                    and s not in kernel.hyper and not str(s).startswith("acc")), key=str)
+    bind = []
+    for size in sizes:
+        for array in kernel.arrays:
+            dims = op.shape(_declared(op, array))
+            if size in dims:
+                bind.append(f"    {size} = {array}.shape[{dims.index(size)}]")
+                break
+    deco = 'njit(cache=True, error_model="numpy"' + (", parallel=True)" if kernel.parallel
+                                                    else ")")
+    body = [line for st in kernel.statements
+            for line in _statement_lines(st, printer, kernel.parallel)]
+    return "\n".join([f"@{deco}", f"def {kernel.name}({', '.join(args)}):", *bind,
+                      *("    " + line for line in body)])
+
+
+def _exprs(statement) -> list:
+    exprs = [statement.value]
+    for lp in statement.loops:
+        exprs += [lp.low, lp.high]
+    for acc in statement.accumulators:
+        exprs.append(acc.body)
+        for lp in acc.loops:
+            exprs += [lp.low, lp.high]
+    return exprs
+
+
+def render_layer(m: LayerModule, command: str) -> str:
+    """Render the generated module of one layer.
+
+    Parameters
+    ----------
+    m : LayerModule
+        The lowered layer.
+    command : str
+        The command that regenerates the file.
+    """
+    op = m.op
+    printer = NumbaPrinter()
+    kernels = [_kernel_source(m.forward, op, printer)] + [
+        _kernel_source(k, op, printer) for _, _, k in m.gradients
+    ]
+    helpers, extra_imports = helper_source(printer.helpers)
+    context = {
+        "m": m,
+        "header": header_lines(m.source, command),
+        "kernels": kernels,
+        "helpers": helpers,
+        "extra_imports": extra_imports,
+        **_layer_wrappers(m),
+    }
+    text = _environment().get_template("kernels/layer.py.jinja").render(context)
+    return with_hash(text)
+
+
+def _layer_wrappers(m: LayerModule) -> dict:
+    """Names and shape bookkeeping the public forward/backward of a layer need."""
+    op = m.op
+    padded, original, amount = op.padding or (None, None, None)
+    public_inputs = [original if a == padded else a for a in op.inputs]
+    arrays = public_inputs + list(op.weights)
+    shapes = dict(op.arrays)
+    hyper = [(p_.name, int(p_.default), str(p_.symbol)) for p_ in op.hyper]
+
+    def dims(array):
+        return [str(d) if isinstance(d, sp.Symbol) else None for d in shapes[array]]
+
+    size_printer = NumbaPrinter({s_: f'sizes["{s_}"]' for s_ in _all_sizes(op)})
+    derived = [(str(sym), size_printer.doprint(expr)) for sym, expr in op.sizes]
+    out_shape = ", ".join(size_printer.doprint(d) for d in shapes[op.out.base])
+    view = ", ".join(size_printer.doprint(d) for d in op.view) if op.view else None
+    return {
+        "arrays": [(str(a), dims(a)) for a in arrays],
+        "array_names": [str(a) for a in arrays],
+        "hyper": hyper,
+        "derived": derived,
+        "out_name": str(op.out.base),
+        "out_dims": dims(op.out.base),
+        "out_shape": out_shape,
+        "view": view,
+        "padded": str(padded) if padded is not None else None,
+        "original": str(original) if original is not None else None,
+        "amount": str(amount) if amount is not None else None,
+        "forward_call": _call(m.forward),
+        "gradient_calls": [
+            (str(base), str(target), _call(kernel),
+             str(original) if base == padded else str(base))
+            for base, target, kernel in m.gradients
+        ],
+        "upstream": f"d_{op.out.base}",
+    }
+
+
+def _call(kernel: LayerKernel) -> str:
+    args = [str(a) for a in kernel.arrays] + [f'sizes["{h}"]' for h in kernel.hyper]
+    return f"{kernel.name}({', '.join(args)})"
+
+
+def _all_sizes(op) -> set:
+    symbols = set()
+    for _, dims in op.arrays:
+        for d in dims:
+            symbols |= sp.sympify(d).free_symbols
+    for sym, expr in op.sizes:
+        symbols |= {sym} | expr.free_symbols
+    return symbols | {p_.symbol for p_ in op.hyper}

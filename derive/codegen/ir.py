@@ -124,3 +124,27 @@ class VectorModule:
     backward: RowKernel
     uses_output: bool
     formulas: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class LayerKernel:
+    """One jitted function of a layer module: statements over its argument arrays."""
+
+    name: str
+    arrays: tuple  # IndexedBase arguments, in call order
+    hyper: tuple  # hyper-parameter symbols, after the arrays
+    statements: tuple  # Gemm / LoopNest
+    parallel: bool
+
+
+@dataclass(frozen=True)
+class LayerModule:
+    """Everything the layer template needs to write one generated module."""
+
+    name: str
+    title: str
+    source: str
+    op: object  # the Layer declaration (shapes, hyper-parameters, padding, view)
+    forward: LayerKernel
+    gradients: tuple  # (IndexedBase differentiated, its gradient array, LayerKernel)
+    formulas: tuple[tuple[str, str], ...]

@@ -5,13 +5,22 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from derive.calculus.derivation import ActivationDerivation, LossDerivation, VectorDerivation
+from derive.calculus.derivation import (
+    ActivationDerivation,
+    LayerDerivation,
+    LossDerivation,
+    VectorDerivation,
+    upstream_of,
+)
 from derive.calculus.indexed import k, lse, n, p, q, unname_softmax
+from derive.codegen.loops import Gemm, LoopNest, lower_assignment
 from derive.codegen.ir import (
     ActivationModule,
     Assign,
     Draw,
     ElementFunction,
+    LayerKernel,
+    LayerModule,
     LossKernels,
     LossModule,
     Reduction,
@@ -240,3 +249,59 @@ def lower_vector(derivation: VectorDerivation, source: str) -> VectorModule:
         uses_output=derivation.vjp_in_output is not None,
         formulas=tuple(formulas),
     )
+
+
+def _kernel(name, op, target, index, expr, extra=()) -> LayerKernel:
+    ranges = [(0, d - 1) for d in op.shape(_declared(op, target))]
+    statements = lower_assignment(target, index, ranges, fold_constants(expr))
+    used = {a.base for a in expr.atoms(sp.Indexed)} | set(extra)
+    order = [a for a, _ in op.arrays] + [upstream_of(op)]
+    arrays = tuple(a for a in order if a in used) + (target,)
+    symbols = set().union(*(_symbols_of(s) for s in statements))
+    hyper = tuple(p_.symbol for p_ in op.hyper if p_.symbol in symbols)
+    heavy = any(isinstance(s, LoopNest) and len(s.loops) >= 2 and s.accumulators
+                for s in statements)
+    return LayerKernel(name, arrays, hyper, statements, heavy)
+
+
+def _symbols_of(statement) -> set:
+    if isinstance(statement, Gemm):
+        return set()
+    exprs = [statement.value] + [lp.low for lp in statement.loops] + [
+        lp.high for lp in statement.loops]
+    for acc in statement.accumulators:
+        exprs += [acc.body] + [lp.low for lp in acc.loops] + [lp.high for lp in acc.loops]
+    return set().union(*(sp.sympify(e).free_symbols for e in exprs))
+
+
+def gradient_array(base: sp.IndexedBase) -> sp.IndexedBase:
+    """The array holding ∂L/∂base."""
+    return sp.IndexedBase(f"d_{base}", real=True)
+
+
+def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:
+    """The declared array whose shape ``array`` has (d_x has x's shape, d_y has y's)."""
+    shapes = dict(op.arrays)
+    if array in shapes:
+        return array
+    if str(array) == str(upstream_of(op)):
+        return op.out.base
+    return next(a for a in shapes if str(gradient_array(a)) == str(array))
+
+
+def lower_layer(derivation: LayerDerivation, source: str) -> LayerModule:
+    """Lower a layer's forward equation and every derived gradient to loop kernels."""
+    op = derivation.op
+    forward = _kernel("_forward", op, op.out.base, op.out.indices, op.expr)
+    gradients = []
+    for g in derivation.gradients:
+        target = gradient_array(g.array)
+        kernel = _kernel(f"_grad_{g.array}", op, target, g.index, g.expr,
+                         extra=(derivation.upstream,))
+        gradients.append((g.array, target, kernel))
+    formulas = [(sp.sstr(op.out), sp.sstr(op.expr))] + [
+        (f"dL/d{g.array}[{', '.join(map(str, g.index))}]", sp.sstr(g.expr))
+        for g in derivation.gradients
+    ]
+    return LayerModule(op.name, op.title, source, op, forward, tuple(gradients),
+                       tuple(formulas))

@@ -91,6 +91,16 @@ class NumbaPrinter(PythonCodePrinter):
         base = self.names.get(expr.base, str(expr.base))
         return f"{base}[{', '.join(self._print(i) for i in expr.indices)}]"
 
+    def _print_floor(self, expr):
+        # floor(a/b) of integers is a // b; printing math.floor(a/b) would go through
+        # floating point.
+        numerator, denominator = sp.fraction(sp.together(expr.args[0]))
+        return f"(({self._print(numerator)}) // ({self._print(denominator)}))"
+
+    def _print_floordiv(self, expr):
+        a, b = (self._print(arg) for arg in expr.args)
+        return f"(({a}) // ({b}))"
+
     def _print_KroneckerDelta(self, expr):
         a, b = (self._print(arg) for arg in expr.args)
         return f"(1.0 if {a} == {b} else 0.0)"

@@ -1,0 +1,128 @@
+"""Every layer in the registry: derived sums, finite differences, adjoint tests, and
+PyTorch for forward and all gradients over odd shapes."""
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from derive.calculus.derivation import derive_layer
+from derive.checks import finite_difference_check
+from derive.registry import all_ops, get
+from oracles import LAYERS
+from conftest import generated
+
+OPS = all_ops("layer")
+
+#: Per layer: cases of (input shapes, weight shapes, hyper-parameters), odd on purpose.
+CASES = {
+    "dense": [([(1, 3)], [(2, 3), (2,)], {}), ([(5, 7)], [(4, 7), (4,)], {})],
+    "conv2d": [
+        ([(1, 1, 5, 5)], [(1, 1, 1, 1), (1,)], {"stride": 1, "padding": 0}),
+        ([(2, 3, 7, 6)], [(4, 3, 3, 2), (4,)], {"stride": 2, "padding": 1}),
+        ([(2, 3, 8, 5)], [(2, 3, 3, 3), (2,)], {"stride": 1, "padding": 2}),
+        ([(1, 2, 9, 9)], [(3, 2, 4, 4), (3,)], {"stride": 3, "padding": 0}),
+    ],
+    "avg_pool2d": [
+        ([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
+        ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
+        ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2}),
+    ],
+    "global_avg_pool2d": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 1, 1)], [], {})],
+    "flatten": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 2, 1)], [], {})],
+}
+PARAMS = [(op, case) for op in OPS for case in CASES[op.name]]
+IDS = [f"{op.name}-{k}" for op in OPS for k in range(len(CASES[op.name]))]
+
+
+def module(op):
+    return generated("layers", op.name)
+
+
+def arrays_for(case, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    inputs, weights, hyper = case
+    return [rng.normal(size=s).astype(dtype) for s in inputs + weights], hyper
+
+
+def test_every_layer_has_cases_and_an_oracle():
+    assert {op.name for op in OPS} == set(CASES) == set(LAYERS)
+
+
+def test_dense_gradients_are_the_reduced_sums():
+    op = get("dense")
+    d = derive_layer(op)
+    n, o = sp.symbols("n o", integer=True, nonnegative=True)
+    p, q = sp.symbols("p q", integer=True, nonnegative=True)
+    N, O = sp.symbols("N O", integer=True, positive=True)
+    d_s, x, W = d.upstream, *[dict((str(a), a) for a, _ in op.arrays)[k] for k in ("x", "W")]
+    assert d.gradient(W).expr == sp.Sum(d_s[n, p] * x[n, q], (n, 0, N - 1))
+    assert d.gradient(x).expr == sp.Sum(W[o, q] * d_s[p, o], (o, 0, O - 1))
+    assert str(d.gradient(W).expr) == "Sum(d_s[n, p]*x[n, q], (n, 0, N - 1))"
+
+
+def test_dense_weight_gradient_goes_to_blas():
+    text = (generated("layers", "dense").__file__)
+    source = open(text).read()
+    assert "np.dot(d_s.T, x, d_W)" in source and "np.dot(x, W.T, s)" in source
+
+
+@pytest.mark.parametrize(("op", "case"), PARAMS, ids=IDS)
+def test_matches_pytorch_forward_and_all_gradients(op, case):
+    arrays, hyper = arrays_for(case)
+    m = module(op)
+    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    want = LAYERS[op.name](*tensors, **hyper)
+    d_out = np.random.default_rng(9).normal(size=tuple(want.shape))
+    want.backward(torch.tensor(d_out))
+    got = m.forward(*arrays, **hyper)
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
+    grads = m.backward(*arrays, d_out, **hyper)
+    assert len(grads) == len(arrays)
+    for g, t in zip(grads, tensors, strict=True):
+        assert g.shape == t.shape
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(("op", "case"), PARAMS, ids=IDS)
+def test_adjoint_identity_for_the_input(op, case):
+    """<L x, v> = <x, L^T v> for the layer as a linear map of its input (bias zeroed)."""
+    arrays, hyper = arrays_for(case, seed=4)
+    m = module(op)
+    if op.weights:
+        arrays[-1] = np.zeros_like(arrays[-1])  # the bias makes it affine, not linear
+    rng = np.random.default_rng(5)
+    y = m.forward(*arrays, **hyper)
+    v = rng.normal(size=y.shape)
+    d_x = m.backward(*arrays, v, **hyper)[0]
+    assert np.vdot(y, v) == pytest.approx(np.vdot(arrays[0], d_x), rel=1e-12)
+
+
+@pytest.mark.parametrize("op", OPS, ids=[op.name for op in OPS])
+def test_finite_differences(op):
+    results = finite_difference_check(op, module(op))
+    assert results and all(r.passed for r in results), results
+
+
+@pytest.mark.parametrize("op", OPS, ids=[op.name for op in OPS])
+def test_float32_agrees_with_float64(op):
+    case = CASES[op.name][-1]
+    a64, hyper = arrays_for(case, seed=2)
+    a32 = [a.astype(np.float32) for a in a64]
+    m = module(op)
+    y32 = m.forward(*a32, **hyper)
+    assert y32.dtype == np.float32
+    np.testing.assert_allclose(y32, m.forward(*a64, **hyper), rtol=1e-5, atol=1e-5)
+    d = np.ones_like(y32)
+    for g32, g64 in zip(m.backward(*a32, d, **hyper), m.backward(*a64, d.astype(np.float64),
+                                                                  **hyper), strict=True):
+        assert g32.dtype == np.float32
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-4)
+
+
+def test_shape_errors_name_the_array_and_axis():
+    m = module(get("dense"))
+    with pytest.raises(ValueError, match=r"W: axis 1 should have size I = 3, got 4"):
+        m.forward(np.zeros((2, 3)), np.zeros((5, 4)), np.zeros(5))
+    with pytest.raises(ValueError, match="too small"):
+        module(get("conv2d")).forward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)), np.zeros(1))
