@@ -161,13 +161,18 @@ def _(op: VectorFunction, module: ModuleType, seed: int = 0) -> list[CheckResult
 def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     rng = np.random.default_rng(seed)
     shapes = _small_layer_shapes(op)
-    arrays = [rng.normal(size=s) for s in shapes]
-    hyper = {p.name: int(p.default) for p in op.hyper}
+    differentiable = len(op.inputs) + len(op.weights)
+    # Buffers are running variances and means: positive values are valid for both.
+    arrays = [rng.normal(size=s) if k < differentiable else np.abs(rng.normal(size=s)) + 0.5
+              for k, s in enumerate(shapes)]
+    hyper = {p.name: p.default for p in op.hyper}
     out = module.forward(*arrays, **hyper)
     d_out = rng.normal(size=out.shape)
     analytic = module.backward(*arrays, d_out, **hyper)
+    names = module.forward.__code__.co_varnames
     results = []
-    for k, array in enumerate(arrays):
+    for k in range(differentiable):
+        array = arrays[k]
         numeric = np.empty_like(array)
         for index in np.ndindex(array.shape):
             h = TOL.fd_step * max(1.0, abs(array[index]))
@@ -177,29 +182,28 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
             down[k][index] -= h
             numeric[index] = np.sum(d_out * (module.forward(*up, **hyper)
                                              - module.forward(*down, **hyper))) / (2 * h)
-        name = f"d_{module.forward.__code__.co_varnames[k]}"
-        results.append(_compare(op.name, name, analytic[k], numeric))
+        results.append(_compare(op.name, f"d_{names[k]}", analytic[k], numeric))
     return results
 
 
 def _small_layer_shapes(op: Layer) -> list[tuple[int, ...]]:
-    """Small concrete shapes for a layer's public arrays: each size symbol gets 2 or 3."""
+    """Small concrete shapes for a layer's public arrays (spatial axes at least 5)."""
     import sympy as sp
 
     padded, original, _ = op.padding or (None, None, None)
-    public = [original if a == padded else a for a in op.inputs] + list(op.weights)
+    public = [original if a == padded else a for a in op.inputs]
+    public += list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
     sizes: dict = {}
-    values = iter([2, 3, 5, 4, 3, 2, 3, 2, 3, 2, 3])
+    values = iter([2, 3, 5, 6, 3, 2, 3, 2, 3, 2, 3])
     concrete = []
-    for array in public:
+    for position, array in enumerate(public):
         dims = []
-        for d in shapes[array]:
+        for axis, d in enumerate(shapes[array]):
             d = sp.sympify(d)
             if d not in sizes:
-                sizes[d] = next(values)
+                spatial = position == 0 and len(shapes[array]) == 4 and axis >= 2
+                sizes[d] = max(next(values), 5) if spatial else next(values)
             dims.append(sizes[d])
         concrete.append(tuple(dims))
-    # Spatial inputs must be at least as large as the default window.
-    return [tuple(max(v, 4) if len(s) == 4 and k >= 2 and arr_i == 0 else v
-                  for k, v in enumerate(s)) for arr_i, s in enumerate(concrete)]
+    return concrete

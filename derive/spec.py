@@ -238,6 +238,12 @@ class Layer:
     view : tuple, optional
         The output's shape as callers see it when it differs from the declared one
         (flatten declares y[n, c, h, w] and shows it as (N, C·H·W)).
+    steps : tuple of (Indexed, Expr)
+        Named intermediate arrays computed before the output, in order (a batch's mean
+        and variance, a window's arg-max). Gradients flow back through them by the
+        chain rule, one delta-form derivation per step.
+    buffers : tuple of IndexedBase
+        Inputs that are not differentiated (running statistics, dropout masks).
     """
 
     name: str
@@ -252,6 +258,8 @@ class Layer:
     sizes: tuple = ()
     padding: tuple | None = None
     view: tuple | None = None
+    steps: tuple = ()
+    buffers: tuple = ()
     kind: str = field(default="layer", init=False)
 
     @property

@@ -77,4 +77,11 @@ LAYERS = {
     "avg_pool2d": lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
     "global_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1),
     "flatten": lambda x: torch.flatten(x, 1),
+    "max_pool2d": lambda x, kernel_size, stride: F.max_pool2d(x, kernel_size, stride),
+    "batch_norm": lambda x, g, b, eps: F.batch_norm(x, None, None, g, b, True, 0.1, eps),
+    "batch_norm_inference": lambda x, g, b, rm, rv, eps: F.batch_norm(
+        x, rm, rv, g, b, False, 0.1, eps),
+    "layer_norm": lambda x, g, b, eps: F.layer_norm(x, x.shape[-1:], g, b, eps),
+    # Evaluation mode is the identity; training mode is tested on its own (random mask).
+    "dropout": lambda x, p, training, seed: F.dropout(x, p, training=bool(training)),
 }

@@ -30,6 +30,16 @@ CASES = {
     ],
     "global_avg_pool2d": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 1, 1)], [], {})],
     "flatten": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 2, 1)], [], {})],
+    "max_pool2d": [
+        ([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
+        ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
+        ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2}),
+    ],
+    "batch_norm": [([(4, 3, 2, 5)], [(3,), (3,)], {"eps": 1e-5}),
+                   ([(2, 1, 3, 3)], [(1,), (1,)], {"eps": 1e-3})],
+    "batch_norm_inference": [([(4, 3, 2, 5)], [(3,), (3,), (3,), (3,)], {"eps": 1e-5})],
+    "layer_norm": [([(4, 7)], [(7,), (7,)], {"eps": 1e-5}), ([(1, 3)], [(3,), (3,)], {"eps": 1e-5})],
+    "dropout": [([(4, 7)], [], {"p": 0.3, "training": 0, "seed": 1})],
 }
 PARAMS = [(op, case) for op in OPS for case in CASES[op.name]]
 IDS = [f"{op.name}-{k}" for op in OPS for k in range(len(CASES[op.name]))]
@@ -42,7 +52,14 @@ def module(op):
 def arrays_for(case, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     inputs, weights, hyper = case
-    return [rng.normal(size=s).astype(dtype) for s in inputs + weights], hyper
+    arrays = [rng.normal(size=s).astype(dtype) for s in inputs + weights]
+    if len(arrays) == 5:  # batch_norm_inference: the running variance must be positive
+        arrays[4] = np.abs(arrays[4]) + 0.5
+    return arrays, hyper
+
+
+def differentiated(op):
+    return len(op.inputs) + len(op.weights)
 
 
 def test_every_layer_has_cases_and_an_oracle():
@@ -71,15 +88,16 @@ def test_dense_weight_gradient_goes_to_blas():
 def test_matches_pytorch_forward_and_all_gradients(op, case):
     arrays, hyper = arrays_for(case)
     m = module(op)
-    tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+    tensors = [torch.tensor(a, requires_grad=k < differentiated(op))
+               for k, a in enumerate(arrays)]
     want = LAYERS[op.name](*tensors, **hyper)
     d_out = np.random.default_rng(9).normal(size=tuple(want.shape))
     want.backward(torch.tensor(d_out))
     got = m.forward(*arrays, **hyper)
     np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
     grads = m.backward(*arrays, d_out, **hyper)
-    assert len(grads) == len(arrays)
-    for g, t in zip(grads, tensors, strict=True):
+    assert len(grads) == differentiated(op)
+    for g, t in zip(grads, tensors[: differentiated(op)], strict=True):
         assert g.shape == t.shape
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-12)
 
@@ -89,8 +107,11 @@ def test_adjoint_identity_for_the_input(op, case):
     """<L x, v> = <x, L^T v> for the layer as a linear map of its input (bias zeroed)."""
     arrays, hyper = arrays_for(case, seed=4)
     m = module(op)
+    if op.name.startswith(("batch_norm", "layer_norm")):
+        pytest.skip("normalisation is not linear in its input")
     if op.weights:
-        arrays[-1] = np.zeros_like(arrays[-1])  # the bias makes it affine, not linear
+        bias = len(op.inputs) + len(op.weights) - 1  # the bias makes the layer affine
+        arrays[bias] = np.zeros_like(arrays[bias])
     rng = np.random.default_rng(5)
     y = m.forward(*arrays, **hyper)
     v = rng.normal(size=y.shape)
@@ -126,3 +147,30 @@ def test_shape_errors_name_the_array_and_axis():
         m.forward(np.zeros((2, 3)), np.zeros((5, 4)), np.zeros(5))
     with pytest.raises(ValueError, match="too small"):
         module(get("conv2d")).forward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)), np.zeros(1))
+
+
+def test_max_pool_ties_route_to_the_first_maximum_as_pytorch():
+    m = module(get("max_pool2d"))
+    x = np.round(np.random.default_rng(3).normal(size=(2, 2, 6, 6)))  # many ties
+    x[0, 0] = 1.0  # every window tied
+    t = torch.tensor(x, requires_grad=True)
+    want = torch.nn.functional.max_pool2d(t, 2, 2)
+    d = np.random.default_rng(4).normal(size=tuple(want.shape))
+    want.backward(torch.tensor(d))
+    (d_x,) = m.backward(x, d, kernel_size=2, stride=2)
+    np.testing.assert_array_equal(d_x, t.grad.numpy())
+
+
+def test_dropout_training_mask_is_seeded_scaled_and_reused_by_backward():
+    m = module(get("dropout"))
+    x = np.ones((200, 500))
+    y = m.forward(x, p=0.3, training=1, seed=5)
+    kept = y != 0
+    assert abs(kept.mean() - 0.7) < 0.01
+    np.testing.assert_allclose(y[kept], 1 / 0.7)
+    np.testing.assert_array_equal(y, m.forward(x, p=0.3, training=1, seed=5))
+    assert not np.array_equal(y, m.forward(x, p=0.3, training=1, seed=6))
+    d = np.random.default_rng(0).normal(size=x.shape)
+    (d_x,) = m.backward(x, d, p=0.3, training=1, seed=5)
+    np.testing.assert_allclose(d_x, d * y, rtol=1e-15)
+    np.testing.assert_array_equal(m.forward(x, p=0.3, training=0), x)

@@ -8,6 +8,7 @@ from functools import cache
 import sympy as sp
 
 from derive.calculus.indexed import (
+    ArgMax,
     K,
     N,
     apply_identities,
@@ -56,6 +57,12 @@ class ActivationDerivation:
     in_output: sp.Expr | None
     param_grads: tuple[tuple[Param, sp.Expr], ...]
     kinks: tuple[float, ...]
+
+    def _repr_latex_(self) -> str:
+        """The step-by-step derivation as one aligned display, for Jupyter."""
+        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
+
+        return render_jupyter(self.op)
 
 
 def differentiate(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
@@ -230,15 +237,25 @@ class LayerGradient:
 
 @dataclass(frozen=True)
 class LayerDerivation:
-    """A layer's gradients in delta form: Σ d_out[out] ∂out/∂A[free], deltas eliminated."""
+    """A layer's gradients by reverse mode over its steps, each in delta form.
+
+    Attributes
+    ----------
+    gradients : tuple of LayerGradient
+        ∂L/∂A for every input and weight.
+    intermediates : tuple of LayerGradient
+        ∂L/∂t for every differentiable intermediate step t, in the order backward
+        computes them (last step first).
+    """
 
     op: Layer
     upstream: sp.IndexedBase
     gradients: tuple[LayerGradient, ...]
+    intermediates: tuple[LayerGradient, ...] = ()
 
     def gradient(self, array: sp.IndexedBase) -> LayerGradient:
         """The gradient with respect to one array."""
-        return next(g for g in self.gradients if g.array == array)
+        return next(g for g in self.gradients + self.intermediates if g.array == array)
 
 
 def upstream_of(op: Layer) -> sp.IndexedBase:
@@ -246,21 +263,51 @@ def upstream_of(op: Layer) -> sp.IndexedBase:
     return sp.IndexedBase(f"d_{op.out.base}", real=True)
 
 
+def gradient_array(base: sp.IndexedBase) -> sp.IndexedBase:
+    """The array holding ∂L/∂base."""
+    return sp.IndexedBase(f"d_{base}", real=True)
+
+
+def _limits(op: Layer, element: sp.Indexed) -> list:
+    dims = op.shape(element.base)
+    return [(i, 0, d - 1) for i, d in zip(element.indices, dims, strict=True)]
+
+
 @cache
 def derive_layer(op: Layer) -> LayerDerivation:
     """Derive every input and weight gradient of a layer by the chain rule in delta form.
 
-    ∂L/∂A[free] = Σ_out d_out[out] · ∂out/∂A[free]: ``diff`` of the pairing
-    Σ d_out·expr makes SymPy emit Kronecker deltas, which the elimination pass solves
-    for the summation variables (affine ones, as in convolution, leave range guards).
+    For each array A, ∂L/∂A[free] = Σ over the steps t that read A of
+    Σ_t d_t[·] ∂t[·]/∂A[free]: ``diff`` of the pairing Σ d_t·expr_t makes SymPy emit
+    Kronecker deltas, which the elimination pass solves for the summation variables
+    (affine ones, as in convolution, leave range guards). Intermediate steps (a mean, a
+    variance) get gradients of their own first, so each formula stays short.
     """
-    upstream = upstream_of(op)
-    dims = op.shape(op.out.base)
-    limits = [(i, 0, d - 1) for i, d in zip(op.out.indices, dims, strict=True)]
-    pairing = sp.Sum(upstream[op.out.indices] * op.expr, *limits)
-    gradients = []
-    for array in op.inputs + op.weights:
+    steps = op.steps + ((op.out, op.expr),)
+    upstream = {op.out.base: upstream_of(op)}
+
+    def gradient_of(array):
         index = FREE[: len(op.shape(array))]
-        expr = eliminate_deltas(sp.diff(pairing, array[index]))
-        gradients.append(LayerGradient(array, index, expr))
-    return LayerDerivation(op, upstream, tuple(gradients))
+        total = sp.S.Zero
+        for target, expr in steps:
+            if array not in {a.base for a in expr.atoms(sp.Indexed)}:
+                continue
+            if target.base not in upstream:
+                continue  # a step nothing differentiable depends on
+            pairing = sp.Sum(upstream[target.base][target.indices] * expr, *_limits(op, target))
+            total += eliminate_deltas(sp.diff(pairing, array[index]))
+        return LayerGradient(array, index, total)
+
+    differentiable = set(op.inputs + op.weights)
+    for target, expr in op.steps:
+        if {a.base for a in expr.atoms(sp.Indexed)} & differentiable and not expr.has(ArgMax):
+            differentiable.add(target.base)
+    intermediates = []
+    for target, expr in reversed(op.steps):
+        if target.base not in differentiable:
+            continue  # an arg-max, a dropout mask: nothing flows back through them
+        g = gradient_of(target.base)
+        intermediates.append(g)
+        upstream[target.base] = gradient_array(target.base)
+    gradients = tuple(gradient_of(array) for array in op.inputs + op.weights)
+    return LayerDerivation(op, upstream_of(op), gradients, tuple(intermediates))

@@ -108,6 +108,21 @@ class normal_cdf(sp.Function):  # noqa: N801
         return rf"{body}^{{{exp}}}" if exp else body
 
 
+class uniform01(sp.Function):  # noqa: N801
+    """A uniform draw in [0, 1) that is a pure function of (seed, position).
+
+    Kernels regenerate the same draw in forward and backward; nothing is
+    differentiable through it.
+    """
+
+    def fdiff(self, argindex=1):
+        """A draw does not depend smoothly on its seed or position."""
+        return sp.S.Zero
+
+    def _eval_is_real(self):
+        return True
+
+
 NAMED = (sigmoid, softplus, normal_cdf)
 
 

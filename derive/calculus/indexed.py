@@ -51,6 +51,34 @@ class lse(sp.Function):  # noqa: N801
         return rf"\left({body}\right)^{{{exp}}}" if exp else body
 
 
+class ArgMax(sp.Expr):
+    """The flat position (row-major over the limits) of the first maximum of ``body``.
+
+    Integer-valued and piecewise constant, so its derivative is zero: gradients route
+    through the indexing it selects, never through it.
+    """
+
+    def __new__(cls, body, *limits):
+        return sp.Expr.__new__(cls, body, *[sp.Tuple(*lim) for lim in limits])
+
+    @property
+    def body(self):
+        """The maximised expression."""
+        return self.args[0]
+
+    @property
+    def limits(self):
+        """(index, low, high) for each window axis."""
+        return self.args[1:]
+
+    def _eval_derivative(self, s):
+        return sp.S.Zero
+
+    def _latex(self, printer):
+        indices = ", ".join(printer._print(lim[0]) for lim in self.limits)
+        return rf"\operatorname{{arg\,max}}_{{{indices}}} {printer._print(self.body)}"
+
+
 def softmax_of(base: sp.IndexedBase) -> sp.IndexedBase:
     """The array softmax(base), as an indexed object whose name prints as such."""
     return sp.IndexedBase(f"softmax({base})", real=True)
@@ -128,6 +156,12 @@ def _split_sum(s: sp.Sum) -> sp.Expr:
                 break
     if guards:
         body = sp.Piecewise((body, sp.And(*guards)), (0, True))
+    # A body free of a summation index is that many equal terms.
+    for limit in list(limits):
+        index, low, high = limit
+        if index not in body.free_symbols:
+            body = body * (high - low + 1)
+            limits.remove(limit)
     if not limits:
         return body
     bound = {lim[0] for lim in limits}

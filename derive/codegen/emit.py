@@ -21,7 +21,7 @@ from derive.codegen.ir import (
     RowKernel,
     VectorModule,
 )
-from derive.codegen.loops import Gemm
+from derive.codegen.loops import Gemm, Scatter
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.errors import OutputError
@@ -370,18 +370,45 @@ def _loop_lines(loops, printer: NumbaPrinter, first_parallel: bool) -> list[str]
     return lines
 
 
+def _accumulator_lines(acc, printer: NumbaPrinter) -> list[str]:
+    inner = _loop_lines(acc.loops, printer, False)
+    deep = "    " * len(acc.loops)
+    body = printer.doprint(acc.body)
+    if acc.kind == "sum":
+        return [f"{acc.target} = 0.0", *inner, f"{deep}{acc.target} += {body}"]
+    # First maximum in row-major window order wins a tie; a NaN is taken, as PyTorch does.
+    position = sp.S.Zero
+    for lp in acc.loops:
+        position = position * (lp.high - lp.low + 1) + (lp.index - lp.low)
+    return [
+        f"{acc.target}_max = -math.inf",
+        f"{acc.target} = 0",
+        *inner,
+        f"{deep}value = {body}",
+        f"{deep}if value > {acc.target}_max or value != value:",
+        f"{deep}    {acc.target}_max = value",
+        f"{deep}    {acc.target} = {printer.doprint(position)}",
+    ]
+
+
 def _statement_lines(statement, printer: NumbaPrinter, parallel: bool) -> list[str]:
     if isinstance(statement, Gemm):
         left = f"{statement.left}{'.T' if statement.left_transposed else ''}"
         right = f"{statement.right}{'.T' if statement.right_transposed else ''}"
         return [f"np.dot({left}, {right}, {statement.array})  # BLAS"]
+    if isinstance(statement, Scatter):
+        # Two iterations may add into the same element, so only an outer loop whose
+        # index addresses the target unchanged (the batch) may run in parallel.
+        lines = [f"{statement.array}.fill(0.0)"]
+        safe = parallel and statement.loops[0].index in statement.target_index
+        lines += _loop_lines(statement.loops, printer, safe)
+        pad = "    " * len(statement.loops)
+        target = printer.doprint(statement.array[statement.target_index])
+        return lines + [f"{pad}{target} += {printer.doprint(statement.value)}"]
     lines = _loop_lines(statement.loops, printer, parallel)
     pad = "    " * len(statement.loops)
     for acc in statement.accumulators:
-        lines.append(f"{pad}{acc.target} = 0.0")
-        inner = _loop_lines(acc.loops, printer, False)
-        lines += [pad + line for line in inner]
-        lines.append(f"{pad}{'    ' * len(acc.loops)}{acc.target} += {printer.doprint(acc.body)}")
+        lines += [pad + line for line in _accumulator_lines(acc, printer)]
     target = printer.doprint(statement.array[statement.index])
     op = "+=" if statement.accumulate else "="
     lines.append(f"{pad}{target} {op} {printer.doprint(statement.value)}")
@@ -396,8 +423,14 @@ def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
     for st in kernel.statements:
         if not isinstance(st, Gemm):
             used |= set().union(*(sp.sympify(e).free_symbols for e in _exprs(st)))
-    loop_vars = {lp.index for st in kernel.statements if not isinstance(st, Gemm)
-                 for lp in st.loops + tuple(x for a in st.accumulators for x in a.loops)}
+    for _, dims, _ in kernel.allocations:
+        used |= set().union(*(sp.sympify(d).free_symbols for d in dims))
+    loop_vars = set()
+    for st in kernel.statements:
+        if not isinstance(st, Gemm):
+            loop_vars |= {lp.index for lp in st.loops}
+            for acc in getattr(st, "accumulators", ()):
+                loop_vars |= {lp.index for lp in acc.loops}
     sizes = sorted((s for s in used if isinstance(s, sp.Symbol) and s not in loop_vars
                     and s not in kernel.hyper and not str(s).startswith("acc")), key=str)
     bind = []
@@ -407,6 +440,11 @@ def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
             if size in dims:
                 bind.append(f"    {size} = {array}.shape[{dims.index(size)}]")
                 break
+    dtype_of = str(kernel.arrays[0])
+    for array, dims, integer in kernel.allocations:
+        shape = ", ".join(printer.doprint(d) for d in dims)
+        dtype = "np.int64" if integer else f"{dtype_of}.dtype"
+        bind.append(f"    {array} = np.empty(({shape},), {dtype})")
     deco = 'njit(cache=True, error_model="numpy"' + (", parallel=True)" if kernel.parallel
                                                     else ")")
     body = [line for st in kernel.statements
@@ -419,6 +457,8 @@ def _exprs(statement) -> list:
     exprs = [statement.value]
     for lp in statement.loops:
         exprs += [lp.low, lp.high]
+    if isinstance(statement, Scatter):
+        return exprs + list(statement.target_index)
     for acc in statement.accumulators:
         exprs.append(acc.body)
         for lp in acc.loops:
@@ -438,9 +478,7 @@ def render_layer(m: LayerModule, command: str) -> str:
     """
     op = m.op
     printer = NumbaPrinter()
-    kernels = [_kernel_source(m.forward, op, printer)] + [
-        _kernel_source(k, op, printer) for _, _, k in m.gradients
-    ]
+    kernels = [_kernel_source(m.forward, op, printer), _kernel_source(m.backward, op, printer)]
     helpers, extra_imports = helper_source(printer.helpers)
     context = {
         "m": m,
@@ -459,9 +497,9 @@ def _layer_wrappers(m: LayerModule) -> dict:
     op = m.op
     padded, original, amount = op.padding or (None, None, None)
     public_inputs = [original if a == padded else a for a in op.inputs]
-    arrays = public_inputs + list(op.weights)
+    arrays = public_inputs + list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
-    hyper = [(p_.name, int(p_.default), str(p_.symbol)) for p_ in op.hyper]
+    hyper = [(p_.name, p_.default, str(p_.symbol)) for p_ in op.hyper]
 
     def dims(array):
         return [str(d) if isinstance(d, sp.Symbol) else None for d in shapes[array]]
@@ -483,10 +521,10 @@ def _layer_wrappers(m: LayerModule) -> dict:
         "original": str(original) if original is not None else None,
         "amount": str(amount) if amount is not None else None,
         "forward_call": _call(m.forward),
-        "gradient_calls": [
-            (str(base), str(target), _call(kernel),
-             str(original) if base == padded else str(base))
-            for base, target, kernel in m.gradients
+        "backward_call": _call(m.backward),
+        "gradients": [
+            (str(base), str(target), str(original) if base == padded else str(base))
+            for base, target in m.gradients
         ],
         "upstream": f"d_{op.out.base}",
     }

@@ -133,8 +133,9 @@ class LayerKernel:
     name: str
     arrays: tuple  # IndexedBase arguments, in call order
     hyper: tuple  # hyper-parameter symbols, after the arrays
-    statements: tuple  # Gemm / LoopNest
+    statements: tuple  # Gemm / LoopNest / Scatter
     parallel: bool
+    allocations: tuple = ()  # (IndexedBase, dims, is_integer): arrays made inside
 
 
 @dataclass(frozen=True)
@@ -146,5 +147,6 @@ class LayerModule:
     source: str
     op: object  # the Layer declaration (shapes, hyper-parameters, padding, view)
     forward: LayerKernel
-    gradients: tuple  # (IndexedBase differentiated, its gradient array, LayerKernel)
+    backward: LayerKernel
+    gradients: tuple  # (IndexedBase differentiated, its gradient array)
     formulas: tuple[tuple[str, str], ...]

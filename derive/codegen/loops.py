@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from derive.calculus.indexed import ArgMax
+
 
 class floordiv(sp.Function):  # noqa: N801
     """Integer floor division a // b (printed as such; SymPy's floor(a/b) is a float op)."""
@@ -30,11 +32,13 @@ class Loop:
 
 @dataclass(frozen=True)
 class Accumulator:
-    """``target = Σ body`` over ``loops``."""
+    """``target = Σ body`` over ``loops`` (or, for ``kind="argmax"``, the flat position of
+    the first maximum of body, as PyTorch breaks ties)."""
 
     target: sp.Symbol
     loops: tuple[Loop, ...]
     body: sp.Expr
+    kind: str = "sum"
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,21 @@ class LoopNest:
     accumulators: tuple[Accumulator, ...]
     value: sp.Expr
     accumulate: bool = False
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """``array[target_index] += value`` over ``loops``, after zeroing ``array``.
+
+    The gather form Σ_h d_y[h]·δ(r, S·h + idx[h]) visits every h for every r; when the
+    delta cannot be solved for h (the arg-max of max pooling), walking h and adding
+    into r = S·h + idx[h] computes the same sum in one pass.
+    """
+
+    array: sp.IndexedBase
+    target_index: tuple
+    loops: tuple[Loop, ...]
+    value: sp.Expr
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,30 @@ def bounded_loops(limits, body: sp.Expr) -> tuple[tuple[Loop, ...], sp.Expr]:
     return tuple(Loop(ix, lo, hi) for ix, (lo, hi) in loops.items()), body
 
 
+def as_scatter(array, index, ranges, expr) -> Scatter | None:
+    """Recognise Σ body·Π δ(free_k, e_k) whose deltas fix free indices of the target."""
+    if not isinstance(expr, sp.Sum):
+        return None
+    factors = sp.Mul.make_args(expr.function)
+    fixed = {}
+    for f in factors:
+        if isinstance(f, sp.KroneckerDelta):
+            a, b = f.args
+            free, other = (a, b) if a in index else (b, a) if b in index else (None, None)
+            if free is None or free in fixed or any(i in other.free_symbols for i in index
+                                                    if i != free and i in fixed):
+                return None
+            fixed[free] = other
+    if not fixed:
+        return None
+    value = sp.Mul(*[f for f in factors if not isinstance(f, sp.KroneckerDelta)])
+    outer = tuple(Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True)
+                  if ix not in fixed)
+    inner = tuple(Loop(ix, lo, hi) for ix, lo, hi in expr.limits)
+    target = tuple(fixed.get(ix, ix) for ix in index)
+    return Scatter(array, target, outer + inner, value)
+
+
 def lower_assignment(array, index, ranges, expr) -> tuple:
     """Lower ``array[index] = expr`` to a tuple of :class:`Gemm` / :class:`LoopNest`.
 
@@ -141,6 +184,9 @@ def lower_assignment(array, index, ranges, expr) -> tuple:
     expr : sympy.Expr
         The value, possibly with sums.
     """
+    scatter = as_scatter(array, index, ranges, expr)
+    if scatter is not None:
+        return (scatter,)
     statements: list = []
     rest = []
     for term in sp.Add.make_args(expr):
@@ -153,10 +199,14 @@ def lower_assignment(array, index, ranges, expr) -> tuple:
         value = sp.Add(*rest)
         names = sp.numbered_symbols("acc", real=True)
         accumulators = []
-        for total in sorted(value.atoms(sp.Sum), key=sp.default_sort_key):
-            loops, body = bounded_loops(total.limits, total.function)
+        for total in sorted(value.atoms(sp.Sum, ArgMax), key=sp.default_sort_key):
             target = next(names)
-            accumulators.append(Accumulator(target, loops, body))
+            if isinstance(total, ArgMax):
+                loops = tuple(Loop(ix, lo, hi) for ix, lo, hi in total.limits)
+                accumulators.append(Accumulator(target, loops, total.body, "argmax"))
+            else:
+                loops, body = bounded_loops(total.limits, total.function)
+                accumulators.append(Accumulator(target, loops, body))
             value = value.xreplace({total: target})
         free = tuple(Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True))
         statements.append(LoopNest(array, tuple(index), free, tuple(accumulators), value,

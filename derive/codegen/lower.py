@@ -10,10 +10,11 @@ from derive.calculus.derivation import (
     LayerDerivation,
     LossDerivation,
     VectorDerivation,
+    gradient_array,
     upstream_of,
 )
-from derive.calculus.indexed import k, lse, n, p, q, unname_softmax
-from derive.codegen.loops import Gemm, LoopNest, lower_assignment
+from derive.calculus.indexed import ArgMax, k, lse, n, p, q, unname_softmax
+from derive.codegen.loops import Gemm, LoopNest, Scatter, lower_assignment
 from derive.codegen.ir import (
     ActivationModule,
     Assign,
@@ -251,17 +252,19 @@ def lower_vector(derivation: VectorDerivation, source: str) -> VectorModule:
     )
 
 
-def _kernel(name, op, target, index, expr, extra=()) -> LayerKernel:
+def _statements(op, target, index, expr) -> tuple:
     ranges = [(0, d - 1) for d in op.shape(_declared(op, target))]
-    statements = lower_assignment(target, index, ranges, fold_constants(expr))
-    used = {a.base for a in expr.atoms(sp.Indexed)} | set(extra)
-    order = [a for a, _ in op.arrays] + [upstream_of(op)]
-    arrays = tuple(a for a in order if a in used) + (target,)
+    return lower_assignment(target, index, ranges, fold_constants(expr))
+
+
+def _kernel(name, op, arrays, assignments, allocations) -> LayerKernel:
+    """One jitted function: ``assignments`` (target, index, expr) lowered in order."""
+    statements = tuple(st for a in assignments for st in _statements(op, *a))
     symbols = set().union(*(_symbols_of(s) for s in statements))
     hyper = tuple(p_.symbol for p_ in op.hyper if p_.symbol in symbols)
     heavy = any(isinstance(s, LoopNest) and len(s.loops) >= 2 and s.accumulators
                 for s in statements)
-    return LayerKernel(name, arrays, hyper, statements, heavy)
+    return LayerKernel(name, tuple(arrays), hyper, statements, heavy, tuple(allocations))
 
 
 def _symbols_of(statement) -> set:
@@ -269,14 +272,12 @@ def _symbols_of(statement) -> set:
         return set()
     exprs = [statement.value] + [lp.low for lp in statement.loops] + [
         lp.high for lp in statement.loops]
-    for acc in statement.accumulators:
-        exprs += [acc.body] + [lp.low for lp in acc.loops] + [lp.high for lp in acc.loops]
+    if isinstance(statement, Scatter):
+        exprs += list(statement.target_index)
+    else:
+        for acc in statement.accumulators:
+            exprs += [acc.body] + [lp.low for lp in acc.loops] + [lp.high for lp in acc.loops]
     return set().union(*(sp.sympify(e).free_symbols for e in exprs))
-
-
-def gradient_array(base: sp.IndexedBase) -> sp.IndexedBase:
-    """The array holding ∂L/∂base."""
-    return sp.IndexedBase(f"d_{base}", real=True)
 
 
 def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:
@@ -289,19 +290,39 @@ def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:
     return next(a for a in shapes if str(gradient_array(a)) == str(array))
 
 
+def _allocation(op, array, integer=False):
+    return (array, tuple(op.shape(_declared(op, array))), integer)
+
+
 def lower_layer(derivation: LayerDerivation, source: str) -> LayerModule:
-    """Lower a layer's forward equation and every derived gradient to loop kernels."""
+    """Lower a layer's steps and derived gradients to a forward and a backward kernel.
+
+    Backward recomputes the forward's intermediate steps (a mean, an arg-max) rather
+    than storing them, then computes the intermediate gradients last step first, then
+    every input and weight gradient.
+    """
     op = derivation.op
-    forward = _kernel("_forward", op, op.out.base, op.out.indices, op.expr)
-    gradients = []
-    for g in derivation.gradients:
-        target = gradient_array(g.array)
-        kernel = _kernel(f"_grad_{g.array}", op, target, g.index, g.expr,
-                         extra=(derivation.upstream,))
-        gradients.append((g.array, target, kernel))
-    formulas = [(sp.sstr(op.out), sp.sstr(op.expr))] + [
+    inputs = list(op.inputs) + list(op.weights) + list(op.buffers)
+    forward_steps = [(t.base, t.indices, e) for t, e in op.steps]
+    step_allocs = [_allocation(op, t.base, e.has(ArgMax)) for t, e in op.steps]
+    forward = _kernel("_forward", op, inputs + [op.out.base],
+                      forward_steps + [(op.out.base, op.out.indices, op.expr)], step_allocs)
+    upstream = derivation.upstream
+    targets = [gradient_array(g.array) for g in derivation.gradients]
+    middle = [(gradient_array(g.array), g.index, g.expr) for g in derivation.intermediates]
+    backward = _kernel(
+        "_backward", op, inputs + [upstream] + targets,
+        forward_steps + middle + [
+            (gradient_array(g.array), g.index, g.expr) for g in derivation.gradients
+        ],
+        step_allocs + [_allocation(op, gradient_array(g.array))
+                       for g in derivation.intermediates],
+    )
+    formulas = [(sp.sstr(t), sp.sstr(e)) for t, e in op.steps]
+    formulas += [(sp.sstr(op.out), sp.sstr(op.expr))] + [
         (f"dL/d{g.array}[{', '.join(map(str, g.index))}]", sp.sstr(g.expr))
-        for g in derivation.gradients
+        for g in derivation.intermediates + derivation.gradients
     ]
-    return LayerModule(op.name, op.title, source, op, forward, tuple(gradients),
+    gradients = tuple((g.array, gradient_array(g.array)) for g in derivation.gradients)
+    return LayerModule(op.name, op.title, source, op, forward, backward, gradients,
                        tuple(formulas))

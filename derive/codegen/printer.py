@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.pycode import PythonCodePrinter
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus
+from derive.calculus.functions import normal_cdf, sigmoid, softplus, uniform01
 
 #: SymPy function → (name in generated code, embedded helper it needs or None).
 FUNCTIONS: dict[type, tuple[str, str | None]] = {
@@ -30,6 +30,7 @@ FUNCTIONS: dict[type, tuple[str, str | None]] = {
     sp.erf: ("math.erf", None),
     sp.erfc: ("math.erfc", None),
     normal_cdf: ("normal_cdf", "normal_cdf"),
+    uniform01: ("uniform01", "uniform01"),
     sp.Abs: ("abs", None),
     sp.sign: ("sign", "sign"),
     sigmoid: ("sigmoid", "sigmoid"),
@@ -96,6 +97,10 @@ class NumbaPrinter(PythonCodePrinter):
         # floating point.
         numerator, denominator = sp.fraction(sp.together(expr.args[0]))
         return f"(({self._print(numerator)}) // ({self._print(denominator)}))"
+
+    def _print_Mod(self, expr):
+        a, b = (self._print(arg) for arg in expr.args)
+        return f"(({a}) % ({b}))"
 
     def _print_floordiv(self, expr):
         a, b = (self._print(arg) for arg in expr.args)

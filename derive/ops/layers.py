@@ -10,6 +10,9 @@ from __future__ import annotations
 import sympy as sp
 from sympy import IndexedBase, Sum
 
+from derive.calculus.functions import uniform01
+from derive.calculus.indexed import ArgMax
+from derive.codegen.loops import floordiv
 from derive.registry import register
 from derive.spec import Layer, Param
 
@@ -78,3 +81,81 @@ FLATTEN = register(Layer(
     # Flattening only renames elements: y[n, c, h, w] is stored at y[n, (c·H + h)·W + w].
     out=y[n, c, h, w], expr=x[n, c, h, w],
     arrays=((x, (N, C, H, W)), (y, (N, C, H, W))), inputs=(x,), view=(N, C * H * W)))
+
+arg = IndexedBase("arg", integer=True)  # flat position of each window's maximum
+MAX_POOL2D = register(Layer(
+    name="max_pool2d", title="2-D max pooling", latex=r"\operatorname{maxpool}",
+    steps=((arg[n, c, h, w],
+            ArgMax(x[n, c, S * h + ki, S * w + kj], (ki, 0, KH - 1), (kj, 0, KH - 1))),),
+    out=y[n, c, h, w],
+    # The output reads the input at its window's arg-max, so the gradient is routed there.
+    expr=x[n, c, S * h + floordiv(arg[n, c, h, w], KH), S * w + sp.Mod(arg[n, c, h, w], KH)],
+    arrays=((x, (N, C, H, W)), (arg, (N, C, OH, OW)), (y, (N, C, OH, OW))),
+    inputs=(x,), hyper=(WINDOW, Param(S, 2, latex="S", keyword="stride")),
+    sizes=((OH, (H - KH) // S + 1), (OW, (W - KH) // S + 1))))
+
+eps = sp.Symbol("epsilon", positive=True)
+EPS = Param(eps, 1e-5, latex=r"\varepsilon", keyword="eps")
+gamma, beta = IndexedBase("gamma", real=True), IndexedBase("beta", real=True)
+mean, var, xhat = (IndexedBase(name, real=True) for name in ("mu", "var", "xhat"))
+M = N * H * W  # elements per channel
+
+BATCH_NORM = register(Layer(
+    name="batch_norm", title="Batch normalisation (batch statistics)",
+    latex=r"\operatorname{BN}",
+    steps=(
+        (mean[c], Sum(x[n, c, h, w], (n, 0, N - 1), (h, 0, H - 1), (w, 0, W - 1)) / M),
+        (var[c], Sum((x[n, c, h, w] - mean[c]) ** 2,
+                     (n, 0, N - 1), (h, 0, H - 1), (w, 0, W - 1)) / M),
+        (xhat[n, c, h, w], (x[n, c, h, w] - mean[c]) / sp.sqrt(var[c] + eps)),
+    ),
+    out=y[n, c, h, w], expr=gamma[c] * xhat[n, c, h, w] + beta[c],
+    arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (mean, (C,)), (var, (C,)),
+            (xhat, (N, C, H, W)), (y, (N, C, H, W))),
+    inputs=(x,), weights=(gamma, beta), hyper=(EPS,)))
+
+running_mean = IndexedBase("running_mean", real=True)
+running_var = IndexedBase("running_var", real=True)
+BATCH_NORM_INFERENCE = register(Layer(
+    name="batch_norm_inference", title="Batch normalisation (running statistics)",
+    latex=r"\operatorname{BN}",
+    out=y[n, c, h, w],
+    expr=gamma[c] * (x[n, c, h, w] - running_mean[c]) / sp.sqrt(running_var[c] + eps)
+    + beta[c],
+    arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (running_mean, (C,)),
+            (running_var, (C,)), (y, (N, C, H, W))),
+    inputs=(x,), weights=(gamma, beta), buffers=(running_mean, running_var), hyper=(EPS,)))
+
+D = sp.Symbol("D", integer=True, positive=True)  # features normalised together
+k = sp.Symbol("k", integer=True, nonnegative=True)
+LAYER_NORM = register(Layer(
+    name="layer_norm", title="Layer normalisation (over the last axis)",
+    latex=r"\operatorname{LN}",
+    steps=(
+        (mean[n], Sum(x[n, k], (k, 0, D - 1)) / D),
+        (var[n], Sum((x[n, k] - mean[n]) ** 2, (k, 0, D - 1)) / D),
+        (xhat[n, k], (x[n, k] - mean[n]) / sp.sqrt(var[n] + eps)),
+    ),
+    out=y[n, k], expr=gamma[k] * xhat[n, k] + beta[k],
+    arrays=((x, (N, D)), (gamma, (D,)), (beta, (D,)), (mean, (N,)), (var, (N,)),
+            (xhat, (N, D)), (y, (N, D))),
+    inputs=(x,), weights=(gamma, beta), hyper=(EPS,)))
+
+p_drop = sp.Symbol("p_drop", nonnegative=True)
+training = sp.Symbol("training", integer=True, nonnegative=True)
+seed = sp.Symbol("seed", integer=True, nonnegative=True)
+keep = IndexedBase("keep", real=True)
+DROPOUT = register(Layer(
+    name="dropout", title="Inverted dropout", latex=r"\operatorname{dropout}",
+    # In training each element is kept with probability 1 − p and scaled by 1/(1 − p)
+    # (so evaluation needs no rescaling); the draw is a pure function of (seed, position).
+    steps=((keep[n, k], sp.Piecewise(
+        (sp.Piecewise((0, uniform01(seed, n * D + k) < p_drop), (1 / (1 - p_drop), True)),
+         sp.Eq(training, 1)),
+        (1, True))),),
+    out=y[n, k], expr=x[n, k] * keep[n, k],
+    arrays=((x, (N, D)), (keep, (N, D)), (y, (N, D))),
+    inputs=(x,),
+    hyper=(Param(p_drop, 0.5, latex="p", keyword="p"),
+           Param(training, 1, latex="", keyword="training"),
+           Param(seed, 0, latex="", keyword="seed"))))
