@@ -348,8 +348,11 @@ class Optimizer:
 
     @property
     def expr(self) -> sp.Expr:
-        """The weight update's right-hand side (what ``derive list`` shows)."""
-        return self.updates[-1][1]
+        """The new weight in terms of the old state (what ``derive list`` shows)."""
+        values: dict = {}
+        for target, rhs in self.updates:
+            values[target] = rhs.xreplace(values)
+        return values[w]
 
     @property
     def uses_step(self) -> bool:

@@ -1,0 +1,132 @@
+"""Generated network modules: the spec's δ recursion against a PyTorch
+reimplementation, step by step, and spec errors that name file, layer and field."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import GENERATED, generated
+
+from derive.cli import main
+from derive.network import SpecError, parse_spec
+
+EXAMPLES = ["mlp_notes", "cnn_small"]
+
+
+def torch_forward(module, params, x):
+    """The same network in PyTorch, read from the module's own description."""
+    h = x
+    k = 0
+    for name in module.LAYERS:
+        kind, activation, hyper = name
+        if kind == "dense":
+            h = F.linear(h, params[k], params[k + 1])
+            k += 2
+        elif kind == "conv2d":
+            h = F.conv2d(h, params[k], params[k + 1], stride=hyper["stride"],
+                         padding=hyper["padding"])
+            k += 2
+        elif kind == "max_pool2d":
+            h = F.max_pool2d(h, hyper["kernel_size"], hyper["stride"])
+        elif kind == "flatten":
+            h = torch.flatten(h, 1)
+        if activation == "relu":
+            h = F.relu(h)
+    return h
+
+
+def torch_optimizer(module, params):
+    if module.OPTIMIZER == "gd":
+        return torch.optim.SGD(params, lr=module.TRAIN["lr"])
+    if module.OPTIMIZER == "momentum":
+        return torch.optim.SGD(params, lr=module.TRAIN["lr"],
+                               momentum=module.OPTIMIZER_PARAMS["mu"])
+    raise AssertionError(module.OPTIMIZER)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_first_three_steps_match_pytorch(name):
+    m = generated("networks", name)
+    params = m.init_params(seed=3)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8,) + m.INPUT_SHAPE)
+    y = rng.integers(0, m.N_CLASSES, 8)
+    tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
+    opt = torch_optimizer(m, tparams)
+    state = m.init_state(params)
+    loss, grads = m.loss_and_grad(params, x, y)
+    tloss = F.cross_entropy(torch_forward(m, tparams, torch.tensor(x)), torch.tensor(y))
+    tloss.backward()
+    assert loss == pytest.approx(tloss.item(), rel=1e-12)
+    for g, t in zip(grads, tparams, strict=True):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-13)
+    for _ in range(3):
+        loss = m.train_step(params, state, x, y, m.TRAIN["lr"])
+        opt.zero_grad()
+        tloss = F.cross_entropy(torch_forward(m, tparams, torch.tensor(x)), torch.tensor(y))
+        tloss.backward()
+        opt.step()
+        assert loss == pytest.approx(tloss.item(), rel=1e-10)
+        for p, t in zip(params, tparams, strict=True):
+            np.testing.assert_allclose(p, t.detach().numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_predict_gives_probabilities_and_float32_works(name):
+    m = generated("networks", name)
+    params = m.init_params(seed=1, dtype=np.float32)
+    x = np.random.default_rng(2).normal(size=(5,) + m.INPUT_SHAPE).astype(np.float32)
+    p = m.predict(params, x)
+    assert p.dtype == np.float32 and p.shape == (5, m.N_CLASSES)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    state = m.init_state(params)
+    y = np.arange(5) % m.N_CLASSES
+    first = m.train_step(params, state, x, y, 0.05)
+    for _ in range(20):
+        last = m.train_step(params, state, x, y, 0.05)
+    assert last < first
+
+
+SPEC = """
+[network]
+name = "t"
+input_shape = [4]
+loss = "mse"
+
+[[layers]]
+type = "dense"
+units = 3
+"""
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[network\nname=1", "not valid TOML"),
+    (SPEC.replace('"dense"', '"dens"'),
+     "layers[0].type: unknown layer type 'dens'. Did you mean dense?"),
+    (SPEC.replace("units = 3", "units = 0"), "units must be an integer"),
+    (SPEC.replace("[4]", "[1, 5, 5]"), "layers[0]: dense needs a flat input"),
+    (SPEC.replace('"mse"', '"mse2"'), "network.loss: unknown loss"),
+    (SPEC.replace("units = 3", "units = 3\nactivation = \"rleu\""), "Did you mean relu"),
+    (SPEC + "\n[train]\noptimizer = \"adamm\"", "Did you mean adam"),
+])
+def test_spec_errors_name_the_file_layer_and_field(text, message):
+    with pytest.raises(SpecError) as err:
+        parse_spec(text, "net.toml")
+    assert message in err.value.message and "net.toml" in err.value.message
+
+
+def test_kernels_from_a_spec_file(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(SPEC)
+    assert main(["kernels", str(spec), "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "networks" / "t.py").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SPEC.replace("units = 3", "units = -1"))
+    assert main(["kernels", str(bad), "-o", str(tmp_path / "out2")]) == 2
+    assert "layers[0]" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+def test_generated_networks_exist_for_every_example():
+    for name in EXAMPLES:
+        assert (GENERATED / "networks" / f"{name}.py").exists()
