@@ -55,6 +55,79 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="the whole catalogue")
     c.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT,
                    help="where the generated modules are (default: generated/)")
+
+    m = sub.add_parser("minimize", help="gradient descent / Newton on a formula, step by step")
+    m.add_argument("formula", help='the function to minimise, e.g. "w1**2 + w2**2"')
+    m.add_argument("--start", metavar="W1,W2,...",
+                   help="start point, one number per variable in natural order (w1, w2, ...; "
+                        "x, y); write --start=-1,2 when it begins with a minus")
+    m.add_argument("--method", default="gd", help="gd, momentum (Polyak) or newton")
+    m.add_argument("--lr", type=float, default=None,
+                   help="step size (default: 0.01; 1 for newton)")
+    m.add_argument("--steps", type=int, default=10, help="number of steps (default: 10)")
+    m.add_argument("--momentum", type=float, default=0.9, help="beta of --method momentum")
+    m.add_argument("-o", "--out", type=Path, default=None,
+                   help="write path.csv and path.png (contour plot) into this directory")
+
+    t = sub.add_parser("latex", help="a step-by-step derivation in LaTeX (or Markdown)")
+    t.add_argument("target", nargs="?", metavar="TARGET",
+                   help="a catalogue name (activation, loss, layer, optimizer) or a network "
+                        "spec, e.g. examples/mlp_notes.toml")
+    t.add_argument("--lang", choices=["pt", "en"], default="pt",
+                   help="language of the text (default: pt)")
+    t.add_argument("--format", choices=["article", "beamer", "fragment", "markdown"],
+                   default="article", help="lecture notes, slides, a body to \\input, or "
+                   "Markdown with $$ blocks (default: article)")
+    t.add_argument("-o", "--out", type=Path, default=None,
+                   help="write to this file (default: print to stdout)")
+    t.add_argument("--pdf", action="store_true",
+                   help="also compile with pdflatex; the PDF is written beside -o")
+    t.add_argument("--expr", help="a custom activation: a formula in x and --param names")
+    t.add_argument("--name", help="the custom activation's name")
+    t.add_argument("--param", type=_parameter, action="append", default=[],
+                   metavar="NAME=VALUE", help="a named parameter of --expr and its default")
+
+    e = sub.add_parser("example", help="a worked numeric example: one neuron, one update")
+    e.add_argument("target", metavar="TARGET",
+                   help="an activation (the loss defaults to mse) or a loss (the activation "
+                        "defaults to identity)")
+    e.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE", dest="values",
+                   help="x, w, b, y (and activation parameters), e.g. --set x=2.1 w=1 b=0 y=4")
+    e.add_argument("--lr", default="0.01", help="learning rate of the update (default: 0.01)")
+    e.add_argument("--activation", help="the neuron's activation when TARGET is a loss")
+    e.add_argument("--loss", help="the loss when TARGET is an activation")
+    e.add_argument("--lang", choices=["pt", "en"], default="pt",
+                   help="language of the text (default: pt)")
+    e.add_argument("--latex", action="store_true", help="typeset it in LaTeX instead")
+    e.add_argument("--format", choices=["article", "beamer", "fragment", "markdown"],
+                   default="article", help="with --latex: the document's format")
+    e.add_argument("-o", "--out", type=Path, default=None,
+                   help="with --latex: write to this file (default: print to stdout)")
+    e.add_argument("--pdf", action="store_true",
+                   help="with --latex: also compile with pdflatex, beside -o")
+    r = sub.add_parser("train", help="train a network spec on a data set")
+    r.add_argument("spec", type=Path, help="a network spec (TOML), e.g. examples/mlp_notes.toml")
+    r.add_argument("--data", default="digits",
+                   help="digits (bundled, default) | idx:DIR | npz:FILE | csv:FILE")
+    r.add_argument("--epochs", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--optimizer", default=None, help="override the spec's optimizer")
+    r.add_argument("--lr", type=float, default=None)
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--normalise", default=None, choices=["minmax", "zscore", "l2", "none"],
+                   help="input normalisation, fitted on the training set (default: the "
+                        "spec's train.normalisation, else minmax)")
+    r.add_argument("--out", type=Path, default=Path("run"),
+                   help="where the generated module, checkpoint and curves go (default: run/)")
+    r.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    d = sub.add_parser("demo", help="the main job: derive, check, typeset and train, offline")
+    d.add_argument("--out", type=Path, default=Path("derive-demo"),
+                   help="output directory (default: derive-demo/)")
+    d.add_argument("--lang", choices=["pt", "en"], default="pt",
+                   help="language of the lecture notes (default: pt)")
+    d.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -133,7 +206,130 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
-COMMANDS = {"list": cmd_list, "kernels": cmd_kernels, "check": cmd_check}
+def cmd_minimize(args) -> int:
+    """Minimise a formula from a start point; print every step; optionally save the path."""
+    from derive import minimize
+
+    objective = minimize.parse_objective(args.formula)
+    if args.start is None:
+        names = ", ".join(objective.names)
+        raise DeriveError(f"no start point given for {names}.", where="derive minimize",
+                          fix=f"Add --start with one number per variable ({names}).")
+    start = minimize.parse_start(args.start, objective)
+    run = minimize.minimize(objective, start, method=args.method, lr=args.lr,
+                            steps=args.steps, momentum=args.momentum)
+    print(minimize.header(run))
+    for step in run.steps:
+        print(minimize.step_line(step))
+    if run.stopped:
+        print(run.stopped)
+    if args.out is not None:
+        for path in minimize.write_trajectory(run, args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_latex(args) -> int:
+    """Typeset a derivation (LaTeX or Markdown); with --pdf also compile it."""
+    from derive.latex.document import document_for, write_document
+
+    doc = document_for(args.target, expr=args.expr, name=args.name, params=dict(args.param),
+                       lang=args.lang, fmt=args.format, out=args.out, pdf=args.pdf)
+    if args.out is None:
+        sys.stdout.write(doc.text)
+        return 0
+    for path in write_document(doc, args.out, pdf=args.pdf):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_example(args) -> int:
+    """Work one neuron's forward pass, gradients and update; print or typeset it."""
+    from derive.example import parse_settings, worked_example
+
+    if not args.latex and (args.out is not None or args.pdf or args.format != "article"):
+        raise DeriveError("-o, --pdf and --format go with --latex.", where="derive example",
+                          fix="Add --latex, or drop them to print the example as text.")
+    example = worked_example(args.target, parse_settings(args.values), lr=args.lr,
+                             activation=args.activation, loss=args.loss)
+    if not args.latex:
+        from derive.latex.example import render_text
+
+        sys.stdout.write(render_text(example, args.lang))
+        return 0
+    from derive.latex.document import example_document, write_document
+
+    words = ["example", args.target, "--set", *args.values, "--lr", args.lr, "--latex"]
+    if args.activation:
+        words += ["--activation", args.activation]
+    if args.loss:
+        words += ["--loss", args.loss]
+    doc = example_document(example, words, lang=args.lang, fmt=args.format, out=args.out,
+                           pdf=args.pdf)
+    if args.out is None:
+        sys.stdout.write(doc.text)
+        return 0
+    for path in write_document(doc, args.out, pdf=args.pdf):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Generate the spec's network module, train it, report accuracy and diagnosis."""
+    import dataclasses
+
+    from derive.checks import load_module
+    from derive.network import load_spec
+    from derive.train import dataset_for, evaluate, fit
+
+    spec = load_spec(args.spec)
+    if args.optimizer is not None:
+        if args.optimizer not in [op.name for op in registry.all_ops("optimizer")]:
+            registry.get(args.optimizer, "optimizer")  # raises with suggestions
+        spec = dataclasses.replace(spec, train=spec.train | {"optimizer": args.optimizer})
+    from derive.codegen.network import render_network
+
+    command = f"derive train {args.spec}"
+    target = pipeline.Target(args.out / "networks" / f"{spec.name}.py",
+                             render_network(spec, command))
+    pipeline.write_targets([target])
+    module = load_module(target.path)
+    options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}
+    if args.seed is not None:
+        options["seed"] = args.seed
+    data = dataset_for(module, args.data, **options)
+    try:
+        history = fit(module, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, out_dir=args.out, resume=args.resume,
+                      progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last checkpoint in {args.out}/ is complete: "
+              "continue with --resume", file=sys.stderr)
+        return 130
+    loss, accuracy = evaluate(module, history.params, data.x_test, data.y_test)
+    print(f"test loss {loss:.4f}, test accuracy {accuracy:.2%} on {len(data.y_test)} samples")
+    for diagnosis in history.diagnoses:
+        print(f"diagnosis: {diagnosis}")
+    for path in history.files:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """Run the main job and print its summary."""
+    from derive.demo import run_demo, summary
+
+    report = run_demo(args.out, lang=args.lang, progress=not args.no_progress)
+    print()
+    for line in summary(report):
+        print(line)
+    return 1 if report.checks_failed else 0
+
+
+COMMANDS = {"list": cmd_list, "kernels": cmd_kernels, "check": cmd_check,
+            "minimize": cmd_minimize, "latex": cmd_latex, "example": cmd_example,
+            "train": cmd_train,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,13 @@ from derive.codegen.ir import (
     RowKernel,
     VectorModule,
 )
-from derive.codegen.loops import Gemm, Scatter
+from derive.codegen.loops import (
+    Contraction,
+    Scatter,
+    loop_indices,
+    statement_exprs,
+    substitute,
+)
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.errors import OutputError
@@ -206,6 +212,11 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+        # mkstemp makes the file private (0600); give it the permissions a plain
+        # open() would have under the user's umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -391,15 +402,75 @@ def _accumulator_lines(acc, printer: NumbaPrinter) -> list[str]:
     ]
 
 
-def _statement_lines(statement, printer: NumbaPrinter, parallel: bool) -> list[str]:
-    if isinstance(statement, Gemm):
-        left = f"{statement.left}{'.T' if statement.left_transposed else ''}"
-        right = f"{statement.right}{'.T' if statement.right_transposed else ''}"
-        return [f"np.dot({left}, {right}, {statement.array})  # BLAS"]
+def _matrix(m, printer: NumbaPrinter) -> str:
+    """A GEMM operand: ``y[n].reshape(F, OH*OW)``, ``K.reshape(F, C*KH*KW).T``, ``x``."""
+    text = str(m.array)
+    if m.fixed:
+        text += f"[{', '.join(printer.doprint(e) for e in m.fixed)}]"
+    if m.shape is not None:
+        text += f".reshape({', '.join(printer.doprint(e) for e in m.shape)})"
+    return text + (".T" if m.transposed else "")
+
+
+def _unit_stride_lines(statement, printer: NumbaPrinter, hyper) -> list[str]:
+    """A gather or scatter, after a copy of it with its strides set to 1.
+
+    When the subscripts scale an index by a hyper-parameter, a constant unit stride lets
+    LLVM vectorise the innermost loop; a run-time one does not.
+    """
+    subscripts = list(getattr(statement, "target_index", ()))
+    for element in sp.sympify(statement.value).atoms(sp.Indexed):
+        subscripts += list(element.indices)
+    used = set().union(*(sp.sympify(e).free_symbols for e in subscripts))
+    strides = [h for h in hyper if h in used]
+    lines = _statement_lines(statement, printer, False)
+    if not strides:
+        return lines
+    unit = _statement_lines(substitute(statement, {h: 1 for h in strides}), printer, False)
+    test = " and ".join(f"{h} == 1" for h in strides)
+    return [f"if {test}:  # the same loops with a constant unit stride, which vectorise",
+            *("    " + line for line in unit), "else:", *("    " + line for line in lines)]
+
+
+def _contraction_lines(st: Contraction, printer: NumbaPrinter, parallel: bool, hyper,
+                       dtype_of: str) -> list[str]:
+    # Each iteration writes its own slice of the target (or of a shared buffer) and
+    # calls a GEMM too small for BLAS to split, so the batch loop runs in parallel.
+    peeled = tuple(lp.index for lp in st.loops)
+    target = st.unpack.target_index if isinstance(st.unpack, Scatter) else ()
+    # A target the iterations scatter into is zeroed slice by slice when its leading
+    # subscripts are the loop indices: in parallel, and just before the slice is used.
+    by_slice = st.zero and bool(peeled) and tuple(target[: len(peeled)]) == peeled
+    lines = [f"{st.unpack.array}.fill(0.0)"] if st.zero and not by_slice else []
+    lines += _loop_lines(st.loops, printer, parallel)
+    pad = "    " * len(st.loops)
+    if by_slice:
+        lines.append(f"{pad}{st.unpack.array}[{', '.join(map(str, peeled))}].fill(0.0)")
+    for buffer, dims in st.local:
+        shape = ", ".join(printer.doprint(d) for d in dims)
+        lines.append(f"{pad}{buffer} = np.empty(({shape},), {dtype_of}.dtype)")
+    for pack in st.packs:
+        lines += [pad + line for line in _unit_stride_lines(pack, printer, hyper)]
+    g = st.gemm
+    operands = ", ".join(_matrix(m, printer) for m in (g.left, g.right, g.out))
+    lines.append(f"{pad}np.dot({operands})  # BLAS")
+    if st.unpack is not None:
+        lines += [pad + line for line in _unit_stride_lines(st.unpack, printer, hyper)]
+    for tail in st.epilogue:
+        lines += [pad + line for line in _statement_lines(tail, printer, False)]
+    if st.reduce is not None:
+        lines += _statement_lines(st.reduce, printer, parallel)
+    return lines
+
+
+def _statement_lines(statement, printer: NumbaPrinter, parallel: bool, hyper=(),
+                     dtype_of="") -> list[str]:
+    if isinstance(statement, Contraction):
+        return _contraction_lines(statement, printer, parallel, hyper, dtype_of)
     if isinstance(statement, Scatter):
         # Two iterations may add into the same element, so only an outer loop whose
         # index addresses the target unchanged (the batch) may run in parallel.
-        lines = [f"{statement.array}.fill(0.0)"]
+        lines = [f"{statement.array}.fill(0.0)"] if statement.zero else []
         safe = parallel and statement.loops[0].index in statement.target_index
         lines += _loop_lines(statement.loops, printer, safe)
         pad = "    " * len(statement.loops)
@@ -415,22 +486,21 @@ def _statement_lines(statement, printer: NumbaPrinter, parallel: bool) -> list[s
     return lines
 
 
+#: Floating-point freedoms the layer kernels take: reassociation (so sums vectorise) and
+#: contraction into FMAs. Never "nnan"/"ninf": NaN and inf must propagate as in PyTorch.
+_FASTMATH = '{"reassoc", "contract"}'
+
+
 def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
     from derive.codegen.lower import _declared
 
     args = [str(a) for a in kernel.arrays] + [str(h) for h in kernel.hyper]
     used = set()
     for st in kernel.statements:
-        if not isinstance(st, Gemm):
-            used |= set().union(*(sp.sympify(e).free_symbols for e in _exprs(st)))
+        used |= set().union(*(sp.sympify(e).free_symbols for e in _exprs(st)))
     for _, dims, _ in kernel.allocations:
         used |= set().union(*(sp.sympify(d).free_symbols for d in dims))
-    loop_vars = set()
-    for st in kernel.statements:
-        if not isinstance(st, Gemm):
-            loop_vars |= {lp.index for lp in st.loops}
-            for acc in getattr(st, "accumulators", ()):
-                loop_vars |= {lp.index for lp in acc.loops}
+    loop_vars = set().union(*(loop_indices(st) for st in kernel.statements))
     sizes = sorted((s for s in used if isinstance(s, sp.Symbol) and s not in loop_vars
                     and s not in kernel.hyper and not str(s).startswith("acc")), key=str)
     bind = []
@@ -445,25 +515,16 @@ def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
         shape = ", ".join(printer.doprint(d) for d in dims)
         dtype = "np.int64" if integer else f"{dtype_of}.dtype"
         bind.append(f"    {array} = np.empty(({shape},), {dtype})")
-    deco = 'njit(cache=True, error_model="numpy"' + (", parallel=True)" if kernel.parallel
-                                                    else ")")
+    deco = (f'njit(cache=True, error_model="numpy", fastmath={_FASTMATH}'
+            + (", parallel=True)" if kernel.parallel else ")"))
     body = [line for st in kernel.statements
-            for line in _statement_lines(st, printer, kernel.parallel)]
+            for line in _statement_lines(st, printer, kernel.parallel, kernel.hyper, dtype_of)]
     return "\n".join([f"@{deco}", f"def {kernel.name}({', '.join(args)}):", *bind,
                       *("    " + line for line in body)])
 
 
 def _exprs(statement) -> list:
-    exprs = [statement.value]
-    for lp in statement.loops:
-        exprs += [lp.low, lp.high]
-    if isinstance(statement, Scatter):
-        return exprs + list(statement.target_index)
-    for acc in statement.accumulators:
-        exprs.append(acc.body)
-        for lp in acc.loops:
-            exprs += [lp.low, lp.high]
-    return exprs
+    return statement_exprs(statement)
 
 
 def render_layer(m: LayerModule, command: str) -> str:

@@ -1,16 +1,25 @@
 """Indexed assignments → loop nests and BLAS calls.
 
-An assignment ``A[free] = expr`` whose expr holds ``Sum``s is lowered term by term: a
-full-range sum of a product of two matrices (Σ_n d_s[n, p] x[n, q]) becomes one
-``np.dot`` (BLAS); every other sum becomes an accumulator loop nest inside loops over
-the free indices. Range guards left by the Kronecker-delta pass (0 ≤ r − S·h < KH)
-are turned into loop bounds where they are linear in one summation index, so a
-convolution's input gradient visits only the windows that touch each pixel.
+An assignment ``A[free] = expr`` whose expr holds ``Sum``s is lowered term by term:
+
+- a sum of a product of two arrays over indices both share is a *contraction*: it
+  becomes one ``np.dot`` (BLAS) per iteration of the loops over the indices no GEMM can
+  absorb. An operand that is not already a matrix view (an affine subscript such as a
+  convolution's ``x_pad[n, c, S·h + i, S·w + j]``, or axes in the wrong order) is first
+  gathered into a buffer by a loop nest printed from its subscripts — im2col, derived
+  rather than written; a target with affine subscripts receives the product through the
+  adjoint loop nest, a scatter-add (col2im);
+- a guarded gather left by the Kronecker-delta pass (Σ_h K[r − S·h]·d_y[h] where
+  0 ≤ r − S·h < KH) is recognised as the adjoint of a gather: naming i = r − S·h turns
+  it back into a scatter-add over (h, i), which is a contraction again;
+- every other sum becomes an accumulator loop nest inside loops over the free indices.
+  Range guards are turned into loop bounds where they are linear in one summation
+  index, so a convolution's input gradient visits only the windows touching each pixel.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sympy as sp
 
@@ -32,8 +41,11 @@ class Loop:
 
 @dataclass(frozen=True)
 class Accumulator:
-    """``target = Σ body`` over ``loops`` (or, for ``kind="argmax"``, the flat position of
-    the first maximum of body, as PyTorch breaks ties)."""
+    """``target = Σ body`` over ``loops``.
+
+    For ``kind="argmax"``: the flat position of the first maximum of body, as PyTorch
+    breaks ties.
+    """
 
     target: sp.Symbol
     loops: tuple[Loop, ...]
@@ -66,38 +78,394 @@ class Scatter:
     target_index: tuple
     loops: tuple[Loop, ...]
     value: sp.Expr
+    zero: bool = True  # zero ``array`` first (False: the caller already did)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """``array[fixed]`` seen as a matrix for BLAS.
+
+    ``shape`` is ``(rows, cols)`` when the remaining axes must be reshaped into two
+    (each the product of the sizes of a run of axes), None when ``array[fixed]`` is
+    already that matrix.
+    """
+
+    array: sp.IndexedBase
+    fixed: tuple = ()
+    shape: tuple | None = None
+    transposed: bool = False
 
 
 @dataclass(frozen=True)
 class Gemm:
-    """``array[:] = left @ right`` with optional transposes, through BLAS."""
+    """``out = left @ right`` through BLAS (``np.dot`` with an output argument)."""
 
-    array: sp.IndexedBase
-    left: sp.IndexedBase
-    left_transposed: bool
-    right: sp.IndexedBase
-    right_transposed: bool
+    out: Matrix
+    left: Matrix
+    right: Matrix
 
 
-def as_gemm(term: sp.Expr, array: sp.IndexedBase, index: tuple) -> Gemm | None:
-    """Recognise ``Σ_k A[·]·B[·]`` over a full range as a matrix product, or None."""
-    if len(index) != 2 or not isinstance(term, sp.Sum) or len(term.limits) != 1:
+@dataclass(frozen=True)
+class Contraction:
+    """A sum of products as GEMMs, one per iteration of ``loops``.
+
+    Each iteration gathers the operands that are not matrix views into its own buffers
+    (``packs`` into ``local``), multiplies, and scatters the product into the target
+    when its subscripts are affine (``unpack``). Iterations touch disjoint parts of the
+    target, so the loops may run in parallel. When one of them runs over a summed index,
+    each iteration writes its product to its own slice of a ``shared`` buffer instead,
+    and ``reduce`` sums the slices after the loops.
+
+    ``local`` and ``shared`` are (IndexedBase, dims): allocated in each iteration, and
+    once before the loops.
+    """
+
+    loops: tuple[Loop, ...]
+    packs: tuple[LoopNest, ...]
+    gemm: Gemm
+    unpack: LoopNest | Scatter | None
+    local: tuple
+    shared: tuple = ()
+    reduce: LoopNest | None = None
+    zero: bool = False  # zero the target first: the unpack adds into it
+    epilogue: tuple = ()  # elementwise terms added to the slice just written (a bias)
+
+
+def _subscript_symbols(element: sp.Indexed, among) -> set:
+    return set().union(*(sp.sympify(e).free_symbols for e in element.indices)) & set(among)
+
+
+def _runs(element: sp.Indexed, fixed: tuple, role: dict, ranges: dict, dims: tuple):
+    """The two runs of axes (group, indices) by which ``element`` is a matrix, or None.
+
+    ``element`` is a view when its leading subscripts are the batch indices it holds,
+    in order, and the rest are plain full-range indices forming exactly two runs of
+    one role each (rows and columns of the matrix).
+    """
+    subscripts = element.indices
+    if tuple(subscripts[: len(fixed)]) != fixed:
         return None
-    (k, low, _), factors = term.limits[0], sp.Mul.make_args(term.function)
-    if low != 0 or len(factors) != 2 or not all(isinstance(f, sp.Indexed) for f in factors):
+    rest = subscripts[len(fixed):]
+    if len(set(rest)) != len(rest):
         return None
-    row, col = index
-    by_free = {}
-    for f in factors:
-        if len(f.indices) != 2 or k not in f.indices:
+    for axis, e in enumerate(rest, start=len(fixed)):
+        if not isinstance(e, sp.Symbol) or e not in role or role[e] == "batch":
             return None
-        other = f.indices[1] if f.indices[0] == k else f.indices[0]
-        by_free[other] = f
-    if set(by_free) != {row, col}:
+        if ranges[e] != (0, dims[axis] - 1):
+            return None
+    runs: list = []
+    for e in rest:
+        if runs and runs[-1][0] == role[e]:
+            runs[-1][1].append(e)
+        else:
+            runs.append((role[e], [e]))
+    if len(runs) != 2:
         return None
-    left, right = by_free[row], by_free[col]
-    # out[row, col] = Σ_k left[row, k] right[k, col]; any other order is a transpose.
-    return Gemm(array, left.base, left.indices[0] == k, right.base, right.indices[1] == k)
+    return tuple((g, tuple(ix)) for g, ix in runs)
+
+
+def as_contraction(array, subscripts, outer, term, shape_of, short=frozenset()):
+    """Lower ``array[subscripts] = Σ A·B`` (two arrays) to GEMMs, or return None.
+
+    Parameters
+    ----------
+    array : sympy.IndexedBase
+        The target.
+    subscripts : tuple of sympy.Expr
+        Its subscripts: the free indices, or affine expressions of loop indices (a
+        scatter-add into the target, zeroed by the caller).
+    outer : tuple of Loop
+        The loops over the indices the subscripts use.
+    term : sympy.Sum
+        Σ over its limits of a product of two ``Indexed``.
+    shape_of : callable
+        IndexedBase → its declared dims.
+    short : set of Symbol
+        Sizes known to be small (a weight's window): a gathered buffer keeps the axes
+        they bound outside, so its innermost loop runs over a long axis.
+
+    Every index plays one role: in the target and one operand only (the rows or the
+    columns of the product, "A" or "B"), in both operands only (summed over: "K"),
+    or a *batch* index looped over outside the GEMMs. Batch indices are those in the
+    target and both operands, plus the target's leading indices peeled while the
+    target is not yet a matrix view (y[n, f, h, w] becomes the matrix y[n] of f × (h, w)).
+    """
+    if not isinstance(term, sp.Sum):
+        return None
+    factors = sp.Mul.make_args(term.function)
+    if len(factors) != 2 or not all(isinstance(f, sp.Indexed) for f in factors):
+        return None
+    a, b = factors
+    summed = tuple(Loop(*lim) for lim in term.limits)
+    loops = {lp.index: lp for lp in outer + summed}
+    if len(loops) != len(outer) + len(summed) or any(lp.low != 0 for lp in loops.values()):
+        return None
+    ranges = {ix: (lp.low, lp.high) for ix, lp in loops.items()}
+    in_a, in_b = _subscript_symbols(a, loops), _subscript_symbols(b, loops)
+    free = {lp.index for lp in outer}
+    target = array[tuple(subscripts)]
+    if _subscript_symbols(target, loops) != free:
+        return None
+    role = {}
+    for ix in loops:
+        if ix in free:
+            role[ix] = ("batch" if ix in in_a and ix in in_b
+                        else "A" if ix in in_a else "B" if ix in in_b else None)
+        else:
+            role[ix] = "K" if ix in in_a and ix in in_b else None
+        if role[ix] is None:
+            return None  # a broadcast or a one-sided sum: not a product of matrices
+    if {"A", "B", "K"} - set(role.values()):
+        return None
+    plain_target = all(isinstance(e, sp.Symbol) for e in subscripts)
+
+    def fixed_of(element, peeled):
+        held = _subscript_symbols(element, loops)
+        return tuple(ix for ix in peeled if ix in held)
+
+    def runs_of(element, peeled):
+        if not all(isinstance(e, sp.Symbol) for e in element.indices):
+            return None
+        return _runs(element, fixed_of(element, peeled), role, ranges,
+                     shape_of(element.base))
+
+    # Peel the target's leading indices while it is not a matrix view, as long as
+    # every operand holding the index has it leading too (or is gathered anyway).
+    peeled = [ix for ix in subscripts if isinstance(ix, sp.Symbol) and role[ix] == "batch"]
+    while not plain_target or runs_of(target, peeled) is None:
+        position = len(peeled)
+        if position >= len(subscripts):
+            break
+        candidate = subscripts[position]
+        if (not isinstance(candidate, sp.Symbol) or candidate not in free
+                or tuple(subscripts[:position]) != tuple(peeled)):
+            break
+        operands_agree = all(
+            candidate not in _subscript_symbols(f, loops)
+            or not all(isinstance(e, sp.Symbol) for e in f.indices)
+            or tuple(f.indices[: len(fixed_of(f, peeled)) + 1])
+            == fixed_of(f, peeled) + (candidate,)
+            for f in (a, b))
+        if not operands_agree:
+            break
+        role[candidate] = "batch"
+        peeled.append(candidate)
+    # A summed index leading both operands is looped over too when an operand would
+    # otherwise be gathered whole: each iteration then gathers one slice (a buffer the
+    # caches hold, not a copy of the batch) and keeps its product for a final sum.
+    reduced = None
+    if (plain_target and runs_of(target, peeled) is not None
+            and any(runs_of(f, peeled) is None for f in (a, b))):
+        leading = {f.indices[len(fixed_of(f, peeled))] for f in (a, b)
+                   if len(f.indices) > len(fixed_of(f, peeled))}
+        if len(leading) == 1:
+            (candidate,) = leading
+            others = [ix for ix in role if role[ix] == "K" and ix != candidate]
+            if isinstance(candidate, sp.Symbol) and role.get(candidate) == "K" and others:
+                role[candidate] = "batch"
+                peeled.append(candidate)
+                reduced = candidate
+    peeled = tuple(peeled)
+
+    # One order per group, from the first array that is a view holding it.
+    views = {name: runs_of(f, peeled) for name, f in (("T", target), ("A", a), ("B", b))}
+    order: dict = {}
+    for name in ("T", "A", "B"):
+        for g, indices in views[name] or ():
+            order.setdefault(g, indices)
+    for f in (target, a, b):
+        for e in f.indices:
+            for ix in sorted(sp.sympify(e).free_symbols & set(loops), key=sp.default_sort_key):
+                if role[ix] != "batch" and ix not in order.get(role[ix], ()):
+                    order[role[ix]] = order.get(role[ix], ()) + (ix,)
+    for name in views:
+        if views[name] is not None and any(order[g] != ix for g, ix in views[name]):
+            views[name] = None  # a view, but its axes are ordered unlike the others
+
+    def size(ix):
+        return ranges[ix][1] + 1
+
+    def count(group):
+        return sp.Mul(*[size(ix) for ix in order[group]])
+
+    local, shared, packs = [], [], []
+
+    def gathered(f, name, groups):
+        """Gather f into a buffer whose innermost axis runs over a long index."""
+        innermost = sp.sympify(f.indices[-1]).free_symbols & set(loops)
+        longest = [ix for ix in sorted(innermost, key=sp.default_sort_key)
+                   if role[ix] in groups and ranges[ix][1] + 1 not in short]
+        first, second = groups
+        if longest and role[longest[0]] == first:
+            first, second = second, first
+        axes = order[first] + order[second]
+        buffer = sp.IndexedBase(f"{f.base}_{name}", real=True)
+        local.append((buffer, tuple(size(ix) for ix in axes)))
+        packs.append(LoopNest(buffer, axes, tuple(loops[ix] for ix in axes), (), f))
+        return buffer, first, second
+
+    def matrix(name, f, groups):
+        """Operand ``f`` as a matrix whose rows are groups[0] and columns groups[1]."""
+        if views[name] is not None:
+            (first, _), _ = views[name]
+            fixed = fixed_of(f, peeled)
+            whole = len(f.indices) - len(fixed) == 2
+            shape = None if whole else tuple(count(g) for g, _ in views[name])
+            return Matrix(f.base, fixed, shape, first != groups[0])
+        buffer, first, second = gathered(f, "cols", groups)
+        return Matrix(buffer, (), (count(first), count(second)), first != groups[0])
+
+    unpack = reduce = None
+    if reduced is not None:
+        # One product per iteration of the summed index, each in its own slice.
+        (rows, _), (cols, _) = views["T"]
+        axes = order[rows] + order[cols]
+        buffer = sp.IndexedBase(f"{array}_part", real=True)
+        shared.append((buffer, (size(reduced),) + tuple(size(ix) for ix in axes)))
+        out = Matrix(buffer, (reduced,), (count(rows), count(cols)))
+        acc = sp.Symbol("acc0", real=True)
+        total = Accumulator(acc, (loops[reduced],), buffer[(reduced, *axes)])
+        reduce = LoopNest(array, tuple(subscripts), tuple(loops[ix] for ix in subscripts),
+                          (total,), acc)
+    elif views["T"] is not None:
+        (rows, _), (cols, _) = views["T"]
+        fixed = fixed_of(target, peeled)
+        whole = len(subscripts) - len(fixed) == 2
+        out = Matrix(array, fixed, None if whole else (count(rows), count(cols)))
+    else:
+        # The product goes to a buffer first: the target is indexed affinely or ordered
+        # unlike the product.
+        rows, cols = "A", "B"
+        axes = order[rows] + order[cols]
+        buffer = sp.IndexedBase(f"{array}_cols", real=True)
+        local.append((buffer, tuple(size(ix) for ix in axes)))
+        out = Matrix(buffer, (), (count(rows), count(cols)))
+        inner = tuple(loops[ix] for ix in axes)
+        if plain_target:
+            unpack = LoopNest(array, tuple(subscripts), inner, (), buffer[axes])
+        else:
+            unpack = Scatter(array, tuple(subscripts), inner, buffer[axes], zero=False)
+    left_name, right_name = ("A", "B") if rows == "A" else ("B", "A")
+    operands = {"A": a, "B": b}
+    left = matrix(left_name, operands[left_name], (rows, "K"))
+    right = matrix(right_name, operands[right_name], ("K", cols))
+    batch = tuple(loops[ix] for ix in peeled)
+    return Contraction(batch, tuple(packs), Gemm(out, left, right), unpack, tuple(local),
+                       tuple(shared), reduce, zero=not plain_target)
+
+
+def as_adjoint_gather(array, index, ranges, term, shape_of, short=frozenset()):
+    """Recognise a guarded gather as the adjoint of a gather and lower it as such.
+
+    The delta pass leaves a convolution's input gradient as
+    Σ_{f,h,w} [0 ≤ r − S·h < KH]·K[f, q, r − S·h, ·]·d_y[p, f, h, ·]. Naming each
+    subscript that reads a free index shifted by summation indices (i = r − S·h, over
+    the axis it indexes, whose bounds are exactly the guard) turns it into
+    Σ_{f,h,w,i,j} K[f, q, i, j]·d_y[p, f, h, w] scattered into array[p, q, S·h + i, S·w + j]:
+    the same sum, visited from the other side, and a contraction. Returns None unless
+    every guard is implied by the new indices' ranges and the result is a contraction.
+    """
+    if not isinstance(term, sp.Sum):
+        return None
+    body = term.function
+    if not (isinstance(body, sp.Piecewise) and len(body.args) == 2
+            and body.args[1] == (0, True)):
+        return None
+    value, condition = body.args[0]
+    taken = {str(s) for s in term.free_symbols | value.free_symbols | set(index)}
+    taken |= {str(lim[0]) for lim in term.limits}
+    names = (sp.Symbol(nm, integer=True, nonnegative=True) for nm in "ijklmabcdeg"
+             if nm not in taken)
+    shift, new = {}, []
+    for f in sp.Mul.make_args(value):
+        if not isinstance(f, sp.Indexed):
+            continue
+        for axis, e in enumerate(f.indices):
+            held = [t for t in index if t in sp.sympify(e).free_symbols]
+            if isinstance(e, sp.Symbol) or len(held) != 1:
+                continue
+            t = held[0]
+            rest, part = sp.expand(e).as_independent(t, as_Add=True)
+            if part != t:
+                return None
+            if t in shift:
+                if shift[t][1] != rest:
+                    return None
+                continue
+            v = next(names, None)
+            if v is None:
+                return None
+            shift[t] = (v, rest)
+            new.append(Loop(v, sp.S.Zero, shape_of(f.base)[axis] - 1))
+    if not shift:
+        return None
+    solved = {t: v - rest for t, (v, rest) in shift.items()}
+    value = value.subs(solved)
+    indices = set(index) | {lim[0] for lim in term.limits} | {lp.index for lp in new}
+    for cond in sp.And.make_args(condition.subs(solved)):
+        if cond is sp.true:
+            continue
+        held = cond.free_symbols & indices
+        lp = next((lp for lp in new if {lp.index} == held), None)
+        if lp is None or not all(cond.subs(lp.index, end) is sp.true
+                                 for end in (lp.low, lp.high)):
+            return None  # a guard the new index's range does not imply
+    subscripts = tuple(solved.get(t, t) for t in index)
+    every = [Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True)
+             if ix not in solved] + [Loop(*lim) for lim in term.limits] + new
+    used = set().union(*(sp.sympify(e).free_symbols for e in subscripts))
+    outer = tuple(lp for lp in every if lp.index in used)
+    limits = [(lp.index, lp.low, lp.high) for lp in every if lp.index not in used]
+    if not limits:
+        return None
+    return as_contraction(array, subscripts, outer, sp.Sum(value, *limits), shape_of, short)
+
+
+def statement_exprs(statement) -> list:
+    """Every expression a statement prints: what a kernel must bind before it."""
+    if isinstance(statement, Contraction):
+        exprs = [e for lp in statement.loops for e in (lp.low, lp.high)]
+        for inner in _inner_statements(statement):
+            exprs += statement_exprs(inner)
+        gemm = statement.gemm
+        for m in (gemm.out, gemm.left, gemm.right):
+            exprs += list(m.fixed) + list(m.shape or ())
+        return exprs + [d for _, dims in statement.local + statement.shared for d in dims]
+    exprs = [statement.value] + [e for lp in statement.loops for e in (lp.low, lp.high)]
+    if isinstance(statement, Scatter):
+        return exprs + list(statement.target_index)
+    for acc in statement.accumulators:
+        exprs += [acc.body] + [e for lp in acc.loops for e in (lp.low, lp.high)]
+    return exprs
+
+
+def _inner_statements(c: Contraction) -> tuple:
+    return c.packs + tuple(st for st in (c.unpack, c.reduce) if st is not None) + c.epilogue
+
+
+def loop_indices(statement) -> set:
+    """The indices a statement loops over (bound by its loops, not by the kernel)."""
+    found = {lp.index for lp in statement.loops}
+    if isinstance(statement, Contraction):
+        for inner in _inner_statements(statement):
+            found |= loop_indices(inner)
+    for acc in getattr(statement, "accumulators", ()):
+        found |= {lp.index for lp in acc.loops}
+    return found
+
+
+def substitute(statement, mapping: dict):
+    """A loop nest or scatter with ``mapping`` (e.g. a stride of 1) substituted."""
+
+    def sub(e):
+        return sp.sympify(e).subs(mapping)
+
+    loops = tuple(Loop(lp.index, sub(lp.low), sub(lp.high)) for lp in statement.loops)
+    if isinstance(statement, Scatter):
+        return Scatter(statement.array, tuple(sub(e) for e in statement.target_index), loops,
+                       sub(statement.value), statement.zero)
+    return LoopNest(statement.array, statement.index, loops, statement.accumulators,
+                    sub(statement.value), statement.accumulate)
 
 
 def _linear_bound(condition, index: sp.Symbol):
@@ -170,8 +538,25 @@ def as_scatter(array, index, ranges, expr) -> Scatter | None:
     return Scatter(array, target, outer + inner, value)
 
 
-def lower_assignment(array, index, ranges, expr) -> tuple:
-    """Lower ``array[index] = expr`` to a tuple of :class:`Gemm` / :class:`LoopNest`.
+def as_row_accumulation(array, index, ranges, expr) -> Scatter | None:
+    """Σ_n body whose arrays' innermost axes are free indices: add whole rows instead.
+
+    d_b[p] = Σ_n d_s[n, p] in dot-product order walks d_s down its columns; zeroing d_b
+    and adding row after row (n outside, p inside) reads memory in order and the
+    innermost loop vectorises.
+    """
+    if not isinstance(expr, sp.Sum) or expr.function.has(sp.Sum, sp.Piecewise, ArgMax):
+        return None
+    reads = expr.function.atoms(sp.Indexed)
+    if not reads or any(r.indices[-1] not in index for r in reads):
+        return None
+    free = tuple(Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True))
+    return Scatter(array, tuple(index), tuple(Loop(*lim) for lim in expr.limits) + free,
+                   expr.function)
+
+
+def lower_assignment(array, index, ranges, expr, shape_of, short=frozenset()) -> tuple:
+    """Lower ``array[index] = expr`` to a tuple of statements.
 
     Parameters
     ----------
@@ -183,18 +568,35 @@ def lower_assignment(array, index, ranges, expr) -> tuple:
         Inclusive ranges of the free indices.
     expr : sympy.Expr
         The value, possibly with sums.
+    shape_of : callable
+        IndexedBase → its declared dims (a matrix view must span whole axes).
+    short : set of Symbol
+        Sizes known to be small, for the layout of gathered buffers.
+
+    Returns
+    -------
+    tuple
+        :class:`Contraction`, :class:`Scatter` and :class:`LoopNest` statements; the
+        first writes the target, later ones add into it.
     """
     scatter = as_scatter(array, index, ranges, expr)
     if scatter is not None:
         return (scatter,)
     statements: list = []
     rest = []
+    outer = tuple(Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True))
     for term in sp.Add.make_args(expr):
-        gemm = as_gemm(term, array, index) if not statements else None
-        if gemm is not None:
-            statements.append(gemm)
+        found = None
+        if not statements:
+            found = (as_contraction(array, tuple(index), outer, term, shape_of, short)
+                     or as_adjoint_gather(array, tuple(index), ranges, term, shape_of, short))
+        if found is not None:
+            statements.append(found)
         else:
             rest.append(term)
+    rows = as_row_accumulation(array, index, ranges, expr) if not statements else None
+    if rows is not None:
+        return (rows,)
     if rest or not statements:
         value = sp.Add(*rest)
         names = sp.numbered_symbols("acc", real=True)
@@ -208,7 +610,15 @@ def lower_assignment(array, index, ranges, expr) -> tuple:
                 loops, body = bounded_loops(total.limits, total.function)
                 accumulators.append(Accumulator(target, loops, body))
             value = value.xreplace({total: target})
-        free = tuple(Loop(ix, lo, hi) for ix, (lo, hi) in zip(index, ranges, strict=True))
-        statements.append(LoopNest(array, tuple(index), free, tuple(accumulators), value,
+        first = statements[0] if statements else None
+        peeled = tuple(lp.index for lp in first.loops) if first else ()
+        if (isinstance(first, Contraction) and peeled and first.unpack is None
+                and first.reduce is None and not accumulators
+                and tuple(index[: len(peeled)]) == peeled):
+            # Elementwise terms (a bias) are added to each slice the GEMM has just
+            # written, while it is still in the cache, instead of in a second pass.
+            tail = LoopNest(array, tuple(index), outer[len(peeled):], (), value, True)
+            return (replace(first, epilogue=(tail,)),)
+        statements.append(LoopNest(array, tuple(index), outer, tuple(accumulators), value,
                                    accumulate=bool(statements)))
     return tuple(statements)

@@ -14,7 +14,6 @@ from derive.calculus.derivation import (
     upstream_of,
 )
 from derive.calculus.indexed import ArgMax, k, lse, n, p, q, unname_softmax
-from derive.codegen.loops import Gemm, LoopNest, Scatter, lower_assignment
 from derive.codegen.ir import (
     ActivationModule,
     Assign,
@@ -29,6 +28,7 @@ from derive.codegen.ir import (
     Scalar,
     VectorModule,
 )
+from derive.codegen.loops import Contraction, LoopNest, lower_assignment, statement_exprs
 from derive.spec import x, y
 
 #: The upstream gradient ∂L/∂y of one element.
@@ -254,30 +254,39 @@ def lower_vector(derivation: VectorDerivation, source: str) -> VectorModule:
 
 def _statements(op, target, index, expr) -> tuple:
     ranges = [(0, d - 1) for d in op.shape(_declared(op, target))]
-    return lower_assignment(target, index, ranges, fold_constants(expr))
+    return lower_assignment(target, index, ranges, fold_constants(expr),
+                            lambda a: op.shape(_declared(op, a)), _window_sizes(op))
+
+
+def _window_sizes(op) -> frozenset:
+    """Sizes only weights have (a convolution's KH, KW): windows, short by nature."""
+    weights = {a for a in op.weights}
+    of_weights = {d for a, dims in op.arrays if a in weights for d in dims}
+    of_others = {d for a, dims in op.arrays if a not in weights for d in dims}
+    return frozenset(of_weights - of_others)
 
 
 def _kernel(name, op, arrays, assignments, allocations) -> LayerKernel:
-    """One jitted function: ``assignments`` (target, index, expr) lowered in order."""
+    """One jitted function: ``assignments`` (target, index, expr) lowered in order.
+
+    A contraction looped over a batch makes the kernel parallel: its iterations write
+    disjoint slices and each calls a small single-threaded GEMM. The buffers it keeps
+    across iterations are allocated once, with the kernel's other arrays.
+    """
     statements = tuple(st for a in assignments for st in _statements(op, *a))
     symbols = set().union(*(_symbols_of(s) for s in statements))
     hyper = tuple(p_.symbol for p_ in op.hyper if p_.symbol in symbols)
     heavy = any(isinstance(s, LoopNest) and len(s.loops) >= 2 and s.accumulators
                 for s in statements)
-    return LayerKernel(name, tuple(arrays), hyper, statements, heavy, tuple(allocations))
+    heavy = heavy or any(isinstance(s, Contraction) and s.loops for s in statements)
+    shared = tuple((b, d, False) for s in statements if isinstance(s, Contraction)
+                   for b, d in s.shared)
+    return LayerKernel(name, tuple(arrays), hyper, statements, heavy,
+                       tuple(allocations) + shared)
 
 
 def _symbols_of(statement) -> set:
-    if isinstance(statement, Gemm):
-        return set()
-    exprs = [statement.value] + [lp.low for lp in statement.loops] + [
-        lp.high for lp in statement.loops]
-    if isinstance(statement, Scatter):
-        exprs += list(statement.target_index)
-    else:
-        for acc in statement.accumulators:
-            exprs += [acc.body] + [lp.low for lp in acc.loops] + [lp.high for lp in acc.loops]
-    return set().union(*(sp.sympify(e).free_symbols for e in exprs))
+    return set().union(*(sp.sympify(e).free_symbols for e in statement_exprs(statement)))
 
 
 def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:

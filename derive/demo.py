@@ -1,0 +1,144 @@
+"""The main job: everything derive does, on built-in defaults, with no network access.
+
+``derive demo`` derives the whole catalogue and generates its kernels, checks every
+kernel against finite differences, writes lecture notes (PDF when pdflatex is there),
+and trains the course notes' MLP on scikit-learn's bundled digits.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from derive import pipeline, registry
+
+#: Lecture notes the demo typesets: one of each kind, as a course would use them.
+NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd")
+NETWORK = "mlp_notes.toml"
+
+
+@dataclass
+class DemoReport:
+    """What the demo did, for the closing summary."""
+
+    out: Path
+    kernels: int = 0
+    checks_passed: int = 0
+    checks_failed: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    notes_hint: str = ""
+    test_accuracy: float = float("nan")
+    epochs: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def _check_one(args) -> list:
+    """Finite-difference check of one generated module (run in a worker process)."""
+    name, path = args
+    from derive.checks import finite_difference_check, load_module
+
+    op = registry.get(name)
+    return [(r.name, r.quantity, r.passed, r.max_rel_error)
+            for r in finite_difference_check(op, load_module(path))]
+
+
+def generate_and_check(report: DemoReport, say) -> None:
+    """Write every kernel into ``out/generated`` and check them, two processes at a time."""
+    from derive.checks import optimizer_check  # noqa: F401  (registers optimizer checks)
+
+    generated = report.out / "generated"
+    targets = pipeline.catalogue_targets(None, generated)
+    pipeline.write_targets(targets)
+    report.kernels = len([t for t in targets if t.path.name != "__init__.py"])
+    say(f"  {report.kernels} kernel modules in {generated}/")
+    jobs = [(op.name, generated / pipeline.FOLDERS[op.kind] / f"{op.name}.py")
+            for op in registry.all_ops()]
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        for results in pool.map(_check_one, jobs):
+            for name, quantity, passed, _ in results:
+                if passed:
+                    report.checks_passed += 1
+                else:
+                    report.checks_failed.append(f"{name} {quantity}")
+
+
+def write_notes(report: DemoReport, lang: str, say) -> None:
+    """Typeset a few derivations; compile them when pdflatex is available."""
+    from derive.latex.document import document_for, write_document
+
+    notes = report.out / "notes"
+    pdf = shutil.which("pdflatex") is not None
+    for target in NOTES:
+        out = notes / f"{target}.{lang}.tex"
+        doc = document_for(target, lang=lang, fmt="article", out=out, pdf=pdf)
+        report.notes += write_document(doc, out, pdf=pdf)
+    if not pdf:
+        report.notes_hint = (f"pdflatex was not found: compile with `pdflatex` in {notes}/ "
+                             "(Debian: apt-get install texlive-latex-extra).")
+    say(f"  {len(report.notes)} files in {notes}/")
+
+
+def train_network(report: DemoReport, spec_path: Path, say, progress: bool) -> None:
+    """Train the notes' MLP on the bundled digits and evaluate it on held-out data."""
+    from derive.checks import load_module
+    from derive.train import dataset_for, evaluate, fit
+
+    target = pipeline.network_target(spec_path, report.out / "generated")
+    pipeline.write_targets([target])
+    module = load_module(target.path)
+    data = dataset_for(module, "digits",
+                       normalisation=module.TRAIN.get("normalisation", "minmax"))
+    history = fit(module, data, out_dir=report.out / "training", progress=progress)
+    _, report.test_accuracy = evaluate(module, history.params, data.x_test, data.y_test)
+    report.epochs = len(history.records)
+    for diagnosis in history.diagnoses:
+        say(f"  diagnosis: {diagnosis}")
+
+
+def run_demo(out: Path, lang: str = "pt", say=print, progress: bool = True) -> DemoReport:
+    """Run every stage of the demo and return what it did.
+
+    Parameters
+    ----------
+    out : Path
+        Output directory (kernels, notes, training curves and checkpoint).
+    lang : str
+        Language of the lecture notes.
+    say : callable
+        Where progress lines go.
+    progress : bool
+        Show the training progress bar.
+    """
+    report = DemoReport(out=Path(out))
+    spec = pipeline.EXAMPLES / NETWORK
+    stages = [
+        ("derive, generate and check the catalogue", lambda: generate_and_check(report, say)),
+        ("write the lecture notes", lambda: write_notes(report, lang, say)),
+        ("train the notes' MLP on the bundled digits",
+         lambda: train_network(report, spec, say, progress)),
+    ]
+    for title, stage in stages:
+        say(f"» {title}")
+        start = time.perf_counter()
+        stage()
+        report.timings[title] = time.perf_counter() - start
+    return report
+
+
+def summary(report: DemoReport) -> list[str]:
+    """The closing lines of ``derive demo``."""
+    total = sum(report.timings.values())
+    lines = [
+        f"kernels: {report.kernels} modules, {report.checks_passed} gradients checked"
+        + (f", FAILED: {', '.join(report.checks_failed)}" if report.checks_failed else ", all ok"),
+        "lecture notes: "
+        + (", ".join(p.name for p in report.notes if p.suffix == ".pdf") or "tex only"),
+        f"training: {report.epochs} epochs, test accuracy {report.test_accuracy:.2%}",
+        f"everything is in {report.out}/ ({total:.0f} s)",
+    ]
+    if report.notes_hint:
+        lines.insert(2, report.notes_hint)
+    return lines

@@ -1,0 +1,409 @@
+"""The training loop: a generated network module + a Dataset → a History.
+
+The loop is the notes' algorithm 6.1 — shuffle every epoch, mini-batches (the last,
+partial one included), one fused ``train_step`` per batch, then evaluate — plus what
+makes a run observable and safe: per-epoch loss, accuracy and gradient norm, the
+diagnosis of the notes' table, learning curves, and an atomic checkpoint after every
+epoch from which ``resume=True`` continues bit for bit.
+
+A network module is anything with the generated modules' interface::
+
+    PARAM_NAMES, INPUT_SHAPE, N_CLASSES, LOSS, TRAIN
+    init_params(seed, dtype) -> list of arrays
+    init_state(params) -> list of arrays
+    predict(params, x) -> outputs
+    loss_and_grad(params, x, y) -> (loss, grads)
+    train_step(params, state, x, y, lr) -> loss       (updates params and state in place)
+
+Classification targets are passed as int64 class labels of shape ``(N,)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from derive.errors import DeriveError
+from derive.train.checkpoint import (
+    CHECKPOINT,
+    Checkpoint,
+    check_compatible,
+    load_checkpoint,
+    save_checkpoint,
+)
+from derive.train.data import Dataset, split_validation
+from derive.train.progress import Progress
+from derive.train.report import (
+    CURVES_CSV,
+    CURVES_PNG,
+    Diagnosis,
+    EpochRecord,
+    diagnose,
+    write_curves,
+)
+from derive.train.schedules import from_spec, lr_at
+
+REQUIRED = ("init_params", "init_state", "predict", "loss_and_grad", "train_step",
+            "INPUT_SHAPE")
+#: Defaults when neither the call nor the module's TRAIN table sets them (the notes' run).
+DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.01, "seed": 0}
+#: Samples of the fixed batch the gradient norm is measured on.
+GRAD_SAMPLE = 1024
+#: Batch size of evaluation passes (no gradient is kept, so larger is fine).
+EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """The outcome of :func:`fit`.
+
+    Attributes
+    ----------
+    records : tuple of EpochRecord
+        One per epoch done, resumed epochs included.
+    params, state : list of ndarray
+        The trained parameters and the optimizer state.
+    diagnoses : tuple of Diagnosis
+        The rows of the notes' diagnosis table that apply.
+    files : tuple of Path
+        Files written into ``out_dir`` (checkpoint, curves).
+    resumed_from : int
+        Epochs loaded from a checkpoint (0 for a fresh run).
+    stopped : str
+        Why training stopped before ``epochs`` ("" when it did not).
+
+    """
+
+    records: tuple[EpochRecord, ...]
+    params: list[np.ndarray]
+    state: list[np.ndarray]
+    diagnoses: tuple[Diagnosis, ...] = ()
+    files: tuple[Path, ...] = ()
+    resumed_from: int = 0
+    stopped: str = ""
+
+    def column(self, name: str) -> np.ndarray:
+        """One field of every record, e.g. ``history.column("val_loss")``."""
+        return np.array([getattr(r, name) for r in self.records], dtype=float)
+
+
+# --- learning-rate schedules -------------------------------------------------------------
+
+Schedule = Callable[[int], float]
+
+
+def lr_schedule(spec, lr: float, epochs: int) -> Schedule:
+    """A schedule: 0-based epoch → learning rate.
+
+    Parameters
+    ----------
+    spec : None, str, mapping or callable
+        A name or a spec's ``[train]`` ``schedule`` table, built by
+        :func:`derive.train.schedules.from_spec` (``constant``, ``step``, ``exponential``,
+        ``cosine``, optional warm-up); or a callable ``(epoch, lr) -> lr``.
+    lr : float
+        The initial learning rate α₀.
+    epochs : int
+        The run's length (cosine's T and step's default step size depend on it).
+
+    """
+    if callable(spec):
+        return lambda t: float(spec(t, lr))
+    record = from_spec(spec, lr, epochs)
+    return lambda t: float(lr_at(record, t))
+
+
+def _describe_schedule(spec, lr: float, epochs: int) -> str:
+    """The schedule as a checkpoint records it: resuming must not change any rate.
+
+    The record's repr holds every parameter, including those that default from the
+    run's length (cosine's ``t_max``), so stretching such a run is refused on resume.
+    """
+    if callable(spec):
+        return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}"
+    return repr(from_spec(spec, lr, epochs))
+
+
+# --- evaluation --------------------------------------------------------------------------
+
+
+def _correct(outputs: np.ndarray, y: np.ndarray) -> int:
+    outputs = np.asarray(outputs)
+    if outputs.ndim >= 2 and outputs.shape[1] > 1:
+        guess = np.argmax(outputs.reshape(len(outputs), -1), axis=1)
+    else:  # one output: a probability of class 1
+        guess = (outputs.reshape(len(outputs)) > 0.5).astype(np.int64)
+    return int(np.count_nonzero(guess == y))
+
+
+def _is_classifier(module, y: np.ndarray) -> bool:
+    return getattr(module, "N_CLASSES", None) is not None and y.dtype.kind == "i"
+
+
+def accuracy(module, params, x: np.ndarray, y: np.ndarray,
+             batch_size: int = EVAL_BATCH) -> float:
+    """Fraction of samples whose predicted class is the label (NaN for regression)."""
+    if len(x) == 0 or not _is_classifier(module, y):
+        return math.nan
+    with np.errstate(all="ignore"):
+        correct = sum(_correct(module.predict(params, x[b:b + batch_size]),
+                               y[b:b + batch_size]) for b in range(0, len(x), batch_size))
+    return correct / len(x)
+
+
+def evaluate(module, params, x: np.ndarray, y: np.ndarray,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    """Mean loss and accuracy over ``x``, in batches.
+
+    Parameters
+    ----------
+    module
+        A network module.
+    params : list of ndarray
+        Its parameters.
+    x, y : ndarray
+        Inputs (batch first) and targets.
+    batch_size : int
+        Samples per pass; only memory depends on it.
+
+    Returns
+    -------
+    loss, accuracy : float
+        The sample-weighted mean loss; accuracy is NaN for regression, both are NaN for
+        an empty set.
+
+    """
+    if len(x) == 0:
+        return math.nan, math.nan
+    loss_only = getattr(module, "loss", None)
+    total = 0.0
+    with np.errstate(all="ignore"):
+        for b in range(0, len(x), batch_size):
+            xb, yb = x[b:b + batch_size], y[b:b + batch_size]
+            loss = loss_only(params, xb, yb) if loss_only else module.loss_and_grad(
+                params, xb, yb)[0]
+            total += float(loss) * len(xb)
+    return total / len(x), accuracy(module, params, x, y, batch_size)
+
+
+def gradient_norm(module, params, x: np.ndarray, y: np.ndarray) -> float:
+    """Global gradient norm ‖∇L‖ (all parameters as one vector) on the batch ``x, y``."""
+    with np.errstate(all="ignore"):
+        _, grads = module.loss_and_grad(params, x, y)
+        return math.sqrt(math.fsum(float(np.vdot(g, g)) for g in grads))
+
+
+# --- fit -----------------------------------------------------------------------------------
+
+
+def _check_module(module) -> None:
+    missing = [name for name in REQUIRED if not hasattr(module, name)]
+    if missing:
+        raise DeriveError(
+            f"this is not a network module: it has no {', '.join(missing)}.",
+            where=getattr(module, "__file__", None) or getattr(module, "__name__", "module"),
+            fix="Generate one with `derive kernels SPEC.toml`.")
+
+
+def _option(name: str, given, train: dict, kind: type):
+    value = given if given is not None else train.get(name, DEFAULTS[name])
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        ok = ok and float(value).is_integer() and value >= (0 if name in ("epochs", "seed")
+                                                            else 1)
+    else:
+        ok = ok and value > 0
+    if not ok:
+        raise DeriveError(f"{name} = {value!r} is not a valid {name.replace('_', ' ')}.",
+                          where=name, fix={
+                              "epochs": "Give a whole number ≥ 0.",
+                              "batch_size": "Give a whole number ≥ 1.",
+                              "lr": "Give a positive number, e.g. 0.01.",
+                              "seed": "Give a whole number ≥ 0.",
+                          }[name])
+    return kind(value)
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(f"{a.shape}{a.dtype}".encode())
+        digest.update(np.ascontiguousarray(a).data)
+    return digest.hexdigest()[:16]
+
+
+def _remove_stranded_temporaries(out: Path) -> None:
+    """Delete temporaries a killed run left behind (atomic_write names them .NAME.*.tmp).
+
+    They were never renamed into place, so no output refers to them; without this a
+    run killed while writing would leave a hidden partial file forever.
+    """
+    for name in (CHECKPOINT, CURVES_CSV, CURVES_PNG):
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
+def _with_validation(data: Dataset, fraction: float | None, seed: int,
+                     shuffle: bool) -> Dataset:
+    if fraction is None or fraction == 0:
+        return data
+    if len(data.x_val):
+        raise DeriveError(
+            f"the data set already holds {len(data.x_val)} validation samples; "
+            f"validation_split={fraction!r} would split a second time.",
+            where="validation_split",
+            fix="Give the split once: to prepare()/dataset_for(), or to fit().")
+    x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train, fraction,
+                                                shuffle=shuffle, seed=seed)
+    return replace(data, x_train=x_tr, y_train=y_tr, x_val=x_val, y_val=y_val)
+
+
+def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | None = None,
+        lr: float | None = None, seed: int | None = None, schedule=None,
+        validation_split: float | None = None, out_dir: Path | str | None = None,
+        resume: bool = False, progress: bool = True, stream: TextIO | None = None,
+        shuffle_validation: bool = False) -> History:
+    """Train a network module on a data set.
+
+    Parameters
+    ----------
+    module
+        A generated network module (see the module docstring for the interface).
+    data : Dataset
+        From :func:`derive.train.data.prepare`; inputs in the network's INPUT_SHAPE. The
+        parameters are created in its inputs' dtype.
+    epochs, batch_size, lr, seed : optional
+        Default to the module's ``TRAIN`` table, then to the notes' run (20 epochs,
+        batch 32, lr 0.01, seed 0). ``seed`` seeds the initial parameters and the
+        shuffling.
+    schedule : optional
+        A learning-rate schedule (see :func:`lr_schedule`); defaults to ``TRAIN``'s.
+    validation_split : float, optional
+        Hold out this last fraction of ``data``'s training samples for validation (as
+        Keras does); None uses ``data``'s own validation set. Normalisation statistics
+        were fitted before this split, so prefer giving the split to ``prepare``.
+    out_dir : path, optional
+        Where the checkpoint (after every epoch) and the learning curves go. Nothing is
+        written without it.
+    resume : bool
+        Continue from ``out_dir``'s checkpoint; the result is bit for bit the one of an
+        uninterrupted run. The options must be those of the checkpointed run, except
+        ``epochs``.
+    progress : bool
+        Progress bar and per-epoch lines on ``stream`` (stderr); the bar is drawn only on
+        a terminal.
+    stream : file, optional
+        Where progress goes.
+    shuffle_validation : bool
+        With ``validation_split``: a seeded random subset instead of the last fraction.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    DeriveError
+        For invalid options, a module that is not a network module, or a checkpoint that
+        is missing, unreadable or from another run.
+
+    """
+    _check_module(module)
+    train = dict(getattr(module, "TRAIN", {}) or {})
+    epochs = _option("epochs", epochs, train, int)
+    batch_size = _option("batch_size", batch_size, train, int)
+    lr = _option("lr", lr, train, float)
+    seed = _option("seed", seed, train, int)
+    schedule = train.get("schedule") if schedule is None else schedule
+    rate = lr_schedule(schedule, lr, epochs)
+    data = _with_validation(data, validation_split, seed, shuffle_validation)
+    x, y = data.x_train, data.y_train
+    if len(x) == 0:
+        raise DeriveError("the data set has no training samples.", where=data.name)
+    if resume and out_dir is None:
+        raise DeriveError("resuming needs the directory of the run's checkpoint.",
+                          where="resume", fix="Pass --out DIR (the run's output directory).")
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        _remove_stranded_temporaries(out)
+    report = Progress(epochs, stream, progress)
+
+    params = module.init_params(seed, x.dtype)
+    state = module.init_state(params)
+    rng = np.random.default_rng(seed)
+    records: list[EpochRecord] = []
+    config = {}
+    if out is not None:
+        config = {
+            "batch_size": batch_size, "lr": lr, "seed": seed, "epochs": epochs,
+            "schedule": _describe_schedule(schedule, lr, epochs),
+            "param_names": list(getattr(module, "PARAM_NAMES", [])),
+            "n_train": len(x), "n_val": len(data.x_val),
+            "data": _fingerprint(x, y, data.x_val, data.y_val),
+        }
+    if resume:
+        where = str(out / CHECKPOINT)
+        ck = load_checkpoint(out / CHECKPOINT)
+        check_compatible(ck, config, params, where)
+        params, state, records = ck.params, ck.state, list(ck.records)
+        rng.bit_generator.state = ck.rng_state
+        report.message(f"resuming from {where} after epoch {ck.epoch}")
+    resumed_from = len(records)
+
+    # The gradient norm is measured on the same fixed batch every epoch, so its curve
+    # shows the optimisation, not sampling noise; it uses no random numbers (resume).
+    gx, gy = x[:GRAD_SAMPLE], y[:GRAD_SAMPLE]
+    files: list[Path] = []
+    stopped = ""
+    for epoch in range(len(records), epochs):
+        start = time.perf_counter()
+        epoch_lr = rate(epoch)
+        order = rng.permutation(len(x))
+        total, done = 0.0, 0
+        for b in range(0, len(x), batch_size):
+            batch = order[b:b + batch_size]
+            with np.errstate(all="ignore"):
+                loss = float(module.train_step(params, state, x[batch], y[batch], epoch_lr))
+            total += loss * len(batch)
+            done += len(batch)
+            report.batch(epoch + 1, done, len(x), total / done)
+            if not math.isfinite(loss):
+                kept = (f" {out / CHECKPOINT} keeps epoch {epoch}, the last finite one."
+                        if out is not None and epoch else "")
+                stopped = f"the loss became {loss} in epoch {epoch + 1}; training stopped.{kept}"
+                break
+        val_loss, val_acc = evaluate(module, params, data.x_val, data.y_val)
+        record = EpochRecord(
+            epoch=epoch + 1, lr=epoch_lr, train_loss=total / done,
+            train_accuracy=accuracy(module, params, x, y),
+            val_loss=val_loss, val_accuracy=val_acc,
+            grad_norm=gradient_norm(module, params, gx, gy),
+            seconds=time.perf_counter() - start,
+        )
+        records.append(record)
+        report.epoch_done(record)
+        if stopped:
+            break
+        if out is not None:
+            ck = Checkpoint(epoch + 1, params, state, rng.bit_generator.state,
+                            tuple(records), config)
+            files = [save_checkpoint(out / CHECKPOINT, ck),
+                     *write_curves(records, out, png=False)]
+    if out is not None and records:
+        title = f"{getattr(module, '__name__', 'network')} on {data.name}"
+        curves = write_curves(records, out, title=title)
+        files = [p for p in (out / CHECKPOINT, *curves) if p.exists()]
+    diagnoses = diagnose(records)
+    if stopped:
+        report.message(stopped)
+    for d in diagnoses:
+        report.message(f"diagnosis: {d.message}")
+    return History(tuple(records), params, state, diagnoses, tuple(files), resumed_from,
+                   stopped)

@@ -1,0 +1,263 @@
+"""`derive minimize`: the notes' gradient-descent demo on any formula."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive.cli import main
+from derive.errors import DeriveError, FormulaError
+from derive.minimize import (
+    minimize,
+    parse_objective,
+    parse_start,
+    step_line,
+    trajectory_csv,
+    variable_names,
+    write_trajectory,
+)
+
+#: Seed 000's output for f(w) = w1² + w2², w = (10, 10), lr = 0.01, 10 steps.
+NOTES = [
+    ("192.0800000000004", "[9.8 9.8]"),
+    ("184.4736320000004", "[9.604 9.604]"),
+    ("177.1684761728", "[9.41192 9.41192]"),
+    ("170.15260451635714", "[9.2236816 9.2236816]"),
+    ("163.41456137750941", "[9.03920797 9.03920797]"),
+    ("156.94334474696007", "[8.85842381 8.85842381]"),
+    ("150.72838829498042", "[8.68125533 8.68125533]"),
+    ("144.75954411849915", "[8.50763023 8.50763023]"),
+    ("139.0270661714066", "[8.33747762 8.33747762]"),
+    ("133.5215943510189", "[8.17072807 8.17072807]"),
+]
+
+
+def test_the_notes_sequence():
+    run = minimize(parse_objective("w1**2 + w2**2"), [10, 10], method="gd", lr=0.01, steps=10)
+    assert len(run.steps) == 11 and run.stopped == ""
+    for step, (f, w) in zip(run.steps[1:], NOTES, strict=True):
+        # The notes print 192.0800000000004 where Python prints 192.08000000000004.
+        assert step.f == pytest.approx(float(f), rel=1e-14)
+        assert np.array2string(np.array(step.w)) == w
+    first = step_line(run.steps[1])
+    assert "f = 192.08;" in first and "w = [9.8 9.8]" in first
+    assert run.steps[1].w == (9.8, 9.8)
+    assert run.steps[1].grad_norm == pytest.approx(np.hypot(19.6, 19.6))
+
+
+def test_cli_prints_the_notes_sequence(capsys):
+    code = main(["minimize", "w1**2 + w2**2", "--start", "10,10", "--method", "gd",
+                 "--lr", "0.01", "--steps", "10"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0] == "minimise f(w1, w2) = w1**2 + w2**2 by gd, lr = 0.01"
+    assert "start: f = 200; w = [10. 10.]" in out[1]
+    assert "step 1: f = 192.08; w = [9.8 9.8]; |grad f| = 27.7186" in out[2]
+    assert "step 10: f = 133.521594351; w = [8.17072807 8.17072807]" in out[11]
+    assert len(out) == 12
+
+
+def test_newton_converges_in_one_step_on_a_quadratic():
+    obj = parse_objective("(x - 3)**2 + 2*(y + 1)**2 + x*y")
+    run = minimize(obj, [10.0, -7.0], method="newton", steps=5)
+    # ∇f = 0 ⇔ [[2, 1], [1, 4]] w = [6, -4]
+    expected = np.linalg.solve([[2.0, 1.0], [1.0, 4.0]], [6.0, -4.0])
+    np.testing.assert_allclose(run.steps[1].w, expected, rtol=1e-14)
+    assert run.steps[1].grad_norm < 1e-12
+    assert len(run.steps) == 2 and "converged at step 1" in run.stopped
+
+
+def test_newton_on_a_non_quadratic_takes_several_steps():
+    run = minimize(parse_objective("exp(x) - 2*x + y**4/4 + y**2"), [1.0, 1.0],
+                   method="newton", steps=30)
+    assert run.steps[-1].w[0] == pytest.approx(np.log(2), abs=1e-12)
+    assert abs(run.steps[-1].w[1]) < 1e-9
+    assert 2 < len(run.steps) < 30
+
+
+def test_momentum_follows_polyaks_equations():
+    run = minimize(parse_objective("w1**2 + w2**2"), [10, 10], method="momentum", lr=0.01,
+                   momentum=0.9, steps=3)
+    w, v = np.array([10.0, 10.0]), np.zeros(2)
+    for step in run.steps[1:]:
+        v = 0.9 * v - 0.01 * 2 * w
+        w = w + v
+        np.testing.assert_allclose(step.w, w, rtol=1e-15)
+        assert step.f == pytest.approx(w @ w, rel=1e-15)
+
+
+def test_singular_hessian_is_a_clear_error():
+    with pytest.raises(DeriveError, match="Hessian is singular at w = \\[1. 2.\\]"):
+        minimize(parse_objective("w1**2 + w2"), [1, 2], method="newton")
+    with pytest.raises(DeriveError, match="singular"):
+        minimize(parse_objective("(w1 + w2)**2"), [1, 2], method="newton")
+
+
+def test_divergence_stops_with_the_notes_diagnosis():
+    run = minimize(parse_objective("w**2"), [1.0], lr=1.5, steps=5000)
+    assert "diverged" in run.stopped and "lower --lr" in run.stopped
+    assert len(run.steps) < 5000
+
+
+def test_variables_are_the_free_names_in_natural_order():
+    assert variable_names("w10*w2 + w1 + exp(w3) + pi*e") == ["w1", "w2", "w3", "w10"]
+    assert variable_names("y**2 + x + sin(x)") == ["x", "y"]
+    assert variable_names("x +") == []
+    obj = parse_objective("sigmoid(a) + softplus(b) + max(a, b) + abs(a - b)")
+    assert obj.names == ("a", "b")
+    assert all(isinstance(g, sp.Expr) for g in obj.gradient)
+
+
+def test_kinks_differentiate_away_from_dirac():
+    obj = parse_objective("abs(x) + heaviside(x) + y**2")
+    assert not any(g.has(sp.DiracDelta) for g in obj.gradient)
+    run = minimize(obj, [0.5, 1.0], lr=0.1, steps=2)
+    assert run.steps[1].w[0] == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize("formula, words", [
+    ("3 + pi", "no variables"),
+    ("heaviside(x)", "gradient is zero everywhere"),
+    ("x^2", "not a power"),
+    ("__import__('os').system('echo hi')", "only named functions can be called"),
+    ("__import__('os')", "'__import__' is not an allowed function"),
+    ("x.real", "attribute access"),
+    ("(lambda: 1)()", "lambda"),
+    ("x +", "not a formula"),
+    ("", "empty"),
+    ("exp + 1", "is a function"),
+    (" + ".join(f"v{i}**2" for i in range(25)), "limit is 20"),
+])
+def test_bad_formulas_are_formula_errors(formula, words):
+    with pytest.raises(FormulaError, match=words):
+        parse_objective(formula)
+
+
+def test_start_must_match_the_variables():
+    obj = parse_objective("w1**2 + w2**2")
+    np.testing.assert_array_equal(parse_start(" 1, -2.5 ", obj), [1.0, -2.5])
+    with pytest.raises(DeriveError, match="1 number\\(s\\) given but the formula has 2"):
+        parse_start("1", obj)
+    with pytest.raises(DeriveError, match="not a list of numbers"):
+        parse_start("1,two", obj)
+    with pytest.raises(DeriveError, match="not finite"):
+        parse_start("1,inf", obj)
+
+
+def test_start_outside_the_domain():
+    with pytest.raises(DeriveError, match="not finite at the start"):
+        minimize(parse_objective("log(x)"), [-1.0])
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"method": "adam"}, "unknown method"), ({"lr": -1}, "learning rate"),
+    ({"steps": -3}, "steps"), ({"momentum": 1.0}, "momentum"),
+])
+def test_bad_options(options, words):
+    with pytest.raises(DeriveError, match=words):
+        minimize(parse_objective("x**2"), [1.0], **options)
+
+
+def test_csv_and_plot_are_written_atomically(tmp_path):
+    run = minimize(parse_objective("w1**2 + w2**2"), [10, 10], steps=3)
+    files = write_trajectory(run, tmp_path)
+    assert [p.name for p in files] == ["path.csv", "path.png"]
+    rows = (tmp_path / "path.csv").read_text().splitlines()
+    assert rows[0] == "k,w1,w2,f,grad_norm"
+    assert rows[2].startswith("1,9.8,9.8,192.0800000000000")
+    assert (tmp_path / "path.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["path.csv", "path.png"]
+    one = write_trajectory(minimize(parse_objective("(x-1)**2"), [3.0], steps=3),
+                           tmp_path / "one")
+    assert [p.name for p in one] == ["path.csv", "path.png"]
+    three = minimize(parse_objective("a**2 + b**2 + c**2"), [1, 1, 1], steps=2)
+    assert [p.name for p in write_trajectory(three, tmp_path / "three")] == ["path.csv"]
+    assert trajectory_csv(three).splitlines()[0] == "k,a,b,c,f,grad_norm"
+
+
+def test_a_failing_plot_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from derive.codegen import emit
+
+    run = minimize(parse_objective("w1**2 + w2**2"), [10, 10], steps=3)
+    real = emit.os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith(".png"):
+            raise KeyboardInterrupt
+        return real(src, dst)
+
+    monkeypatch.setattr(emit.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_trajectory(run, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["path.csv"]
+
+
+def test_cli_writes_the_path_with_out(tmp_path, capsys):
+    assert main(["minimize", "x**2 + 3*y**2", "--start=-2,1", "--steps", "4",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'path.png'}" in out
+    assert (tmp_path / "path.csv").exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["w1**2 + w2**2", "--start", "10"], "--start: 1 number(s) given"),
+    (["w1**2 + w2**2", "--start", "a,b"], "not a list of numbers"),
+    (["w1**2 + w2**2"], "no start point given for w1, w2"),
+    (["w1**2 + w2**2", "--start", "1,1", "--method", "adam"], "unknown method"),
+    (["w1**2 + w2", "--start", "1,1", "--method", "newton"], "Hessian is singular"),
+    (["open('f')", "--start", "1"], "'open' is not an allowed function"),
+    (["x**", "--start", "1"], "not a formula"),
+    (["7", "--start", "1"], "no variables"),
+    (["log(x)", "--start=-1"], "not finite at the start"),
+    (["x**2", "--start", "1", "--lr", "nan"], "learning rate"),
+])
+def test_cli_errors_exit_2_with_one_paragraph(argv, words, tmp_path, capsys):
+    code = main(["minimize", *argv, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("derive: error:") and words in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_subprocess_has_no_traceback():
+    r = subprocess.run([sys.executable, "cli.py", "minimize", "__import__('os').system('echo hi')",
+                        "--start", "1"], capture_output=True, text=True, timeout=120,
+                       cwd=__import__("pathlib").Path(__file__).resolve().parent.parent)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "hi" not in r.stdout
+
+
+def test_deeply_nested_formulas_finish_in_bounded_time():
+    nested = "tanh(" * 55 + "x*y" + ")" * 55
+    start = time.perf_counter()
+    run = minimize(parse_objective(nested), [0.5, 0.25], steps=5)
+    assert len(run.steps) == 6 and np.isfinite(run.steps[-1].f)
+    with pytest.raises(FormulaError, match="too large for a symbolic Hessian"):
+        minimize(parse_objective(nested), [0.5, 0.25], method="newton")
+    assert time.perf_counter() - start < 20
+
+
+def test_variables_named_like_modules_do_not_shadow_them():
+    run = minimize(parse_objective("numpy**2 + builtins**2 + scipy"), [1, 1, 1], steps=1)
+    assert run.steps[1].w == pytest.approx((0.98, 0.98, 0.99))
+
+
+def test_max_and_named_functions_evaluate_on_scalars_and_grids(tmp_path):
+    run = minimize(parse_objective("max(x, y, x*y, 1) + x**2 + y**2"), [3.0, 2.0], lr=0.1,
+                   steps=200)
+    assert "converged" in run.stopped
+    np.testing.assert_allclose(run.steps[-1].w, 0, atol=1e-10)
+    run = minimize(parse_objective("softplus(x) + sigmoid(y) + normal_cdf(y)"), [800.0, 3.0],
+                   lr=0.5, steps=3)
+    assert np.isfinite(run.steps[0].f) and run.steps[0].f == pytest.approx(
+        800 + 1 / (1 + np.exp(-3)) + 0.9986501019683699, rel=1e-14)
+    assert [p.name for p in write_trajectory(run, tmp_path)] == ["path.csv", "path.png"]
+
+
+def test_a_stationary_start_stops_at_once():
+    run = minimize(parse_objective("x**2 + y**2"), [0, 0], steps=10)
+    assert len(run.steps) == 1 and "stationary" in run.stopped
