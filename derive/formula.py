@@ -111,8 +111,10 @@ class _Translator:
         value = node.value
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(f"{value!r} is not a number", node, self.allowed())
-        if not math.isfinite(value) or abs(value) > MAX_MAGNITUDE:
-            raise self.fail(f"the number {value!r} is out of range", node)
+        # Compare ints as ints: a 400-digit literal cannot even become a float.
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_MAGNITUDE:
+            shown = repr(value) if len(repr(value)) <= 20 else repr(value)[:17] + "..."
+            raise self.fail(f"the number {shown} is out of range", node)
         if isinstance(value, int):
             return sp.Integer(value)
         return sp.Float(repr(value), 17)

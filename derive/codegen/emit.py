@@ -119,10 +119,10 @@ def _draw_line(draw, printer: NumbaPrinter) -> str:
 
     if draw.distribution == "uniform":
         printer.helpers.add("uniform01")
-        drawn = f"{p(draw.low)} + ({p(draw.high - draw.low)}) * uniform01(seed, i)"
+        drawn = f"{p(draw.low)} + ({p(draw.high - draw.low)}) * uniform01(seed, offset + i)"
     else:
         printer.helpers.add("normal01")
-        drawn = "normal01(seed, i)"
+        drawn = "normal01(seed, offset + i)"
     return f"{draw.target} = {drawn} if training else {p(draw.eval_value)}"
 
 

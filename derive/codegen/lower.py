@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
@@ -303,13 +305,20 @@ def _allocation(op, array, integer=False):
     return (array, tuple(op.shape(_declared(op, array))), integer)
 
 
-def lower_layer(derivation: LayerDerivation, source: str) -> LayerModule:
+def lower_layer(derivation: LayerDerivation, source: str,
+                input_gradients: bool = True) -> LayerModule:
     """Lower a layer's steps and derived gradients to a forward and a backward kernel.
 
     Backward recomputes the forward's intermediate steps (a mean, an arg-max) rather
     than storing them, then computes the intermediate gradients last step first, then
-    every input and weight gradient.
+    every input and weight gradient. A network's first layer needs no input gradient:
+    with ``input_gradients=False`` backward computes the weights' only.
     """
+    if not input_gradients:
+        weights = set(derivation.op.weights)
+        derivation = dataclasses.replace(
+            derivation, intermediates=(),
+            gradients=tuple(g for g in derivation.gradients if g.array in weights))
     op = derivation.op
     inputs = list(op.inputs) + list(op.weights) + list(op.buffers)
     forward_steps = [(t.base, t.indices, e) for t, e in op.steps]

@@ -104,19 +104,21 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
     for layer in spec.layers:
         i = layer.index
         op = registry.get(layer.type, "layer")
-        if op.name not in kernels:
-            module = lower_layer(derive_layer(op), "network")
-            kernels[op.name] = (_rename(module.forward, f"_{op.name}_forward"),
-                                _rename(module.backward, f"_{op.name}_backward"), op)
-        fwd, bwd, _ = kernels[op.name]
+        # The first layer's input gradient would be thrown away: its backward skips it.
+        first = i == 0
+        key = (op.name, first)
+        if key not in kernels:
+            module = lower_layer(derive_layer(op), "network", input_gradients=not first)
+            suffix = "_backward_weights" if first else "_backward"
+            kernels[key] = (_rename(module.forward, f"_{op.name}_forward"),
+                            _rename(module.backward, f"_{op.name}{suffix}"), op)
+        fwd, bwd, _ = kernels[key]
         padded = op.padding[0] if op.padding else None
         source, d_source = ("x", "d_x") if i == 0 else (f"out{i - 1}", f"d_out{i - 1}")
         z, d_z = f"z{i}", f"d_z{i}"
         # Flatten declares its output with the input's axes; everything else its own.
         z_shape = layer.in_shape if op.view is not None else layer.out_shape
         buffers |= {z: z_shape, d_z: z_shape}
-        if i == 0:
-            buffers["d_x"] = layer.in_shape
         names = {op.out.base: z, sp.IndexedBase(f"d_{op.out.base}", real=True): d_z}
         for array in op.inputs:
             names[array] = f"xpad{i}" if array == padded else source
@@ -149,7 +151,7 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
             # No activation: the output is the layer's result itself, seen flat if needed.
             views += [f"out{i} = {z}.reshape({shape})", f"d_out{i} = {d_z}.reshape({shape})"]
         steps_back.append(call(bwd))
-        if padded is not None:
+        if padded is not None and not first:
             steps_back.append(f"_crop_into(d_xpad{i}, {d_source}, {layer.hyper['padding']})")
         backward_by_layer.append(steps_back)
     backward = [line for steps in reversed(backward_by_layer) for line in steps]
@@ -186,9 +188,12 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     plan = plan_network(spec)
     printer = NumbaPrinter()
     layer_sources = []
+    seen = set()
     for forward, backward, op in plan.layer_kernels:
-        layer_sources += [_kernel_source(forward, op, printer),
-                          _kernel_source(backward, op, printer)]
+        for kernel in (forward, backward):
+            if kernel.name not in seen:  # a type used first and later shares its forward
+                seen.add(kernel.name)
+                layer_sources.append(_kernel_source(kernel, op, printer))
     element_printer = NumbaPrinter(_ELEMENT_NAMES)
     activations = []
     for act in plan.activations:
