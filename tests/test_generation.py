@@ -53,3 +53,23 @@ def test_hand_edited_file_is_refused_without_force(tmp_path, capsys):
     assert path.read_text() == edited
     assert main(["kernels", "relu", "--force", "-o", str(tmp_path)]) == 0
     assert path.read_text() != edited
+
+
+def test_numba_cache_works_whatever_name_the_module_is_imported_under(tmp_path):
+    """Numba pickles the compiling module's name into its cache; every generated module
+    fixes that name, so a cache written under one import path loads under another."""
+    import subprocess
+    import sys
+
+    assert main(["kernels", "relu", "-o", str(tmp_path)]) == 0
+    use = ("import numpy as np; m.backward(np.ones(3), np.ones(3), np.ones(3)); "
+           "print(m.__name__)")
+    by_file = (f"from derive.checks import load_module; "
+               f"m = load_module({str(tmp_path / 'activations' / 'relu.py')!r}); {use}")
+    by_package = (f"import sys; sys.path.insert(0, {str(tmp_path)!r}); "
+                  f"from activations import relu as m; {use}")
+    for code in (by_file, by_package, by_file):
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip() == "_derive_activations_relu"

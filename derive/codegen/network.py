@@ -22,6 +22,7 @@ from derive.codegen.emit import (
     _environment,
     _kernel_source,
     _row_context,
+    cache_name,
     header_lines,
     helper_source,
     with_hash,
@@ -248,6 +249,7 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     ] + [f"loss: {spec.loss}" + (f", computed as {plan.loss} on the logits"
                                   if plan.loss != spec.loss else "")]
     context = {
+        "cache_name": cache_name("networks", spec.name),
         "header": header_lines(f"the network spec {spec.source}", command),
         "spec": spec,
         "plan": plan,

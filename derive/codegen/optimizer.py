@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from derive.codegen.emit import _environment, header_lines, helper_source, with_hash
+from derive.codegen.emit import (
+    _environment,
+    cache_name,
+    header_lines,
+    helper_source,
+    with_hash,
+)
 from derive.codegen.ir import Assign, Scalar
 from derive.codegen.lower import fold_constants
 from derive.codegen.printer import NumbaPrinter
@@ -244,6 +250,7 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
     per_step = [s.name for s in m.slots if s.per_step]
     context = {
         "m": m,
+        "cache_name": cache_name("optimizers", m.name),
         "header": header_lines(m.source, command),
         "kernel_args": ", ".join(["w", "g", *slot_names, *names]) + step_arg,
         "element_args": ", ".join(in_element.doprint(s) for s in (*m.inputs, *m.scalars)),
