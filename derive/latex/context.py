@@ -1,0 +1,460 @@
+"""Derivation records → template context: every formula and number as LaTeX.
+
+The templates receive plain records of strings, booleans and small tuples; they hold
+all the words. Numbers are formatted here (deterministically, with the language's
+decimal separator) and formulas printed by :class:`DerivePrinter`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import singledispatch
+
+import sympy as sp
+
+from derive.calculus.derivation import derive_activation
+from derive.calculus.steps import Step, StepChain, derivation_steps
+from derive.errors import DeriveError
+from derive.latex.facts import (
+    SATURATION,
+    Bound,
+    Curve,
+    Extremum,
+    Facts,
+    Kink,
+    Limit,
+    activation_facts,
+)
+from derive.latex.printer import WORDS, DerivePrinter, format_number
+from derive.spec import Activation, x
+
+#: Significant digits of computed numbers in prose.
+DIGITS = 5
+
+
+@dataclass(frozen=True)
+class Language:
+    """What the printer and number formatting need from a language's ``words`` template."""
+
+    code: str
+    separator: str
+    words: dict
+
+
+@dataclass(frozen=True)
+class StepView:
+    """One recorded step, printed."""
+
+    number: int
+    rule: str
+    tex: str
+    focus: str
+    result: str
+    inner: tuple[tuple[str, str], ...]
+    identities: tuple[tuple[str, str], ...]
+    quote: tuple[str, ...] = ()
+    lhs: str = ""
+
+
+@dataclass(frozen=True)
+class ChainView:
+    r"""A recorded derivation, printed.
+
+    ``lhs`` is what every line equals (d/dx f(x)); ``d`` is ``d`` or ``\partial``.
+    """
+
+    var: str
+    d: str
+    lhs: str
+    steps: tuple[StepView, ...]
+    derivative: str
+    in_output: str
+    case: str = ""
+    var_short: str = ""
+
+
+@dataclass(frozen=True)
+class ParamView:
+    """A parameter: its LaTeX, default value and whether it is learned."""
+
+    name: str
+    tex: str
+    default: str
+    learnable: bool
+
+
+@dataclass(frozen=True)
+class NoiseView:
+    """A random draw: LaTeX, distribution, bounds and evaluation-mode value."""
+
+    tex: str
+    distribution: str
+    low: str
+    high: str
+    eval_value: str
+
+
+@dataclass(frozen=True)
+class Number:
+    """A computed number in LaTeX; ``approx`` when the digits shown are rounded."""
+
+    tex: str
+    approx: bool
+
+    @property
+    def rel(self) -> str:
+        r"""``=`` or ``\approx``, to write "f'(0) = 0.25" or "x ≈ 6.9058"."""
+        return r"\approx" if self.approx else "="
+
+
+@dataclass(frozen=True)
+class KinkView:
+    """One-sided values of f and f' at a kink."""
+
+    at: Number
+    f_left: Number
+    f_at: Number
+    f_right: Number
+    df_left: Number
+    df_at: Number
+    df_right: Number
+    continuous: bool
+    smooth: bool
+
+
+@dataclass(frozen=True)
+class EndView:
+    """One end of the range: a number or ±∞, and whether it is included."""
+
+    value: Number
+    closed: bool
+    infinite: bool
+
+
+@dataclass(frozen=True)
+class MaxView:
+    """The supremum of f' and where: ``kind`` is point, interval, limit or unbounded."""
+
+    kind: str
+    value: Number | None
+    at: Number | None
+    lo: Number | None
+    hi: Number | None
+    lo_closed: bool
+    hi_closed: bool
+    towards: int
+
+
+@dataclass(frozen=True)
+class SaturationView:
+    """|f'| < threshold beyond ``threshold`` on ``side`` (−1 left, +1 right)."""
+
+    side: int
+    threshold: Number
+    zero: bool
+
+
+@dataclass(frozen=True)
+class PropertiesView:
+    """The computed properties, ready to print."""
+
+    limits: tuple[Number | None, Number | None]
+    dlimits: tuple[Number | None, Number | None]
+    lower: EndView
+    upper: EndView
+    dmax: MaxView
+    increasing: bool
+    decreasing: bool
+    flat: bool
+    shrinks: bool
+    threshold: str
+    saturation: tuple[SaturationView, ...]
+    symmetric: Number | None
+    leaks: tuple[tuple[int, Number], ...]
+
+
+@dataclass(frozen=True)
+class PlotView:
+    """A pgfplots graph: window, y range, coordinate lists and shaded x ranges."""
+
+    xmin: str
+    xmax: str
+    ymin: str
+    ymax: str
+    segments: tuple[str, ...]
+    filled: str
+    hollow: str
+    shade: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ActivationView:
+    """Everything an activation's templates print."""
+
+    kind: str
+    name: str
+    title: str
+    symbol: str
+    fx: str
+    prime: str
+    definition: str
+    params: tuple[ParamView, ...]
+    noise: tuple[NoiseView, ...]
+    derivative: ChainView
+    param_chains: tuple[tuple[ParamView, ChainView], ...]
+    kinks: tuple[KinkView, ...]
+    properties: PropertiesView
+    f_plot: PlotView
+    df_plot: PlotView
+
+
+# --- numbers --------------------------------------------------------------------------
+
+
+def number(value: float, lang: Language) -> Number:
+    """A computed float: exact when it is (0.25, 1/6), else :data:`DIGITS` digits."""
+    if abs(value) == float("inf"):
+        return Number(r"+\infty" if value > 0 else r"-\infty", False)
+    short = format_number(value, lang.separator, DIGITS)
+    if float(f"{value:.{DIGITS}g}") == value:
+        return Number(short, False)
+    # 1/6 and 1/3 come out of 50-digit arithmetic as the nearest floats; say them exactly.
+    frac = Fraction(value).limit_denominator(100)
+    if frac.denominator > 1 and abs(frac - Fraction(value)) <= 1e-12 * max(1, abs(value)):
+        sign = "-" if frac < 0 else ""
+        return Number(rf"{sign}\frac{{{abs(frac.numerator)}}}{{{frac.denominator}}}", False)
+    return Number(short, True)
+
+
+def default_value(value: float, lang: Language) -> str:
+    """A declared default: all its digits, or a fraction when that is what it is (1/3)."""
+    frac = Fraction(value).limit_denominator(1000)
+    text = format_number(float(value), lang.separator)
+    if frac.denominator > 1 and float(frac) == value and len(text) > 8:
+        sign = "-" if frac < 0 else ""
+        return rf"{sign}\frac{{{abs(frac.numerator)}}}{{{frac.denominator}}}"
+    return text
+
+
+def power_of_ten(value: sp.Rational, lang: Language) -> str:
+    """10⁻³ as ``10^{-3}`` (other numbers as they are)."""
+    exponent = sp.log(value, 10)
+    if exponent.is_Integer:
+        return rf"10^{{{int(exponent)}}}"
+    return format_number(float(value), lang.separator)
+
+
+def exact_number(value: sp.Expr, lang: Language, printer: DerivePrinter) -> Number:
+    """An exact SymPy value: printed when short (integers, small fractions, ±∞)."""
+    if value.is_infinite:
+        return Number(r"+\infty" if value > 0 else r"-\infty", False)
+    if value.is_Integer or (
+        value.is_Rational and value.q <= 100
+    ):
+        return Number(printer.doprint(value), False)
+    return number(float(value), lang)
+
+
+def _limit(lim: Limit, lang, printer) -> Number | None:
+    if lim.value is None:
+        return None
+    return exact_number(lim.value, lang, printer) if lim.exact else number(lim.number, lang)
+
+
+# --- chains ---------------------------------------------------------------------------
+
+
+def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
+    """Print one step."""
+    p = printer.doprint
+    return StepView(
+        number=i,
+        rule=step.rule,
+        tex=p(step.after),
+        focus=p(step.focus) if step.focus is not None else "",
+        result=p(step.result) if step.result is not None else "",
+        inner=tuple((p(a), p(b)) for a, b in step.inner),
+        identities=tuple((p(a), p(b)) for a, b in step.identities),
+        quote=tuple(p(q) for q in step.quote),
+    )
+
+
+def chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
+    """Print a chain; ``derivative`` is the result before any form in terms of y."""
+    steps = chain.steps
+    in_output = steps[-1] if steps and steps[-1].rule == "in_terms_of_output" else None
+    derivative = in_output.before if in_output is not None else chain.result
+    return ChainView(
+        var=printer.doprint(chain.var),
+        d=r"\partial" if printer._settings["partial"] else "d",
+        lhs=printer.doprint(chain.start),
+        steps=tuple(step_view(i + 1, s, printer) for i, s in enumerate(steps)),
+        derivative=printer.doprint(derivative),
+        in_output=printer.doprint(in_output.after) if in_output is not None else "",
+        var_short=printer.doprint(chain.var),
+    )
+
+
+# --- facts ----------------------------------------------------------------------------
+
+
+def _end(bound: Bound, lang, printer) -> EndView:
+    infinite = abs(bound.value) == float("inf")
+    if bound.exact is not None:
+        value = exact_number(bound.exact, lang, printer)
+    else:
+        value = number(bound.value, lang)
+    return EndView(value, bound.closed, infinite)
+
+
+def _dmax(e: Extremum | None, lang) -> MaxView:
+    if e is None:
+        return MaxView("unbounded", None, None, None, None, False, False, 0)
+    value = number(e.value, lang)
+    if not e.attained:
+        return MaxView("limit", value, None, None, None, False, False, e.towards)
+    if e.lo is not None and e.lo == e.hi:
+        at = number(e.lo, lang)
+        if not e.exact_at:
+            at = Number(at.tex, True)
+        return MaxView("point", value, at, None, None, True, True, 0)
+    def end(v):
+        return None if v is None else number(v, lang)
+
+    kind = "everywhere" if e.lo is None and e.hi is None else "interval"
+    return MaxView(kind, value, None, end(e.lo), end(e.hi), e.lo_closed, e.hi_closed, 0)
+
+
+def properties_view(facts: Facts, lang: Language, printer: DerivePrinter) -> PropertiesView:
+    """Format the computed properties."""
+    sat = tuple(SaturationView(s.side, number(s.threshold, lang), s.zero)
+                for s in facts.saturation)
+    symmetric = None
+    if len(sat) == 2 and abs(facts.saturation[0].threshold + facts.saturation[1].threshold) < 1e-9:
+        symmetric = number(facts.saturation[1].threshold, lang)
+    sides = {s.side for s in facts.saturation}
+    leaks = tuple(
+        (side, _limit(lim, lang, printer))
+        for side, lim in ((-1, facts.dlimits[0]), (1, facts.dlimits[1]))
+        if side not in sides and lim.number not in (None, 0.0) and not facts.flat
+    )
+    return PropertiesView(
+        limits=tuple(_limit(lim, lang, printer) for lim in facts.limits),
+        dlimits=tuple(_limit(lim, lang, printer) for lim in facts.dlimits),
+        lower=_end(facts.lower, lang, printer),
+        upper=_end(facts.upper, lang, printer),
+        dmax=_dmax(facts.dmax, lang),
+        increasing=facts.increasing,
+        decreasing=facts.decreasing,
+        flat=facts.flat,
+        shrinks=(facts.dmax is not None and facts.dmax.attained and not facts.flat
+                 and facts.dmax.value < 1),
+        threshold=power_of_ten(SATURATION, lang),
+        saturation=sat,
+        symmetric=symmetric,
+        leaks=leaks,
+    )
+
+
+def kink_view(k: Kink, lang: Language) -> KinkView:
+    """Format a kink's one-sided values."""
+    def n(v):
+        return number(v, lang)
+
+    return KinkView(n(k.at), n(k.f_left), n(k.f_at), n(k.f_right), n(k.df_left), n(k.df_at),
+                    n(k.df_right), k.continuous, k.smooth)
+
+
+def _coord(v: float) -> str:
+    """Plot coordinates: 6 significant digits, always with a point (pgfplots reads it)."""
+    return f"{float(v) + 0.0:.6g}"
+
+
+def plot_view(curve: Curve, window, saturation) -> PlotView:
+    """Coordinates of a graph; the y range is computed so that flat graphs still show."""
+    ys = [p[1] for seg in curve.segments for p in seg] + [p[1] for p in curve.filled + curve.hollow]
+    lo, hi = (min(ys), max(ys)) if ys else (-1.0, 1.0)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1, hi + 1
+    pad = 0.08 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    def points(pts):
+        return " ".join(f"({_coord(a)},{_coord(b)})" for a, b in pts)
+
+    xmin, xmax = window
+    shade = []
+    for s in saturation:
+        if s.side < 0 and s.threshold > xmin:
+            shade.append((_coord(xmin), _coord(s.threshold)))
+        if s.side > 0 and s.threshold < xmax:
+            shade.append((_coord(s.threshold), _coord(xmax)))
+    return PlotView(_coord(xmin), _coord(xmax), f"{lo:.4g}", f"{hi:.4g}",
+                    tuple(points(seg) for seg in curve.segments), points(curve.filled),
+                    points(curve.hollow), tuple(shade))
+
+
+# --- declarations → views ---------------------------------------------------------------
+
+
+def printer_for(op, lang: Language, partial: bool = False) -> DerivePrinter:
+    """The printer for one declaration: its parameters' and its own LaTeX names."""
+    symbols = {p.symbol.name: p.latex for p in getattr(op, "params", ()) if p.latex}
+    return DerivePrinter({
+        "symbols": symbols,
+        "functions": {"f": op.latex},
+        "words": {w: lang.words[w] for w in WORDS},
+        "partial": partial,
+        "separator": lang.separator,
+    })
+
+
+@singledispatch
+def document_view(op, lang: Language):
+    """The template context of a declaration (dispatched on its type)."""
+    kind = getattr(op, "kind", type(op).__name__)
+    raise DeriveError(
+        f"LaTeX derivations of a {kind} are not available yet.",
+        where=f"{kind} {getattr(op, 'name', op)!r}",
+        fix="Activations, losses, layers, optimizers and network specs are supported; "
+            "see `derive list`.",
+    )
+
+
+@document_view.register
+def _(op: Activation, lang: Language) -> ActivationView:
+    steps = derivation_steps(op)
+    derivation = derive_activation(op)
+    printer = printer_for(op, lang)
+    partial = printer_for(op, lang, partial=True)
+    facts = activation_facts(op, derivation.forward, derivation.derivative, derivation.kinks)
+    params = tuple(
+        ParamView(p.name, printer.doprint(p.symbol), default_value(p.default, lang),
+                  p.learnable)
+        for p in op.params
+    )
+    by_name = {pv.name: pv for pv in params}
+    noise = tuple(
+        NoiseView(printer.doprint(n.symbol), n.distribution, printer.doprint(n.low),
+                  printer.doprint(n.high), printer.doprint(n.eval_value))
+        for n in op.noise
+    )
+    fx = printer.doprint(steps.function)
+    return ActivationView(
+        kind="activation",
+        name=op.name,
+        title=op.title,
+        symbol=op.latex,
+        fx=fx,
+        prime=rf"{op.latex}'({printer.doprint(x)})",
+        definition=printer.doprint(steps.definition),
+        params=params,
+        noise=noise,
+        derivative=chain_view(steps.derivative, printer),
+        param_chains=tuple((by_name[p.name], chain_view(c, partial)) for p, c in steps.params),
+        kinks=tuple(kink_view(k, lang) for k in facts.kinks),
+        properties=properties_view(facts, lang, printer),
+        f_plot=plot_view(facts.f_curve, facts.window, ()),
+        df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
+    )
+

@@ -1,0 +1,404 @@
+"""Losses and layers → template context: derivations over indexed sums, printed.
+
+A loss derivation fixes one case c of the batch and, once the sum over the cases has
+been dropped, no longer prints its index (the notes write ŷ_k, not ŷ_{c,k}); a layer
+derivation keeps every index. Arrays print in the notes' notation (:data:`NOTATION`),
+the upstream gradient ∂E/∂out as δ and the gradient of an intermediate array A as
+∂E/∂A. All words are in the templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.calculus.derivation import LABELS, derive_loss
+from derive.calculus.functions import softplus
+from derive.calculus.indexed import ArgMax, K, N, lse, p, q, softmax_of
+from derive.calculus.steps import (
+    CASE,
+    ROW,
+    D,
+    GradientSteps,
+    LayerSteps,
+    LossSteps,
+    Step,
+    StepChain,
+    derivation_steps,
+    loss_indices,
+)
+from derive.latex.context import (
+    ChainView,
+    Language,
+    ParamView,
+    StepView,
+    default_value,
+    document_view,
+)
+from derive.latex.printer import WORDS, DerivePrinter
+from derive.spec import Layer, Loss
+
+#: How arrays and scalars of losses and layers are written (notation, not words).
+NOTATION = {
+    "yhat": r"\hat{y}",
+    "softmax(z)": r"\operatorname{softmax}(z)",
+    "x_pad": r"\tilde{x}",
+    "xhat": r"\hat{x}",
+    "var": r"\sigma^{2}",
+    "mu": r"\mu",
+    "running_mean": r"\bar{\mu}",
+    "running_var": r"\bar{\sigma}^{2}",
+    "gamma": r"\gamma",
+    "beta": r"\beta",
+    "epsilon": r"\varepsilon",
+    "keep": "m",
+    "arg": "a",
+    "p_drop": "p",
+    "KH": "k_{h}",
+    "KW": "k_{w}",
+    "HP": r"\tilde{H}",
+    "WP": r"\tilde{W}",
+    "OH": r"H_{\mathrm{out}}",
+    "OW": r"W_{\mathrm{out}}",
+}
+#: Integer labels, printed t (c is the case index of the derivations).
+TARGET_LABELS = sp.IndexedBase("t", integer=True)
+
+
+def hide_case(expr: sp.Expr, case: sp.Symbol) -> sp.Expr:
+    """``expr`` with the case index dropped from every array element that has it first."""
+    def short(e):
+        rest = e.indices[1:]
+        return e.base[rest] if rest else e.base.label
+
+    return expr.replace(
+        lambda e: isinstance(e, sp.Indexed) and e.indices and e.indices[0] == case, short)
+
+
+def indexed_printer(lang: Language, symbols: dict | None = None,
+                    gradients: dict | None = None, loss: str = "E",
+                    functions: dict | None = None) -> DerivePrinter:
+    """A printer with the notation of indexed derivations."""
+    return DerivePrinter({
+        "symbols": {**NOTATION, **(symbols or {})},
+        "functions": functions or {},
+        "words": {w: lang.words[w] for w in WORDS},
+        "partial": True,
+        "separator": lang.separator,
+        "gradients": gradients or {},
+        "loss": loss,
+    })
+
+
+def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
+    p_ = printer.doprint
+
+    def pr(e):
+        return p_(show(e))
+
+    return StepView(
+        number=i,
+        rule=step.rule,
+        tex=pr(step.after),
+        focus=pr(step.focus) if step.focus is not None else "",
+        result=pr(step.result) if step.result is not None else "",
+        inner=tuple((pr(a), pr(b)) for a, b in step.inner),
+        identities=tuple((pr(a), pr(b)) for a, b in step.identities),
+        quote=tuple(pr(q_) for q_ in step.quote),
+    )
+
+
+def indexed_chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
+    """Print an indexed chain; after "drop the cases" the case index is no longer shown.
+
+    A "back to index j" step starts a line of its own, with its own left-hand side.
+    """
+    rules = chain.rules()
+    hide_after = rules.index("drop_cases") + 1 if "drop_cases" in rules else None
+    steps = []
+    for i, step in enumerate(chain.steps):
+        hidden = hide_after is not None and i + 1 > hide_after and chain.case is not None
+
+        def show(e, hidden=hidden):
+            return hide_case(e, chain.case) if hidden else e
+
+        view = _step_view(i + 1, step, printer, show)
+        if step.rule == "back_to_index":
+            (new, old), = step.inner
+            lhs = chain.start.xreplace({chain.var: chain.var.xreplace({old: new})})
+            view = StepView(**{**view.__dict__, "lhs": printer.doprint(show(lhs))})
+        steps.append(view)
+    short = hide_case(chain.var, chain.case) if chain.case is not None else chain.var
+    return ChainView(
+        var=printer.doprint(chain.var),
+        d=r"\partial",
+        lhs=printer.doprint(chain.start),
+        steps=tuple(steps),
+        derivative=steps[-1].tex if steps else "",
+        in_output="",
+        case=printer.doprint(chain.case) if chain.case is not None else "",
+        var_short=printer.doprint(short),
+    )
+
+
+def _params(op, printer: DerivePrinter, lang: Language) -> tuple[ParamView, ...]:
+    return tuple(ParamView(p_.name, printer.doprint(p_.symbol) if not p_.latex else p_.latex,
+                           default_value(p_.default, lang), p_.learnable)
+                 for p_ in op.params if p_.latex)
+
+
+# --- losses ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelForm:
+    """One target encoding as the kernel computes it: the loss of a case and the gradient."""
+
+    encoding: str
+    row: str
+    gradient_lhs: str
+    gradient: str
+
+
+@dataclass(frozen=True)
+class LossView:
+    """Everything a loss's templates print."""
+
+    kind: str
+    name: str
+    title: str
+    symbol: str
+    pred: str
+    target: str
+    logits: bool
+    probabilities: bool
+    scale: str
+    definition: str
+    params: tuple[ParamView, ...]
+    chain: ChainView
+    result_lhs: str
+    result: str
+    index_result: str
+    kernel: tuple[KernelForm, ...]
+    stable: tuple[str, ...]
+    log_floor: str
+    grad_floor: str
+    one_hot: bool
+    case_loss: str
+    output_def: str
+
+
+def _scale_kind(op) -> str:
+    if op.scale == 1 / (N * K):
+        return "mean_all"
+    if op.scale == 1 / N:
+        return "mean_batch"
+    if op.scale == sp.Rational(1, 2):
+        return "half_sum"
+    return "other"
+
+
+def _stable_features(op, exprs) -> tuple[str, ...]:
+    features = []
+    if any(e.has(softplus) for e in exprs):
+        features.append("softplus")
+    if any(e.has(lse) for e in exprs):
+        features.append("lse")
+    if any(e.has(sp.codegen.cfunctions.log1p) for e in exprs):
+        features.append("log1p")
+    if op.log_floor is not None:
+        features.append("log_floor")
+    if op.grad_floor is not None:
+        features.append("grad_floor")
+    return tuple(features)
+
+
+def _kernel_printed(expr: sp.Expr, free_case, free_out) -> sp.Expr:
+    """An engine expression in p, q (and the declaration's k, j) with the printed indices."""
+    n, j, k, _, _ = loss_indices()
+    expr = expr.xreplace({j: ROW}).xreplace({k: j, LABELS: TARGET_LABELS})
+    return expr.xreplace({p: free_case, q: free_out})
+
+
+@document_view.register
+def _(op: Loss, lang: Language) -> LossView:
+    import sympy.codegen.cfunctions  # noqa: F401  (log1p, for _stable_features)
+
+    steps: LossSteps = derivation_steps(op)
+    n, j, k, _, _ = loss_indices()
+    # A composite name (CE∘softmax) reads badly in ∂·/∂z: such losses are called L.
+    symbol = "L" if r"\circ" in op.latex else op.latex
+    printer = indexed_printer(lang, {"L": symbol, **{p_.symbol.name: p_.latex
+                                                     for p_ in op.params if p_.latex}})
+    chain = indexed_chain_view(steps.chain, printer)
+    result_lhs = hide_case(D(steps.name, op.pred[CASE, j]), CASE)
+    kernel, exprs = [], []
+    for variant in derive_loss(op).variants:
+        row = _kernel_printed(variant.row_value, n, j)
+        gradient = _kernel_printed(variant.gradient, n, j)
+        exprs += [row, gradient]
+        kernel.append(KernelForm(variant.encoding, printer.doprint(row),
+                                 printer.doprint(D(steps.name, op.pred[n, j])),
+                                 printer.doprint(gradient)))
+    index_result = ""
+    if steps.index_gradient is not None:
+        index = hide_case(steps.index_gradient.xreplace(
+            {LABELS: TARGET_LABELS, softmax_of(op.pred): sp.IndexedBase("yhat", real=True)}), CASE)
+        index_result = printer.doprint(index)
+    case_loss = printer.doprint(op.scale.xreplace({N: 1, K: 1}))
+    outputs = [s_ for s_ in steps.chain.steps[1:] if s_.rule == "definition" and s_.inner]
+    output_def = ""
+    if outputs:
+        (named, value), = outputs[0].inner
+        output_def = f"{printer.doprint(named)} = {printer.doprint(value)}"
+    return LossView(
+        kind="loss",
+        name=op.name,
+        title=op.title,
+        symbol=symbol,
+        pred=printer.doprint(op.pred.label),
+        target=printer.doprint(op.target.label),
+        logits=op.samples == "logits",
+        probabilities=op.samples in ("probabilities",),
+        scale=_scale_kind(op),
+        definition=printer.doprint(steps.definition),
+        params=_params(op, printer, lang),
+        chain=chain,
+        result_lhs=printer.doprint(result_lhs),
+        result=printer.doprint(hide_case(steps.chain.result, CASE)),
+        index_result=index_result,
+        kernel=tuple(kernel),
+        stable=_stable_features(op, exprs),
+        log_floor=f"{op.log_floor:g}" if op.log_floor is not None else "",
+        grad_floor=printer.doprint(sp.Float(op.grad_floor, 3)) if op.grad_floor else "",
+        one_hot=bool(op.identities) or "index" in op.targets,
+        case_loss=case_loss,
+        output_def=output_def,
+    )
+
+
+# --- layers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradView:
+    """One gradient of a layer, printed."""
+
+    role: str
+    array: str
+    lhs: str
+    result: str
+    route: str
+    chain: ChainView | None
+    single: str
+
+
+@dataclass(frozen=True)
+class HyperView:
+    """A hyper-parameter: its keyword (for the words), LaTeX and default."""
+
+    keyword: str
+    tex: str
+    default: str
+
+
+@dataclass(frozen=True)
+class LayerView:
+    """Everything a layer's templates print."""
+
+    kind: str
+    name: str
+    title: str
+    symbol: str
+    out: str
+    definition: str
+    steps: tuple[tuple[str, str], ...]
+    hyper: tuple[HyperView, ...]
+    upstream: str
+    upstream_def: str
+    inputs: tuple[str, ...]
+    weights: tuple[str, ...]
+    buffers: tuple[str, ...]
+    gradients: tuple[GradView, ...]
+    intermediates: tuple[GradView, ...]
+    single: bool
+    sizes: tuple[tuple[str, str], ...]
+    padded: str
+    routes: bool
+    mask: bool
+    derived: bool
+
+
+def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter:
+    """The printer of a layer: δ for the upstream gradient, ∂E/∂A for the others."""
+    upstream = steps.upstream.label.name
+    gradients = {f"d_{t.base.label.name}": NOTATION.get(t.base.label.name, t.base.label.name)
+                 for t, _ in steps.steps}
+    symbols = {upstream: r"\delta"}
+    symbols.update({p_.symbol.name: p_.latex for p_ in op.hyper if p_.latex})
+    return indexed_printer(lang, symbols, gradients)
+
+
+def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
+    """A gradient for a batch of one case, the case index dropped: the notes' δ_j x_i."""
+    one = result.xreplace({N: 1}).doit()
+    return hide_case(hide_case(one, sp.Integer(0)), batch)
+
+
+def _grad_view(g: GradientSteps, role: str, printer, batch, single: bool) -> GradView:
+    lhs = printer.doprint(D(sp.Symbol("E"), g.element))
+    chain = indexed_chain_view(g.chain, printer) if g.chain is not None else None
+    single_tex = ""
+    if single:
+        short = hide_case(g.element, batch)
+        single_tex = (rf"{printer.doprint(D(sp.Symbol('E'), short))} = "
+                      rf"{printer.doprint(_single_case(g.result, batch))}")
+    return GradView(role, printer.doprint(g.array.label), lhs, printer.doprint(g.result),
+                    g.route, chain, single_tex)
+
+
+@document_view.register
+def _(op: Layer, lang: Language) -> LayerView:
+    steps: LayerSteps = derivation_steps(op)
+    printer = layer_printer(op, lang, steps)
+    pr = printer.doprint
+    batch = steps.out.indices[0]
+    two_d = all(len(shape) <= 2 for _, shape in op.arrays)
+    single = two_d and all(g.route == "rules" for g in steps.gradients)
+    roles = {a: "input" for a in op.inputs} | {a: "weight" for a in op.weights}
+    gradients = tuple(_grad_view(g, roles[g.array], printer, batch, single)
+                      for g in steps.gradients)
+    intermediates = tuple(_grad_view(g, "intermediate", printer, batch, False)
+                          for g in steps.intermediates)
+    hyper = tuple(HyperView(p_.keyword or p_.name, p_.latex, default_value(p_.default, lang))
+                  for p_ in op.hyper if p_.latex)
+    upstream_el = steps.upstream[steps.out.indices]
+    sizes = tuple((pr(s), pr(v)) for s, v in op.sizes)
+    padded = ""
+    if op.padding is not None:
+        padded_base, original, _ = op.padding
+        padded = pr(padded_base.label)
+    return LayerView(
+        kind="layer",
+        name=op.name,
+        title=op.title,
+        symbol=op.latex,
+        out=pr(steps.out),
+        definition=pr(steps.expr),
+        steps=tuple((pr(t), pr(e)) for t, e in steps.steps),
+        hyper=hyper,
+        upstream=pr(upstream_el),
+        upstream_def=pr(D(sp.Symbol("E"), steps.out)),
+        inputs=tuple(pr(a.label) for a in op.inputs),
+        weights=tuple(pr(a.label) for a in op.weights),
+        buffers=tuple(pr(a.label) for a in op.buffers),
+        gradients=gradients,
+        intermediates=intermediates,
+        single=single,
+        sizes=sizes,
+        padded=padded,
+        routes=any(e.has(ArgMax) for _, e in op.steps),
+        mask=any(p_.keyword == "p" for p_ in op.hyper),
+        derived=any(g.route == "derived" for g in steps.gradients),
+    )

@@ -1,0 +1,150 @@
+"""An optimizer → template context: its update equations, its algorithm, a worked run.
+
+The updates are printed from the declaration's ordered assignments; the algorithm box
+lists them inside the training loop, like the notes' "Algorithm 2"; the worked run
+applies them with SymPy, in 30 digits, to f(w) = w² from w = 1, so every number in the
+table is computed from the same equations that are printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.latex.context import Language, ParamView, default_value, document_view, number
+from derive.latex.printer import WORDS, DerivePrinter
+from derive.spec import Optimizer, g, t, w
+
+#: How the optimizers' named intermediates are written (notation, not words).
+NOTATION = {
+    "m_hat": r"\hat{m}",
+    "s_hat": r"\hat{s}",
+    "denom": "d",
+    "mu_t": r"\mu_{t}",
+    "mu_next": r"\mu_{t+1}",
+    "momentum_decay": r"\psi",
+    "w": "w",
+    "g": "g",
+    "t": "t",
+}
+#: The worked run: f(w) = w², from w = 1, this many steps, with this learning rate.
+RUN_STEPS = 4
+RUN_LR = sp.Rational(1, 10)
+RUN_START = sp.Integer(1)
+RUN_DIGITS = 30
+
+
+@dataclass(frozen=True)
+class UpdateView:
+    """One assignment: target ← value."""
+
+    target: str
+    value: str
+    is_weight: bool
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """A state slot and its value before the first update."""
+
+    tex: str
+    init: str
+    per_step: bool
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One step of the worked run."""
+
+    t: int
+    w: str
+    g: str
+    w_new: str
+    f_new: str
+
+
+@dataclass(frozen=True)
+class OptimizerView:
+    """Everything an optimizer's templates print."""
+
+    kind: str
+    name: str
+    title: str
+    symbol: str
+    lr: str
+    params: tuple[ParamView, ...]
+    state: tuple[SlotView, ...]
+    updates: tuple[UpdateView, ...]
+    uses_step: bool
+    run: tuple[RunRow, ...]
+    run_lr: str
+    run_f: str
+
+
+def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
+    """The printer of an optimizer: its parameters' and slots' declared LaTeX."""
+    symbols = dict(NOTATION)
+    symbols.update({p.symbol.name: p.latex for p in op.params if p.latex})
+    symbols.update({s.symbol.name: s.latex for s in op.state if s.latex})
+    return DerivePrinter({
+        "symbols": symbols,
+        "words": {w_: lang.words[w_] for w_ in WORDS},
+        "separator": lang.separator,
+        "lead": tuple(p.symbol.name for p in op.params),
+    })
+
+
+def worked_run(op: Optimizer, steps: int = RUN_STEPS, lr=RUN_LR):
+    """Apply the update equations to f(w) = w² from w = 1: (t, w, g, w_new, f(w_new)) rows.
+
+    The hyper-parameters are the declared defaults (exact decimals), the learning rate
+    ``lr``; the arithmetic is SymPy's, evaluated in 30 digits.
+    """
+    values = {p.symbol: sp.Rational(repr(float(p.default))) for p in op.params}
+    values[next(p.symbol for p in op.params if p.name == "lr")] = lr
+    state = {s.symbol: sp.Rational(repr(float(s.init))) for s in op.state}
+    weight = RUN_START
+    rows = []
+    for step in range(1, steps + 1):
+        grad = 2 * weight
+        env = {**values, **state, w: weight, g: grad, t: step}
+        for target, rhs in op.updates:
+            env[target] = sp.N(rhs.xreplace(env), RUN_DIGITS)
+        for s in op.state:
+            state[s.symbol] = env[s.symbol]
+        rows.append((step, weight, grad, env[w], env[w] ** 2))
+        weight = env[w]
+    return rows
+
+
+@document_view.register
+def _(op: Optimizer, lang: Language) -> OptimizerView:
+    printer = optimizer_printer(op, lang)
+    pr = printer.doprint
+    params = tuple(ParamView(p.name, p.latex or pr(p.symbol), default_value(p.default, lang),
+                             p.learnable) for p in op.params)
+    state = tuple(SlotView(s.latex or pr(s.symbol), default_value(s.init, lang), s.per_step)
+                  for s in op.state)
+    updates = tuple(UpdateView(pr(target), pr(rhs), target == w) for target, rhs in op.updates)
+
+    def num(v):
+        return number(float(v), lang).tex
+
+    run = tuple(RunRow(step, num(w0), num(g0), num(w1), num(f1))
+                for step, w0, g0, w1, f1 in worked_run(op))
+    lr = next(p for p in op.params if p.name == "lr")
+    return OptimizerView(
+        kind="optimizer",
+        name=op.name,
+        title=op.title,
+        symbol=op.latex,
+        lr=lr.latex or pr(lr.symbol),
+        params=params,
+        state=state,
+        updates=updates,
+        uses_step=op.uses_step,
+        run=run,
+        run_lr=num(RUN_LR),
+        run_f="w^{2}",
+    )

@@ -1,0 +1,412 @@
+r"""SymPy → LaTeX in the notes' notation.
+
+A ``LatexPrinter`` subclass: parameters print as declared (``lambda_`` → ``\lambda``),
+the function being derived prints under its own name (σ, ReLU, ...), ``Piecewise`` as
+``cases`` with the words of the document's language, an unevaluated derivative as
+d/dx[...] (∂ for parameters), stable spellings (expm1, log1p) the way a lecture writes
+them, and numbers with the language's decimal separator. Every word it prints comes
+from the language's ``words`` template; none is written here.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.core.function import AppliedUndef
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
+
+from derive.calculus.functions import normal_cdf, sigmoid, softplus
+from derive.calculus.indexed import lse
+from derive.calculus.steps import INNER_NAMES, OpenSum
+
+#: The words a printed formula needs; the language templates define each of them.
+WORDS = ("piecewise_if", "piecewise_otherwise", "logical_or", "logical_and")
+
+#: Functions printed as name(argument): a table and one method, as SymPy's printers do.
+FUNCTION_NAMES: dict[type, str] = {
+    sigmoid: r"\sigma",
+    softplus: r"\operatorname{softplus}",
+    normal_cdf: r"\Phi",
+    sp.tanh: r"\tanh",
+    sp.sinh: r"\sinh",
+    sp.cosh: r"\cosh",
+    sp.sin: r"\sin",
+    sp.cos: r"\cos",
+    sp.atan: r"\arctan",
+    sp.erf: r"\operatorname{erf}",
+    sp.log: r"\ln",
+    sp.sign: r"\operatorname{sgn}",
+}
+
+
+def format_number(value: float, separator: str = ".", digits: int | None = None) -> str:
+    r"""A float as LaTeX math: shortest round-trip digits (or ``digits`` significant ones).
+
+    Parameters
+    ----------
+    value : float
+        The number (±inf prints as ±\infty).
+    separator : str
+        The decimal separator as LaTeX (``"."`` or ``"{,}"``).
+    digits : int, optional
+        Significant digits; by default as many as the float needs (``repr``).
+
+    Returns
+    -------
+    str
+        E.g. ``"0.25"``, ``"-6{,}9058"``, ``"1.5 \cdot 10^{-7}"``.
+
+    """
+    if value != value:
+        raise ValueError("NaN has no place in a lecture")
+    if value in (float("inf"), float("-inf")):
+        return r"\infty" if value > 0 else r"-\infty"
+    value = float(value) + 0.0  # no "-0"
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = repr(value) if digits is None else f"{value:.{digits}g}"
+    mantissa, _, exponent = text.partition("e")
+    mantissa = mantissa.replace(".", separator)
+    if not exponent:
+        return mantissa
+    power = rf"10^{{{int(exponent)}}}"
+    return power if mantissa == "1" else rf"{mantissa} \cdot {power}"
+
+
+class DerivePrinter(LatexPrinter):
+    r"""LaTeX for derive's derivations.
+
+    Parameters
+    ----------
+    symbols : dict of str to str
+        Symbol name → LaTeX (parameters' declared spellings).
+    functions : dict of str to str
+        Undefined-function name → LaTeX of its name (``f`` → ``\sigma``).
+    words : dict of str to str
+        The LaTeX of :data:`WORDS` in the document's language.
+    partial : bool
+        Print derivatives with ∂ (for derivatives with respect to a parameter).
+    separator : str
+        Decimal separator.
+
+    """
+
+    printmethod = "_latex"
+    _default_settings = {
+        **LatexPrinter._default_settings,
+        "ln_notation": True,
+        "symbols": {},
+        "functions": {},
+        "words": {},
+        "partial": False,
+        "separator": ".",
+        "gradients": {},
+        "loss": "E",
+        "lead": (),
+    }
+
+    def __init__(self, settings=None):
+        super().__init__(settings)
+        missing = [w for w in WORDS if w not in self._settings["words"]]
+        if missing:
+            raise ValueError(f"the printer needs the words {missing}")
+
+    def _print(self, expr, **kwargs):
+        # derive's named functions carry a ``_latex`` of their own, which SymPy would
+        # prefer; the table below prints them like every other function (σ(x), not σ (x)).
+        if type(expr) in FUNCTION_NAMES:
+            return self._print_Function(expr, kwargs.get("exp"))
+        if isinstance(expr, lse):
+            return self._print_lse(expr, kwargs.get("exp"))
+        return super()._print(expr, **kwargs)
+
+    # --- names -------------------------------------------------------------------
+
+    def _print_Symbol(self, expr, style="plain"):
+        known = self._settings["symbols"].get(expr.name)
+        if known is not None:
+            return known
+        if expr.name.endswith("_"):
+            return super()._print_Symbol(sp.Symbol(expr.name.rstrip("_")), style)
+        return super()._print_Symbol(expr, style)
+
+    def _print_Function(self, expr, exp=None):
+        name = FUNCTION_NAMES.get(type(expr))
+        if isinstance(expr, AppliedUndef):
+            name = self._settings["functions"].get(expr.func.__name__)
+        if name is None or (not isinstance(expr, AppliedUndef) and len(expr.args) != 1):
+            return super()._print_Function(expr, exp)
+        power = f"^{{{exp}}}" if exp else ""
+        return f"{name}{power}{self._arguments(expr.args)}"
+
+    def _print_log(self, expr, exp=None):
+        return self._print_Function(expr, exp)
+
+    def _arguments(self, args) -> str:
+        """(a, b): plain parentheses, or growing ones around tall arguments (fractions)."""
+        inner = ", ".join(self._print(a) for a in args)
+        tall = any(a.has(sp.Piecewise, sp.Sum, OpenSum) or any(
+            isinstance(p, sp.Pow) and p.exp.is_negative or isinstance(p, sp.Rational)
+            and not p.is_Integer for p in sp.preorder_traversal(a)) for a in args)
+        return rf"\left({inner}\right)" if tall else f"({inner})"
+
+    # --- derivatives ---------------------------------------------------------------
+
+    def _print_Derivative(self, expr):
+        if len(expr.variable_count) != 1 or expr.variable_count[0][1] != 1:
+            return super()._print_Derivative(expr)
+        indexed = isinstance(expr.variables[0], sp.Indexed)
+        d = r"\partial" if self._settings["partial"] or indexed else "d"
+        var = self._print(expr.variables[0])
+        if indexed and isinstance(expr.expr, sp.Symbol | sp.Indexed):
+            # ∂E/∂W_{j,i}, ∂s_{n,j}/∂W_{j,i}: names of arrays and of the loss as fractions.
+            return rf"\frac{{\partial {self._print(expr.expr)}}}{{\partial {var}}}"
+        operator = rf"\frac{{{d}}}{{{d} {var}}}" if d != "d" else rf"\frac{{d}}{{d{var}}}"
+        arg = expr.expr
+        if isinstance(arg, sp.Symbol) or (
+            isinstance(arg, sp.Function) and not isinstance(arg, sp.Piecewise)
+        ):
+            return rf"{operator} {self._print(arg)}"
+        return rf"{operator}\left[{self._print(arg)}\right]"
+
+    def _print_Mul(self, expr):
+        factors = sp.Mul.make_args(expr)
+        derivatives = [f for f in factors if isinstance(f, sp.Derivative)]
+        if not derivatives and any(isinstance(f, sp.Sum | OpenSum) for f in factors):
+            return self._print_sum_product(factors)
+        if not derivatives:
+            return self._print_plain_Mul(expr)
+        # Outer derivative first (d/du before d/dx, u before v), joined by ·, so that
+        # "d/du e^u · d/dx[-x]" cannot be misread as d/du applied to everything after it.
+        derivatives.sort(key=_derivative_order)
+        rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.Derivative)])
+        numer, denom = sp.fraction(rest, exact=True)
+        sign = ""
+        if numer.could_extract_minus_sign():
+            sign, numer = "-", -numer
+        pieces = [] if numer == 1 else [self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)]
+        if denom != 1:
+            # ½ · d/du[u²], not a derivative inside a fraction.
+            pieces = [rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}"]
+        pieces += [self._print(d) for d in derivatives]
+        return sign + r" \cdot ".join(pieces)
+
+    def _print_plain_Mul(self, expr) -> str:
+        r"""SymPy's product, except that functions follow array elements: y_j \ln ŷ_j."""
+        factors = sp.Mul.make_args(expr)
+        lead = self._settings["lead"]
+        if lead and any(s_.name in lead for s_ in expr.free_symbols) and not any(
+                isinstance(f, sp.Pow) and f.exp.is_negative for f in factors):
+            return self._print_led_Mul(expr, lead)
+        functions = [f for f in factors if isinstance(f, sp.Function)
+                     and not isinstance(f, sp.Piecewise)]
+        elements = [f for f in factors if isinstance(f, sp.Indexed)]
+        if not functions or not elements or any(
+                isinstance(f, sp.Pow) and f.exp.is_negative or f.is_Rational and not f.is_Integer
+                for f in factors):
+            return super()._print_Mul(expr)
+        sign = ""
+        if expr.could_extract_minus_sign():
+            sign, factors = "-", sp.Mul.make_args(-expr)
+        first = [f for f in factors if f not in functions]
+        pieces = [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in first]
+        pieces += [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in factors
+                   if f in functions]
+        return sign + " ".join(pieces)
+
+    def _print_led_Mul(self, expr, lead) -> str:
+        r"""Hyper-parameters first (\eta g, not g \eta), then sums in parentheses, then the rest."""
+        sign = ""
+        if expr.could_extract_minus_sign():
+            sign, expr = "-", -expr
+        factors = sp.Mul.make_args(expr)
+        rank = {name: i for i, name in enumerate(lead)}
+
+        def key(f):
+            if f.is_Number:
+                return (0, 0)
+            if isinstance(f, sp.Symbol) and f.name in rank:
+                return (1, rank[f.name])
+            if isinstance(f, sp.Add):
+                return (2, 0)
+            return (3, 0)
+
+        ordered = sorted(factors, key=key)
+        return sign + " ".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
+                               for f in ordered)
+
+    def _print_sum_product(self, factors) -> str:
+        r"""A product with sums: the coefficient first (\frac{1}{2}\sum, not \frac{\sum}{2}).
+
+        The sums come last, every sum but the last in parentheses, so that nothing reads
+        as inside a sum that is not.
+        """
+        sums = [f for f in factors if isinstance(f, sp.Sum | OpenSum)]
+        rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.Sum | OpenSum)])
+        numer, denom = sp.fraction(rest, exact=True)
+        sign = ""
+        if numer.could_extract_minus_sign():
+            sign, numer = "-", -numer
+        pieces = []
+        if denom != 1:
+            pieces.append(rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}")
+        elif numer != 1:
+            pieces.append(self.parenthesize(numer, PRECEDENCE["Mul"], strict=True))
+        for i, f in enumerate(sums):
+            tex = self._print(f)
+            last = i == len(sums) - 1
+            pieces.append(tex if last and not isinstance(f, OpenSum) else rf"\left({tex}\right)")
+        return sign + " ".join(pieces)
+
+    def _print_Sum(self, expr):
+        body = expr.function
+        if isinstance(body, sp.Mul) and body.could_extract_minus_sign():
+            return "-" + self._print_Sum(sp.Sum(-body, *expr.limits))
+        tex = self._print(body)
+        if isinstance(body, sp.Add):
+            tex = rf"\left({tex}\right)"
+        # Limits in the order declared (Σ_n Σ_j): the sums are finite, so any order is right.
+        for index, low, high in reversed(expr.limits):
+            tex = (rf"\sum_{{{self._print(index)}={self._print(low)}}}^{{{self._print(high)}}} "
+                   + tex)
+        return tex
+
+    def _print_OpenSum(self, expr):
+        lows = [lim[1] for lim in expr.limits]
+        highs = [lim[2] for lim in expr.limits]
+        terms = []
+        for values in (lows, list(expr.picks), highs):
+            term = expr.term(values)
+            tex = self._print(term)
+            if isinstance(term, sp.Add) or tex.startswith("-"):
+                tex = rf"\left({tex}\right)"
+            terms.append(tex)
+        return r" + \cdots + ".join(terms)
+
+    def _print_HadamardProduct(self, expr):
+        # ((W)ᵀδ) ⊙ f'(s), as the notes write it: the matrix product in parentheses.
+        def factor(a):
+            tex = self._print(a)
+            return rf"\left({tex}\right)" if isinstance(a, sp.MatMul | sp.MatAdd) else tex
+
+        return r" \odot ".join(factor(a) for a in expr.args)
+
+    def _print_KroneckerDelta(self, expr, exp=None):
+        a, b = expr.args
+        return rf"\left[{self._print(a)} = {self._print(b)}\right]"
+
+    def _print_lse(self, expr, exp=None):
+        row, index, size = expr.args
+        body = (rf"\ln \sum_{{{self._print(index)}=0}}^{{{self._print(size - 1)}}} "
+                rf"e^{{{self._print(row)}}}")
+        return rf"\left({body}\right)^{{{exp}}}" if exp else body
+
+    def _print_floordiv(self, expr, exp=None):
+        a, b = expr.args
+        return rf"\left\lfloor {self._print(a)} / {self._print(b)} \right\rfloor"
+
+    def _print_Indexed(self, expr):
+        name = expr.base.label.name
+        wrt = self._settings["gradients"].get(name)
+        indices = ",".join(self._print(i) for i in expr.indices)
+        base = self._print(expr.base)
+        if wrt is not None:
+            return rf"\frac{{\partial {self._settings['loss']}}}{{\partial {wrt}_{{{indices}}}}}"
+        if "^" in base and not base.startswith("{"):
+            # s^{(1)}_{n,j}: superscript and subscript stacked, not s^{(1)} followed by n,j.
+            return rf"{base}_{{{indices}}}"
+        return rf"{{{base}}}_{{{indices}}}"
+
+    # --- sums, cases, logic ----------------------------------------------------------
+
+    def _print_Add(self, expr, order=None):
+        terms = list(self._as_ordered_terms(expr, order="none"))
+        # Lead with a positive term where there is one: 1 − tanh², not −tanh² + 1.
+        if terms[0].could_extract_minus_sign():
+            positive = [t for t in terms if not t.could_extract_minus_sign()]
+            if positive:
+                terms.remove(positive[0])
+                terms.insert(0, positive[0])
+        tex = ""
+        for i, term in enumerate(terms):
+            if i > 0:
+                if term.could_extract_minus_sign():
+                    tex += " - "
+                    term = -term
+                else:
+                    tex += " + "
+            term_tex = self._print(term)
+            if self._needs_add_brackets(term):
+                term_tex = rf"\left({term_tex}\right)"
+            tex += term_tex
+        return tex
+
+    def _print_Piecewise(self, expr):
+        words = self._settings["words"]
+        rows = []
+        for e, c in expr.args:
+            cond = (words["piecewise_otherwise"] if c == sp.true
+                    else rf"{words['piecewise_if']}{self._print(c)}")
+            rows.append(rf"{self._print(e)} & {cond}")
+        return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
+
+    def _print_Or(self, expr):
+        args = sorted(expr.args, key=_bound_order)
+        return self._settings["words"]["logical_or"].join(self._print(a) for a in args)
+
+    def _print_And(self, expr):
+        chained = _chained_inequality(expr)
+        if chained is not None:
+            low, low_op, var, high_op, high = chained
+            return (rf"{self._print(low)} {low_op} {self._print(var)} "
+                    rf"{high_op} {self._print(high)}")
+        return self._settings["words"]["logical_and"].join(self._print(a) for a in expr.args)
+
+    # --- functions as a lecture writes them ------------------------------------------
+
+    def _print_expm1(self, expr, exp=None):
+        body = rf"\left(e^{{{self._print(expr.args[0])}}} - 1\right)"
+        return rf"{body}^{{{exp}}}" if exp else body
+
+    def _print_log1p(self, expr, exp=None):
+        return self._print_Function(sp.log(1 + expr.args[0], evaluate=False), exp)
+
+    def _print_DiracDelta(self, expr, exp=None):
+        raise ValueError("DiracDelta must never be printed; kinks are Piecewise.")
+
+    def _print_Float(self, expr):
+        return format_number(float(expr), self._settings["separator"])
+
+
+def _derivative_order(d: sp.Derivative):
+    name = d.variables[0].name if isinstance(d.variables[0], sp.Symbol) else ""
+    base, _, suffix = name.partition("_")
+    if base in INNER_NAMES:
+        return (0, int(suffix or 0), INNER_NAMES.index(base))
+    return (1, 0, 0)
+
+
+def _bound_order(rel):
+    """Sort ``x ≤ −3 ∨ x ≥ 3`` by the bound so it reads left to right."""
+    if isinstance(rel, sp.core.relational.Relational) and rel.rhs.is_number:
+        return (0, float(rel.rhs))
+    return (1, 0.0)
+
+
+def _chained_inequality(expr):
+    r"""``a < x`` ∧ ``x ≤ b`` as (a, "<", x, "\leq", b), when it is one."""
+    if len(expr.args) != 2:
+        return None
+    ops = {sp.StrictLessThan: "<", sp.LessThan: r"\leq"}
+    lows, highs = [], []
+    for rel in expr.args:
+        rel = rel.reversed if isinstance(rel, (sp.StrictGreaterThan, sp.GreaterThan)) else rel
+        if type(rel) not in ops:
+            return None
+        if rel.lhs.is_number:
+            lows.append((rel.lhs, ops[type(rel)], rel.rhs))
+        elif rel.rhs.is_number:
+            highs.append((rel.lhs, ops[type(rel)], rel.rhs))
+    if len(lows) != 1 or len(highs) != 1 or lows[0][2] != highs[0][0]:
+        return None
+    return lows[0][0], lows[0][1], lows[0][2], highs[0][1], highs[0][2]
