@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import torch
+from _machine import busy_cpu_seconds, own_cpu_seconds
 from numba import njit, prange
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,23 +166,6 @@ def verify(table, buf):
                         f"{impl} {name} {label} disagrees with derive (max |diff| {worst:.3g});"
                         " refusing to time it."
                     )
-
-
-def busy_cpu_seconds():
-    """CPU seconds every process on the machine has spent busy since boot; None off Linux."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal: everything but idle and iowait.
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    """CPU seconds of this process, all of its threads included."""
-    t = os.times()
-    return t.user + t.system
 
 
 def measure(table, triad_args, repeat, flush):

@@ -34,6 +34,7 @@ import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls)
 import torch
 import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
+from _machine import busy_cpu_seconds, own_cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "layers.json"
@@ -185,23 +186,6 @@ def verify(workloads):
                     raise SystemExit(
                         f"{impl} {layer} {dtype} {label} disagrees with derive "
                         f"(max |diff| {worst}); refusing to time it.")
-
-
-def busy_cpu_seconds():
-    """CPU seconds every process on the machine has spent busy since boot; None off Linux."""
-    try:
-        with open("/proc/stat", encoding="ascii") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    # user nice system idle iowait irq softirq steal: everything but idle and iowait.
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    """CPU seconds of this process, all of its threads included."""
-    t = os.times()
-    return t.user + t.system
 
 
 def measure(workloads, repeat, burst):
