@@ -73,3 +73,52 @@ def test_numba_cache_works_whatever_name_the_module_is_imported_under(tmp_path):
                              timeout=120)
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip() == "_derive_activations_relu"
+
+
+@pytest.mark.parametrize("fail_at", [0, 7, 30])
+def test_interrupted_kernels_all_leaves_every_file_complete_or_absent(tmp_path, monkeypatch,
+                                                                    fail_at):
+    """An interrupt at the k-th file (as Ctrl-C or a kill would land) leaves the files
+    before it complete, none truncated, and a rerun completes the rest."""
+    import os as os_module
+
+    from derive.pipeline import write_targets
+
+    out = tmp_path / "gen"
+    targets = catalogue_targets(None, out)
+    real_replace, calls = os_module.replace, []
+
+    def interrupting_replace(src, dst):
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt
+        calls.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os_module, "replace", interrupting_replace)
+    with pytest.raises(KeyboardInterrupt):
+        write_targets(targets)
+    monkeypatch.setattr(os_module, "replace", real_replace)
+    expected = {t.path: t.text for t in targets}
+    written = sorted(out.rglob("*.py"))
+    assert len(written) == fail_at
+    for path in written:
+        assert path.read_text() == expected[path]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert main(["kernels", "--all", "-o", str(out)]) == 0
+    assert stale_files(targets, out, whole=True) == []
+
+
+def test_killed_kernels_all_leaves_no_truncated_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "gen"
+    proc = subprocess.Popen([sys.executable, "cli.py", "kernels", "--all", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    expected = {t.path: t.text for t in catalogue_targets(None, out)}
+    for path in out.rglob("*.py"):
+        assert path.read_text() == expected[path], f"{path} is truncated or stale"
