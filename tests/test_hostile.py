@@ -29,7 +29,8 @@ HOSTILE = [
     "tanh(" * 70 + "x" + ")" * 70, "sigmoid(x, x)", "max(x)", "log()", "x**1e9", "1/0",
 ]
 SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
 formulas = st.one_of(
     st.sampled_from(HOSTILE),
     st.text(alphabet=string.printable, max_size=80),

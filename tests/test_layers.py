@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from conftest import generated
+from oracles import LAYERS
 
 from derive.calculus.derivation import derive_layer
 from derive.checks import finite_difference_check
 from derive.registry import all_ops, get
-from oracles import LAYERS
-from conftest import generated
 
 OPS = all_ops("layer")
 
@@ -38,7 +38,8 @@ CASES = {
     "batch_norm": [([(4, 3, 2, 5)], [(3,), (3,)], {"eps": 1e-5}),
                    ([(2, 1, 3, 3)], [(1,), (1,)], {"eps": 1e-3})],
     "batch_norm_inference": [([(4, 3, 2, 5)], [(3,), (3,), (3,), (3,)], {"eps": 1e-5})],
-    "layer_norm": [([(4, 7)], [(7,), (7,)], {"eps": 1e-5}), ([(1, 3)], [(3,), (3,)], {"eps": 1e-5})],
+    "layer_norm": [([(4, 7)], [(7,), (7,)], {"eps": 1e-5}),
+                   ([(1, 3)], [(3,), (3,)], {"eps": 1e-5})],
     "dropout": [([(4, 7)], [], {"p": 0.3, "training": 0, "seed": 1})],
 }
 PARAMS = [(op, case) for op in OPS for case in CASES[op.name]]

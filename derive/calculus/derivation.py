@@ -303,7 +303,7 @@ def derive_layer(op: Layer) -> LayerDerivation:
         if {a.base for a in expr.atoms(sp.Indexed)} & differentiable and not expr.has(ArgMax):
             differentiable.add(target.base)
     intermediates = []
-    for target, expr in reversed(op.steps):
+    for target, _ in reversed(op.steps):
         if target.base not in differentiable:
             continue  # an arg-max, a dropout mask: nothing flows back through them
         g = gradient_of(target.base)

@@ -15,6 +15,7 @@ class sigmoid(sp.Function):  # noqa: N801  (SymPy functions are lower-case)
 
     @classmethod
     def eval(cls, arg):
+        """Exact values at 0 and ±∞."""
         if arg.is_zero:
             return sp.S.Half
         if arg is sp.S.Infinity:
@@ -50,6 +51,7 @@ class softplus(sp.Function):  # noqa: N801
 
     @classmethod
     def eval(cls, arg):
+        """Exact values at ±∞."""
         if arg is sp.S.NegativeInfinity:
             return sp.S.Zero
         if arg is sp.S.Infinity:
@@ -57,7 +59,7 @@ class softplus(sp.Function):  # noqa: N801
         return None
 
     def fdiff(self, argindex=1):
-        """softplus' = σ."""
+        """Softplus' = σ."""
         return sigmoid(self.args[0])
 
     def _eval_is_real(self):
@@ -81,6 +83,7 @@ class normal_cdf(sp.Function):  # noqa: N801
 
     @classmethod
     def eval(cls, arg):
+        """Exact values at 0 and ±∞."""
         if arg.is_zero:
             return sp.S.Half
         if arg is sp.S.Infinity:

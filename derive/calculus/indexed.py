@@ -59,6 +59,7 @@ class ArgMax(sp.Expr):
     """
 
     def __new__(cls, body, *limits):
+        """Hold ``body`` and its ``(index, low, high)`` limits, like ``Sum``."""
         return sp.Expr.__new__(cls, body, *[sp.Tuple(*lim) for lim in limits])
 
     @property
