@@ -284,14 +284,9 @@ def cmd_train(args) -> int:
 
     spec = load_spec(args.spec)
     if args.optimizer is not None:
-        if args.optimizer not in [op.name for op in registry.all_ops("optimizer")]:
-            registry.get(args.optimizer, "optimizer")  # raises with suggestions
+        registry.get(args.optimizer, "optimizer")  # an unknown name raises with suggestions
         spec = dataclasses.replace(spec, train=spec.train | {"optimizer": args.optimizer})
-    from derive.codegen.network import render_network
-
-    command = f"derive train {args.spec}"
-    target = pipeline.Target(args.out / "networks" / f"{spec.name}.py",
-                             render_network(spec, command))
+    target = pipeline.spec_target(spec, args.out, f"derive train {args.spec}")
     pipeline.write_targets([target])
     module = load_module(target.path)
     options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}

@@ -47,8 +47,6 @@ def _check_one(args) -> list:
 
 def generate_and_check(report: DemoReport, say) -> None:
     """Write every kernel into ``out/generated`` and check them, two processes at a time."""
-    from derive.checks import optimizer_check  # noqa: F401  (registers optimizer checks)
-
     generated = report.out / "generated"
     targets = pipeline.catalogue_targets(None, generated)
     pipeline.write_targets(targets)

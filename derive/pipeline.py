@@ -101,13 +101,17 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def network_target(spec_path: Path, out_dir: Path) -> Target:
     """The generated module of one network spec file."""
-    from derive.codegen.network import render_network
     from derive.network import load_spec
 
-    spec = load_spec(spec_path)
     shown = _shown_path(spec_path)
-    command = f"derive kernels {shown}  (or: derive kernels --all)"
-    spec = dataclasses.replace(spec, source=shown)
+    spec = dataclasses.replace(load_spec(spec_path), source=shown)
+    return spec_target(spec, out_dir, f"derive kernels {shown}  (or: derive kernels --all)")
+
+
+def spec_target(spec, out_dir: Path, command: str) -> Target:
+    """The generated module of an already loaded (possibly amended) network spec."""
+    from derive.codegen.network import render_network
+
     return Target(out_dir / "networks" / f"{spec.name}.py", render_network(spec, command))
 
 
