@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
-# Set up derive on a fresh Debian machine: TeX Live (for the lecture PDFs) and the
-# Python package with its test extra, into whatever Python environment is active.
+# Set up derive on a fresh Debian machine: TeX Live (for the lecture PDFs), a C compiler
+# (for `derive compile`) and the Python package with its test extra, into whatever Python
+# environment is active.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TEX_PACKAGES="texlive-latex-base texlive-latex-recommended texlive-latex-extra \
+DEBIAN_PACKAGES="texlive-latex-base texlive-latex-recommended texlive-latex-extra \
 texlive-pictures texlive-lang-portuguese latexmk poppler-utils"
+# `derive compile` links the ahead-of-time compiled kernels with the system C compiler.
+command -v gcc >/dev/null || DEBIAN_PACKAGES="$DEBIAN_PACKAGES gcc libc6-dev"
 
-if ! command -v pdflatex >/dev/null || ! command -v pdftotext >/dev/null; then
+if ! command -v pdflatex >/dev/null || ! command -v pdftotext >/dev/null \
+    || ! command -v gcc >/dev/null; then
   if command -v apt-get >/dev/null; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $TEX_PACKAGES >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends $DEBIAN_PACKAGES >/dev/null
   else
-    echo "setup.sh: no apt-get; install pdflatex yourself to compile lecture PDFs." >&2
+    echo "setup.sh: no apt-get; install pdflatex (lecture PDFs) and gcc (derive compile) yourself." >&2
   fi
 fi
 

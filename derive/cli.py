@@ -56,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT,
                    help="where the generated modules are (default: generated/)")
 
+    co = sub.add_parser("compile", help="compile network modules ahead of time: no Numba "
+                                         "start-up cost in a fresh process")
+    co.add_argument("targets", nargs="*", metavar="SPEC.toml|MODULE.py",
+                    help="network specs (their modules are regenerated first) or "
+                         "generated network modules")
+    co.add_argument("--all", action="store_true",
+                    help="every network module in generated/networks/ (or -o's)")
+    co.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT,
+                    help="where specs' modules are written (default: generated/)")
+    co.add_argument("--cpu", choices=["host", "generic"], default="host",
+                    help="instruction set: this machine's (default) or generic x86-64/arm64")
+
     m = sub.add_parser("minimize", help="gradient descent / Newton on a formula, step by step")
     m.add_argument("formula", help='the function to minimise, e.g. "w1**2 + w2**2"')
     m.add_argument("--start", metavar="W1,W2,...",
@@ -206,6 +218,36 @@ def cmd_check(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_compile(args) -> int:
+    """Compile network modules ahead of time next to themselves."""
+    from derive.codegen.compiled import compile_network_module
+
+    if args.all == bool(args.targets):
+        raise DeriveError("give network specs or modules, or --all (not both).",
+                          where="derive compile",
+                          fix="e.g. `derive compile examples/mlp_notes.toml`.")
+    if args.all:
+        modules = sorted((args.out / "networks").glob("*.py"))
+        modules = [m for m in modules if m.name != "__init__.py"]
+    else:
+        modules = []
+        for target in map(Path, args.targets):
+            if target.suffix == ".toml":
+                spec_target = pipeline.network_target(target, args.out)
+                pipeline.write_targets([spec_target])
+                modules.append(spec_target.path)
+            else:
+                modules.append(target)
+    for module in modules:
+        built = compile_network_module(module, cpu="" if args.cpu == "generic" else "host")
+        print(f"compiled {module} -> {built.path} ({len(built.exports)} functions)")
+        if built.serial:
+            print(f"  note: {len(built.serial)} kernel(s) with parallel loops "
+                  f"({', '.join(built.serial)}) run on one core in the compiled form; "
+                  "DERIVE_JIT=1 runs the jitted, parallel ones instead")
+    return 0
+
+
 def cmd_minimize(args) -> int:
     """Minimise a formula from a start point; print every step; optionally save the path."""
     from derive import minimize
@@ -322,6 +364,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "kernels": cmd_kernels, "check": cmd_check,
+            "compile": cmd_compile,
             "minimize": cmd_minimize, "latex": cmd_latex, "example": cmd_example,
             "train": cmd_train,
             "demo": cmd_demo}

@@ -130,3 +130,66 @@ def test_kernels_from_a_spec_file(tmp_path, capsys):
 def test_generated_networks_exist_for_every_example():
     for name in EXAMPLES:
         assert (GENERATED / "networks" / f"{name}.py").exists()
+
+
+TINY_CNN = """
+[network]
+name = "tiny_cnn"
+input_shape = [1, 6, 6]
+loss = "categorical_cross_entropy"
+
+[[layers]]
+type = "conv2d"
+filters = 2
+kernel_size = 3
+padding = 1
+activation = "relu"
+
+[[layers]]
+type = "flatten"
+
+[[layers]]
+type = "dense"
+units = 3
+activation = "softmax"
+"""
+
+CALL = """
+import importlib.util, sys
+import numpy as np
+spec = importlib.util.spec_from_file_location("tiny_cnn", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["tiny_cnn"] = module
+spec.loader.exec_module(module)
+params = module.init_params(0)
+x = np.random.default_rng(0).standard_normal((4, 1, 6, 6))
+y = np.arange(4) % 3
+if sys.argv[2] == "train":
+    print(module.train_step(params, module.init_state(params), x, y, 0.1))
+else:
+    print(module.loss_and_grad(params, x, y)[0])
+"""
+
+
+def test_a_cached_network_with_parallel_kernels_runs_in_a_fresh_process(tmp_path):
+    # Numba forgets to start its thread pool when it loads a cached function that calls a
+    # parallel one and was compiled against callees that came from the cache. The order
+    # below builds exactly that cache: a train step compiles and caches every layer
+    # kernel, the next process compiles _loss_and_grad against them, the third loads it.
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_CNN)
+    assert main(["kernels", str(spec), "-o", str(tmp_path)]) == 0
+    module = tmp_path / "networks" / "tiny_cnn.py"
+    assert "parallel=True" in module.read_text()
+    env = os.environ | {"DERIVE_JIT": "1"}
+    outputs = []
+    for what in ("train", "loss", "loss"):
+        run = subprocess.run([sys.executable, "-c", CALL, str(module), what], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"{what}: exit {run.returncode}\n{run.stderr[-2000:]}"
+        outputs.append(float(run.stdout))
+    assert outputs[1] == outputs[2] and np.isfinite(outputs[1])

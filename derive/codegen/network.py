@@ -272,6 +272,8 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         "helpers": helpers,
         "extra_imports": extra_imports,
         "layer_sources": layer_sources,
+        "parallel": any(kernel.parallel for forward, backward, _ in plan.layer_kernels
+                        for kernel in (forward, backward)),
         "activations": activations,
         "loss": loss,
         "optimizer_source": optimizer_source,

@@ -1,0 +1,175 @@
+"""Ahead-of-time compiled network modules: same numbers as the jitted kernels, no Numba
+loaded in a fresh process, and never a stale build.
+
+Building takes 20-60 s per module, so each example network is compiled once (in a copy
+under a temporary folder) and shared by the tests of this file.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import GENERATED
+
+from derive.checks import load_module
+from derive.cli import main
+from derive.codegen.compiled import (
+    _remove_stale,
+    compile_network_module,
+    compiled_path,
+    parallel_kernels,
+    serial_source,
+)
+
+NETWORKS = ["mlp_notes", "cnn_small"]
+
+#: Run in a fresh interpreter: import the module from its file, report whether the
+#: compiled kernels were used and whether Numba was imported, and save the numbers of a
+#: few calls in both dtypes.
+PROBE = textwrap.dedent("""
+    import importlib.util, json, sys
+    import numpy as np
+
+    path, out = sys.argv[1], sys.argv[2]
+    spec = importlib.util.spec_from_file_location("probe_module", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["probe_module"] = module
+    spec.loader.exec_module(module)
+    results = {}
+    rng = np.random.default_rng(7)
+    for dtype in ("float32", "float64") if out != "-" else ():
+        params = module.init_params(3, dtype)
+        state = module.init_state(params)
+        x = rng.standard_normal((5,) + module.INPUT_SHAPE).astype(dtype)
+        y = rng.integers(0, module.N_CLASSES, 5)
+        loss, grads = module.loss_and_grad(params, x, y)
+        results[f"{dtype}_loss"] = np.array(loss)
+        for i, g in enumerate(grads):
+            results[f"{dtype}_grad{i}"] = g
+        results[f"{dtype}_predict"] = module.predict(params, x)
+        results[f"{dtype}_steps"] = np.array(
+            [module.train_step(params, state, x, y, 0.05) for _ in range(3)])
+        for i, p in enumerate(params):
+            results[f"{dtype}_param{i}"] = p
+    if results:
+        np.savez(out, **results)
+    print(json.dumps({"compiled": module.COMPILED is not None,
+                      "numba": any(m == "numba" or m.startswith("numba.")
+                                   for m in sys.modules)}))
+""")
+
+
+def _probe(module_path, out, tmp_path, jit=False):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if k != "DERIVE_JIT"}
+    if jit:
+        env["DERIVE_JIT"] = "1"
+    result = subprocess.run([sys.executable, str(script), str(module_path), str(out)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report, (dict(np.load(out)) if out != "-" else None)
+
+
+@pytest.fixture(scope="module", params=NETWORKS)
+def built(request, tmp_path_factory):
+    folder = tmp_path_factory.mktemp(request.param)
+    module_path = folder / f"{request.param}.py"
+    shutil.copyfile(GENERATED / "networks" / f"{request.param}.py", module_path)
+    return compile_network_module(module_path)
+
+
+def test_compiled_kernels_match_the_jitted_ones_without_loading_numba(built, tmp_path):
+    report, compiled = _probe(built.source, tmp_path / "compiled.npz", tmp_path)
+    assert report == {"compiled": True, "numba": False}
+    # The committed module has the same text; its Numba cache is shared with the other
+    # tests of the session, where the copy's would be compiled from scratch.
+    committed = GENERATED / "networks" / built.source.name
+    assert committed.read_text() == built.source.read_text()
+    report, jitted = _probe(committed, tmp_path / "jitted.npz", tmp_path, jit=True)
+    assert report == {"compiled": False, "numba": True}
+    assert compiled.keys() == jitted.keys()
+    for key in compiled:
+        # The serial build sums in another order than the parallel kernels, and LLVM
+        # may contract differently: equal to rounding, not bit for bit.
+        rtol, atol = (2e-4, 1e-5) if key.startswith("float32") else (1e-10, 1e-12)
+        np.testing.assert_allclose(compiled[key], jitted[key], rtol=rtol, atol=atol,
+                                   err_msg=key)
+        assert compiled[key].dtype == jitted[key].dtype, key
+
+
+def test_an_edited_module_ignores_its_old_build(built, tmp_path):
+    folder = tmp_path / "edited"
+    (folder / "__pycache__").mkdir(parents=True)
+    edited = folder / built.source.name
+    edited.write_text(built.source.read_text() + "\n# edited by hand\n")
+    # The old build sits where the module looks, under the old text's digest.
+    shutil.copyfile(built.path, folder / "__pycache__" / built.path.name)
+    assert compiled_path(edited) != folder / "__pycache__" / built.path.name
+    report, _ = _probe(edited, "-", tmp_path)
+    assert report == {"compiled": False, "numba": True}
+
+
+def test_the_module_and_derive_agree_where_the_build_lives(built, monkeypatch):
+    monkeypatch.setenv("DERIVE_JIT", "1")
+    module = load_module(built.source)
+    assert module.COMPILED is None
+    assert module._compiled_path() == str(built.path) == str(compiled_path(built.source))
+    assert built.path.is_file()
+    assert sorted(built.exports) == sorted(
+        f"{entry}_{dtype}" for entry in ("forward", "loss_and_grad", "train_step")
+        for dtype in ("float32", "float64"))
+
+
+def test_a_build_removes_the_builds_of_earlier_texts(tmp_path):
+    module_path = tmp_path / "mlp_notes.py"
+    shutil.copyfile(GENERATED / "networks" / "mlp_notes.py", module_path)
+    current = compiled_path(module_path)
+    current.parent.mkdir()
+    stale = current.with_name("mlp_notes.compiled-0123456789abcdef.so")
+    other = current.with_name("other.compiled-0123456789abcdef.so")
+    for path in (current, stale, other):
+        path.write_bytes(b"a build")
+    _remove_stale(module_path, keep=current)
+    assert current.exists() and other.exists() and not stale.exists()
+
+
+def test_serial_source_turns_off_parallel_decorators_only():
+    text = (GENERATED / "networks" / "cnn_small.py").read_text()
+    assert parallel_kernels(text)
+    serial = serial_source(text)
+    assert parallel_kernels(serial) == []
+    assert serial.count("parallel=False") == len(parallel_kernels(text))
+    assert serial.count("prange(") == text.count("prange(")
+    mention = '# kernels may say parallel=True\n@njit(parallel=True)\ndef f(x):\n    pass\n'
+    assert serial_source(mention) == mention.replace("@njit(parallel=True)",
+                                                     "@njit(parallel=False)")
+    assert parallel_kernels((GENERATED / "networks" / "mlp_notes.py").read_text()) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give network specs or modules, or --all"),
+    (["--all", "x.py"], "give network specs or modules, or --all"),
+    (["missing.py"], "no such file"),
+    (["README.md"], "not a network module"),
+    (["generated/activations/relu.py"], "not a network module"),
+    (["examples/missing.toml"], "missing.toml"),
+])
+def test_compile_refuses_bad_targets_with_exit_2(argv, message, capsys, repo, monkeypatch):
+    monkeypatch.chdir(repo)
+    assert main(["compile", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("derive: error:") and message in err and "Traceback" not in err
+
+
+def test_compile_refuses_a_binary_file(tmp_path, capsys):
+    binary = tmp_path / "blob.py"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["compile", str(binary)]) == 2
+    assert "not a network module" in capsys.readouterr().err
