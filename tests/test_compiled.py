@@ -5,6 +5,7 @@ Building takes 20-60 s per module, so each example network is compiled once (in 
 under a temporary folder) and shared by the tests of this file.
 """
 
+import importlib.machinery
 import json
 import os
 import shutil
@@ -14,19 +15,21 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import GENERATED
+from conftest import GENERATED, REPO
 
 from derive.checks import load_module
 from derive.cli import main
 from derive.codegen.compiled import (
+    CompiledModule,
     _remove_stale,
-    compile_network_module,
     compiled_path,
     parallel_kernels,
     serial_source,
 )
 
 NETWORKS = ["mlp_notes", "cnn_small"]
+EXPORTS = [f"{entry}_{dtype}" for entry in ("forward", "loss_and_grad", "train_step")
+           for dtype in ("float32", "float64")]
 
 #: Run in a fresh interpreter: import the module from its file, report whether the
 #: compiled kernels were used and whether Numba was imported, and save the numbers of a
@@ -79,10 +82,28 @@ def _probe(module_path, out, tmp_path, jit=False):
 
 @pytest.fixture(scope="module", params=NETWORKS)
 def built(request, tmp_path_factory):
+    """Each example compiled through the command line: the MLP from its spec (written to a
+    temporary folder first), the CNN from a copy of its committed module."""
     folder = tmp_path_factory.mktemp(request.param)
-    module_path = folder / f"{request.param}.py"
-    shutil.copyfile(GENERATED / "networks" / f"{request.param}.py", module_path)
-    return compile_network_module(module_path)
+    if request.param == "mlp_notes":
+        argv = [str(REPO / "examples" / "mlp_notes.toml"), "-o", str(folder)]
+        module_path = folder / "networks" / "mlp_notes.py"
+    else:
+        module_path = folder / f"{request.param}.py"
+        shutil.copyfile(GENERATED / "networks" / f"{request.param}.py", module_path)
+        argv = [str(module_path)]
+    assert main(["compile", *argv]) == 0
+    path = compiled_path(module_path)
+    assert path.is_file()
+    return CompiledModule(module_path, path, tuple(EXPORTS),
+                          tuple(parallel_kernels(module_path.read_text())))
+
+
+def test_compile_reports_what_it_built_and_which_loops_run_serially(built, capsys):
+    assert main(["compile", str(built.source)]) == 0
+    out = capsys.readouterr().out
+    assert f"compiled {built.source} -> {built.path} (6 functions)" in out
+    assert ("one core" in out) == bool(built.serial)
 
 
 def test_compiled_kernels_match_the_jitted_ones_without_loading_numba(built, tmp_path):
@@ -122,9 +143,13 @@ def test_the_module_and_derive_agree_where_the_build_lives(built, monkeypatch):
     assert module.COMPILED is None
     assert module._compiled_path() == str(built.path) == str(compiled_path(built.source))
     assert built.path.is_file()
-    assert sorted(built.exports) == sorted(
-        f"{entry}_{dtype}" for entry in ("forward", "loss_and_grad", "train_step")
-        for dtype in ("float32", "float64"))
+    # The extension exports every entry point in both dtypes, under the name the module
+    # asks for.
+    loader = importlib.machinery.ExtensionFileLoader(module.COMPILED_NAME, str(built.path))
+    extension = loader.create_module(
+        importlib.machinery.ModuleSpec(module.COMPILED_NAME, loader, origin=str(built.path)))
+    loader.exec_module(extension)
+    assert all(callable(getattr(extension, name)) for name in EXPORTS)
 
 
 def test_a_build_removes_the_builds_of_earlier_texts(tmp_path):
