@@ -331,6 +331,9 @@ def cmd_train(args) -> int:
     target = pipeline.spec_target(spec, args.out, f"derive train {args.spec}")
     pipeline.write_targets([target])
     module = load_module(target.path)
+    if getattr(module, "COMPILED", None) is not None:
+        print(f"kernels: compiled ahead of time ({module.COMPILED.__file__}); "
+              "DERIVE_JIT=1 jits them instead")
     options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}
     if args.seed is not None:
         options["seed"] = args.seed
