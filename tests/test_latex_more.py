@@ -3,6 +3,7 @@ compiles with pdflatex in both languages and both formats, and states its key re
 the notes' ½Σ derivation in order, softmax cross-entropy ending in ŷ − y, the dense
 layer's δ_j x_i, the δ recursion, the algorithm box, the computed numbers."""
 
+import re
 import shutil
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ import pytest
 import sympy as sp
 from test_latex import _compile, _precompile, _write, squash
 
+from derive.calculus.derivation import derive_layer, derive_loss
 from derive.cli import main
 from derive.example import parse_settings, worked_example
 from derive.latex import render
@@ -336,3 +338,87 @@ def test_cli_network_to_pdf(tmp_path, capsys):
     assert main(["latex", NETWORKS[1], "--lang", "en", "-o", str(out), "--pdf"]) == 0
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
     assert "the network spec examples/cnn_small.toml" in out.read_text()
+
+
+# --- Jupyter displays of losses and layers ------------------------------------------------------
+
+#: What a derivation is built with, by kind (its _repr_latex_ is the display).
+DERIVE = {"loss": derive_loss, "layer": derive_layer}
+JUPYTER_OPS = [op for kind in DERIVE for op in all_ops(kind)]
+#: Jinja's delimiters (see derive/latex/render.py), which must never reach the output.
+JINJA = ("(((", ")))", "((*", "*))", "((=", "=))")
+
+
+def jupyter(op) -> str:
+    return DERIVE[op.kind](op)._repr_latex_()
+
+
+def displays(text: str) -> list[str]:
+    """The $$ … $$ displays of a Jupyter text, checking that nothing lies between them."""
+    found = re.findall(r"\$\$(.*?)\$\$", text, re.S)
+    assert re.sub(r"\$\$.*?\$\$", "", text, flags=re.S).strip() == ""
+    return found
+
+
+@pytest.mark.parametrize("op", JUPYTER_OPS, ids=lambda op: op.name)
+def test_jupyter_display_of_every_loss_and_layer(op):
+    text = jupyter(op)
+    assert text.startswith("$$") and text.endswith("$$")
+    blocks = displays(text)
+    assert blocks
+    for block in blocks:
+        # One aligned environment per display, with nothing around it.
+        assert block.startswith(r"\begin{aligned}") and block.endswith(r"\end{aligned}")
+        assert block.count(r"\begin{aligned}") == block.count(r"\end{aligned}") == 1
+    # MathJax knows standard math only: no sectioning, preamble or macros of the documents.
+    for banned in (r"\section", r"\documentclass", r"\usepackage", r"\deriveFit", *JINJA):
+        assert banned not in text, banned
+    view = document_view(op, language("en"))
+    if view.kind == "loss":
+        lhs = [view.chain.lhs, view.result_lhs]
+    else:
+        lhs = [g.lhs for g in view.gradients]
+    for side in lhs:
+        assert side.startswith(r"\frac{\partial") and side in text, side
+
+
+def test_jupyter_mse_shows_the_steps_of_its_document():
+    text = jupyter(get("mse"))
+    first, chain = displays(text)
+    assert r"\operatorname{MSE} &= \frac{1}{K N} \sum_{n=0}^{N - 1} \sum_{j=0}^{K - 1}" in first
+    power = (r" &= \frac{2 u}{K N} \cdot \frac{\partial}{\partial {\hat{y}}_{k}}"
+             r"\left[{\hat{y}}_{k} - {y}_{k}\right] && \text{power rule}")
+    result = (r"\frac{\partial \operatorname{MSE}}{\partial {\hat{y}}_{j}} &= "
+              r"\frac{2 \left({\hat{y}}_{j} - {y}_{j}\right)}{K N} && \text{back to index j}")
+    assert power in chain and chain.rstrip().endswith(result + "\n" + r"\end{aligned}")
+    rules = ["definition", "drop the other cases", "open the sum", "constant terms vanish",
+             "chain rule", "power rule", "substitute back"]
+    at = [chain.index(rf"\text{{{rule}}}") for rule in rules]
+    assert at == sorted(at)
+
+
+def test_jupyter_layers_show_steps_results_and_the_notes_formulas():
+    dense = jupyter(get("dense"))
+    assert len(displays(dense)) == 5  # definition, ∂E/∂x, ∂E/∂W, ∂E/∂b, one case at a time
+    assert r"\text{chain rule through the outputs}" in dense
+    assert r"& \frac{\partial E}{\partial {W}_{j,i}} = {\delta}_{j} {x}_{i}" in dense
+    # Batch norm is derived through its intermediate steps: definition and results.
+    norm = displays(jupyter(get("batch_norm")))
+    assert len(norm) == 2 and r"\sigma^{2}_{c} &= \frac{1}{H N W}" in norm[0]
+    assert r"\frac{\partial E}{\partial \sigma^{2}_{c}} &= " in norm[1]
+    sparse = jupyter(get("sparse_categorical_cross_entropy"))
+    assert r"\left[j = t\right]" in displays(sparse)[-1]
+
+
+@needs_tex
+def test_jupyter_displays_compile_as_latex_math(tmp_path):
+    """Every display, with \\[ \\] for $$, compiles in a document with amsmath only."""
+    def math(text):
+        return re.sub(r"\$\$(.*?)\$\$", lambda m: "\\[" + m.group(1) + "\\]", text, flags=re.S)
+
+    body = "\n".join(f"% {op.name}\n{math(jupyter(op))}" for op in JUPYTER_OPS)
+    tex = ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n\\begin{document}\n"
+           f"{body}\n\\end{{document}}\n")
+    returncode, errors, text = _compile(_write(tmp_path / "jupyter", tex))
+    assert returncode == 0, errors
+    assert "MSE" in text

@@ -144,6 +144,12 @@ class LossDerivation:
         """The variant for a target encoding."""
         return next(v for v in self.variants if v.encoding == encoding)
 
+    def _repr_latex_(self) -> str:
+        """The definition and the gradient step by step as aligned displays, for Jupyter."""
+        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
+
+        return render_jupyter(self.op)
+
 
 def _reduce(expr: sp.Expr, identities) -> sp.Expr:
     return name_softmax(apply_identities(eliminate_deltas(expr), identities))
@@ -256,6 +262,12 @@ class LayerDerivation:
     def gradient(self, array: sp.IndexedBase) -> LayerGradient:
         """The gradient with respect to one array."""
         return next(g for g in self.gradients + self.intermediates if g.array == array)
+
+    def _repr_latex_(self) -> str:
+        """The definition and every gradient (step by step where recorded), for Jupyter."""
+        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
+
+        return render_jupyter(self.op)
 
 
 def upstream_of(op: Layer) -> sp.IndexedBase:

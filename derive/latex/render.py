@@ -122,8 +122,30 @@ def render(op, fmt: str = "article", lang: str = "pt", *, source: str | None = N
 
 
 def render_jupyter(op, lang: str = "en") -> str:
-    """The derivation as one ``$$ aligned $$`` block, for ``_repr_latex_``."""
+    r"""The derivation as ``$$\begin{aligned} ... \end{aligned}$$`` displays, for Jupyter.
+
+    The view is the document's (:func:`~derive.latex.context.document_view`, chosen by
+    the declaration's type) and the layout that of its kind, in
+    ``templates/latex/shared/jupyter.<kind>.jinja``: an activation's derivative; a
+    loss's definition and gradient; a layer's definition and one display per gradient.
+    Only standard math is written (no sectioning, no preamble macros), as MathJax and
+    KaTeX render no more.
+
+    Parameters
+    ----------
+    op : Activation, Loss or Layer
+        The declaration (other kinds raise :class:`~derive.errors.DeriveError`).
+    lang : str
+        ``"pt"`` or ``"en"``: the language of the rule names tagging the steps.
+
+    Returns
+    -------
+    str
+        One or more consecutive displays, starting and ending with ``$$``.
+
+    """
     words = language(lang)
     view = document_view(op, words)
     template = environment().get_template("latex/shared/jupyter.jinja")
-    return template.render(view=view, words=words.words, lang=lang)
+    # Trimmed so that the text is exactly its displays (no blank lines around them).
+    return template.render(view=view, words=words.words, lang=lang).strip()
