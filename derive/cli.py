@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     co.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT,
                     help="where specs' modules are written (default: generated/)")
     co.add_argument("--cpu", choices=["host", "generic"], default="host",
-                    help="instruction set: this machine's (default) or generic x86-64/arm64")
+                    help="instruction set: this CPU's (default; the build is used on this "
+                         "kind of CPU only) or the architecture's baseline (any machine)")
 
     m = sub.add_parser("minimize", help="gradient descent / Newton on a formula, step by step")
     m.add_argument("formula", help='the function to minimise, e.g. "w1**2 + w2**2"')
@@ -239,7 +240,7 @@ def cmd_compile(args) -> int:
             else:
                 modules.append(target)
     for module in modules:
-        built = compile_network_module(module, cpu="" if args.cpu == "generic" else "host")
+        built = compile_network_module(module, cpu=args.cpu)
         print(f"compiled {module} -> {built.path} ({len(built.exports)} functions)")
         if built.serial:
             print(f"  note: {len(built.serial)} kernel(s) with parallel loops "

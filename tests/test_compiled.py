@@ -23,6 +23,7 @@ from derive.codegen.compiled import (
     CompiledModule,
     _remove_stale,
     compiled_path,
+    cpu_tag,
     parallel_kernels,
     serial_source,
 )
@@ -142,6 +143,8 @@ def test_the_module_and_derive_agree_where_the_build_lives(built, monkeypatch):
     module = load_module(built.source)
     assert module.COMPILED is None
     assert module._compiled_path() == str(built.path) == str(compiled_path(built.source))
+    assert module._compiled_path("generic") == str(compiled_path(built.source, "generic"))
+    assert module._cpu_tag() == cpu_tag() and cpu_tag() in built.path.name
     assert built.path.is_file()
     # The extension exports every entry point in both dtypes, under the name the module
     # asks for.
@@ -152,17 +155,54 @@ def test_the_module_and_derive_agree_where_the_build_lives(built, monkeypatch):
     assert all(callable(getattr(extension, name)) for name in EXPORTS)
 
 
-def test_a_build_removes_the_builds_of_earlier_texts(tmp_path):
+def test_a_build_removes_the_builds_of_earlier_texts_only(tmp_path):
     module_path = tmp_path / "mlp_notes.py"
     shutil.copyfile(GENERATED / "networks" / "mlp_notes.py", module_path)
     current = compiled_path(module_path)
     current.parent.mkdir()
-    stale = current.with_name("mlp_notes.compiled-0123456789abcdef.so")
-    other = current.with_name("other.compiled-0123456789abcdef.so")
-    for path in (current, stale, other):
+    generic = compiled_path(module_path, "generic")  # same text, for any CPU: kept
+    stale = current.with_name("mlp_notes.compiled-0123456789abcdef-0a1b2c3d.so")
+    other = current.with_name("other.compiled-0123456789abcdef-0a1b2c3d.so")
+    for path in (current, generic, stale, other):
         path.write_bytes(b"a build")
     _remove_stale(module_path, keep=current)
-    assert current.exists() and other.exists() and not stale.exists()
+    assert current.exists() and generic.exists() and other.exists() and not stale.exists()
+
+
+def test_a_generic_build_is_used_when_there_is_none_for_this_cpu(built, tmp_path):
+    folder = tmp_path / "generic"
+    (folder / "__pycache__").mkdir(parents=True)
+    module_path = folder / built.source.name
+    shutil.copyfile(built.source, module_path)
+    # The host build runs here, so under the generic name it stands in for a generic one.
+    shutil.copyfile(built.path, compiled_path(module_path, "generic"))
+    assert not compiled_path(module_path).exists()
+    report, _ = _probe(module_path, "-", tmp_path)
+    assert report == {"compiled": True, "numba": False}
+
+
+def test_a_build_that_cannot_load_is_skipped_with_a_warning(built, tmp_path):
+    folder = tmp_path / "broken"
+    (folder / "__pycache__").mkdir(parents=True)
+    module_path = folder / built.source.name
+    shutil.copyfile(built.source, module_path)
+    compiled_path(module_path).write_bytes(b"not a shared object")
+    script = tmp_path / "load.py"
+    script.write_text(textwrap.dedent("""
+        import importlib.util, sys, warnings
+        warnings.simplefilter("always")
+        spec = importlib.util.spec_from_file_location("m", sys.argv[1])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["m"] = module
+        spec.loader.exec_module(module)
+        print(module.COMPILED)
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "DERIVE_JIT"}
+    run = subprocess.run([sys.executable, str(script), str(module_path)], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "None"
+    assert "ignoring the compiled kernels" in run.stderr and "derive compile" in run.stderr
 
 
 def test_serial_source_turns_off_parallel_decorators_only():

@@ -18,6 +18,7 @@ import ast
 import hashlib
 import importlib.machinery
 import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -41,17 +42,36 @@ class CompiledModule:
     serial: tuple[str, ...]  # kernels whose parallel loops run on one core here
 
 
-def compiled_path(module_path: Path) -> Path:
+def cpu_tag() -> str:
+    """The tag of this CPU in compiled files' names: a digest of architecture and flags.
+
+    Must agree with the ``_cpu_tag`` of generated modules (tested): Linux's
+    ``/proc/cpuinfo`` flags (``Features`` on ARM), elsewhere the architecture alone.
+    """
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:8]
+
+
+def compiled_path(module_path: Path, cpu: str = "host") -> Path:
     """Where a generated network module looks for its compiled kernels.
 
     Must agree with the ``_compiled_path`` the network template writes into every module
-    (a test holds the two together): ``__pycache__/<stem>.compiled-<digest><suffix>``,
-    the digest being the first 16 hex digits of the SHA-256 of the module's text.
+    (a test holds the two together):
+    ``__pycache__/<stem>.compiled-<digest>-<cpu tag><suffix>``, the digest being the first
+    16 hex digits of the SHA-256 of the module's text and the tag :func:`cpu_tag` for a
+    build for this machine's CPU, or ``generic``.
     """
     module_path = Path(module_path).resolve()
     digest = hashlib.sha256(module_path.read_bytes()).hexdigest()[:16]
+    tag = "generic" if cpu == "generic" else cpu_tag()
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    return module_path.parent / "__pycache__" / f"{module_path.stem}.compiled-{digest}{suffix}"
+    name = f"{module_path.stem}.compiled-{digest}-{tag}{suffix}"
+    return module_path.parent / "__pycache__" / name
 
 
 def _parallel_decorators(text: str):
@@ -160,8 +180,9 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
     path : Path
         A network module written by ``derive kernels SPEC.toml`` (or ``derive train``).
     cpu : str
-        LLVM's target CPU: ``"host"`` (this machine's instruction set; the file is a cache
-        that lives beside the module, like Numba's) or ``""`` for the generic one.
+        ``"host"``: this machine's instruction set, in a file tagged with this CPU (a
+        module never loads a build made for another CPU); ``"generic"``: the
+        architecture's baseline, which any machine of the architecture can load.
 
     Returns
     -------
@@ -178,7 +199,9 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
 
     path = Path(path).resolve()
     text = _network_module_text(path)
-    target = compiled_path(path)
+    if cpu not in ("host", "generic"):
+        raise ValueError(f"cpu must be 'host' or 'generic', not {cpu!r}")
+    target = compiled_path(path, cpu)
     with tempfile.TemporaryDirectory(prefix="derive-compile-") as scratch:
         scratch = Path(scratch)
         module = _import_serial_copy(text, path.stem, scratch)
@@ -186,11 +209,17 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
             # pycc announces its planned replacement; it is the ahead-of-time compiler
             # this Numba has, and the build below checks what it produces.
             warnings.simplefilter("ignore")
-            from numba.pycc import CC
+            try:
+                from numba.pycc import CC
+            except ImportError as error:
+                raise DeriveError(
+                    f"this Numba has no ahead-of-time compiler ({error}).", where=str(path),
+                    fix="derive compile needs numba.pycc (Numba 0.68 has it); the module "
+                        "runs through Numba's JIT without it.") from None
 
             cc = CC(module.COMPILED_NAME)
         cc.output_dir = str(scratch / "build")
-        cc.target_cpu = cpu
+        cc.target_cpu = "host" if cpu == "host" else ""  # "" is LLVM's generic CPU
         cc.verbose = False
         exports = []
         for dtype in DTYPES:
@@ -220,8 +249,15 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
 
 
 def _remove_stale(module_path: Path, keep: Path) -> None:
-    """Delete compiled kernels left by earlier texts of the same module."""
-    folder = keep.parent
-    for old in folder.glob(f"{module_path.stem}.compiled-*"):
-        if old != keep:
+    """Delete compiled kernels left by earlier texts of the same module.
+
+    Builds of the current text for other CPUs stay: a __pycache__ may be shared.
+    """
+    prefix = f"{module_path.stem}.compiled-"  # then <digest>-<tag><suffix>
+
+    def digest(path: Path) -> str:
+        return path.name[len(prefix):].split("-", 1)[0]
+
+    for old in keep.parent.glob(prefix + "*"):
+        if digest(old) != digest(keep):
             old.unlink(missing_ok=True)
