@@ -238,3 +238,60 @@ def test_compile_refuses_a_binary_file(tmp_path, capsys):
     binary.write_bytes(bytes(range(256)))
     assert main(["compile", str(binary)]) == 2
     assert "not a network module" in capsys.readouterr().err
+
+
+REGRESSION = """
+[network]
+name = "tiny_dense"
+input_shape = [4]
+loss = "binary_cross_entropy"
+
+[[layers]]
+type = "dense"
+units = 5
+activation = "tanh"
+
+[[layers]]
+type = "dense"
+units = 3
+activation = "sigmoid"
+
+[train]
+optimizer = "adam"
+lr = 0.01
+"""
+
+
+def test_dense_targets_and_an_optimizer_with_per_step_state_compile_too(tmp_path, monkeypatch):
+    # One-hot-free targets (a float array shaped like the outputs) and Adam's per-step
+    # slots give the compiled entry points other signatures than the examples'.
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(REGRESSION)
+    assert main(["compile", str(spec), "-o", str(tmp_path)]) == 0
+    path = tmp_path / "networks" / "tiny_dense.py"
+    monkeypatch.delenv("DERIVE_JIT", raising=False)
+    compiled = load_module(path)
+    assert compiled.COMPILED is not None and compiled.TARGETS == "dense"
+    monkeypatch.setenv("DERIVE_JIT", "1")
+    jitted = load_module(path)
+    assert jitted.COMPILED is None
+    rng = np.random.default_rng(1)
+    for dtype, rtol in (("float64", 1e-12), ("float32", 1e-5)):
+        x = rng.standard_normal((6, 4)).astype(dtype)
+        y = (rng.random((6, 3)) < 0.5).astype(dtype)
+        runs = []
+        for module in (compiled, jitted):
+            params = module.init_params(2, dtype)
+            state = module.init_state(params)
+            loss, grads = module.loss_and_grad(params, x, y)
+            steps = [module.train_step(params, state, x, y) for _ in range(3)]
+            runs.append((loss, grads, steps, params, module.predict(params, x)))
+        (loss_c, grads_c, steps_c, params_c, out_c), (loss_j, grads_j, steps_j, params_j,
+                                                       out_j) = runs
+        np.testing.assert_allclose(loss_c, loss_j, rtol=rtol)
+        np.testing.assert_allclose(steps_c, steps_j, rtol=rtol)
+        for a, b in zip(grads_c + params_c + [out_c], grads_j + params_j + [out_j],
+                        strict=True):
+            assert a.dtype == b.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+        assert steps_c[2] < steps_c[0]  # Adam is descending, not just running
