@@ -7,11 +7,15 @@ cd "$(dirname "$0")"
 
 DEBIAN_PACKAGES="texlive-latex-base texlive-latex-recommended texlive-latex-extra \
 texlive-pictures texlive-lang-portuguese latexmk poppler-utils"
-# `derive compile` links the ahead-of-time compiled kernels with the system C compiler.
+# `derive compile` builds the ahead-of-time compiled kernels as a C extension: it needs a C
+# compiler and this Python's headers (Debian's python3-dev, for Debian's own Python).
 command -v gcc >/dev/null || DEBIAN_PACKAGES="$DEBIAN_PACKAGES gcc libc6-dev"
+HEADERS=$(python -c 'import os, sysconfig; print(os.path.isfile(os.path.join(
+    sysconfig.get_paths()["include"], "Python.h")))')
+[ "$HEADERS" = True ] || DEBIAN_PACKAGES="$DEBIAN_PACKAGES python3-dev"
 
 if ! command -v pdflatex >/dev/null || ! command -v pdftotext >/dev/null \
-    || ! command -v gcc >/dev/null; then
+    || ! command -v gcc >/dev/null || [ "$HEADERS" != True ]; then
   if command -v apt-get >/dev/null; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
