@@ -252,6 +252,10 @@ units = 5
 activation = "tanh"
 
 [[layers]]
+type = "dropout"
+p = 0.3
+
+[[layers]]
 type = "dense"
 units = 3
 activation = "sigmoid"
@@ -262,9 +266,10 @@ lr = 0.01
 """
 
 
-def test_dense_targets_and_an_optimizer_with_per_step_state_compile_too(tmp_path, monkeypatch):
+def test_dense_targets_dropout_and_per_step_optimizer_state_compile_too(tmp_path, monkeypatch):
     # One-hot-free targets (a float array shaped like the outputs) and Adam's per-step
-    # slots give the compiled entry points other signatures than the examples'.
+    # slots give the compiled entry points other signatures than the examples'; dropout's
+    # masks, drawn from (seed, step, index), must be the same in both forms.
     spec = tmp_path / "tiny.toml"
     spec.write_text(REGRESSION)
     assert main(["compile", str(spec), "-o", str(tmp_path)]) == 0
