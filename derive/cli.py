@@ -230,6 +230,9 @@ def cmd_compile(args) -> int:
     if args.all:
         modules = sorted((args.out / "networks").glob("*.py"))
         modules = [m for m in modules if m.name != "__init__.py"]
+        if not modules:
+            raise DeriveError("no network modules to compile.", where=str(args.out / "networks"),
+                              fix="Generate one first with `derive kernels SPEC.toml -o DIR`.")
     else:
         modules = []
         for target in map(Path, args.targets):

@@ -233,6 +233,12 @@ def test_compile_refuses_bad_targets_with_exit_2(argv, message, capsys, repo, mo
     assert err.startswith("derive: error:") and message in err and "Traceback" not in err
 
 
+def test_compile_all_in_a_folder_without_networks_says_so(tmp_path, capsys):
+    assert main(["compile", "--all", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no network modules to compile" in err and str(tmp_path / "networks") in err
+
+
 def test_compile_refuses_a_binary_file(tmp_path, capsys):
     binary = tmp_path / "blob.py"
     binary.write_bytes(bytes(range(256)))
