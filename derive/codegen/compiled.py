@@ -240,8 +240,9 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
         built = next((scratch / "build").glob(f"{module.COMPILED_NAME}*"))
         target.parent.mkdir(exist_ok=True)
         # Copy into place under a temporary name, then rename: a process importing the
-        # module meanwhile sees no file or the whole file, never half of one.
-        partial = target.with_name(target.name + ".partial")
+        # module meanwhile sees no file or the whole file, never half of one, and two
+        # builds at once (one name each) leave one whole file.
+        partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
         shutil.copyfile(built, partial)
         os.replace(partial, target)
     _remove_stale(path, keep=target)
