@@ -122,7 +122,8 @@ def main(argv=None) -> int:
             def our_step(params=params, state=state, x=x, y=y):
                 net.train_step(params, state, x, y, 0.01)
 
-            c_params, c_state = net.init_params(0, dtype), net.init_state(params)
+            c_params = net.init_params(0, dtype)
+            c_state = net.init_state(c_params)
             c_loss, _ = compiled.loss_and_grad(c_params, x, y)
             assert abs(c_loss - loss) <= 1e-5 * abs(loss), (c_loss, loss)
 
