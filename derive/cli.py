@@ -367,7 +367,7 @@ def cmd_demo(args) -> int:
     print()
     for line in summary(report):
         print(line)
-    return 1 if report.checks_failed else 0
+    return 1 if report.failed else 0
 
 
 COMMANDS = {"list": cmd_list, "kernels": cmd_kernels, "check": cmd_check,

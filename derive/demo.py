@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from derive import pipeline, registry
+from derive.errors import DeriveError
 
 #: Lecture notes the demo typesets: one of each kind, as a course would use them.
 NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd")
@@ -29,10 +30,16 @@ class DemoReport:
     checks_passed: int = 0
     checks_failed: list = field(default_factory=list)
     notes: list = field(default_factory=list)
-    notes_hint: str = ""
     test_accuracy: float = float("nan")
     epochs: int = 0
     timings: dict = field(default_factory=dict)
+    #: (what failed, why and how to fix it) for each failure. Non-empty → exit code 1.
+    failures: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether anything failed (a gradient check, a document, a stage)."""
+        return bool(self.checks_failed or self.failures)
 
 
 def _check_one(args) -> list:
@@ -64,18 +71,33 @@ def generate_and_check(report: DemoReport, say) -> None:
 
 
 def write_notes(report: DemoReport, lang: str, say) -> None:
-    """Typeset a few derivations; compile them when pdflatex is available."""
+    """Typeset a few derivations; compile them when pdflatex is available.
+
+    A document that fails is recorded and the others still run; a PDF that fails leaves
+    its .tex, so the notes can be compiled by hand once the cause is fixed.
+    """
     from derive.latex.document import document_for, write_document
 
     notes = report.out / "notes"
     pdf = shutil.which("pdflatex") is not None
     for target in NOTES:
         out = notes / f"{target}.{lang}.tex"
-        doc = document_for(target, lang=lang, fmt="article", out=out, pdf=pdf)
-        report.notes += write_document(doc, out, pdf=pdf)
+        try:
+            doc = document_for(target, lang=lang, fmt="article", out=out, pdf=pdf)
+            report.notes += write_document(doc, out, pdf=pdf)
+        except DeriveError as error:
+            if out.exists():
+                report.notes.append(out)
+            # A PDF left from an earlier run would pass for this run's.
+            out.with_suffix(".pdf").unlink(missing_ok=True)
+            say(f"  {out.name}: {error.message}")
+            report.failures.append((out.with_suffix(".pdf" if pdf else ".tex").name,
+                                    error.message))
     if not pdf:
-        report.notes_hint = (f"pdflatex was not found: compile with `pdflatex` in {notes}/ "
-                             "(Debian: apt-get install texlive-latex-extra).")
+        report.failures.append((
+            "lecture notes", f"pdflatex was not found, so {notes}/ holds .tex files only: "
+            "run ./setup.sh (or apt-get install texlive-latex-extra texlive-lang-portuguese "
+            "lmodern) and run the demo again, or compile them with pdflatex yourself."))
     say(f"  {len(report.notes)} files in {notes}/")
 
 
@@ -121,22 +143,40 @@ def run_demo(out: Path, lang: str = "pt", say=print, progress: bool = True) -> D
     for title, stage in stages:
         say(f"» {title}")
         start = time.perf_counter()
-        stage()
+        # A stage that fails is reported and the next one still runs: the notes do not
+        # need training, and training does not need the notes.
+        try:
+            stage()
+        except DeriveError as error:
+            say(f"  failed: {error.message}")
+            report.failures.append((title, error.message))
+        except Exception as error:  # a bug in one stage must not stop the others
+            text = f"{type(error).__name__}: {error}".splitlines()[0]
+            say(f"  failed: {text}")
+            report.failures.append((title, f"{text} (a bug in derive: please report it, "
+                                           "with this line)"))
         report.timings[title] = time.perf_counter() - start
     return report
 
 
 def summary(report: DemoReport) -> list[str]:
-    """The closing lines of ``derive demo``."""
+    """The closing lines of ``derive demo``: what was made, then everything that failed."""
     total = sum(report.timings.values())
+    trained = report.epochs > 0
     lines = [
         f"kernels: {report.kernels} modules, {report.checks_passed} gradients checked"
         + (f", FAILED: {', '.join(report.checks_failed)}" if report.checks_failed else ", all ok"),
         "lecture notes: "
-        + (", ".join(p.name for p in report.notes if p.suffix == ".pdf") or "tex only"),
-        f"training: {report.epochs} epochs, test accuracy {report.test_accuracy:.2%}",
+        + (", ".join(p.name for p in report.notes if p.suffix == ".pdf") or "no PDF"),
+        f"training: {report.epochs} epochs, test accuracy {report.test_accuracy:.2%}"
+        if trained else "training: did not run to the end",
         f"everything is in {report.out}/ ({total:.0f} s)",
     ]
-    if report.notes_hint:
-        lines.insert(2, report.notes_hint)
+    if report.failures:
+        # Six notes failing for one missing package are one line, not six.
+        reasons: dict[str, list[str]] = {}
+        for what, why in report.failures:
+            reasons.setdefault(why, []).append(what)
+        lines.append(f"FAILED ({len(report.failures)}):")
+        lines += [f"  {', '.join(whats)}: {why}" for why, whats in reasons.items()]
     return lines

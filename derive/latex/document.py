@@ -148,11 +148,13 @@ def write_document(doc: Document, out: Path, pdf: bool = False) -> list[Path]:
     """
     out = Path(out)
     atomic_write(out, doc.text)
+    # Readable before the PDF is tried: when pdflatex fails, the .tex is what the user
+    # compiles by hand.
+    _readable(out)
     written = [out]
     if pdf:
         written.append(compile_pdf(doc.text, out.with_suffix(".pdf")))
-    for path in written:
-        _readable(path)
+        _readable(written[-1])
     return written
 
 
