@@ -128,13 +128,12 @@ def history(train, val=None):
 # --- training ---------------------------------------------------------------------------
 
 
-def test_fit_reaches_high_accuracy_on_digits_quickly(mlp, digits, tmp_path):
-    start = time.perf_counter()
+def test_fit_reaches_high_accuracy_on_digits(mlp, digits, tmp_path):
+    # How fast is benchmarks/bench_network.py's question, not a unit test's: a loaded or
+    # slower machine must not fail it.
     h = fit(mlp, digits, progress=False, out_dir=tmp_path)
-    seconds = time.perf_counter() - start
     loss, acc = evaluate(mlp, h.params, digits.x_test, digits.y_test)
     assert acc >= 0.95, acc
-    assert seconds < 30
     assert len(h.records) == 10 and h.records[-1].val_accuracy > 0.93
     assert h.records[-1].train_loss < h.records[0].train_loss / 5
     assert h.diagnoses == ()
