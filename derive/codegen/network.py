@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import sympy as sp
@@ -28,6 +29,7 @@ from derive.codegen.emit import (
     with_hash,
 )
 from derive.codegen.lower import gradient_array, lower_activation, lower_layer, lower_loss
+from derive.codegen.optimizer import lower_optimizer, render_optimizer, slot_init
 from derive.codegen.printer import NumbaPrinter
 from derive.network import NetworkSpec
 
@@ -46,6 +48,14 @@ INITS = {
     "he_normal": ("math.sqrt(2.0 / fan_in)", "normal"),
     "normal": ("0.01", "normal"),
 }
+#: What a loss's dense targets may hold, from the samples its declaration says it is
+#: defined on: ("range", lowest, highest) or ("values", allowed...). Others take any real.
+TARGET_DOMAINS = {
+    "probabilities": ("range", 0.0, 1.0),
+    "logits": ("range", 0.0, 1.0),
+    "binary": ("values", 0.0, 1.0),
+    "signs": ("values", -1.0, 1.0),
+}
 
 
 def _embed_functions(text: str, names: set[str]) -> str:
@@ -61,8 +71,6 @@ def _embed_functions(text: str, names: set[str]) -> str:
 
 
 def _optimizer_source(name: str) -> tuple[str, object]:
-    from derive.codegen.optimizer import lower_optimizer, render_optimizer
-
     op = registry.get(name, "optimizer")
     module = lower_optimizer(op, "network")
     text = render_optimizer(module, {p.symbol: p.name for p in op.params}, "network")
@@ -88,7 +96,7 @@ class NetworkPlan:
     forward: tuple[str, ...]
     backward: tuple[str, ...]
     buffers: dict  # name → per-example shape
-    layer_kernels: tuple  # (LayerKernel forward, LayerKernel backward, op), one per type
+    layer_kernels: tuple  # (forward, backward or None, op) LayerKernels, one per type and use
     activations: tuple  # Activation declarations used after layers
     output: str  # the buffer the loss reads
     output_grad: str  # the buffer the loss's gradient goes to
@@ -102,17 +110,23 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
     fused = FUSED.get((last.activation, spec.loss))
     views, forward, backward_by_layer, buffers = [], [], [], {}
     kernels, activations = {}, {}
+    # Gradients flow back only as far as the first layer with parameters: the input
+    # gradient of that layer would be thrown away, and the layers before it (flatten,
+    # pooling, ...) have nothing to learn, so they get no backward pass at all.
+    trainable = [layer.index for layer in spec.layers if layer.params]
+    first_trainable = trainable[0] if trainable else len(spec.layers)
     for layer in spec.layers:
         i = layer.index
         op = registry.get(layer.type, "layer")
-        # The first layer's input gradient would be thrown away: its backward skips it.
-        first = i == 0
-        key = (op.name, first)
+        first = i <= first_trainable  # its input gradient is not wanted
+        frozen = i < first_trainable  # no gradient is wanted at all
+        key = (op.name, first, frozen)
         if key not in kernels:
             module = lower_layer(derive_layer(op), "network", input_gradients=not first)
             suffix = "_backward_weights" if first else "_backward"
             kernels[key] = (_rename(module.forward, f"_{op.name}_forward"),
-                            _rename(module.backward, f"_{op.name}{suffix}"), op)
+                            None if frozen else _rename(module.backward, f"_{op.name}{suffix}"),
+                            op)
         fwd, bwd, _ = kernels[key]
         padded = op.padding[0] if op.padding else None
         source, d_source = ("x", "d_x") if i == 0 else (f"out{i - 1}", f"d_out{i - 1}")
@@ -151,7 +165,10 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
         else:
             # No activation: the output is the layer's result itself, seen flat if needed.
             views += [f"out{i} = {z}.reshape({shape})", f"d_out{i} = {d_z}.reshape({shape})"]
-        steps_back.append(call(bwd))
+        if frozen:
+            steps_back = []
+        else:
+            steps_back.append(call(bwd))
         if padded is not None and not first:
             steps_back.append(f"_crop_into(d_xpad{i}, {d_source}, {layer.hyper['padding']})")
         backward_by_layer.append(steps_back)
@@ -192,7 +209,8 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     seen = set()
     for forward, backward, op in plan.layer_kernels:
         for kernel in (forward, backward):
-            if kernel.name not in seen:  # a type used first and later shares its forward
+            # A type used first and later shares its forward; a frozen layer has no backward.
+            if kernel is not None and kernel.name not in seen:
                 seen.add(kernel.name)
                 layer_sources.append(_kernel_source(kernel, op, printer))
     element_printer = NumbaPrinter(_ELEMENT_NAMES)
@@ -259,6 +277,8 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         "target_doc": "integer class labels of shape (N,)" if encoding == "index"
         else "targets shaped like the outputs (or integer labels, one-hot encoded)",
         "n_classes": spec.output_shape[0] if classes else None,
+        "output_size": math.prod(spec.output_shape),
+        "target_domain": TARGET_DOMAINS.get(registry.get(spec.loss, "loss").samples),
         "encoding": encoding,
         "train": dict(sorted(spec.train.items())),
         "param_names": param_names,
@@ -268,19 +288,21 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         "optimizer_params": {p_.name: p_.default for p_ in optimizer.params},
         "slots": slot_names,
         "per_step": [s.per_step for s in optimizer.slots],
+        "slot_inits": ", ".join(slot_init(s, "p") for s in optimizer.slots),
         "buffer_shapes": list(plan.buffers.values()),
         "helpers": helpers,
         "extra_imports": extra_imports,
         "layer_sources": layer_sources,
         "parallel": any(kernel.parallel for forward, backward, _ in plan.layer_kernels
-                        for kernel in (forward, backward)),
+                        for kernel in (forward, backward) if kernel is not None),
         "activations": activations,
         "loss": loss,
         "optimizer_source": optimizer_source,
-        "params_args": ", ".join(params_args),
-        "grads_args": ", ".join(grads_args),
+        # Argument lists, each name after a comma: a network may have no parameters.
+        "params_args": "".join(f", {a}" for a in params_args),
+        "grads_args": "".join(f", {a}" for a in grads_args),
         "slot_args": "".join(f", {a}" for a in slot_args),
-        "buffer_args": ", ".join(plan.buffers),
+        "buffer_args": "".join(f", {a}" for a in plan.buffers),
         "updates": updates,
         "layers": [(layer.type, layer.activation, dict(sorted(layer.hyper.items())))
                    for layer in spec.layers],

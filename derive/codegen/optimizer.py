@@ -210,13 +210,30 @@ def _state_slot(slot: Slot) -> StateSlot:
     return StateSlot(slot.name, float(slot.init), slot.per_step)
 
 
-def _slot_init(slot: StateSlot) -> str:
-    """The expression that allocates a slot's initial array for a parameter ``w``."""
+def slot_init(slot: StateSlot, like: str = "w") -> str:
+    """The expression that allocates a slot's initial array, at its declared value.
+
+    Both the optimizer's module and a network module that embeds the optimizer set their
+    state up with it, so the two start alike (NAdam's μ product at 1, not 0).
+
+    Parameters
+    ----------
+    slot : StateSlot
+        A lowered state slot.
+    like : str
+        The name of the parameter array a per-element slot takes its shape and dtype from.
+
+    Returns
+    -------
+    str
+        A NumPy expression: a float64 array of shape (1,) for a per-step slot, else an
+        array like the parameter's.
+    """
     if slot.per_step:
         return f"np.full(1, {slot.init!r})"
     if slot.init == 0.0:
-        return "np.zeros_like(w)"
-    return f"np.full_like(w, {slot.init!r})"
+        return f"np.zeros_like({like})"
+    return f"np.full_like({like}, {slot.init!r})"
 
 
 def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str:
@@ -269,7 +286,7 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
         + ("," if len(slot_names) == 1 else "") + ")",
         "per_step_tuple": "(" + ", ".join(str(s.per_step) for s in m.slots)
         + ("," if len(slot_names) == 1 else "") + ")",
-        "slot_init": {s.name: _slot_init(s) for s in m.slots},
+        "slot_init": {s.name: slot_init(s) for s in m.slots},
         "per_step_doc": (f"{', '.join(per_step)} holds one float64 value per parameter array"
                          if per_step else ""),
         "helpers": helpers,
