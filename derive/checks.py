@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -49,14 +50,29 @@ class CheckResult:
 
 
 def load_module(path: Path) -> ModuleType:
-    """Import a generated module from its file (Numba's cache needs a real file)."""
+    """Import a generated module from its file (Numba's cache needs a real file).
+
+    Parameters
+    ----------
+    path : Path
+        The generated ``.py`` file.
+
+    Returns
+    -------
+    ModuleType
+        The module, executed afresh and registered in sys.modules under a name made from
+        its path. Whatever the name, the module's Numba cache loads: each generated module
+        also registers itself under the fixed name its cache records.
+    """
     path = Path(path).resolve()
     if not path.is_file():
         raise DeriveError(
             "the generated module does not exist.", where=str(path),
             fix="Generate it first with `derive kernels NAME` (or --all).",
         )
-    name = f"_derive_generated_{path.parent.name}_{path.stem}"
+    # The path's digest keeps same-named modules of two folders from replacing each other.
+    digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    name = f"_derive_generated_{path.parent.name}_{path.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
