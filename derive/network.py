@@ -8,13 +8,17 @@ the file, the layer index and the field, says what is wrong, and how to fix it.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from derive import registry
 from derive.errors import DeriveError
 from derive.formula import check_identifier
+from derive.train.data import NORMALISATIONS
+from derive.train.schedules import SCHEDULES, from_spec
 
 
 class SpecError(DeriveError):
@@ -80,15 +84,106 @@ TRAIN_DEFAULTS = {
 LOSSES_OVER_CLASSES = {"categorical_cross_entropy", "sparse_categorical_cross_entropy",
                        "softmax_cross_entropy"}
 
+# The keys each table may hold. A key outside them is a mistake (a misspelling, or a
+# setting derive does not have, like weight_decay): ignoring it would train something
+# other than what the file says, so it is refused.
+TOP_KEYS = ("network", "layers", "train", "loss")
+NETWORK_KEYS = ("name", "input_shape", "loss", "init")
+LAYER_COMMON_KEYS = ("type", "activation")
+#: Each supported layer type's own keys, as :func:`_layer_shapes` reads them.
+LAYER_KEYS = {
+    "dense": ("units",),
+    "conv2d": ("filters", "kernel_size", "stride", "padding"),
+    "max_pool2d": ("kernel_size", "stride"),
+    "avg_pool2d": ("kernel_size", "stride"),
+    "global_avg_pool2d": (),
+    "flatten": (),
+    "layer_norm": ("eps",),
+    "dropout": ("p",),
+}
+#: [train] keys besides the optimizer's own hyper-parameters (``mu``, ``beta1``, ...).
+TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation")
+#: Each schedule parameter's kind: "count" an integer ≥ 1, "fraction" a number in (0, 1],
+#: "rate" a number ≥ 0, "exponent" a number in (0, 700] (e^−k underflows to 0 past 745).
+SCHEDULE_PARAMETERS = {"step_size": "count", "t_max": "count", "warmup": "count",
+                       "gamma": "fraction", "start_factor": "fraction", "k": "exponent",
+                       "eta_min": "rate"}
+
+# Bounds on what a spec may ask for. They sit far above any network this project trains
+# on a CPU, and far below what would exhaust memory or hang code generation: a typo such
+# as units = 2**40 must be an error, not an allocation of terabytes.
+#: Layers in one network (each becomes kernels, buffers and lines of generated code).
+MAX_LAYERS = 100
+#: Learnable numbers in all layers together (2**28 float64 ≈ 2 GiB, before gradients
+#: and optimizer state, which take as much again each).
+MAX_PARAMETERS = 2**28
+#: Numbers one example produces in all layers together (input included), kept for the
+#: backward pass; a batch holds this many per example.
+MAX_ACTIVATIONS = 2**25
+#: Largest seed: generated modules pass it to their kernels as a 64-bit integer.
+MAX_SEED = 2**63 - 1
+
 
 def _fail(path: str, where: str, what: str, fix: str = "") -> SpecError:
     return SpecError(what, where=f"{path}: {where}" if where else path, fix=fix)
 
 
-def _int(path, where, value, name, minimum=1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(path, where, f"{name} must be an integer ≥ {minimum}, got {value!r}.")
+def _close(name, known) -> str:
+    """"Did you mean ...?" for a misspelt name, or the list of names that exist."""
+    close = difflib.get_close_matches(str(name), list(known), 2)
+    return f"Did you mean {' or '.join(close)}?" if close else f"Use one of: {', '.join(known)}."
+
+
+def _int(path, where, value, name, minimum=1, maximum=None) -> int:
+    if value is None:
+        raise _fail(path, where, f"{name} is missing.", f"Add e.g. {name} = {max(minimum, 1)}.")
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or (maximum is not None and value > maximum)):
+        bound = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise _fail(path, where, f"{name} must be an integer {bound}, got {value!r}.")
     return value
+
+
+def _number(path, where, value, name, kind="positive") -> float:
+    """A finite number (not a bool) of ``kind`` (see :data:`SCHEDULE_PARAMETERS`)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and {"positive": lambda v: v > 0, "rate": lambda v: v >= 0,
+                 "fraction": lambda v: 0 < v <= 1, "exponent": lambda v: 0 < v <= 700,
+                 }[kind](value)
+    if not ok:
+        must = {"positive": "a number > 0", "rate": "a number ≥ 0",
+                "fraction": "a number in (0, 1]", "exponent": "a number in (0, 700]"}[kind]
+        raise _fail(path, where, f"{name} must be {must}, got {value!r}.")
+    return value
+
+
+def _check_keys(path, where, table: Mapping, known, what: str) -> None:
+    """Refuse a key that is not one of ``known``, naming the closest and all of them."""
+    for key in table:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), 1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            raise _fail(path, f"{where}.{key}" if where else str(key),
+                        f"unknown key {key!r} in {what}.",
+                        f"{hint}Known keys: {', '.join(known) or 'none'}.")
+
+
+def _check_finite(path, data: dict) -> None:
+    """Refuse NaN and infinity anywhere in the file (TOML allows ``nan`` and ``inf``).
+
+    No setting of a spec means anything as NaN or infinity, and each would reach a
+    kernel or a generated file. The walk uses a stack: the nesting depth is the user's.
+    """
+    stack = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(path, where, f"{value!r} is not a finite number.",
+                        "Give a finite value.")
+        if isinstance(value, dict):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
 
 
 def _layer_shapes(path, where, kind, options, in_shape):
@@ -137,12 +232,12 @@ def _layer_shapes(path, where, kind, options, in_shape):
         return {}, (channels * height * width,), ()
     if kind == "layer_norm":
         features = need_flat()
-        eps = float(options.get("eps", 1e-5))
+        eps = float(_number(path, f"{where}.eps", options.get("eps", 1e-5), "eps"))
         return {"eps": eps}, (features,), (("gamma", (features,)), ("beta", (features,)))
     if kind == "dropout":
         need_flat()
         rate = options.get("p", 0.5)
-        if not isinstance(rate, int | float) or not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
             raise _fail(path, where, f"p must be a probability in [0, 1), got {rate!r}.")
         return {"p": float(rate)}, in_shape, ()
     supported = "dense, conv2d, max_pool2d, avg_pool2d, global_avg_pool2d, flatten, " \
@@ -153,6 +248,10 @@ def _layer_shapes(path, where, kind, options, in_shape):
 
 def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     """Parse and validate a network spec.
+
+    Every table is checked for keys it does not have, every value for its type and
+    range, and the network for its size (see :data:`MAX_LAYERS`, :data:`MAX_PARAMETERS`,
+    :data:`MAX_ACTIVATIONS`), so that what the file says is what gets trained.
 
     Parameters
     ----------
@@ -175,10 +274,21 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     except tomllib.TOMLDecodeError as exc:
         raise _fail(path, "", f"this is not valid TOML: {exc}.",
                     "Check the quoting and brackets on that line.") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise _fail(path, "", "arrays or tables are nested too deeply to read.",
+                    "A spec nests at most three levels ([[layers]], a schedule table).") from None
+    _check_keys(path, "", data, TOP_KEYS, "the spec's top level")
+    _check_finite(path, data)
     network = data.get("network", {})
     if not isinstance(network, dict):
-        raise _fail(path, "[network]", "must be a table.")
-    name = check_identifier(str(network.get("name", Path(path).stem)), f"{path}: network.name")
+        raise _fail(path, "[network]", "must be a table.", 'Write it as [network] with '
+                    'name, input_shape and loss under it.')
+    _check_keys(path, "network", network, NETWORK_KEYS, "[network]")
+    name = network.get("name", Path(path).stem)
+    if not isinstance(name, str):
+        raise _fail(path, "network.name", f"must be a string, got {name!r}.",
+                    'E.g. name = "mlp".')
+    name = check_identifier(name, f"{path}: network.name")
     shape = network.get("input_shape")
     if (not isinstance(shape, list) or not shape or len(shape) not in (1, 3)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
@@ -186,11 +296,20 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
                     f"must be [features] or [channels, height, width] of positive integers, "
                     f"got {shape!r}.", 'E.g. input_shape = [784] or [1, 28, 28].')
     layers_data = data.get("layers")
-    if not isinstance(layers_data, list) or not layers_data:
+    if layers_data is not None and not isinstance(layers_data, list):
+        raise _fail(path, "layers", f"must be an array of tables, got {layers_data!r}.",
+                    "Write each layer as a [[layers]] table.")
+    if not layers_data:
         raise _fail(path, "[[layers]]", "the spec has no layers.",
                     "Add [[layers]] tables, e.g. type = \"dense\", units = 10.")
+    if len(layers_data) > MAX_LAYERS:
+        raise _fail(path, "[[layers]]", f"the spec has {len(layers_data)} layers; derive "
+                    f"builds networks of at most {MAX_LAYERS}.", "Use fewer layers.")
     layers = []
     in_shape = tuple(shape)
+    n_params = 0
+    n_activations = _size(in_shape)
+    _check_size(path, "network.input_shape", n_params, n_activations)
     known_layers = [op.name for op in registry.all_ops("layer")]
     for index, entry in enumerate(layers_data):
         where = f"layers[{index}]"
@@ -198,10 +317,13 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
             raise _fail(path, where, "must be a table.")
         kind = entry.get("type")
         if kind not in known_layers:
-            close = difflib.get_close_matches(str(kind), known_layers, 2)
             raise _fail(path, f"{where}.type", f"unknown layer type {kind!r}.",
-                        f"Did you mean {' or '.join(close)}?" if close
-                        else f"Use one of: {', '.join(known_layers)}.")
+                        _close(kind, known_layers))
+        if kind not in LAYER_KEYS:
+            raise _fail(path, f"{where}.type", f"layer type {kind!r} is not supported in "
+                        "networks yet.", f"Use one of: {', '.join(LAYER_KEYS)}.")
+        _check_keys(path, where, entry, LAYER_COMMON_KEYS + LAYER_KEYS[kind],
+                    f"a {kind} layer")
         activation = entry.get("activation")
         if activation is not None:
             names = [op.name for op in registry.all_ops("activation")] + ["softmax"]
@@ -219,25 +341,135 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
                 raise _fail(path, f"{where}.activation",
                             "softmax is only supported on the last layer.")
         hyper, out_shape, params = _layer_shapes(path, where, kind, entry, in_shape)
+        n_params += sum(_size(param_shape) for _, param_shape in params)
+        n_activations += _size(out_shape)
+        _check_size(path, where, n_params, n_activations)
         layers.append(LayerSpec(index, kind, activation, hyper, in_shape, out_shape, params))
         in_shape = out_shape
+    if "loss" in network and "loss" in data:
+        raise _fail(path, "loss", "the loss is given twice, in [network] and at the top.",
+                    "Keep the one in [network].")
     loss = network.get("loss", data.get("loss"))
     loss_names = [op.name for op in registry.all_ops("loss")]
     if loss not in loss_names:
-        close = difflib.get_close_matches(str(loss), loss_names, 2)
-        raise _fail(path, "network.loss", f"unknown loss {loss!r}.",
-                    f"Did you mean {' or '.join(close)}?" if close
-                    else f"Use one of: {', '.join(loss_names)}.")
+        raise _fail(path, "network.loss", f"unknown loss {loss!r}.", _close(loss, loss_names))
     if loss in LOSSES_OVER_CLASSES and len(in_shape) != 1:
         raise _fail(path, "network.loss", f"{loss} needs a flat output, got {in_shape}.")
-    train = dict(TRAIN_DEFAULTS) | data.get("train", {})
-    if train["optimizer"] not in [op.name for op in registry.all_ops("optimizer")]:
-        names = [op.name for op in registry.all_ops("optimizer")]
-        close = difflib.get_close_matches(str(train["optimizer"]), names, 2)
-        raise _fail(path, "train.optimizer", f"unknown optimizer {train['optimizer']!r}.",
-                    f"Did you mean {' or '.join(close)}?" if close else f"Use one of {names}.")
-    init = str(network.get("init", "xavier_uniform"))
+    given = data.get("train", {})
+    if not isinstance(given, dict):
+        raise _fail(path, "train", f"must be a table, got {given!r}.",
+                    "Write it as a [train] table, e.g. [train] with epochs = 5 under it.")
+    train = dict(TRAIN_DEFAULTS) | given
+    check_train(train, path)
+    init = _init(path, network.get("init", "xavier_uniform"))
     return NetworkSpec(name, path, tuple(shape), tuple(layers), loss, train, init)
+
+
+def _size(shape) -> int:
+    return math.prod(shape)
+
+
+def _check_size(path, where, n_params, n_activations) -> None:
+    if n_params > MAX_PARAMETERS:
+        raise _fail(path, where, f"the network reaches {n_params:,} parameters here, more "
+                    f"than derive's limit of {MAX_PARAMETERS:,}.",
+                    "Check units, filters and kernel_size (a typo?).")
+    if n_activations > MAX_ACTIVATIONS:
+        raise _fail(path, where, f"one example reaches {n_activations:,} values through the "
+                    f"layers here, more than derive's limit of {MAX_ACTIVATIONS:,}.",
+                    "Check input_shape, filters and padding (a typo?).")
+
+
+def _init(path, init) -> str:
+    from derive.codegen.network import INITS  # imported late: it imports this module
+
+    if init not in INITS:
+        raise _fail(path, "network.init", f"unknown initialiser {init!r}.",
+                    _close(init, list(INITS)))
+    return init
+
+
+def check_train(train: dict, path: str = "<spec>") -> None:
+    """Refuse a ``[train]`` table with unknown keys or values of the wrong type or range.
+
+    Parameters
+    ----------
+    train : dict
+        The table with :data:`TRAIN_DEFAULTS` filled in.
+    path : str
+        The spec's file name, for messages.
+
+    Raises
+    ------
+    SpecError
+        Naming the file and the key.
+    """
+    optimizers = {op.name: op for op in registry.all_ops("optimizer")}
+    name = train.get("optimizer")
+    if not isinstance(name, str) or name not in optimizers:
+        raise _fail(path, "train.optimizer", f"unknown optimizer {name!r}.",
+                    _close(name, list(optimizers)))
+    # The optimizer's own hyper-parameters (momentum's mu, Adam's betas...) may be set;
+    # its lr is the run's learning rate, already a key of its own.
+    hyper = [p.name for p in optimizers[name].params if p.name != "lr"]
+    for key in train:
+        if key in TRAIN_KEYS or key in hyper:
+            continue
+        owners = [op for op, o in optimizers.items() if key in {p.name for p in o.params}]
+        if owners:
+            raise _fail(path, f"train.{key}", f"{key} is a parameter of "
+                        f"{' and '.join(owners)}, not of {name}.",
+                        f"Drop it, or use optimizer = {owners[0]!r}.")
+        _check_keys(path, "train", {key: None}, [*TRAIN_KEYS, *hyper], "[train]")
+    _number(path, "train.lr", train["lr"], "lr")
+    _int(path, "train.batch_size", train["batch_size"], "batch_size")
+    _int(path, "train.epochs", train["epochs"], "epochs")
+    _int(path, "train.seed", train["seed"], "seed", minimum=0, maximum=MAX_SEED)
+    split = train["validation_split"]
+    if (isinstance(split, bool) or not isinstance(split, int | float)
+            or not 0 <= split < 1):
+        raise _fail(path, "train.validation_split",
+                    f"validation_split must be a fraction in [0, 1), got {split!r}.",
+                    "E.g. 0.1 holds out a tenth of the training samples; 0 holds out none.")
+    normalisation = train.get("normalisation", "minmax")
+    if normalisation not in NORMALISATIONS:
+        raise _fail(path, "train.normalisation", f"unknown normalisation {normalisation!r}.",
+                    _close(normalisation, NORMALISATIONS))
+    for key in hyper:
+        if key in train:
+            _number(path, f"train.{key}", train[key], key, "rate")
+    _check_schedule(path, train["schedule"], train["lr"], train["epochs"])
+
+
+def _check_schedule(path, schedule, lr, epochs) -> None:
+    where = "train.schedule"
+    if isinstance(schedule, dict):
+        name = schedule.get("name")
+        if not isinstance(name, str):
+            raise _fail(path, f"{where}.name", f"the schedule table needs a name, got "
+                        f"{name!r}.", 'E.g. schedule = {name = "cosine", eta_min = 0.001}.')
+    elif isinstance(schedule, str):
+        name = schedule
+    else:
+        raise _fail(path, where, f"must be a name or a table, got {schedule!r}.",
+                    'E.g. schedule = "cosine" or schedule = {name = "step", step_size = 5}.')
+    name = name.strip().lower()
+    if name not in SCHEDULES:
+        raise _fail(path, where, f"unknown learning-rate schedule {name!r}.",
+                    _close(name, list(SCHEDULES)))
+    if isinstance(schedule, dict):
+        known = ["name", *SCHEDULES[name][1], "warmup", "start_factor"]
+        _check_keys(path, where, schedule, known, f"the {name} schedule")
+        for key, value in schedule.items():
+            kind = SCHEDULE_PARAMETERS.get(key)
+            if kind == "count":
+                _int(path, f"{where}.{key}", value, key)
+            elif kind is not None:
+                _number(path, f"{where}.{key}", value, key, kind)
+    try:
+        from_spec(schedule, lr, epochs)
+    except DeriveError as exc:  # a combination the checks above let through
+        raise _fail(path, where, exc.what, exc.fix) from None
 
 
 def load_spec(path: str | Path) -> NetworkSpec:
