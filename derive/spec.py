@@ -73,6 +73,37 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Rearrange:
+    """One step of algebra a lecture shows after the rules, on the way to the final form.
+
+    The rules of differentiation end in whatever shape they end in (σ' as
+    e^{−x}/(1 + e^{−x})²); the step that teaches is often the algebra after them (split
+    the fraction, recognise σ and 1 − σ). A declaration lists those steps; the recorder
+    inserts them and checks each, like every other step, at random points.
+
+    Parameters
+    ----------
+    rule : str
+        What the step does: a key of :data:`derive.calculus.steps.RULES` whose sentence
+        each language's prose holds (``"split_product"``, ``"split_sum"``,
+        ``"use_identity"``, ``"common_denominator"``, ``"cancel"``).
+    form : sympy.Expr
+        The expression after the step. For an activation, the whole derivative in
+        :data:`x`; for a loss, the derivative of the summand in ``pred[n, k]`` and
+        ``target[n, k]`` (the recorder multiplies by the scale and prints the indices).
+        :class:`~derive.calculus.functions.Factors` keeps a product written factor by
+        factor.
+    identities : tuple of tuple of sympy.Expr
+        Equalities the step uses, each a chain a = b = ... (e.g. 1 − σ(x) =
+        e^{−x}/(1 + e^{−x})); every link is checked.
+    """
+
+    rule: str
+    form: sp.Expr
+    identities: tuple[tuple[sp.Expr, ...], ...] = ()
+
+
+@dataclass(frozen=True)
 class Activation:
     """An elementwise activation y = f(x; params).
 
@@ -97,6 +128,18 @@ class Activation:
         Random draws used in training mode.
     domain : tuple of float
         Where tests sample ordinary inputs.
+    shown_as : tuple of sympy.Expr
+        How a lecture defines f when not by ``expr`` itself (tanh(x) as
+        sinh(x)/cosh(x) = (e^x − e^{−x})/(e^x + e^{−x})): expressions equal to ``expr``,
+        checked when registered; the derivation starts from the first.
+    rearrange : tuple of Rearrange
+        The algebra shown after the rules of differentiation (see :class:`Rearrange`).
+    output_identities : tuple of tuple of sympy.Expr
+        Equalities in :data:`y` that turn the derivative into ``grad_in_output``
+        (softsign: 1 − |y| = 1/(1 + |x|)), quoted and checked in that step.
+    remarks : tuple of str
+        Keys of remarks the prose makes about this op (each language's prose has a
+        ``remark_<key>`` macro), e.g. where the course notes say otherwise.
 
     """
 
@@ -108,6 +151,10 @@ class Activation:
     grad_in_output: sp.Expr | None = None
     noise: tuple[Noise, ...] = ()
     domain: tuple[float, float] = (-5.0, 5.0)
+    shown_as: tuple[sp.Expr, ...] = ()
+    rearrange: tuple[Rearrange, ...] = ()
+    output_identities: tuple[tuple[sp.Expr, ...], ...] = ()
+    remarks: tuple[str, ...] = ()
     kind: str = field(default="activation", init=False)
 
     @property
@@ -156,6 +203,9 @@ class Loss:
     samples : str
         How tests draw (pred, target): ``"values"``, ``"probabilities"``,
         ``"binary"``, ``"signs"``, ``"classes"``, ``"logits"``.
+    rearrange : tuple of Rearrange
+        The algebra shown after the rules of differentiation (see :class:`Rearrange`),
+        in terms of the summand's derivative.
     """
 
     name: str
@@ -171,6 +221,7 @@ class Loss:
     log_floor: float | None = None
     grad_floor: float | None = None
     samples: str = "values"
+    rearrange: tuple[Rearrange, ...] = ()
     kind: str = field(default="loss", init=False)
 
     @property

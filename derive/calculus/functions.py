@@ -126,6 +126,51 @@ class uniform01(sp.Function):  # noqa: N801
         return True
 
 
+class Factors(sp.Expr):
+    r"""A product written factor by factor, as a lecture splits a fraction.
+
+    ``Factors(1/(1 + e^{-x}), e^{-x}/(1 + e^{-x}))`` prints as the two fractions side by
+    side, where SymPy's ``Mul`` would merge them back into e^{−x}/(1 + e^{−x})². It
+    evaluates (``doit``) as the product it stands for.
+    """
+
+    def __new__(cls, *factors):
+        """The factors, in the order they are written."""
+        return sp.Expr.__new__(cls, *[sp.sympify(f) for f in factors])
+
+    #: Printed with the precedence of a product.
+    precedence = 50
+
+    def doit(self, **hints):
+        """The product of the factors."""
+        return sp.Mul(*[f.doit(**hints) for f in self.args])
+
+    def _eval_is_real(self):
+        return all(f.is_real for f in self.args) or None
+
+
+class Terms(sp.Expr):
+    r"""A sum written term by term, before its terms cancel (1 + e^{-x} - 1).
+
+    SymPy's ``Add`` would cancel them on sight; a lecture shows them first. Evaluates
+    (``doit``) as the sum it stands for.
+    """
+
+    #: Printed with the precedence of a sum (parenthesised inside a product).
+    precedence = 40
+
+    def __new__(cls, *terms):
+        """The terms, in the order they are written."""
+        return sp.Expr.__new__(cls, *[sp.sympify(t) for t in terms])
+
+    def doit(self, **hints):
+        """The sum of the terms."""
+        return sp.Add(*[t.doit(**hints) for t in self.args])
+
+    def _eval_is_real(self):
+        return all(t.is_real for t in self.args) or None
+
+
 NAMED = (sigmoid, softplus, normal_cdf)
 
 

@@ -37,7 +37,10 @@ from derive.spec import Activation, Layer, Loss, Param, x, y
 RULES = (
     "definition", "sum", "constant", "constant_factor", "identity", "power",
     "power_as_exp", "exp", "log", "product", "quotient", "chain", "named_function",
-    "piecewise", "abs", "sign", "substitute_back", "rewrite", "in_terms_of_output",
+    "piecewise", "abs", "sign", "substitute_back",
+    # the algebra a declaration asks to show after the rules (spec.Rearrange)
+    "split_product", "use_identity", "common_denominator", "expand", "cancel",
+    "rewrite", "in_terms_of_output",
     # over indexed sums (losses, layers): the notes' way of differentiating Σ
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",
     "factor_out", "one_hot", "name_output", "back_to_index",
@@ -45,6 +48,8 @@ RULES = (
 )
 #: Rules applied to every matching derivative at once: the notes drop all constant
 #: terms in one breath ("todos os termos que não possuem o índice k ... são constantes").
+#: They teach nothing after the first time: when a rule leaves such derivatives behind,
+#: they are done in the same step (``Step.folded``) rather than in a numbered one.
 SWEEPING = ("constant", "identity")
 #: Names for inner functions, in order of use.
 INNER_NAMES = ("u", "v", "w", "z", "s", "q", "g", "h")
@@ -75,12 +80,18 @@ class Step:
     inner : tuple of (sympy.Symbol, sympy.Expr)
         For ``chain``: the inner function introduced and its definition; for
         ``substitute_back``: the one substituted; for ``in_terms_of_output``: y and f(x).
-    identities : tuple of (sympy.Expr, sympy.Expr)
-        Equalities the step uses, left = right: a named function's derivative rule,
-        or the definitions of the named functions a ``rewrite`` introduces.
+    identities : tuple of tuple of sympy.Expr
+        Equalities the step uses, each a chain left = ... = right: a named function's
+        derivative rule, the definitions of the named functions a ``rewrite``
+        introduces, the identities of a declared :class:`~derive.spec.Rearrange`. Each
+        link is checked (:func:`check_identities`).
     quote : tuple of sympy.Expr
         What the prose of the step names: the term an opened sum keeps, the indices
         that must coincide for an output to depend on a weight, renamed indices.
+    folded : tuple of (str, sympy.Expr)
+        Trivial rules (:data:`SWEEPING`) done in the same step, each with one
+        derivative it cleared (d/dx x for ``identity``), so the prose can say so in a
+        clause instead of a numbered step of its own.
 
     """
 
@@ -90,8 +101,9 @@ class Step:
     focus: sp.Expr | None = None
     result: sp.Expr | None = None
     inner: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
-    identities: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    identities: tuple[tuple[sp.Expr, ...], ...] = ()
     quote: tuple[sp.Expr, ...] = ()
+    folded: tuple[tuple[str, sp.Expr], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,11 @@ class ActivationSteps:
     function : sympy.Expr
         f(x): the name the derivation starts from.
     definition : sympy.Expr
-        The expression f stands for (kinks in normal form, as declared otherwise).
+        The expression f stands for, as the derivation starts from it: the first form
+        the declaration is shown as (tanh as sinh/cosh), else the declaration's
+        expression (kinks in normal form).
+    shown : tuple of sympy.Expr
+        Every form the definition is written in, ``definition`` first.
     derivative : StepChain
         df/dx, ending with the engine's derivative and, where it exists, the form in y.
     params : tuple of (Param, StepChain)
@@ -167,6 +183,7 @@ class ActivationSteps:
     definition: sp.Expr
     derivative: StepChain
     params: tuple[tuple[Param, StepChain], ...]
+    shown: tuple[sp.Expr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -386,23 +403,52 @@ def apply_rule(expr: sp.Expr, names: NameSupply) -> Step:
     """
     nodes = _derivatives(expr)
     trivial = {n: r for n in nodes if (r := trivial_rule(n)) is not None}
+    folded: tuple = ()
     if trivial:
         focus, rewrite = next(iter(trivial.items()))
         swap = {n: r.result for n, r in trivial.items() if r.rule == rewrite.rule}
+        after = expr.xreplace(swap)
     else:
         rank = {u: i for i, u in enumerate(names.issued)}
         focus = min(nodes, key=lambda n: rank.get(n.variables[0], len(rank)))
         rewrite = local_rule(focus, names)
-        swap = {focus: rewrite.result}
-    return Step(rewrite.rule, expr, expr.xreplace(swap), focus, rewrite.result,
-                rewrite.inner, rewrite.identities, rewrite.quote)
+        after, folded = fold_trivial(expr.xreplace({focus: rewrite.result}))
+    return Step(rewrite.rule, expr, after, focus, rewrite.result,
+                rewrite.inner, rewrite.identities, rewrite.quote, folded)
+
+
+def fold_trivial(expr: sp.Expr) -> tuple[sp.Expr, tuple[tuple[str, sp.Expr], ...]]:
+    """Do the trivial derivatives a rule left behind (constants, d/dx x) at once.
+
+    Returns
+    -------
+    (sympy.Expr, tuple of (str, sympy.Expr))
+        The expression without them, and each trivial rule used with one derivative
+        it cleared (in the order met), for the prose.
+    """
+    found = {n: r for n in _derivatives(expr) if (r := trivial_rule(n)) is not None}
+    if not found:
+        return expr, ()
+    used: dict[str, sp.Expr] = {}
+    for node, rewrite in found.items():
+        used.setdefault(rewrite.rule, node)
+    return (expr.xreplace({n: r.result for n, r in found.items()}),
+            tuple((rule, used[rule]) for rule in SWEEPING if rule in used))
 
 
 def _named_identities(before: sp.Expr, after: sp.Expr) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
-    """Definitions of the named functions (σ, softplus, Φ) that ``after`` introduces."""
-    new = {type(f) for f in after.atoms(*NAMED)} - {type(f) for f in before.atoms(*NAMED)}
-    u = sp.Symbol("u", real=True)
-    return tuple((F(u), explicit(F(u))) for F in NAMED if F in new)
+    """Definitions of the named functions (σ, softplus, Φ) that ``after`` introduces.
+
+    Each is stated at an argument it is used at in ``after`` (σ(x) = 1/(1 + e^{−x})),
+    never at a name an earlier step gave to something else (the inner function u).
+    """
+    seen = {type(f) for f in before.atoms(*NAMED)}
+    uses = sorted(after.atoms(*NAMED), key=sp.default_sort_key)
+    first = {}
+    for f in uses:
+        if type(f) not in seen:
+            first.setdefault(type(f), f)
+    return tuple((f, explicit(f)) for F, f in first.items())
 
 
 def record_derivative(
@@ -413,6 +459,8 @@ def record_derivative(
     result: sp.Expr | None = None,
     output: tuple[sp.Symbol, sp.Expr] | None = None,
     avoid: Iterable[str] = (),
+    rearrange: Iterable = (),
+    output_identities: tuple = (),
     max_steps: int = 200,
 ) -> StepChain:
     """Record the derivative of ``expr`` with respect to ``var``, one rule per step.
@@ -433,6 +481,11 @@ def record_derivative(
         (y, the derivative written with y = f(x)): adds an ``in_terms_of_output`` step.
     avoid : iterable of str
         Names the inner functions must not take (e.g. parameters printed as u).
+    rearrange : iterable of Rearrange
+        Algebra to show once the rules are done (:class:`~derive.spec.Rearrange`),
+        before the ``rewrite`` to ``result`` (which it usually makes unnecessary).
+    output_identities : tuple of tuple of sympy.Expr
+        Equalities quoted by the ``in_terms_of_output`` step.
     max_steps : int
         A guard against a rule that never terminates.
 
@@ -472,7 +525,11 @@ def record_derivative(
             steps.append(Step("substitute_back", current, after, inner=((u, definition),)))
             current = after
     definitions += inners
-    if result is not None and result != current:
+    for r in rearrange:
+        steps.append(Step(r.rule, current, r.form, identities=_sympified(r.identities)))
+        current = r.form
+    # A declared form that is the result written factor by factor ends the chain itself.
+    if result is not None and result != current and current.doit() != result:
         steps.append(Step("rewrite", current, result,
                           identities=_named_identities(current, result)))
         current = result
@@ -481,10 +538,15 @@ def record_derivative(
         shown = function if function is not None else expr
         definitions.append((y_symbol, shown))
         steps.append(Step("in_terms_of_output", current, in_output,
-                          inner=((y_symbol, shown),)))
+                          inner=((y_symbol, shown),),
+                          identities=_sympified(output_identities)))
     chain = StepChain(var, start, tuple(steps), tuple(definitions))
     check_chain(chain)
     return chain
+
+
+def _sympified(identities) -> tuple[tuple[sp.Expr, ...], ...]:
+    return tuple(tuple(sp.sympify(e) for e in identity) for identity in identities)
 
 
 # --- checking -------------------------------------------------------------------------
@@ -576,6 +638,49 @@ def check_chain(chain: StepChain) -> None:
                     fix="This is a bug in a derivation rule; please report it.",
                 )
         previous = values
+    check_identities(chain)
+
+
+def check_identities(chain: StepChain) -> None:
+    """Check every link a = b of every identity the steps of ``chain`` quote.
+
+    Identities are evaluated like the steps (materialised, at seeded points; indexed
+    chains at their instance, targets drawn as the chain says), so an identity a
+    declaration quotes (1 − σ(x) = e^{−x}/(1 + e^{−x})) is as checked as a step.
+
+    Raises
+    ------
+    StepError
+        Naming the step, the identity's sides and a point where they differ.
+    """
+    links = [(i, a, b) for i, step in enumerate(chain.steps) for identity in step.identities
+             for a, b in zip(identity, identity[1:], strict=False)]
+    if not links:
+        return
+    sides = [e for _, a, b in links for e in (a, b)]
+    if chain.instance:
+        concrete = [materialise_indexed(e, chain) for e in sides]
+        points = indexed_points(chain, concrete)
+        concrete = [e.xreplace(_indexed_atoms_to_symbols(e)) for e in concrete]
+    else:
+        concrete = [materialise(e, chain.definitions) for e in sides]
+        symbols = set().union(*(e.free_symbols for e in concrete)) | {chain.var}
+        points = check_points(symbols)
+    for n, (i, a, b) in enumerate(links):
+        left, right = concrete[2 * n], concrete[2 * n + 1]
+        for at in points:
+            u, v = _value(left, at), _value(right, at)
+            if u is None and v is None:
+                continue
+            if u is None or v is None or abs(u - v) > CHECK_TOLERANCE * (1 + abs(u)):
+                where = ", ".join(f"{s} = {val:.6g}" for s, val in at.items())
+                raise StepError(
+                    f"step {i + 1} ({chain.steps[i].rule}) quotes {a} = {b}, but at "
+                    f"{where} the sides are {u} and {v}.",
+                    where=f"the derivation of {chain.start}",
+                    fix="Correct the identity (in the declaration, or the rule that "
+                        "quotes it).",
+                )
 
 
 # --- declarations → chains --------------------------------------------------------------
@@ -614,18 +719,20 @@ def _activation_steps(op: Activation) -> ActivationSteps:
     from derive.calculus.derivation import derive_activation
 
     derivation = derive_activation(op)
-    definition = normalise_kinks(op.expr, x)
+    shown = op.shown_as or (normalise_kinks(op.expr, x),)
+    definition = shown[0]
     f = function_symbol(op)
     avoid = {p.latex for p in op.params if p.latex}
     in_output = op.grad_in_output if op.grad_in_output is not None else derivation.in_output
     output = (y, in_output) if in_output is not None else None
     chain = record_derivative(definition, x, function=f, result=derivation.derivative,
-                              output=output, avoid=avoid)
+                              output=output, avoid=avoid, rearrange=op.rearrange,
+                              output_identities=op.output_identities)
     params = tuple(
         (p, record_derivative(definition, p.symbol, function=f, result=grad, avoid=avoid))
         for p, grad in derivation.param_grads
     )
-    return ActivationSteps(op, f, definition, chain, params)
+    return ActivationSteps(op, f, definition, chain, params, tuple(shown))
 
 
 def with_step(chain: StepChain, index: int, **changes) -> StepChain:
@@ -990,9 +1097,17 @@ def _loss_recorder(op, var, name, whole, *, rows: bool):
                     instance=tuple(instance.items()), samples=samples, case=CASE)
 
 
-def _finish_loss(rec: Recorder, engine: sp.Expr, var) -> StepChain:
-    """Rearrange into the engine's form when that is shorter, then return to index j."""
-    _, j, k, _, _ = loss_indices()
+def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
+    """The declared algebra, the engine's form when shorter, then back to index j.
+
+    The declaration's :class:`~derive.spec.Rearrange` forms are derivatives of the
+    summand; here they are multiplied by the scale and written for the case c.
+    """
+    n, j, k, _, _ = loss_indices()
+    for r in getattr(op, "rearrange", ()):
+        rec.step(r.rule, op.scale * r.form.xreplace({n: CASE}),
+                 identities=tuple(tuple(e.xreplace({n: CASE}) for e in identity)
+                                  for identity in _sympified(r.identities)))
     if sp.count_ops(engine) < sp.count_ops(rec.current) and engine != rec.current:
         rec.step("rewrite", engine, identities=_named_identities(rec.current, engine))
     rec.step("back_to_index", rec.current.xreplace({k: j}), inner=((j, k),))
@@ -1015,7 +1130,7 @@ def _generic_loss_chain(op, name, whole, engine) -> StepChain:
                  quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
     rec.auto()
-    return _finish_loss(rec, engine, var)
+    return _finish_loss(rec, engine, var, op)
 
 
 def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
@@ -1078,7 +1193,7 @@ def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var), quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
     rec.auto()
-    return _finish_loss(rec, engine, var)
+    return _finish_loss(rec, engine, var, op)
 
 
 #: Loss derivations with steps of their own; the others follow the notes' ½Σ recipe.

@@ -100,9 +100,20 @@ def _(op: Activation) -> None:
             where=f"activation {op.name!r}",
             fix="Write the kink as a Piecewise so its owner decides the subgradient.",
         )
+    values = dict(op.defaults) | {n.symbol: n.eval_value.subs(op.defaults) for n in op.noise}
+    for form in op.shown_as:
+        for point in sample_points(op, derivation.kinks):
+            at = values | {x: point}
+            expected, shown = evaluate(derivation.forward, at), evaluate(form, at)
+            if abs(shown - expected) > 1e-12 * (1 + abs(expected)):
+                raise DeclarationError(
+                    f"shown_as gives {form} = {shown!r} at x = {point!r}, but the "
+                    f"expression gives {expected!r}.",
+                    where=f"activation {op.name!r}",
+                    fix="Correct the form shown or drop it.",
+                )
     if op.grad_in_output is None:
         return
-    values = dict(op.defaults) | {n.symbol: n.eval_value.subs(op.defaults) for n in op.noise}
     for point in sample_points(op, derivation.kinks):
         at = values | {x: point}
         expected = evaluate(derivation.derivative, at)

@@ -44,7 +44,12 @@ class Language:
 
 @dataclass(frozen=True)
 class StepView:
-    """One recorded step, printed."""
+    """One recorded step, printed.
+
+    ``identities`` are chains a = b = ... (most are pairs); ``folded`` lists the trivial
+    rules done in the same step, each with a derivative it cleared (d/dx x), so the
+    prose can mention them in a clause.
+    """
 
     number: int
     rule: str
@@ -52,9 +57,10 @@ class StepView:
     focus: str
     result: str
     inner: tuple[tuple[str, str], ...]
-    identities: tuple[tuple[str, str], ...]
+    identities: tuple[tuple[str, ...], ...]
     quote: tuple[str, ...] = ()
     lhs: str = ""
+    folded: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,7 @@ class ActivationView:
     properties: PropertiesView
     f_plot: PlotView
     df_plot: PlotView
+    remarks: tuple[str, ...] = ()
 
 
 # --- numbers --------------------------------------------------------------------------
@@ -275,8 +282,9 @@ def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
         focus=p(step.focus) if step.focus is not None else "",
         result=p(step.result) if step.result is not None else "",
         inner=tuple((p(a), p(b)) for a, b in step.inner),
-        identities=tuple((p(a), p(b)) for a, b in step.identities),
+        identities=tuple(tuple(p(e) for e in identity) for identity in step.identities),
         quote=tuple(p(q) for q in step.quote),
+        folded=tuple((rule, p(node)) for rule, node in step.folded),
     )
 
 
@@ -447,7 +455,7 @@ def _(op: Activation, lang: Language) -> ActivationView:
         symbol=op.latex,
         fx=fx,
         prime=rf"{op.latex}'({printer.doprint(x)})",
-        definition=printer.doprint(steps.definition),
+        definition=" = ".join(printer.doprint(form) for form in steps.shown),
         params=params,
         noise=noise,
         derivative=chain_view(steps.derivative, printer),
@@ -456,5 +464,6 @@ def _(op: Activation, lang: Language) -> ActivationView:
         properties=properties_view(facts, lang, printer),
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
+        remarks=op.remarks,
     )
 

@@ -104,8 +104,9 @@ def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
         focus=pr(step.focus) if step.focus is not None else "",
         result=pr(step.result) if step.result is not None else "",
         inner=tuple((pr(a), pr(b)) for a, b in step.inner),
-        identities=tuple((pr(a), pr(b)) for a, b in step.identities),
+        identities=tuple(tuple(pr(e) for e in identity) for identity in step.identities),
         quote=tuple(pr(q_) for q_ in step.quote),
+        folded=tuple((rule, pr(node)) for rule, node in step.folded),
     )
 
 

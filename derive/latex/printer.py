@@ -30,6 +30,7 @@ FUNCTION_NAMES: dict[type, str] = {
     sp.tanh: r"\tanh",
     sp.sinh: r"\sinh",
     sp.cosh: r"\cosh",
+    sp.sech: r"\operatorname{sech}",
     sp.sin: r"\sin",
     sp.cos: r"\cos",
     sp.atan: r"\arctan",
@@ -282,6 +283,30 @@ class DerivePrinter(LatexPrinter):
                 tex = rf"\left({tex}\right)"
             terms.append(tex)
         return r" + \cdots + ".join(terms)
+
+    def _print_Factors(self, expr):
+        # A split fraction stays split: each factor as written, sums in parentheses,
+        # and a dot between two fractions (side by side they would read as one).
+        texts = [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in expr.args]
+        tex = texts[0]
+        for left, right in zip(texts, texts[1:], strict=False):
+            fractions = left.startswith(r"\frac") and right.startswith(r"\frac")
+            tex += (r" \cdot " if fractions else " ") + right
+        return tex
+
+    def _print_Terms(self, expr):
+        # Written as given, terms not reordered, so that what cancels is seen to cancel.
+        tex = ""
+        for i, term in enumerate(expr.args):
+            sign = ""
+            if i > 0:
+                sign = " + "
+                if term.could_extract_minus_sign():
+                    sign, term = " - ", -term
+            elif term.could_extract_minus_sign():
+                sign, term = "-", -term
+            tex += sign + self.parenthesize(term, PRECEDENCE["Add"], strict=False)
+        return tex
 
     def _print_HadamardProduct(self, expr):
         # ((W)ᵀδ) ⊙ f'(s), as the notes write it: the matrix product in parentheses.

@@ -7,11 +7,11 @@ subgradient convention; everything else (derivative, kernel, LaTeX, tests) follo
 from __future__ import annotations
 
 import sympy as sp
-from sympy import Piecewise, Rational, erf, exp, sqrt, tanh
+from sympy import Abs, Piecewise, Rational, cosh, erf, exp, sech, sign, sinh, sqrt, tanh
 
-from derive.calculus.functions import sigmoid, softplus
+from derive.calculus.functions import Factors, Terms, sigmoid, softplus
 from derive.registry import register
-from derive.spec import Activation, Noise, Param, x, y
+from derive.spec import Activation, Noise, Param, Rearrange, x, y
 
 alpha = sp.Symbol("alpha", real=True)
 beta = sp.Symbol("beta", positive=True)
@@ -38,16 +38,49 @@ HEAVISIDE = register(Activation(
 SIGMOID = register(Activation(
     name="sigmoid", title="Logistic sigmoid", latex=r"\sigma",
     expr=1 / (1 + exp(-x)),
-    grad_in_output=y * (1 - y)))
+    grad_in_output=y * (1 - y),
+    # e^{−x}/(1 + e^{−x})² is σ times 1 − σ: split the fraction, then recognise both.
+    rearrange=(
+        Rearrange("split_product", Factors(1 / (1 + exp(-x)), exp(-x) / (1 + exp(-x)))),
+        Rearrange("use_identity", Factors(sigmoid(x), 1 - sigmoid(x)), identities=(
+            (sigmoid(x), 1 / (1 + exp(-x))),
+            (1 - sigmoid(x), 1 - 1 / (1 + exp(-x)),
+             Terms(1, exp(-x), -1) / (1 + exp(-x)),
+             exp(-x) / (1 + exp(-x))),
+        )),
+    )))
 
 TANH = register(Activation(
     name="tanh", title="Hyperbolic tangent", latex=r"\tanh",
     expr=tanh(x),
-    grad_in_output=1 - y**2))
+    grad_in_output=1 - y**2,
+    # The notes' definition (eq. 7.4) and their form of the derivative, sech² (eq. 7.5).
+    shown_as=(sinh(x) / cosh(x), (exp(x) - exp(-x)) / (exp(x) + exp(-x))),
+    rearrange=(
+        Rearrange("use_identity", sech(x) ** 2, identities=(
+            (cosh(x) ** 2 - sinh(x) ** 2, 1),
+            (1 / cosh(x), sech(x)),
+        )),
+        Rearrange("use_identity", 1 - tanh(x) ** 2, identities=(
+            (sech(x) ** 2, (cosh(x) ** 2 - sinh(x) ** 2) / cosh(x) ** 2,
+             1 - sinh(x) ** 2 / cosh(x) ** 2, 1 - tanh(x) ** 2),
+        )),
+    )))
 
 SOFTSIGN = register(Activation(
     name="softsign", title="Softsign", latex=r"\operatorname{softsign}",
-    expr=x / (1 + sp.Abs(x))))
+    expr=x / (1 + Abs(x)),
+    # x·sgn(x) = |x| empties the numerator; and 1 − |y| = 1/(1 + |x|) writes the
+    # derivative in terms of the output, which the notes (section 7.6) say cannot be done.
+    rearrange=(
+        Rearrange("use_identity",
+                  Terms(1, -Abs(x), Abs(x)) / (1 + Abs(x)) ** 2,
+                  identities=((x * sign(x), Abs(x)),)),
+        Rearrange("cancel", 1 / (1 + Abs(x)) ** 2),
+    ),
+    grad_in_output=(1 - Abs(y)) ** 2,
+    output_identities=((1 - Abs(y), 1 - Abs(x) / (1 + Abs(x)), 1 / (1 + Abs(x))),),
+    remarks=("notes_no_output_form",)))
 
 HARD_SIGMOID = register(Activation(
     name="hard_sigmoid", title="Hard sigmoid", latex=r"\operatorname{hard\,\sigma}",

@@ -9,9 +9,10 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Abs, Max, Piecewise, Rational, Wild, exp, log
 
+from derive.calculus.functions import Terms
 from derive.calculus.indexed import K, N, j, k, lse, n
 from derive.registry import register
-from derive.spec import Loss, Param, VectorFunction
+from derive.spec import Loss, Param, Rearrange, VectorFunction
 
 yhat = sp.IndexedBase("yhat", real=True)  # predictions (values or probabilities)
 z = sp.IndexedBase("z", real=True)  # logits
@@ -50,7 +51,17 @@ BINARY_CROSS_ENTROPY = register(Loss(
     scale=1 / (N * K), pred=yhat, target=y,
     # PyTorch clamps each log at −100 and the gradient's denominator p(1−p) at its
     # EPSILON = 1e-12, a float32 constant (9.99999996e-13 exactly).
-    log_floor=-100.0, grad_floor=9.999999960041972e-13, samples="probabilities"))
+    log_floor=-100.0, grad_floor=9.999999960041972e-13, samples="probabilities",
+    # −y/ŷ + (1 − y)/(1 − ŷ) over one denominator: the y·ŷ terms cancel, leaving ŷ − y.
+    rearrange=(
+        Rearrange("common_denominator",
+                  ((1 - y[n, k]) * yhat[n, k] - y[n, k] * (1 - yhat[n, k]))
+                  / (yhat[n, k] * (1 - yhat[n, k]))),
+        Rearrange("expand",
+                  Terms(yhat[n, k], -y[n, k] * yhat[n, k], -y[n, k], y[n, k] * yhat[n, k])
+                  / (yhat[n, k] * (1 - yhat[n, k]))),
+        Rearrange("cancel", (yhat[n, k] - y[n, k]) / (yhat[n, k] * (1 - yhat[n, k]))),
+    )))
 
 BINARY_CROSS_ENTROPY_WITH_LOGITS = register(Loss(
     name="binary_cross_entropy_with_logits", title="Binary cross-entropy on logits",
