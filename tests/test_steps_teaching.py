@@ -1,0 +1,164 @@
+"""The steps that teach are shown, and the trivial ones folded, in both languages.
+
+Issue 13, item 1: sigmoid splits its fraction and recognises σ and 1 − σ; tanh is
+derived from sinh/cosh to sech² and 1 − tanh²; softsign uses x·sgn(x) = |x| and is
+written in terms of its output; binary cross-entropy brings its fractions to a common
+denominator; "the derivative of a constant is zero" and "dx/dx = 1" are clauses of the
+step that needs them, not numbered steps of their own.
+"""
+
+import re
+
+import pytest
+import sympy as sp
+
+from derive.calculus.functions import Factors, sigmoid
+from derive.calculus.steps import StepError, check_chain, derivation_steps, with_step
+from derive.latex.render import render
+from derive.registry import all_ops, get
+from derive.spec import x
+
+LANGS = ("pt", "en")
+
+
+def article(name: str, lang: str) -> str:
+    return render(get(name), "article", lang)
+
+
+def derivation(text: str) -> str:
+    """The step-by-step part of an activation or loss article (the first align)."""
+    return text[text.index(r"\begin{align}"):text.index(r"\end{align}")]
+
+
+def numbered_steps(text: str) -> int:
+    """Lines of the first align: each is a numbered step."""
+    return derivation(text).count(r"&=")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_sigmoid_splits_the_fraction_and_recognises_sigma_and_one_minus_sigma(lang):
+    text = derivation(article("sigmoid", lang))
+    split = r"\frac{1}{1 + e^{- x}} \cdot \frac{e^{- x}}{1 + e^{- x}}"
+    identity = (r"1 - \sigma(x) = 1 - \frac{1}{1 + e^{- x}} = \frac{1 + e^{- x} - 1}{1 + e^{- x}}"
+                r" = \frac{e^{- x}}{1 + e^{- x}}")
+    assert split in text and identity in text
+    assert text.index(split) < text.index(identity)
+    assert r"\sigma(x) \left(1 - \sigma(x)\right)" in text
+    # σ is never stated at u, the name the chain rule gave to −x
+    assert r"\sigma(u)" not in text
+    assert {"Reorganizando", "Rearranging"}.isdisjoint(text.split())
+
+
+def test_sigmoid_chain_ends_in_the_split_product_then_the_identities():
+    chain = derivation_steps(get("sigmoid")).derivative
+    rules = chain.rules()
+    assert rules[-4:] == ("substitute_back", "split_product", "use_identity",
+                          "in_terms_of_output")
+    assert chain.steps[-3].after == Factors(1 / (1 + sp.exp(-x)), sp.exp(-x) / (1 + sp.exp(-x)))
+    assert chain.steps[-2].after.doit() == sigmoid(x) * (1 - sigmoid(x))
+    assert "rewrite" not in rules
+
+
+def test_a_wrong_identity_quoted_by_a_step_is_caught():
+    chain = derivation_steps(get("sigmoid")).derivative
+    i = chain.rules().index("use_identity")
+    wrong = ((1 - sigmoid(x), sp.exp(x) / (1 + sp.exp(-x))),)
+    with pytest.raises(StepError, match="quotes"):
+        check_chain(with_step(chain, i, identities=wrong))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_tanh_is_derived_from_sinh_over_cosh_to_sech_squared(lang):
+    whole = article("tanh", lang)
+    shown = r"\tanh(x) = \frac{\sinh(x)}{\cosh(x)} = \frac{e^{x} - e^{- x}}{e^{x} + e^{- x}}"
+    assert shown in whole
+    assert r"\tanh(x) = \tanh(x)" not in whole
+    text = derivation(whole)
+    assert r"\frac{\cosh^{2}(x) - \sinh^{2}(x)}{\cosh^{2}(x)}" in text
+    assert r"\operatorname{sech}^{2}(x)" in text
+    assert r"1 - \tanh^{2}(x)" in text
+    assert text.index(r"\operatorname{sech}^{2}(x)") < text.rindex(r"1 - \tanh^{2}(x)")
+
+
+def test_tanh_uses_the_quotient_rule_not_a_quoted_derivative_of_tanh():
+    chain = derivation_steps(get("tanh")).derivative
+    assert "quotient" in chain.rules()
+    quoted = [ident for s in chain.steps if s.rule == "named_function" for ident in s.identities]
+    assert {type(lhs.expr) for lhs, _ in quoted} == {sp.sinh, sp.cosh}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_softsign_uses_x_sgn_x_and_is_written_in_terms_of_its_output(lang):
+    whole = article("softsign", lang)
+    text = derivation(whole)
+    assert r"x \operatorname{sgn}(x) = \left|{x}\right|" in text
+    ax = r"\left|{x}\right|"
+    cancelled = rf"\frac{{1 - {ax} + {ax}}}{{\left(1 + {ax}\right)^{{2}}}}"
+    assert cancelled in text
+    assert r"\left(1 - \left|{y}\right|\right)^{2}" in text
+    assert r"1 - \left|{y}\right| = 1 - \frac{\left|{x}\right|}{1 + \left|{x}\right|}" in text
+    assert r"\boxed{\operatorname{softsign}'(x) = \left(1 - \left|{y}\right|\right)^{2}}" in whole
+    # and the document says so where the notes say otherwise (section 7.6)
+    assert "7.6" in whole[whole.index(r"\end{align}"):]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_binary_cross_entropy_brings_its_fractions_to_a_common_denominator(lang):
+    text = derivation(article("binary_cross_entropy", lang))
+    common = (r"\frac{\left(1 - {y}_{k}\right) {\hat{y}}_{k} - \left(1 - {\hat{y}}_{k}\right) "
+              r"{y}_{k}}{K N \left(1 - {\hat{y}}_{k}\right) {\hat{y}}_{k}}")
+    expanded = (r"{\hat{y}}_{k} - {y}_{k} {\hat{y}}_{k} - {y}_{k} + {y}_{k} {\hat{y}}_{k}")
+    result = r"\frac{{\hat{y}}_{k} - {y}_{k}}{K N \left(1 - {\hat{y}}_{k}\right) {\hat{y}}_{k}}"
+    assert common in text and expanded in text and result in text
+    assert text.index(common) < text.index(expanded) < text.index(result)
+
+
+#: Numbered steps of each derivation, the trivial ones folded and the teaching ones
+#: added (before: sigmoid 12 steps, 4 of them trivial; tanh 3, its derivative quoted;
+#: softsign 7; binary cross-entropy 18, 3 trivial).
+STEP_COUNTS = {"sigmoid": 10, "tanh": 7, "softsign": 7, "binary_cross_entropy": 18,
+               "relu": 2}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", sorted(STEP_COUNTS))
+def test_trivial_steps_are_folded_into_the_step_that_needs_them(name, lang):
+    assert numbered_steps(article(name, lang)) == STEP_COUNTS[name]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_folded_steps_are_said_in_a_clause(lang):
+    text = derivation(article("sigmoid", lang))
+    constant = {"pt": "a derivada de uma constante é zero",
+                "en": "the derivative of a constant is zero"}[lang]
+    quotient = next(line for line in text.splitlines() if "quociente" in line or
+                    "quotient" in line)
+    assert quotient.endswith(f"; {constant}:}}")
+    assert r"; $\frac{d}{dx} x = 1$:" in text
+
+
+def _chains():
+    for op in all_ops("activation"):
+        steps = derivation_steps(op)
+        yield op.name, steps.derivative
+        for _, chain in steps.params:
+            yield op.name, chain
+    for op in all_ops("loss"):
+        yield op.name, derivation_steps(op).chain
+
+
+def test_no_numbered_step_of_the_catalogue_only_drops_a_constant_or_dx_dx():
+    """A constant or dx/dx is a step of its own only right after a given step."""
+    for name, chain in _chains():
+        for i, step in enumerate(chain.steps):
+            if step.rule in ("constant", "identity"):
+                given = chain.steps[i - 1].rule if i else "start"
+                assert given in ("definition", "constant_terms", "start"), (name, i, given)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_activation_and_loss_article_renders_its_folded_clauses(lang):
+    for op in all_ops("activation") + all_ops("loss"):
+        text = render(op, "article", lang)
+        assert "folded" not in text
+        assert not re.search(r";\s*:", text), op.name
