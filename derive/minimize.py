@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from derive.codegen.emit import atomic_write
 from derive.errors import DeriveError, FormulaError
+from derive.files import atomic_write
 from derive.formula import CONSTANTS, FUNCTIONS, MAX_LENGTH, parse_formula
 
 METHODS = ("gd", "momentum", "newton")

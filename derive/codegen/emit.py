@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from derive.codegen.loops import (
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.errors import OutputError
+from derive.files import atomic_write, check_output_file
 from derive.spec import x, y
 
 _CODEGEN = Path(__file__).parent
@@ -198,37 +197,6 @@ def edited_by_hand(text: str) -> bool:
     return not recorded or recorded[0] != _body_hash(body)
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename.
-
-    An interrupted write leaves either the old file or the new one, never a truncated
-    file.
-    """
-    path = Path(path)
-    raw = data.encode() if isinstance(data, str) else data
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write here ({exc.strerror}).",
-            where=str(path.parent),
-            fix="Choose a writable directory with -o/--out.",
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        # mkstemp makes the file private (0600); give it the permissions a plain
-        # open() would have under the user's umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_if_changed(path: Path, text: str, force: bool = False) -> bool:
     """Write ``text`` unless the file already holds exactly these bytes.
 
@@ -255,9 +223,15 @@ def write_if_changed(path: Path, text: str, force: bool = False) -> bool:
         When the existing file was edited by hand and ``force`` is False.
 
     """
-    path = Path(path)
+    path = check_output_file(path)
     if path.exists():
-        old = path.read_text(encoding="utf-8")
+        try:
+            old = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            old = ""  # not text, so not a generated file: treated as edited by hand
+        except OSError as exc:
+            raise OutputError(f"cannot read the existing file ({exc.strerror}).",
+                              where=str(path), fix="Choose another -o/--out.") from None
         if old == text:
             return False
         if edited_by_hand(old) and not force:

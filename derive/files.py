@@ -1,0 +1,102 @@
+"""Writing output files: whole or not at all, and every failure a one-line OutputError.
+
+Every file derive writes (generated modules, documents, PDFs, trajectories, curves,
+checkpoints) goes through :func:`atomic_write`: the bytes go to a temporary file beside
+the target, which then replaces it in one rename. A full disk, a killed process or a
+target that cannot be written leaves the old file (or none), never a truncated one, and
+no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from derive.errors import OutputError
+
+#: Fixes for the errors a write commonly meets, by errno.
+_FIXES = {
+    errno.ENOSPC: "Free some disk space, or write elsewhere with -o/--out.",
+    errno.EDQUOT: "Free some of your disk quota, or write elsewhere with -o/--out.",
+    errno.EACCES: "Choose a writable location with -o/--out.",
+    errno.EPERM: "Choose a writable location with -o/--out.",
+    errno.EROFS: "The file system is read-only: choose another location with -o/--out.",
+}
+
+
+def _output_error(exc: OSError, where: Path, what: str) -> OutputError:
+    reason = exc.strerror or str(exc)
+    return OutputError(f"{what} ({reason}).", where=str(where),
+                       fix=_FIXES.get(exc.errno, "Choose another location with -o/--out."))
+
+
+def check_output_file(path: Path) -> Path:
+    """Refuse an output path that can only name a directory, before any work is done.
+
+    Parameters
+    ----------
+    path : Path
+        Where a file is to be written.
+
+    Returns
+    -------
+    Path
+        The same path.
+
+    Raises
+    ------
+    OutputError
+        When ``path`` is empty or an existing directory.
+
+    """
+    path = Path(path)
+    if str(path) in ("", ".") or path.is_dir():
+        raise OutputError("this is a directory, not a file to write.", where=str(path),
+                          fix="Name a file, e.g. -o notes.tex (or a file inside it).")
+    return path
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and a rename.
+
+    An interrupted or failed write leaves either the old file or the new one, never a
+    truncated file, and never the temporary file.
+
+    Parameters
+    ----------
+    path : Path
+        Destination; missing parent directories are created.
+    data : str or bytes
+        The contents (text is written as UTF-8).
+
+    Raises
+    ------
+    OutputError
+        When the path is a directory, or the file cannot be written (no space left,
+        no permission, a parent that is a file, ...), naming the path and the reason.
+
+    """
+    path = check_output_file(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _output_error(exc, path.parent, "cannot write here") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        # mkstemp makes the file private (0600); give it the permissions a plain
+        # open() would have under the user's umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _output_error(exc, path, "cannot write the file") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
