@@ -2,8 +2,15 @@
 
 Nothing a user types is ever evaluated. The text is parsed with :func:`ast.parse` and
 each node is translated by hand; any node, name or function outside the whitelist is
-refused with a message naming it. Sizes are bounded so that no input can hang the parser
-or make SymPy build an enormous number.
+refused with a message naming it.
+
+Work is bounded twice. Structurally, before anything is differentiated: the text's
+length and nesting, the size of every number, every exponent, and how many terms the
+formula would have once multiplied out (what SymPy's ``expand`` and ``together`` build
+when the derivation tidies a gradient) — so ``(x+1)**999*(x-1)**999`` is refused at once
+rather than expanded for minutes. And by the clock: :func:`time_limit` stops the
+symbolic work on one formula after :data:`TIME_LIMIT` seconds with an error naming it,
+for whatever the structural bounds do not foresee.
 """
 
 from __future__ import annotations
@@ -13,6 +20,11 @@ import difflib
 import keyword
 import math
 import re
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
@@ -49,6 +61,15 @@ MAX_LENGTH = 2000
 MAX_DEPTH = 60
 #: Largest magnitude of a numeric literal or constant power (beyond: not a real formula).
 MAX_MAGNITUDE = 1e300
+#: Largest exponent of a power of the variables (x**1000), after SymPy merges powers.
+MAX_EXPONENT = 1000
+#: Most sums multiplied together, as in (x + 1)**64 or (x+1)**32*(x-1)**32: multiplied
+#: out, the coefficients grow to ~64 bits each and SymPy's expansion slows quadratically.
+MAX_SUM_POWER = 64
+#: Most terms the formula may have once multiplied out and put over one denominator.
+MAX_TERMS = 500
+#: Seconds the symbolic work on one formula (parse, derive, print) may take.
+TIME_LIMIT = 30.0
 
 _BINARY = {
     ast.Add: lambda a, b: a + b,
@@ -153,10 +174,7 @@ class _Translator:
         if rule is None:
             raise self.fail(f"the operator {type(node.op).__name__} is not allowed", node,
                             self.allowed())
-        result = rule(left, right)
-        if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-            raise self.fail("the formula divides a constant by zero", node)
-        return result
+        return self.checked(rule(left, right), node)
 
     def _power(self, base, exponent, node):
         if base.is_number and exponent.is_number:
@@ -167,9 +185,30 @@ class _Translator:
                 magnitude = math.inf
             if not magnitude <= MAX_MAGNITUDE:
                 raise self.fail("a constant power is out of range", node)
-        elif exponent.is_number and abs(float(exponent)) > 1000:
-            raise self.fail("an exponent beyond ±1000 is not supported", node)
-        return sp.Pow(base, exponent)
+        elif exponent.is_number and not _magnitude(exponent) <= MAX_EXPONENT:
+            raise self.fail(f"an exponent beyond ±{MAX_EXPONENT} is not supported", node)
+        elif exponent.is_Integer and base.is_Add and abs(int(exponent)) > MAX_SUM_POWER:
+            raise self.fail(f"a sum raised to the power {exponent} is beyond what derive "
+                            f"expands (at most {MAX_SUM_POWER})", node, "Use a smaller power.")
+        return self.checked(sp.Pow(base, exponent), node)
+
+    def checked(self, result: sp.Expr, node: ast.AST) -> sp.Expr:
+        """Refuse a node whose value is a complex or out-of-range number.
+
+        Checked at every node, so the column named is where the constant is made:
+        ``sqrt(-1)`` is i, ``1e300*1e300`` overflows a float, and neither can be printed
+        into a float64 kernel.
+        """
+        if result.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            raise self.fail("the formula divides a constant by zero", node)
+        if result.is_number:
+            if result.is_extended_real is False or result.has(sp.I):
+                raise self.fail(f"the constant {_shown(result)} is not a real number", node,
+                                "Formulas are real-valued: keep sqrt and log arguments "
+                                "and fractional powers' bases of constants non-negative.")
+            if not _magnitude(result) <= MAX_MAGNITUDE:
+                raise self.fail("a constant is out of range (beyond ±1e300)", node)
+        return result
 
     def _Call(self, node, depth):
         if not isinstance(node.func, ast.Name):
@@ -190,7 +229,190 @@ class _Translator:
         if (arity is not None and len(args) != arity) or (arity is None and len(args) < 2):
             wanted = f"{arity} argument(s)" if arity else "two or more arguments"
             raise self.fail(f"{node.func.id}() takes {wanted}, got {len(args)}", node)
-        return function(*args)
+        return self.checked(function(*args), node)
+
+
+def _magnitude(number: sp.Expr) -> float:
+    """|number| as a float: inf when it overflows a float or cannot be evaluated."""
+    try:
+        value = complex(sp.N(number, 15))
+    except (TypeError, ValueError, OverflowError, ArithmeticError):
+        return math.inf
+    return abs(value) if math.isfinite(value.real) and math.isfinite(value.imag) else math.inf
+
+
+def _shown(value: sp.Expr) -> str:
+    text = str(value)
+    return text if len(text) <= 30 else text[:27] + "..."
+
+
+def _log_multinomial_terms(power: int, log_terms: float) -> float:
+    """The log of how many terms (a₁ + … + a_t)**power has multiplied out (t = e**log_terms).
+
+    That is C(power + t - 1, t - 1), computed through lgamma so that nothing overflows.
+    """
+    if log_terms <= 0 or power == 0:
+        return 0.0
+    if log_terms > 700:
+        return math.inf
+    terms = math.exp(log_terms)
+    return math.lgamma(power + terms) - math.lgamma(power + 1) - math.lgamma(terms)
+
+
+@dataclass(frozen=True)
+class _Poly:
+    """A numerator or denominator multiplied out, measured without multiplying it out.
+
+    Attributes
+    ----------
+    log_terms : float
+        log of (an upper bound on) its number of terms.
+    degree : float
+        Total degree in the generators (symbols, function calls, fractional powers).
+    sum_power : float
+        How many sums are multiplied together in it, (x+1)**3*(x-1)**2 counting 5: the
+        coefficients, and SymPy's time to expand, grow with it.
+    """
+
+    log_terms: float = 0.0
+    degree: float = 0.0
+    sum_power: float = 0.0
+
+    def times(self, other: _Poly) -> _Poly:
+        return _Poly(self.log_terms + other.log_terms, self.degree + other.degree,
+                     self.sum_power + other.sum_power)
+
+    def power(self, k: int) -> _Poly:
+        if self.log_terms <= 0:  # a monomial stays one term
+            return _Poly(0.0, k * self.degree, k * self.sum_power)
+        return _Poly(_log_multinomial_terms(k, self.log_terms), k * self.degree,
+                     k * max(1.0, self.sum_power))
+
+
+_ONE = _Poly()
+
+
+class _Expansion:
+    """How big a formula gets when multiplied out over one denominator.
+
+    An upper bound, cheap to compute, on what SymPy's ``expand`` and ``together`` (which
+    the derivation runs on every gradient) would build; see :class:`_Poly`.
+    """
+
+    def __init__(self, where: str, text: str):
+        self.where, self.text = where, text
+        self.generators: set = set()
+
+    def fail(self, what: str, fix: str) -> FormulaError:
+        return FormulaError(what, where=f"{self.where} {_quote(self.text)}", fix=fix)
+
+    def check(self, expr: sp.Expr) -> None:
+        """Raise a FormulaError when ``expr`` multiplied out is beyond the bounds."""
+        for part in self(expr):
+            if part.sum_power > MAX_SUM_POWER:
+                raise self.fail(
+                    f"multiplied out, it is a product of {part.sum_power:.0f} sums (such as "
+                    f"a power of a sum), beyond the {MAX_SUM_POWER} derive expands.",
+                    "Use lower powers of sums, or fewer of them.")
+            # Terms in g generators of total degree d are at most C(d + g, g).
+            g, d = max(len(self.generators), 1), part.degree
+            bound = math.lgamma(d + g + 1) - math.lgamma(d + 1) - math.lgamma(g + 1)
+            if min(part.log_terms, bound) > math.log(MAX_TERMS):
+                raise self.fail(
+                    f"multiplied out, it has more than {MAX_TERMS} terms, beyond what "
+                    "derive differentiates in reasonable time.",
+                    "Use lower powers of sums, or fewer factors.")
+
+    def __call__(self, e: sp.Expr) -> tuple[_Poly, _Poly]:
+        """The numerator and the denominator of ``e`` over one denominator."""
+        if e.is_number:
+            return _ONE, _ONE
+        if isinstance(e, sp.Mul):
+            num, den = _ONE, _ONE
+            for a in e.args:
+                n, d = self(a)
+                num, den = num.times(n), den.times(d)
+            return num, den
+        if isinstance(e, sp.Add):
+            parts = [self(a) for a in e.args]
+            den = _ONE
+            for _, d in parts:
+                den = den.times(d)
+            # Over the common denominator, each numerator meets the other denominators:
+            # Σᵢ nᵢ Πⱼ≠ᵢ dⱼ. (Dividing out dᵢ again is exact in logs and degrees.)
+            nums = [_Poly(n.log_terms + den.log_terms - d.log_terms,
+                          n.degree + den.degree - d.degree,
+                          n.sum_power + den.sum_power - d.sum_power) for n, d in parts]
+            top = max(n.log_terms for n in nums)
+            log_terms = top + math.log(sum(math.exp(n.log_terms - top) for n in nums))
+            return _Poly(log_terms, max(n.degree for n in nums),
+                         max(n.sum_power for n in nums)), den
+        if isinstance(e, sp.Pow) and e.exp.is_number:
+            if not _magnitude(e.exp) <= MAX_EXPONENT:
+                raise self.fail(f"the power {_shown(e)} has an exponent beyond "
+                                f"±{MAX_EXPONENT}.", "Write a smaller power.")
+            if e.exp.is_Integer:
+                k = int(e.exp)
+                num, den = self(e.base)
+                num, den = (num, den) if k > 0 else (den, num)
+                return num.power(abs(k)), den.power(abs(k))
+        # Anything else (a symbol, a function call, a fractional power) is one
+        # generator of the polynomial; what it holds is multiplied out on its own.
+        for arg in e.args:
+            self.check(arg)
+        self.generators.add(e)
+        return _Poly(0.0, 1.0, 0.0), _ONE
+
+
+@contextmanager
+def time_limit(text: str, where: str, seconds: float | None = None) -> Iterator[None]:
+    """Stop the symbolic work on a user's formula after ``seconds`` with a FormulaError.
+
+    The structural bounds of :func:`parse_formula` keep known blow-ups out; this is the
+    guard for the rest. It uses SIGALRM, so it only acts in the main thread of a POSIX
+    process (elsewhere the work runs unbounded, as before).
+
+    Parameters
+    ----------
+    text : str
+        The formula (or other input) the work is on, named in the error.
+    where : str
+        Where it came from (``--expr``, ``derive minimize``).
+    seconds : float, optional
+        The budget; :data:`TIME_LIMIT` by default.
+
+    Raises
+    ------
+    FormulaError
+        When the budget runs out.
+
+    """
+    seconds = TIME_LIMIT if seconds is None else seconds
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not \
+            threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _OutOfTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _OutOfTime:
+        raise FormulaError(
+            f"the symbolic work on it took longer than {seconds:g} s, so derive stopped.",
+            where=f"{where} {_quote(text)}",
+            fix="Write a smaller formula (fewer nested functions, lower powers).") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class _OutOfTime(BaseException):
+    # A BaseException, so that no ``except Exception`` inside SymPy swallows it.
+    pass
 
 
 def _quote(text: str) -> str:
@@ -256,6 +478,8 @@ def parse_formula(text: str, symbols: dict[str, sp.Symbol], where: str = "formul
             where=where,
         ) from None
     try:
-        return translator(tree)
+        expr = translator(tree)
     except RecursionError:
         raise translator.fail("the formula nests too deeply") from None
+    _Expansion(where, text).check(expr)
+    return expr
