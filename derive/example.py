@@ -19,7 +19,9 @@ b=0.5 x=1.4 y=2.1``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from decimal import MAX_EMAX, MIN_EMIN, Decimal, localcontext
 
 import sympy as sp
 
@@ -37,6 +39,12 @@ REQUIRED = ("x", "w", "b", "y")
 DEFAULT_ACTIVATION = "identity"
 DEFAULT_LOSS = "mse"
 DEFAULT_LR = "0.01"
+#: Bounds on a number typed with --set or --lr: significant digits and decimal exponent.
+#: Exact arithmetic on 10**100000000 would take minutes and gigabytes; no neuron needs it.
+MAX_DIGITS = 50
+MAX_EXPONENT = 300
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,9})?")
+_FRACTION = re.compile(r"[+-]?[0-9]{1,50}/[0-9]{1,50}")
 
 
 @dataclass(frozen=True)
@@ -108,14 +116,40 @@ YHAT = sp.Symbol("yhat", real=True)
 Y = sp.Symbol("y", real=True)
 
 
-def exact(text: str, name: str) -> sp.Expr:
-    """A number typed by the user, as an exact rational (2.1 is 21/10, not a float)."""
-    try:
-        value = sp.Rational(text.strip())
-    except (TypeError, ValueError, SyntaxError):
-        raise DeriveError(f"{name}={text!r} is not a number.", where="derive example --set",
-                          fix=f"Write e.g. {name}=2.1.") from None
-    return value
+def exact(text: str, name: str, where: str = "derive example --set") -> sp.Expr:
+    """A number typed by the user, as an exact rational (2.1 is 21/10, not a float).
+
+    Decimals (``2.1``, ``-1e-3``) and fractions (``1/3``) are accepted, with at most
+    :data:`MAX_DIGITS` significant digits and magnitudes within 10**±:data:`MAX_EXPONENT`
+    (or exactly 0); the bounds are checked before any exact number is built.
+    """
+    shown = f"{name}={text[:40]!r}" + ("..." if len(text) > 40 else "")
+    body = text.strip()
+    if _FRACTION.fullmatch(body):
+        numerator, denominator = (int(part) for part in body.split("/"))
+        if denominator == 0:
+            raise DeriveError(f"{shown} divides by zero.", where=where)
+        return sp.Rational(numerator, denominator)
+    if len(body) > 100 or not _DECIMAL.fullmatch(body):
+        raise DeriveError(f"{shown} is not a number.", where=where,
+                          fix=f"Write a decimal or a fraction, e.g. {name}=2.1 or {name}=1/3.")
+    with localcontext() as context:
+        context.Emax, context.Emin = MAX_EMAX, MIN_EMIN
+        # Exact and cheap, even for 1e100000000: nothing is multiplied out yet.
+        sign, digit_tuple, exponent = Decimal(body).as_tuple()
+    significand = int("".join(map(str, digit_tuple)))
+    if significand == 0:
+        return sp.Integer(0)
+    while significand % 10 == 0:
+        significand //= 10
+        exponent += 1
+    digits = len(str(significand))
+    if digits > MAX_DIGITS or not -MAX_EXPONENT <= exponent + digits - 1 <= MAX_EXPONENT:
+        raise DeriveError(f"{shown} is out of range.", where=where,
+                          fix=f"Use at most {MAX_DIGITS} significant digits and a magnitude "
+                              f"from 1e-{MAX_EXPONENT} to 1e{MAX_EXPONENT} (or 0).")
+    value = sp.Integer(-significand if sign else significand)
+    return value * sp.Integer(10) ** exponent
 
 
 def parse_settings(items: list[str]) -> dict[str, sp.Expr]:
@@ -163,6 +197,19 @@ def _one_case(expr: sp.Expr) -> sp.Expr:
     return expr.xreplace({N: 1, K: 1}).doit().xreplace({n: 0, k: 0, p: 0, q: 0})
 
 
+def _one_row(expr: sp.Expr) -> sp.Expr:
+    """A one-case expression with K = 1 written out.
+
+    The label c[0] is 0 (the only class) and a row's log-sum-exp over its one element is
+    that element.
+    """
+    from derive.calculus.derivation import LABELS
+    from derive.calculus.indexed import lse
+
+    expr = expr.xreplace({LABELS[0]: 0})
+    return expr.replace(lambda e: isinstance(e, lse), lambda e: e.rewrite(sp.log).doit())
+
+
 def neuron_formulas(activation: Activation, loss: Loss):
     """The derived formulas of the neuron: s(w, x, b), f(s), f'(s), L(ŷ, y), ∂L/∂ŷ.
 
@@ -193,13 +240,24 @@ def neuron_formulas(activation: Activation, loss: Loss):
     act = derive_activation(activation)
     act_forward = act.forward.xreplace({x: S})
     act_derivative = act.derivative.xreplace({x: S})
-    derived = derive_loss(loss).variant("dense")
+    # Integer labels c[n]: one output has one class, 0, so the label is 0 (y must be 0).
+    encoding = "dense" if "dense" in loss.targets else "index"
+    derived = derive_loss(loss).variant(encoding)
     pred, target = loss.pred, loss.target
     to_scalars = {pred[0, 0]: YHAT, target[0, 0]: Y}
-    value = _one_case(loss.scale * sp.Sum(derived.row_value, (n, 0, N - 1)))
+    value = _one_row(_one_case(loss.scale * sp.Sum(derived.row_value, (n, 0, N - 1))))
     value = value.xreplace(to_scalars)
     # 2(ŷ − y) rather than −2y + 2ŷ: the same derived expression, common factor out.
-    gradient = sp.factor_terms(_one_case(derived.gradient).xreplace(to_scalars))
+    gradient = sp.factor_terms(_one_row(_one_case(derived.gradient)).xreplace(to_scalars))
+    if YHAT not in value.free_symbols:
+        # Softmax over one logit is 1: the loss is a constant and nothing can be learnt.
+        raise DeriveError(
+            f"with the one output of a single neuron, the loss {loss.name} is the constant "
+            f"{value} (it does not depend on the prediction), so there is no gradient to "
+            "work out.", where="derive example",
+            fix="It needs two or more classes. For one output use "
+                "binary_cross_entropy_with_logits (softmax over two classes is the sigmoid of "
+                "their difference) or categorical_cross_entropy.")
     return forward, ds_dw, ds_db, act_forward, act_derivative, value, gradient, (wv, xv, bv)
 
 
@@ -239,7 +297,16 @@ def worked_example(target: str, settings: dict[str, sp.Expr], *, lr: str = DEFAU
     params |= {n_.symbol: sp.sympify(n_.eval_value).xreplace(params) for n_ in act_op.noise}
     loss_params = {p_.symbol: settings.get(p_.symbol.name, sp.Rational(repr(float(p_.default))))
                    for p_ in loss_op.params}
-    rate = exact(lr, "lr")
+    rate = exact(lr, "lr", where="derive example --lr")
+    if rate <= 0:
+        raise DeriveError(f"the learning rate {lr!r} is not positive: gradient descent steps "
+                          "down the gradient by a positive amount.", where="derive example --lr",
+                          fix="Give e.g. --lr 0.01.")
+    if "dense" not in loss_op.targets and settings["y"] != 0:
+        raise DeriveError(
+            f"{loss_op.name} takes a class label as y; the neuron has one output, so its only "
+            f"class is 0 and y={settings['y']} is no class of it.",
+            where="derive example --set", fix="Write y=0.")
     (forward, ds_dw, ds_db, f_act, df_act, loss_formula, loss_gradient,
      (wv, xv, bv)) = neuron_formulas(act_op, loss_op)
     f_act, df_act = f_act.xreplace(params), df_act.xreplace(params)
@@ -276,17 +343,39 @@ def worked_example(target: str, settings: dict[str, sp.Expr], *, lr: str = DEFAU
                    yhat_new, loss_new, loss_formula, loss_gradient, f_act, df_act)
 
 
+#: Longest terminating decimal written out in full; longer ones get ``digits`` digits.
+MAX_SHOWN = 40
+
+
 def decimal(value: sp.Expr, digits: int = 10) -> str:
-    """A value for plain text: all digits of a terminating decimal, else ``digits`` of them."""
+    """A value for plain text: all digits of a short terminating decimal, else ``digits``.
+
+    Values beyond a float's range (1e600 from --set x=1e300 w=1e300) keep their exponent
+    instead of printing as inf.
+    """
     value = sp.sympify(value)
     if value.is_Rational:
         q_ = value.q
         for factor in (2, 5):
             while q_ % factor == 0:
                 q_ //= factor
-        if q_ == 1:
+        if q_ == 1 and len(str(value.p)) <= MAX_SHOWN:
             text = format(sp.N(value, 60), "f") if not value.is_Integer else str(value)
             if "." in text:
                 text = text.rstrip("0").rstrip(".")
-            return text
-    return f"{float(value):.{digits}g}"
+            if len(text) <= MAX_SHOWN:
+                return text
+    return rounded(value, digits)
+
+
+def rounded(value: sp.Expr, digits: int = 10) -> str:
+    """``digits`` significant digits, as ``format(float(value), "g")`` writes them.
+
+    Values beyond a float's range keep their exponent (1.0e+600) instead of becoming inf.
+    """
+    value = sp.sympify(value)
+    if value.is_zero or not value.is_finite or 1e-300 < abs(value) < 1e300:
+        return f"{float(value):.{digits}g}"
+    import mpmath
+
+    return mpmath.nstr(mpmath.mpf(sp.Float(value, digits + 5)._mpf_), digits)

@@ -13,7 +13,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from derive.example import YHAT, Example, S, Y, decimal
+from derive.example import YHAT, Example, S, Y, decimal, rounded
 from derive.latex.context import Language, document_view
 from derive.latex.printer import WORDS, DerivePrinter
 
@@ -96,7 +96,7 @@ def value(v: sp.Expr, lang: Language) -> Value:
     exact = v.is_Rational and text == decimal(v, 40)
     approx = not exact
     if approx:
-        text = f"{float(v):.{ROUNDED}g}"
+        text = rounded(v, ROUNDED)
     mantissa, _, exponent = text.partition("e")
     tex = mantissa.replace(".", lang.separator)
     if exponent:
