@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import singledispatch
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +33,10 @@ class Tolerances:
     kink_margin: float = 1e-3
     #: An optimizer kernel against its equations in 30 digits: a few roundings per step.
     update_rtol: float = 1e-12
+    #: A module's forward against its declaration's value in 30 digits. Far looser than
+    #: float64 needs (stable rewrites round differently), far tighter than any other
+    #: function agrees with it (tanh and sigmoid differ by up to 0.5).
+    declaration_rtol: float = 1e-9
 
 
 TOL = Tolerances()
@@ -119,6 +123,133 @@ def _(op: Activation, module: ModuleType, seed: int = 0) -> list[CheckResult]:
             results.append(_compare(op.name, f"d_{p.name}" + label, grads[k],
                                     (up - down) / (2 * step)))
     return results
+
+
+def _call_module(op, module: ModuleType, *args, **kwargs) -> np.ndarray:
+    """Call the module's forward; any failure means it is not this op's module."""
+    try:
+        return np.asarray(module.forward(*args, **kwargs), dtype=float)
+    except Exception as exc:  # noqa: BLE001 — a foreign module may raise anything
+        text = str(exc).strip().splitlines()
+        raise DeriveError(
+            f"this module does not compute {op.kind} {op.name!r}: its forward raised "
+            f"{type(exc).__name__} ({text[0][:120] if text else 'no message'}).",
+            where=str(getattr(module, "__file__", module.__name__)),
+            fix=f"Regenerate it with `derive kernels {op.name}`.") from None
+
+
+def _against_declaration(op, module, got, want) -> CheckResult:
+    got, want = np.asarray(got, float), np.asarray(want, float)
+    if got.shape != want.shape:
+        raise DeriveError(
+            f"this module does not compute {op.kind} {op.name!r}: its forward returns shape "
+            f"{got.shape}, the declaration {want.shape}.",
+            where=str(getattr(module, "__file__", module.__name__)),
+            fix=f"Regenerate it with `derive kernels {op.name}`.")
+    err = np.abs(got - want)
+    scale = np.maximum(np.abs(want), 1.0)
+    ok = bool(np.all(err <= TOL.declaration_rtol * scale))  # NaN compares False: a failure
+    rel = err / scale
+    return CheckResult(op.name, "forward = declaration", float(np.nanmax(err, initial=0)),
+                       float(np.nanmax(rel, initial=0)) if ok else float(np.max(rel)), ok)
+
+
+@singledispatch
+def declaration_check(op, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    """Compare a module's forward with its declaration's value at seeded sample points.
+
+    The finite-difference check only proves backward consistent with the module's own
+    forward; this proves the forward is the declared function, evaluated from the
+    declaration in 30-digit arithmetic. A module generated for another op (tanh's
+    kernels saved as ``sigmoid.py``) fails here.
+
+    Returns
+    -------
+    list of CheckResult
+        One row (none for kinds whose check is against their equations already).
+
+    Raises
+    ------
+    DeriveError
+        When the module's forward cannot even be called as this op's.
+
+    """
+    return []  # layers: not yet evaluated from the declaration; optimizers: see below
+
+
+@declaration_check.register
+def _(op: Activation, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    from derive.calculus.verify import evaluate
+    from derive.spec import x as x_symbol
+
+    kinks = derive_activation(op).kinks
+    xs = np.array(sample_points(op, kinks, n=16, seed=seed), dtype=np.float64)
+    params = {p.name: p.default for p in op.params}
+    values = dict(op.defaults)
+    expr = op.expr.xreplace({n.symbol: n.eval_value for n in op.noise}).xreplace(values)
+    mode = {"training": False} if op.stochastic else {}
+    got = _call_module(op, module, xs.copy(), **params, **mode)
+    want = [evaluate(expr, {x_symbol: float(v)}) for v in xs]
+    return [_against_declaration(op, module, got, want)]
+
+
+def _declared_sum(op, expr, values: dict) -> float:
+    import sympy as sp
+
+    from derive.calculus.indexed import lse
+    from derive.calculus.verify import evaluate
+
+    # lse is opaque to doit(); written as log Σ exp, its sum expands like the others.
+    expr = expr.replace(lambda e: isinstance(e, lse), lambda e: e.rewrite(sp.log)).doit()
+    # The arrays' elements become numbers; KroneckerDelta of integer labels folds itself.
+    numbers = {a: values[(a.base, *map(int, a.indices))]
+               for a in expr.atoms(sp.Indexed) if (a.base, *map(int, a.indices)) in values}
+    return evaluate(expr.xreplace(numbers), {})
+
+
+@declaration_check.register
+def _(op: Loss, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    import sympy as sp
+
+    from derive.calculus.derivation import LABELS
+    from derive.calculus.indexed import K, N, k, n
+
+    results = []
+    for encoding in getattr(module, "ENCODINGS", op.targets):
+        pred, target = loss_samples(op, encoding, seed=seed)
+        rows, classes = pred.shape
+        values = {(op.pred, i, c): float(pred[i, c]) for i in range(rows)
+                  for c in range(classes)}
+        term = op.term.xreplace({p.symbol: p.default for p in op.params})
+        if encoding == "index":
+            labels = {LABELS[i]: int(target[i]) for i in range(rows)}
+            term = term.xreplace({op.target[n, k]: sp.KroneckerDelta(k, LABELS[n])})
+        else:
+            labels = {}
+            values |= {(op.target, i, c): float(target[i, c]) for i in range(rows)
+                       for c in range(classes)}
+        whole = (op.scale * sp.Sum(sp.Sum(term, (k, 0, K - 1)), (n, 0, N - 1)))
+        whole = whole.xreplace({N: rows, K: classes})
+        want = _declared_sum(op, whole.doit().xreplace(labels), values)
+        got = _call_module(op, module, pred.copy(), target.copy())
+        result = _against_declaration(op, module, got, want)
+        results.append(CheckResult(result.name, f"{result.quantity} ({encoding} targets)",
+                                   *astuple(result)[2:]))
+    return results
+
+
+@declaration_check.register
+def _(op: VectorFunction, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    from derive.calculus.indexed import K, N, k, n
+
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(*op.domain, (3, 4))
+    values = {(op.arg, i, c): float(z[i, c]) for i in range(3) for c in range(4)}
+    out = op.out.xreplace({N: 3, K: 4})
+    want = np.array([[_declared_sum(op, out.xreplace({n: i, k: c}), values)
+                      for c in range(4)] for i in range(3)])
+    got = _call_module(op, module, z.copy())
+    return [_against_declaration(op, module, got, want)]
 
 
 def loss_samples(op: Loss, encoding: str, shape=(4, 3), seed: int = 0):
