@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from derive import pipeline, registry
 from derive.errors import DeriveError
+from derive.files import check_output_file
+from derive.formula import time_limit
 
 DEFAULT_OUT = Path("generated")
 
@@ -24,8 +28,15 @@ def _parameter(text: str) -> tuple[str, float]:
         ) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"derive: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="derive",
         description="Derive gradients of neural-network equations; write kernels and checks.",
     )
@@ -176,8 +187,9 @@ def cmd_kernels(args) -> int:
                               where="derive kernels", fix='Add e.g. --name my_act.')
         params = dict(args.param)
         declare = pipeline.custom_loss if args.kind == "loss" else pipeline.custom_activation
-        op = declare(args.expr, args.name, params)
-        targets = [pipeline.custom_target(op, args.expr, params, out)]
+        with time_limit(args.expr, "--expr"):
+            op = declare(args.expr, args.name, params)
+            targets = [pipeline.custom_target(op, args.expr, params, out)]
         whole = False
     else:
         if args.param or args.name:
@@ -199,14 +211,27 @@ def cmd_kernels(args) -> int:
 
 def cmd_check(args) -> int:
     """Finite-difference check of generated kernels; print a table of errors."""
-    from derive.checks import finite_difference_check, load_module
+    from derive.checks import declaration_check, finite_difference_check, load_module
 
     names = _names(args)
     ops = registry.all_ops() if names is None else [registry.get(n) for n in names]
+    if not args.out.is_dir():
+        raise DeriveError("no such directory.", where=f"derive check -o {args.out}",
+                          fix="Give the folder the modules were generated into "
+                              "(default: generated/).")
     rows = []
     for op in ops:
-        module = load_module(args.out / pipeline.FOLDERS[op.kind] / f"{op.name}.py")
-        rows += finite_difference_check(op, module)
+        path = args.out / pipeline.FOLDERS[op.kind] / f"{op.name}.py"
+        try:
+            module = load_module(path)
+            # Against the declaration first: a module made for another op stops here.
+            rows += declaration_check(op, module) + finite_difference_check(op, module)
+        except DeriveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — whatever the file holds, say which file
+            raise DeriveError(f"this is not a working module for {op.kind} {op.name!r} "
+                              f"({type(exc).__name__}: {_first_line(exc)}).", where=str(path),
+                              fix=f"Regenerate it with `derive kernels {op.name}`.") from None
     width = max(len(r.name) for r in rows)
     qwidth = max(len(r.quantity) for r in rows)
     print(f"{'op':<{width}}  {'gradient':<{qwidth}}  {'max abs err':>11}  {'max rel err':>11}")
@@ -256,14 +281,18 @@ def cmd_minimize(args) -> int:
     """Minimise a formula from a start point; print every step; optionally save the path."""
     from derive import minimize
 
-    objective = minimize.parse_objective(args.formula)
-    if args.start is None:
-        names = ", ".join(objective.names)
-        raise DeriveError(f"no start point given for {names}.", where="derive minimize",
-                          fix=f"Add --start with one number per variable ({names}).")
-    start = minimize.parse_start(args.start, objective)
-    run = minimize.minimize(objective, start, method=args.method, lr=args.lr,
-                            steps=args.steps, momentum=args.momentum)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise DeriveError("this is a file; -o names the directory for path.csv and path.png.",
+                          where=f"derive minimize -o {args.out}", fix="Name a directory.")
+    with time_limit(args.formula, "derive minimize"):
+        objective = minimize.parse_objective(args.formula)
+        if args.start is None:
+            names = ", ".join(objective.names)
+            raise DeriveError(f"no start point given for {names}.", where="derive minimize",
+                              fix=f"Add --start with one number per variable ({names}).")
+        start = minimize.parse_start(args.start, objective)
+        run = minimize.minimize(objective, start, method=args.method, lr=args.lr,
+                                steps=args.steps, momentum=args.momentum)
     print(minimize.header(run))
     for step in run.steps:
         print(minimize.step_line(step))
@@ -279,8 +308,13 @@ def cmd_latex(args) -> int:
     """Typeset a derivation (LaTeX or Markdown); with --pdf also compile it."""
     from derive.latex.document import document_for, write_document
 
-    doc = document_for(args.target, expr=args.expr, name=args.name, params=dict(args.param),
-                       lang=args.lang, fmt=args.format, out=args.out, pdf=args.pdf)
+    if args.out is not None:
+        check_output_file(args.out)
+    # A formula (--expr) is the one input that can make the symbolic work run away.
+    with time_limit(args.expr, "--expr") if args.expr is not None else nullcontext():
+        doc = document_for(args.target, expr=args.expr, name=args.name,
+                           params=dict(args.param), lang=args.lang, fmt=args.format,
+                           out=args.out, pdf=args.pdf)
     if args.out is None:
         sys.stdout.write(doc.text)
         return 0
@@ -296,8 +330,11 @@ def cmd_example(args) -> int:
     if not args.latex and (args.out is not None or args.pdf or args.format != "article"):
         raise DeriveError("-o, --pdf and --format go with --latex.", where="derive example",
                           fix="Add --latex, or drop them to print the example as text.")
-    example = worked_example(args.target, parse_settings(args.values), lr=args.lr,
-                             activation=args.activation, loss=args.loss)
+    if args.out is not None:
+        check_output_file(args.out)
+    with time_limit(" ".join(args.values), "derive example --set"):
+        example = worked_example(args.target, parse_settings(args.values), lr=args.lr,
+                                 activation=args.activation, loss=args.loss)
     if not args.latex:
         from derive.latex.example import render_text
 
@@ -378,8 +415,16 @@ COMMANDS = {"list": cmd_list, "kernels": cmd_kernels, "check": cmd_check,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; user errors print one paragraph and return their exit code."""
-    args = _parser().parse_args(argv)
+    """Run the command line; user errors print one paragraph and return their exit code.
+
+    Exit codes: 0 success, 1 a check failed, 2 a user error (one line on stderr), 3 an
+    internal error of derive's (one line asking for a report; ``DERIVE_TRACEBACK=1``
+    shows the traceback).
+    """
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed on one line
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return COMMANDS[args.command](args)
     except DeriveError as exc:
@@ -389,6 +434,22 @@ def main(argv: list[str] | None = None) -> int:
         # `derive list | head` closed the pipe: not an error of ours or the user's.
         sys.stderr.close()
         return 0
+    except MemoryError:
+        print("derive: error: out of memory: the input asks for more than this machine "
+              "has.", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 — the last resort; every known case is a DeriveError
+        if os.environ.get("DERIVE_TRACEBACK"):
+            raise
+        print(f"derive: internal error ({type(exc).__name__}: {_first_line(exc)}); please "
+              "report it with the command that caused it (DERIVE_TRACEBACK=1 shows the "
+              "traceback).", file=sys.stderr)
+        return 3
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no message"
 
 
 if __name__ == "__main__":
