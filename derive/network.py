@@ -355,6 +355,12 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
         raise _fail(path, "network.loss", f"unknown loss {loss!r}.", _close(loss, loss_names))
     if loss in LOSSES_OVER_CLASSES and len(in_shape) != 1:
         raise _fail(path, "network.loss", f"{loss} needs a flat output, got {in_shape}.")
+    if layers[-1].activation == "softmax" and loss not in LOSSES_OVER_CLASSES:
+        # Networks compute softmax only fused with a cross-entropy (it has no kernel of
+        # its own in a network), so any other loss would fail when the module is written.
+        raise _fail(path, f"layers[{len(layers) - 1}].activation",
+                    f"softmax is only supported before a cross-entropy loss, not {loss}.",
+                    "Use loss = \"categorical_cross_entropy\", or another activation.")
     given = data.get("train", {})
     if not isinstance(given, dict):
         raise _fail(path, "train", f"must be a table, got {given!r}.",

@@ -159,6 +159,9 @@ CASES = [
     ("eps zero", layer("eps = 0", kind="layer_norm"), ["layers[0].eps"]),
     ("eps inf", layer("eps = inf", kind="layer_norm"), ["layers[0].eps", "finite"]),
     ("unsupported layer", layer(kind="batch_norm"), ["layers[0].type", "not supported"]),
+    # a spec that parsed, then failed when its module was written
+    ("softmax without cross-entropy", layer("units = 3", 'activation = "softmax"'),
+     ["layers[0].activation", "softmax", "cross-entropy"]),
     # --- sizes that would need absurd memory or time ------------------------------------
     ("units 2**40", layer(f"units = {2**40}"), ["layers[0]", "parameters", "limit"]),
     ("filters 2**40", CONV.replace("filters = 2", f"filters = {2**40}"),
