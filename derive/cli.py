@@ -357,43 +357,82 @@ def cmd_example(args) -> int:
     return 0
 
 
+def _check_train_arguments(args) -> None:
+    """Refuse --epochs/--batch-size/--lr/--seed values no run can use, before any work."""
+    import math
+
+    from derive.network import MAX_SEED
+
+    checks = [
+        ("--epochs", args.epochs, args.epochs is None or args.epochs >= 1,
+         "Give a whole number of epochs ≥ 1."),
+        ("--batch-size", args.batch_size, args.batch_size is None or args.batch_size >= 1,
+         "Give a whole number of samples ≥ 1."),
+        ("--lr", args.lr, args.lr is None or (math.isfinite(args.lr) and args.lr > 0),
+         "Give a positive learning rate, e.g. --lr 0.01."),
+        ("--seed", args.seed, args.seed is None or 0 <= args.seed <= MAX_SEED,
+         f"Give a whole number from 0 to {MAX_SEED}."),
+    ]
+    for flag, value, ok, fix in checks:
+        if not ok:
+            raise DeriveError(f"{flag} {value!r} is not a valid value.", where="derive train",
+                              fix=fix)
+
+
 def cmd_train(args) -> int:
-    """Generate the spec's network module, train it, report accuracy and diagnosis."""
+    """Generate the spec's network module, train it, report accuracy and diagnosis.
+
+    The run holds the --out folder's lock throughout, and a folder that already holds a
+    checkpoint is only continued (--resume), never silently replaced.
+    """
     import dataclasses
 
     from derive.checks import load_module
-    from derive.network import load_spec
+    from derive.network import check_train, load_spec
     from derive.train import dataset_for, evaluate, fit
+    from derive.train.checkpoint import CHECKPOINT, load_checkpoint, run_lock
 
+    _check_train_arguments(args)
     spec = load_spec(args.spec)
     if args.optimizer is not None:
         registry.get(args.optimizer, "optimizer")  # an unknown name raises with suggestions
         spec = dataclasses.replace(spec, train=spec.train | {"optimizer": args.optimizer})
-    target = pipeline.spec_target(spec, args.out, f"derive train {args.spec}")
-    pipeline.write_targets([target])
-    module = load_module(target.path)
-    if getattr(module, "COMPILED", None) is not None:
-        print(f"kernels: compiled ahead of time ({module.COMPILED.__file__}); "
-              "DERIVE_JIT=1 jits them instead")
-    options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}
-    if args.seed is not None:
-        options["seed"] = args.seed
-    data = dataset_for(module, args.data, **options)
-    try:
-        history = fit(module, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      seed=args.seed, out_dir=args.out, resume=args.resume,
-                      progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; the last checkpoint in {args.out}/ is complete: "
-              "continue with --resume", file=sys.stderr)
-        return 130
-    loss, accuracy = evaluate(module, history.params, data.x_test, data.y_test)
-    print(f"test loss {loss:.4f}, test accuracy {accuracy:.2%} on {len(data.y_test)} samples")
-    for diagnosis in history.diagnoses:
-        print(f"diagnosis: {diagnosis}")
-    for path in history.files:
-        print(f"wrote {path}")
-    return 0
+        # The spec's hyper-parameters must be the new optimizer's (mu means nothing to adam).
+        check_train(spec.train, f"{args.spec} with --optimizer {args.optimizer}")
+    with run_lock(args.out):
+        checkpoint = args.out / CHECKPOINT
+        if not args.resume and checkpoint.exists():
+            done = load_checkpoint(checkpoint).epoch
+            raise DeriveError(
+                f"this folder holds a run of {done} epoch(s) ({checkpoint}); a new run "
+                "would replace it.", where=f"--out {args.out}",
+                fix="Continue it with --resume (and --epochs for the total), or give "
+                    "another --out for a new run.")
+        target = pipeline.spec_target(spec, args.out, f"derive train {args.spec}")
+        pipeline.write_targets([target])
+        module = load_module(target.path)
+        if getattr(module, "COMPILED", None) is not None:
+            print(f"kernels: compiled ahead of time ({module.COMPILED.__file__}); "
+                  "DERIVE_JIT=1 jits them instead")
+        options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}
+        if args.seed is not None:
+            options["seed"] = args.seed
+        data = dataset_for(module, args.data, **options)
+        try:
+            history = fit(module, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          seed=args.seed, out_dir=args.out, resume=args.resume,
+                          progress=not args.no_progress)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; the last checkpoint in {args.out}/ is complete: "
+                  "continue with --resume", file=sys.stderr)
+            return 130
+        loss, accuracy = evaluate(module, history.params, data.x_test, data.y_test)
+        print(f"test loss {loss:.4f}, test accuracy {accuracy:.2%} on {len(data.y_test)} samples")
+        for diagnosis in history.diagnoses:
+            print(f"diagnosis: {diagnosis}")
+        for path in history.files:
+            print(f"wrote {path}")
+        return 0
 
 
 def cmd_demo(args) -> int:

@@ -8,13 +8,20 @@ leaves the previous checkpoint or the new one, never a truncated file.
 
 Nothing is pickled: arrays are stored as arrays and the rest as one JSON string, and the
 file is read back with ``allow_pickle=False``.
+
+A run holds its folder's lock (:func:`run_lock`) while it writes there, so two runs into
+one folder cannot interleave their checkpoints.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import time
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 
@@ -26,6 +33,13 @@ from derive.train.report import FIELDS, EpochRecord
 
 CHECKPOINT = "checkpoint.npz"
 FORMAT = 1
+#: The lock file a run keeps in its folder; it holds the run's process id.
+LOCK = "train.lock"
+#: Configuration keys that checkpoints did not always record: an older checkpoint without
+#: them is compared on the rest (its parameters' and state's shapes still are).
+LATER_KEYS = ("network", "loss", "optimizer")
+#: A lock file younger than this with no process id in it is being written, not stale.
+FRESH_SECONDS = 5.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +132,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 
 def check_compatible(ck: Checkpoint, config: dict, params: list[np.ndarray],
-                     where: str) -> None:
+                     where: str, state: list[np.ndarray] | None = None) -> None:
     """Refuse to resume a checkpoint made with other options, network or data.
 
     Parameters
@@ -131,11 +145,19 @@ def check_compatible(ck: Checkpoint, config: dict, params: list[np.ndarray],
         Freshly initialised parameters of this run's network (for names/shapes/dtypes).
     where : str
         The checkpoint's path, for messages.
+    state : list of ndarray, optional
+        Freshly initialised optimizer state of this run (its shapes must match too).
 
     """
-    for key in sorted(set(config) | set(ck.config)):
+    # The network, loss and optimizer first: when they differ, that is the news, not the
+    # data fingerprint or the parameter names that differ with them.
+    first = (*LATER_KEYS, "param_names")
+    keys = set(config) | set(ck.config)
+    for key in [k for k in first if k in keys] + sorted(keys - set(first)):
         if key == "epochs":
             continue  # continuing for more epochs is what resuming is for
+        if key in LATER_KEYS and key not in ck.config:
+            continue
         ours, theirs = config.get(key), ck.config.get(key)
         if ours != theirs:
             raise DeriveError(
@@ -150,3 +172,159 @@ def check_compatible(ck: Checkpoint, config: dict, params: list[np.ndarray],
         raise DeriveError(
             f"the checkpoint's parameters {theirs} do not fit this network's {ours}.",
             where=where, fix="Resume with the network (and dtype) that made it.")
+    if state is not None:
+        ours = [(s.shape, str(s.dtype)) for s in state]
+        theirs = [(s.shape, str(s.dtype)) for s in ck.state]
+        if ours != theirs:
+            raise DeriveError(
+                f"the checkpoint's optimizer state {theirs} does not fit this network's "
+                f"optimizer, whose state is {ours}.",
+                where=where, fix="Resume with the optimizer that made it.")
+
+
+# --- one run per folder ------------------------------------------------------------------
+
+#: Locks this process holds, by real path → how many times entered: `derive train`
+#: takes its folder's lock, then :func:`derive.train.loop.fit` takes it again.
+_HELD: dict[str, int] = {}
+
+
+@contextmanager
+def run_lock(out_dir: Path | str) -> Iterator[Path]:
+    """Hold ``out_dir``'s lock while the block runs: one training run writes a folder.
+
+    The lock is the file :data:`LOCK`, created with ``O_EXCL`` (so two processes cannot
+    both create it) and holding the process id. A lock left by a process that no longer
+    runs (killed, or the machine restarted) is taken over. The same process may enter
+    the lock again while it holds it.
+
+    Parameters
+    ----------
+    out_dir : path
+        The run's folder; created if missing.
+
+    Yields
+    ------
+    Path
+        The lock file.
+
+    Raises
+    ------
+    DeriveError
+        When another running process holds the lock, or the folder cannot be written.
+
+    """
+    folder = Path(out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeriveError(f"cannot create the run's folder ({exc.strerror}).",
+                          where=str(folder), fix="Choose a writable --out.") from None
+    path = folder / LOCK
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key] += 1
+        try:
+            yield path
+        finally:
+            _HELD[key] -= 1
+        return
+    _acquire(path, folder)
+    _HELD[key] = 1
+    try:
+        yield path
+    finally:
+        del _HELD[key]
+        _release(path)
+
+
+def _acquire(path: Path, folder: Path) -> None:
+    for _ in range(5):  # each pass either takes the lock, refuses, or removes a stale one
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            text, pid = _read_lock(path)
+            if text is None:
+                continue  # removed in between: try again
+            if _held_by_another(path, text, pid):
+                who = f"process {pid}" if pid else "a run that is starting"
+                raise DeriveError(
+                    f"another training run ({who}) is writing this folder.",
+                    where=str(folder),
+                    fix=f"Wait for it to finish, or give another --out. If no run is "
+                        f"using it, delete {path}.") from None
+            _take_over(path, text)
+            continue
+        except OSError as exc:
+            raise DeriveError(f"cannot write the run's lock file ({exc.strerror}).",
+                              where=str(path), fix="Choose a writable --out.") from None
+        try:
+            os.write(fd, f"{os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+        return
+    raise DeriveError("cannot take the run's lock: other runs keep replacing it.",
+                      where=str(path), fix="Give another --out.")
+
+
+def _read_lock(path: Path) -> tuple[str | None, int | None]:
+    """The lock's text (None if it is gone) and the process id in it (None if none)."""
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return None, None
+    except OSError:
+        return "", None
+    word = text.strip()
+    return text, int(word) if word.isdigit() and 0 < int(word) < 2**31 else None
+
+
+def _held_by_another(path: Path, text: str, pid: int | None) -> bool:
+    if not text.strip():
+        # Created but not written yet (O_EXCL, then the write, are two steps): only an
+        # old empty lock is stale.
+        try:
+            return time.time() - path.stat().st_mtime < FRESH_SECONDS
+        except OSError:
+            return False
+    if pid is None:
+        return False  # not a lock this code wrote
+    if pid == os.getpid():
+        return False  # not in _HELD, so left over by this process: stale
+    try:
+        os.kill(pid, 0)  # signal 0 checks that the process exists, sends nothing
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except OSError:
+        return False
+    return True
+
+
+def _take_over(path: Path, stale_text: str) -> None:
+    """Remove a stale lock, unless another run replaced it since it was read."""
+    aside = path.with_name(f".{path.name}.{os.getpid()}.stale")
+    try:
+        os.replace(path, aside)  # atomic: of two runs taking over, one moves it
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DeriveError(f"cannot remove the stale lock of a finished run ({exc.strerror}).",
+                          where=str(path), fix="Delete it, or give another --out.") from None
+    try:
+        if aside.read_text(encoding="ascii", errors="replace") != stale_text:
+            # What was moved is a live run's new lock: put it back where it was (unless
+            # a third run has taken the place meanwhile; that one then holds the folder).
+            try:
+                os.link(aside, path)
+            except OSError:
+                pass
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _release(path: Path) -> None:
+    _, pid = _read_lock(path)
+    if pid == os.getpid():
+        path.unlink(missing_ok=True)

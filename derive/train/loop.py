@@ -36,6 +36,7 @@ from derive.train.checkpoint import (
     Checkpoint,
     check_compatible,
     load_checkpoint,
+    run_lock,
     save_checkpoint,
 )
 from derive.train.data import Dataset, split_validation
@@ -129,6 +130,32 @@ def _describe_schedule(spec, lr: float, epochs: int) -> str:
     if callable(spec):
         return f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__qualname__', '?')}"
     return repr(from_spec(spec, lr, epochs))
+
+
+def _describe_module(module) -> dict:
+    """The network, loss and optimizer as a checkpoint records them, for resuming.
+
+    Parameter shapes alone do not tell two networks apart (another activation, stride or
+    loss keeps them), nor two optimizers with the same state (momentum and nesterov).
+    Modules without the generated modules' descriptive names record nothing here.
+    """
+    described = {}
+    layers = getattr(module, "LAYERS", None)
+    if layers is not None:
+        steps = [f"{kind}({', '.join(f'{k}={v!r}' for k, v in sorted(hyper.items()))})"
+                 + (f" {activation}" if activation else "")
+                 for kind, activation, hyper in layers]
+        described["network"] = " -> ".join([str(tuple(module.INPUT_SHAPE)), *steps])
+    if getattr(module, "LOSS", None) is not None:
+        described["loss"] = str(module.LOSS)
+    name = getattr(module, "OPTIMIZER", None)
+    if name is not None:
+        train = dict(getattr(module, "TRAIN", {}) or {})
+        hyper = {k: float(train.get(k, v))
+                 for k, v in (getattr(module, "OPTIMIZER_PARAMS", {}) or {}).items()
+                 if k != "lr"}  # the rate is recorded (and compared) on its own
+        described["optimizer"] = f"{name}({', '.join(f'{k}={v!r}' for k, v in hyper.items())})"
+    return described
 
 
 # --- evaluation --------------------------------------------------------------------------
@@ -294,8 +321,10 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         written without it.
     resume : bool
         Continue from ``out_dir``'s checkpoint; the result is bit for bit the one of an
-        uninterrupted run. The options must be those of the checkpointed run, except
-        ``epochs``.
+        uninterrupted run. The network, loss, optimizer and options must be those of the
+        checkpointed run, except ``epochs``. While it runs, the run holds ``out_dir``'s
+        lock (:func:`derive.train.checkpoint.run_lock`): a second run into the same
+        folder is refused.
     progress : bool
         Progress bar and per-epoch lines on ``stream`` (stderr); the bar is drawn only on
         a terminal.
@@ -311,8 +340,8 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
     Raises
     ------
     DeriveError
-        For invalid options, a module that is not a network module, or a checkpoint that
-        is missing, unreadable or from another run.
+        For invalid options, a module that is not a network module, a checkpoint that
+        is missing, unreadable or from another run, or a folder another run is writing.
 
     """
     _check_module(module)
@@ -324,17 +353,29 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
     schedule = train.get("schedule") if schedule is None else schedule
     rate = lr_schedule(schedule, lr, epochs)
     data = _with_validation(data, validation_split, seed, shuffle_validation)
-    x, y = data.x_train, data.y_train
-    if len(x) == 0:
+    if len(data.x_train) == 0:
         raise DeriveError("the data set has no training samples.", where=data.name)
     if resume and out_dir is None:
         raise DeriveError("resuming needs the directory of the run's checkpoint.",
                           where="resume", fix="Pass --out DIR (the run's output directory).")
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        _remove_stranded_temporaries(out)
     report = Progress(epochs, stream, progress)
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+               "schedule": schedule, "rate": rate}
+    if out_dir is None:
+        return _train(module, data, None, resume, report, **options)
+    out = Path(out_dir)
+    # The lock comes first: without it, a second run would delete the first one's
+    # temporaries in flight and interleave its checkpoints with the first one's.
+    with run_lock(out):
+        _remove_stranded_temporaries(out)
+        return _train(module, data, out, resume, report, **options)
 
+
+def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progress, *,
+           epochs: int, batch_size: int, lr: float, seed: int, schedule,
+           rate: Schedule) -> History:
+    """The loop of :func:`fit`, once the options are checked and the folder is locked."""
+    x, y = data.x_train, data.y_train
     params = module.init_params(seed, x.dtype)
     state = module.init_state(params)
     rng = np.random.default_rng(seed)
@@ -345,13 +386,14 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
             "batch_size": batch_size, "lr": lr, "seed": seed, "epochs": epochs,
             "schedule": _describe_schedule(schedule, lr, epochs),
             "param_names": list(getattr(module, "PARAM_NAMES", [])),
+            **_describe_module(module),
             "n_train": len(x), "n_val": len(data.x_val),
             "data": _fingerprint(x, y, data.x_val, data.y_val),
         }
     if resume:
         where = str(out / CHECKPOINT)
         ck = load_checkpoint(out / CHECKPOINT)
-        check_compatible(ck, config, params, where)
+        check_compatible(ck, config, params, where, state)
         params, state, records = ck.params, ck.state, list(ck.records)
         rng.bit_generator.state = ck.rng_state
         report.message(f"resuming from {where} after epoch {ck.epoch}")
