@@ -179,17 +179,17 @@ def test_csv_and_plot_are_written_atomically(tmp_path):
 
 
 def test_a_failing_plot_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    from derive.codegen import emit
+    from derive import files
 
     run = minimize(parse_objective("w1**2 + w2**2"), [10, 10], steps=3)
-    real = emit.os.replace
+    real = files.os.replace
 
     def crash(src, dst):
         if str(dst).endswith(".png"):
             raise KeyboardInterrupt
         return real(src, dst)
 
-    monkeypatch.setattr(emit.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
         write_trajectory(run, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["path.csv"]

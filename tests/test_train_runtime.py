@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from derive import files
 from derive.checks import load_module
-from derive.codegen import emit
-from derive.errors import DeriveError
+from derive.errors import DeriveError, OutputError
 from derive.train.checkpoint import CHECKPOINT, load_checkpoint
 from derive.train.data import Dataset, Normaliser, dataset_for, prepare
 from derive.train.loop import evaluate, fit, gradient_norm, lr_schedule
@@ -323,8 +323,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(mlp, digits, t
             self.f.write(data[: len(data) // 2])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(emit.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    with pytest.raises(OutputError, match="No space left"):
         fit(mlp, data, epochs=2, out_dir=tmp_path, resume=True, progress=False)
     monkeypatch.undo()
     assert (tmp_path / CHECKPOINT).read_bytes() == before
