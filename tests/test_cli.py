@@ -110,7 +110,8 @@ def test_list_shows_every_activation_with_formula(capsys):
 def test_check_reports_a_table():
     r = run("check", "relu", "prelu")
     assert r.returncode == 0, r.stderr
-    assert "d_alpha" in r.stdout and "2 passed" not in r.stdout and "3 passed, 0 failed" in r.stdout
+    assert "d_alpha" in r.stdout and "2 passed" not in r.stdout and "5 passed, 0 failed" in r.stdout
+    assert r.stdout.count("forward = declaration") == 2  # each module against its declaration
 
 
 def test_check_fails_on_a_wrong_kernel(tmp_path, capsys):
