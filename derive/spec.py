@@ -96,11 +96,17 @@ class Rearrange:
     identities : tuple of tuple of sympy.Expr
         Equalities the step uses, each a chain a = b = ... (e.g. 1 − σ(x) =
         e^{−x}/(1 + e^{−x})); every link is checked.
+    inner : tuple of (sympy.Expr, sympy.Expr)
+        A name the step introduces or substitutes and what it stands for.
+    quote : tuple of sympy.Expr
+        What the prose of the step names (the term a sum keeps, an index equality).
     """
 
     rule: str
     form: sp.Expr
     identities: tuple[tuple[sp.Expr, ...], ...] = ()
+    inner: tuple[tuple[sp.Expr, sp.Expr], ...] = ()
+    quote: tuple[sp.Expr, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,18 @@ class VectorFunction:
         y[n, k] in terms of ``arg[n, ...]`` (indices from :mod:`derive.calculus.indexed`).
     arg : sympy.IndexedBase
         The input array.
+    output : sympy.IndexedBase, optional
+        The name of the output array in a lecture (softmax_k).
+    shown_as : sympy.Expr, optional
+        output[n, k] as a lecture writes it (e^{z_k} / Σ_i e^{z_i}), checked equal to
+        ``out``.
+    upstream : sympy.IndexedBase, optional
+        The gradient arriving at the output, ∂E/∂output[n, k].
+    jacobian : tuple of Rearrange
+        The derivation of ∂output[n, k]/∂arg[n, j], step by step (each checked).
+    vjp : tuple of Rearrange
+        The derivation of ∂E/∂arg[n, j] from the Jacobian: the product the kernel
+        computes.
     """
 
     name: str
@@ -259,6 +277,11 @@ class VectorFunction:
     domain: tuple[float, float] = (-5.0, 5.0)
     kind: str = field(default="vector", init=False)
     params: tuple[Param, ...] = ()
+    output: sp.IndexedBase | None = None
+    shown_as: sp.Expr | None = None
+    upstream: sp.IndexedBase | None = None
+    jacobian: tuple[Rearrange, ...] = ()
+    vjp: tuple[Rearrange, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -179,10 +179,10 @@ def test_repr_latex_for_jupyter():
     assert r"\text{quotient rule}" in text and r"y \left(1 - y\right)" in text
 
 
-def test_vector_functions_say_they_are_not_typeset_yet(capsys):
-    # Losses, layers, optimizers and networks are typeset (tests/test_latex_more.py);
-    # softmax on its own is only typeset inside the softmax cross-entropy.
-    assert main(["latex", "softmax", "--format", "markdown"]) == 2
+def test_vector_functions_without_a_declared_jacobian_say_they_are_not_typeset_yet(capsys):
+    # softmax declares its Jacobian's derivation (tests/test_steps_teaching.py);
+    # log-softmax is only typeset inside the softmax cross-entropy.
+    assert main(["latex", "log_softmax", "--format", "markdown"]) == 2
     assert "not available yet" in capsys.readouterr().err
 
 

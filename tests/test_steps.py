@@ -141,6 +141,9 @@ def test_every_rule_is_exercised():
         for g in derivation_steps(op).gradients:
             if g.chain is not None:
                 see(g.chain)
+    softmax = derivation_steps(get("softmax"))
+    see(softmax.jacobian)
+    see(softmax.vjp)
     assert seen == set(RULES)
 
 

@@ -162,3 +162,34 @@ def test_every_activation_and_loss_article_renders_its_folded_clauses(lang):
         text = render(op, "article", lang)
         assert "folded" not in text
         assert not re.search(r";\s*:", text), op.name
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_softmax_derives_its_jacobian_with_the_kronecker_delta(lang):
+    text = render(get("softmax"), "article", lang)
+    sm = r"{\operatorname{softmax}}"
+    jacobian = (rf"\boxed{{\frac{{\partial {sm}_{{k}}}}{{\partial {{z}}_{{j}}}} = "
+                rf"{sm}_{{k}} \left(\delta_{{kj}} - {sm}_{{j}}\right)}}")
+    vjp = (r"\boxed{\frac{\partial E}{\partial {z}_{j}} = {\operatorname{softmax}}_{j} "
+           r"\left({g}_{j} - \sum_{k=0}^{K - 1} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
+    assert jacobian in text and vjp in text
+    assert text.index(jacobian) < text.index(vjp)
+    # the quotient rule and δ_kj on the way, and the kernel's product at the end
+    assert text.count(r"\delta_{kj}") >= 4
+    assert r"{\bar{x}}_{p,q} = " in text
+
+
+def test_softmax_jacobian_is_checked_on_and_off_the_diagonal():
+    steps = derivation_steps(get("softmax"))
+    assert steps.jacobian.rules()[:3] == ("definition", "quotient", "delta")
+    assert steps.vjp.rules()[-2:] == ("delta_sum", "common_factor")
+    i = len(steps.jacobian.steps) - 1
+    last = steps.jacobian.steps[i].after
+    k, j = sp.symbols("k j", integer=True, nonnegative=True)
+    wrong = last.xreplace({sp.KroneckerDelta(k, j): sp.Integer(0)})  # right only for k ≠ j
+    off = with_step(steps.jacobian, i, after=wrong)
+    check_chain(off)  # the instance k = 2, j = 1 cannot tell
+    diagonal = dict(off.instance) | {k: 1}
+    from dataclasses import replace
+    with pytest.raises(StepError, match="common_factor"):
+        check_chain(replace(off, instance=tuple(diagonal.items())))

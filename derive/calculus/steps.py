@@ -31,7 +31,7 @@ from derive.calculus.functions import NAMED, explicit
 from derive.calculus.kinks import normalise_kinks
 from derive.calculus.verify import evaluate
 from derive.errors import DeriveError
-from derive.spec import Activation, Layer, Loss, Param, x, y
+from derive.spec import Activation, Layer, Loss, Param, VectorFunction, x, y
 
 #: Rule keys, in the order a reader meets them; templates hold one sentence per key.
 RULES = (
@@ -45,6 +45,8 @@ RULES = (
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",
     "factor_out", "one_hot", "name_output", "back_to_index",
     "chain_layer", "connected", "kronecker", "eliminate_deltas",
+    # row-wise vector functions (softmax): the Jacobian and its product with a gradient
+    "delta", "split_terms", "common_factor", "jacobian", "distribute", "delta_sum",
 )
 #: Rules applied to every matching derivative at once: the notes drop all constant
 #: terms in one breath ("todos os termos que não possuem o índice k ... são constantes").
@@ -1506,3 +1508,78 @@ def _layer_steps(op: Layer) -> LayerSteps:
                                            _engine_printed(g.expr, names, element, FREE),
                                            "derived"))
     return LayerSteps(op, out, expr, steps, upstream, tuple(gradients), tuple(intermediates))
+
+
+# --- row-wise vector functions (softmax): the Jacobian and the vector-Jacobian product ------
+
+#: Sizes and indices at which a vector function's steps are checked; the Jacobian also at
+#: k = j, where the Kronecker delta is 1.
+VECTOR_INSTANCE = {"N": 2, "K": 3, "n": 1, "k": 2, "j": 1}
+
+
+@dataclass(frozen=True)
+class VectorSteps:
+    """The recorded derivations of a row-wise vector function.
+
+    Attributes
+    ----------
+    op : VectorFunction
+        The declaration.
+    element : sympy.Indexed
+        output[n, k], as a lecture names it (softmax_k).
+    definition : sympy.Expr
+        What it stands for (e^{z_k} / Σ_i e^{z_i}).
+    jacobian : StepChain
+        ∂output[n, k]/∂arg[n, j], checked at k ≠ j and at k = j.
+    vjp : StepChain
+        ∂E/∂arg[n, j] with the upstream gradient, checked; what the kernel computes.
+    case : sympy.Symbol
+        The case index, which printers omit.
+    """
+
+    op: object
+    element: sp.Indexed
+    definition: sp.Expr
+    jacobian: StepChain
+    vjp: StepChain
+    case: sp.Symbol
+
+
+def _declared(rec: Recorder, recipe) -> Recorder:
+    for r in recipe:
+        rec.step(r.rule, r.form, inner=r.inner, identities=_sympified(r.identities),
+                 quote=r.quote)
+    return rec
+
+
+@derivation_steps.register
+def _(op: VectorFunction) -> VectorSteps:
+    if not op.jacobian:
+        return derivation_steps.dispatch(object)(op)
+    return _vector_steps(op)
+
+
+@cache
+def _vector_steps(op: VectorFunction) -> VectorSteps:
+    from derive.calculus.indexed import K, N, j, k, n
+
+    a, b = sp.symbols("a b", integer=True, nonnegative=True)
+    out = op.output
+    definition = sp.Lambda((a, b), op.shown_as.xreplace({n: a, k: b}))
+    at = {N: VECTOR_INSTANCE["N"], K: VECTOR_INSTANCE["K"], n: VECTOR_INSTANCE["n"],
+          k: VECTOR_INSTANCE["k"], j: VECTOR_INSTANCE["j"]}
+    var = op.arg[n, j]
+    rec = _declared(Recorder(D(out[n, k], var), var, expansions=((out, definition),),
+                             instance=tuple(at.items()), case=n), op.jacobian)
+    jacobian = rec.chain()
+    check_chain(replace(jacobian, instance=tuple((at | {k: at[j]}).items())))
+    bound = sp.Symbol("r", integer=True, nonnegative=True)  # the declaration sums over j
+    check_equal(op.shown_as, op.out.xreplace({j: bound}), jacobian,
+                f"the form {op.name} is shown as")
+    m = sp.Symbol("m", integer=True, nonnegative=True)
+    pairing = sp.Sum(op.upstream[m, k] * out[m, k], (m, 0, N - 1), (k, 0, K - 1))
+    rec = _declared(Recorder(D(LOSS_NAME, var), var,
+                             expansions=((LOSS_NAME, pairing), (out, definition)),
+                             instance=tuple((s, v) for s, v in at.items() if s != k), case=n),
+                    op.vjp)
+    return VectorSteps(op, out[n, k], op.shown_as, jacobian, rec.chain(), n)

@@ -37,7 +37,7 @@ from derive.latex.context import (
     document_view,
 )
 from derive.latex.printer import WORDS, DerivePrinter
-from derive.spec import Layer, Loss
+from derive.spec import Layer, Loss, VectorFunction
 
 #: How arrays and scalars of losses and layers are written (notation, not words).
 NOTATION = {
@@ -402,4 +402,81 @@ def _(op: Layer, lang: Language) -> LayerView:
         routes=any(e.has(ArgMax) for _, e in op.steps),
         mask=any(p_.keyword == "p" for p_ in op.hyper),
         derived=any(g.route == "derived" for g in steps.gradients),
+    )
+
+
+
+# --- row-wise vector functions (softmax) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorView:
+    """Everything a vector function's templates print: the Jacobian and its product."""
+
+    kind: str
+    name: str
+    title: str
+    symbol: str
+    element: str
+    definition: str
+    arg: str
+    upstream: str
+    upstream_def: str
+    jacobian: ChainView
+    jacobian_lhs: str
+    jacobian_result: str
+    vjp: ChainView
+    vjp_lhs: str
+    vjp_result: str
+    kernel_lhs: str
+    kernel: str
+
+
+def _hidden_chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
+    """A chain printed without the case index from its first line (one case, as the notes)."""
+    def show(e):
+        return hide_case(e, chain.case)
+
+    steps = tuple(_step_view(i + 1, s, printer, show) for i, s in enumerate(chain.steps))
+    return ChainView(var=printer.doprint(show(chain.var)), d=r"\partial",
+                     lhs=printer.doprint(show(chain.start)), steps=steps,
+                     derivative=steps[-1].tex, in_output="", case="",
+                     var_short=printer.doprint(show(chain.var)))
+
+
+@document_view.register
+def _(op: VectorFunction, lang: Language) -> VectorView:
+    from derive.calculus.derivation import derive_vector
+
+    steps = derivation_steps(op)
+    symbols = {op.output.label.name: op.latex}
+    printer = indexed_printer(lang, symbols)
+    printer._settings["kronecker"] = "delta"
+    case = steps.case
+
+    def pr(e):
+        return printer.doprint(hide_case(e, case))
+
+    n, j, k, _, _ = loss_indices()
+    upstream = op.upstream[case, k]
+    kernel = derive_vector(op).vjp_in_output
+    kernel_printer = indexed_printer(lang, {"d_y": r"\bar{y}", "d_x": r"\bar{x}"})
+    return VectorView(
+        kind="vector",
+        name=op.name,
+        title=op.title,
+        symbol=op.latex,
+        element=pr(steps.element),
+        definition=pr(steps.definition),
+        arg=printer.doprint(op.arg.label),
+        upstream=pr(upstream),
+        upstream_def=pr(D(sp.Symbol("E"), op.output[case, k])),
+        jacobian=_hidden_chain_view(steps.jacobian, printer),
+        jacobian_lhs=pr(steps.jacobian.start),
+        jacobian_result=pr(steps.jacobian.result),
+        vjp=_hidden_chain_view(steps.vjp, printer),
+        vjp_lhs=pr(steps.vjp.start),
+        vjp_result=pr(steps.vjp.result),
+        kernel_lhs=kernel_printer.doprint(sp.IndexedBase("d_x", real=True)[p, q]),
+        kernel=kernel_printer.doprint(kernel) if kernel is not None else "",
     )

@@ -104,6 +104,7 @@ class DerivePrinter(LatexPrinter):
         "gradients": {},
         "loss": "E",
         "lead": (),
+        "kronecker": "bracket",
     }
 
     def __init__(self, settings=None):
@@ -318,6 +319,10 @@ class DerivePrinter(LatexPrinter):
 
     def _print_KroneckerDelta(self, expr, exp=None):
         a, b = expr.args
+        if self._settings["kronecker"] == "delta":
+            # δ_kj, as a Jacobian ∂y_k/∂z_j is written (SymPy keeps the indices sorted,
+            # j before k; δ is symmetric); the bracket [k = j] reads better in sums.
+            return rf"\delta_{{{self._print(b)}{self._print(a)}}}"
         return rf"\left[{self._print(a)} = {self._print(b)}\right]"
 
     def _print_lse(self, expr, exp=None):

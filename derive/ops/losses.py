@@ -9,7 +9,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Abs, Max, Piecewise, Rational, Wild, exp, log
 
-from derive.calculus.functions import Terms
+from derive.calculus.functions import Factors, Terms
 from derive.calculus.indexed import K, N, j, k, lse, n
 from derive.registry import register
 from derive.spec import Loss, Param, Rearrange, VectorFunction
@@ -96,9 +96,54 @@ SOFTMAX_CROSS_ENTROPY = register(Loss(
     term=-y[n, k] * (z[n, k] - lse(z[n, j], j, K)), scale=1 / N, pred=z, target=y,
     targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits"))
 
+i = sp.Symbol("i", integer=True, nonnegative=True)  # a softmax row's summation index
+m = sp.Symbol("m", integer=True, nonnegative=True)  # another case of the batch
+softmax_ = sp.IndexedBase("softmax", real=True)
+upstream = sp.IndexedBase("g", real=True)  # ∂E/∂softmax
+_row_sum = sp.Sum(exp(z[n, i]), (i, 0, K - 1))
+_delta = sp.KroneckerDelta(k, j)
+_sk = exp(z[n, k]) / _row_sum
+
 SOFTMAX = register(VectorFunction(
     name="softmax", title="Softmax", latex=r"\operatorname{softmax}",
-    out=exp(z[n, k] - lse(z[n, j], j, K)), arg=z))
+    out=exp(z[n, k] - lse(z[n, j], j, K)), arg=z,
+    output=softmax_, shown_as=_sk, upstream=upstream,
+    # ∂softmax_k/∂z_j by the quotient rule, e^{z_k} giving δ_kj and the row sum e^{z_j}.
+    jacobian=(
+        Rearrange("definition", sp.Derivative(_sk, z[n, j]), inner=((softmax_[n, k], _sk),)),
+        Rearrange("quotient", (sp.Derivative(exp(z[n, k]), z[n, j]) * _row_sum
+                               - exp(z[n, k]) * sp.Derivative(_row_sum, z[n, j]))
+                  / _row_sum**2),
+        Rearrange("delta", (_delta * exp(z[n, k]) * _row_sum
+                            - exp(z[n, k]) * sp.Derivative(_row_sum, z[n, j])) / _row_sum**2,
+                  identities=((sp.Derivative(exp(z[n, k]), z[n, j]), exp(z[n, k]) * _delta),),
+                  quote=(_delta, sp.Eq(k, j, evaluate=False))),
+        Rearrange("constant_terms", (_delta * exp(z[n, k]) * _row_sum
+                                     - exp(z[n, k]) * exp(z[n, j])) / _row_sum**2,
+                  quote=(exp(z[n, j]), sp.Eq(i, j, evaluate=False))),
+        Rearrange("split_terms", Terms(Factors(_delta, _sk),
+                                       -Factors(_sk, exp(z[n, j]) / _row_sum))),
+        Rearrange("name_output", _delta * softmax_[n, k] - softmax_[n, k] * softmax_[n, j],
+                  inner=((softmax_[n, k], _sk),)),
+        Rearrange("common_factor", Factors(softmax_[n, k], _delta - softmax_[n, j])),
+    ),
+    # ∂E/∂z_j: every output k of the case depends on z_j; the δ_kj keeps one term.
+    vjp=(
+        Rearrange("chain_layer", sp.Sum(upstream[m, k] * sp.Derivative(softmax_[m, k], z[n, j]),
+                                        (m, 0, N - 1), (k, 0, K - 1))),
+        Rearrange("connected", sp.Sum(upstream[n, k] * sp.Derivative(softmax_[n, k], z[n, j]),
+                                      (k, 0, K - 1)),
+                  quote=(softmax_[m, k], sp.Eq(m, n, evaluate=False))),
+        Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], softmax_[n, k],
+                                             _delta - softmax_[n, j]), (k, 0, K - 1))),
+        Rearrange("distribute", sp.Sum(upstream[n, k] * softmax_[n, k] * _delta, (k, 0, K - 1))
+                  - softmax_[n, j] * sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1))),
+        Rearrange("delta_sum", upstream[n, j] * softmax_[n, j]
+                  - softmax_[n, j] * sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1)),
+                  quote=(_delta, sp.Eq(k, j, evaluate=False))),
+        Rearrange("common_factor", Factors(softmax_[n, j], upstream[n, j] - sp.Sum(
+            upstream[n, k] * softmax_[n, k], (k, 0, K - 1)))),
+    )))
 
 LOG_SOFTMAX = register(VectorFunction(
     name="log_softmax", title="Log-softmax", latex=r"\log\operatorname{softmax}",
