@@ -139,7 +139,7 @@ def test_document_compiles_with_its_title_and_sections(documents, target, lang, 
 # --- losses -----------------------------------------------------------------------------
 
 NOTES_STEPS = {
-    "pt": ["suprimimos a soma sobre os casos", "Abrimos a soma", "Todos os termos diferentes de",
+    "pt": ["suprimimos a soma sobre os casos", "Abrimos a soma", "Nenhum termo além de",
            "a regra da cadeia", "Voltando ao índice j"],
     "en": ["we drop the sum over the cases", "We open the sum", "Every term other than",
            "the chain rule", "Returning to the index j"],
@@ -303,7 +303,7 @@ def test_the_notes_example_is_typeset_with_computed_numbers(documents, lang):
     sep = "," if lang == "pt" else "."
     for fmt in COMPILED:
         text = flat(documents, "example:notes", lang, fmt)
-        for number in ("3.61", "−3.8", "−7.98", "1.0798", "0.038", "2.8710591364"):
+        for number in ("3.61", "−3.8", "−7.98", "1.0798", "0.038", "2.87106"):
             assert number.replace(".", sep) in text, number
 
 

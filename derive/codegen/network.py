@@ -24,6 +24,7 @@ from derive.codegen.emit import (
     _kernel_source,
     _row_context,
     cache_name,
+    docstring_text,
     header_lines,
     helper_source,
     with_hash,
@@ -190,6 +191,19 @@ def _hyper_value_for_optimizer(param, train: dict) -> str:
     return "lr" if param.name == "lr" else repr(float(train.get(param.name, param.default)))
 
 
+def _target_doc(spec: NetworkSpec, encoding: str, classes: bool) -> str:
+    """What the module's docstring says y is."""
+    if encoding == "index":
+        return "integer class labels of shape (N,)"
+    shape = ", ".join(map(str, spec.output_shape))
+    if classes:
+        return f"class probabilities of shape (N, {shape}) or integer class labels of shape (N,)"
+    domain = TARGET_DOMAINS.get(registry.get(spec.loss, "loss").samples)
+    where = ("" if domain is None else f" in [{domain[1]}, {domain[2]}]" if domain[0] == "range"
+             else " each " + " or ".join(map(str, domain[1:])))
+    return f"targets of shape (N, {shape}){where}"
+
+
 def render_network(spec: NetworkSpec, command: str) -> str:
     """Render the generated module of a network spec.
 
@@ -269,13 +283,13 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     context = {
         "cache_name": cache_name("networks", spec.name),
         "header": header_lines(f"the network spec {spec.source}", command),
-        "spec": spec,
+        # The spec's path is the user's text, and the docstring quotes it.
+        "spec": dataclasses.replace(spec, source=docstring_text(spec.source)),
         "plan": plan,
         "summary": summary,
         "final_activation": plan.final_activation,
         "optimizer": spec.train["optimizer"],
-        "target_doc": "integer class labels of shape (N,)" if encoding == "index"
-        else "targets shaped like the outputs (or integer labels, one-hot encoded)",
+        "target_doc": _target_doc(spec, encoding, classes),
         "n_classes": spec.output_shape[0] if classes else None,
         "output_size": math.prod(spec.output_shape),
         "target_domain": TARGET_DOMAINS.get(registry.get(spec.loss, "loss").samples),

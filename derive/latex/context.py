@@ -88,6 +88,7 @@ class ParamView:
     tex: str
     default: str
     learnable: bool
+    rel: str = "="
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class KinkView:
     df_right: Number
     continuous: bool
     smooth: bool
+    owner: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,40 @@ class ActivationView:
     remarks: tuple[str, ...] = ()
 
 
+# --- titles ---------------------------------------------------------------------------
+
+
+def op_title(op, lang: Language) -> str:
+    """An op's title as LaTeX text: the language's word table, else its declaration's.
+
+    A language that translates titles (``fallback_titles`` in its words) names an op it
+    has no title for by its kind and catalogue name, never in another language.
+    """
+    from derive.latex.render import latex_text
+
+    titles = lang.words["titles"]
+    if op.name in titles:
+        return titles[op.name]
+    fallback = lang.words.get("fallback_titles", {})
+    if op.kind in fallback:
+        return rf"{fallback[op.kind]} \texttt{{{latex_text(op.name)}}}"
+    return latex_text(op.title)
+
+
+def inline_title(title: str, lang: Language) -> str:
+    r"""A title inside a sentence: its first letter in lower case, unless it is a name.
+
+    "Erro quadrático médio (MSE)" → "erro quadrático médio (MSE)"; "ReLU paramétrica",
+    "Heaviside step" and "\texttt{...}" keep theirs (acronyms, the language's
+    ``proper_nouns``, commands).
+    """
+    first = title.split(" ", 1)[0]
+    if (not first[:1].isupper() or any(c.isupper() or c.isdigit() for c in first[1:])
+            or first in lang.words.get("proper_nouns", ())):
+        return title
+    return title[0].lower() + title[1:]
+
+
 # --- numbers --------------------------------------------------------------------------
 
 
@@ -242,6 +278,18 @@ def default_value(value: float, lang: Language) -> str:
         sign = "-" if frac < 0 else ""
         return rf"{sign}\frac{{{abs(frac.numerator)}}}{{{frac.denominator}}}"
     return text
+
+
+def default_number(value: float, lang: Language) -> Number:
+    """A declared default as prose shows it: exact when short, else ≈ :data:`DIGITS` digits.
+
+    SELU's α = 1.6732632423543772 reads α ≈ 1.6733; 0.01 and 1/3 stay exact.
+    """
+    text = default_value(value, lang)
+    digits = sum(c.isdigit() for c in text.lstrip("-0{,}."))
+    if "frac" in text or digits <= DIGITS + 1:
+        return Number(text, False)
+    return number(value, lang)
 
 
 def power_of_ten(value: sp.Rational, lang: Language) -> str:
@@ -371,7 +419,7 @@ def kink_view(k: Kink, lang: Language) -> KinkView:
         return number(v, lang)
 
     return KinkView(n(k.at), n(k.f_left), n(k.f_at), n(k.f_right), n(k.df_left), n(k.df_at),
-                    n(k.df_right), k.continuous, k.smooth)
+                    n(k.df_right), k.continuous, k.smooth, k.owner)
 
 
 def _coord(v: float) -> str:
@@ -437,9 +485,9 @@ def _(op: Activation, lang: Language) -> ActivationView:
     partial = printer_for(op, lang, partial=True)
     facts = activation_facts(op, derivation.forward, derivation.derivative, derivation.kinks)
     params = tuple(
-        ParamView(p.name, printer.doprint(p.symbol), default_value(p.default, lang),
-                  p.learnable)
+        ParamView(p.name, printer.doprint(p.symbol), default.tex, p.learnable, default.rel)
         for p in op.params
+        for default in [default_number(p.default, lang)]
     )
     by_name = {pv.name: pv for pv in params}
     noise = tuple(
@@ -460,7 +508,10 @@ def _(op: Activation, lang: Language) -> ActivationView:
         noise=noise,
         derivative=chain_view(steps.derivative, printer),
         param_chains=tuple((by_name[p.name], chain_view(c, partial)) for p, c in steps.params),
-        kinks=tuple(kink_view(k, lang) for k in facts.kinks),
+        # A kink only of the formula (softsign's |x|, where both sides have slope 1) is no
+        # point to discuss; one that is smooth only at the defaults (ELU, α = 1) is.
+        kinks=tuple(kink_view(k, lang) for k in facts.kinks
+                    if not k.smooth or op.params),
         properties=properties_view(facts, lang, printer),
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),

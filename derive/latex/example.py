@@ -14,11 +14,16 @@ from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
 from derive.example import YHAT, Example, S, Y, decimal, rounded
-from derive.latex.context import Language, document_view
+from derive.latex.context import Language, document_view, inline_title, op_title
 from derive.latex.printer import WORDS, DerivePrinter
 
-#: Significant digits of rounded numbers.
+#: Significant digits of rounded numbers (exact decimals longer than this are rounded too).
 ROUNDED = 6
+#: Worked examples the course's slides print, keyed by (activation, loss, x, w, b, y, lr),
+#: with the ∂L/∂w they print where it is wrong: the slides on gradient descent and
+#: backpropagation print −7.68 for 2(ŷ − y)x = −7.98 (their own update, w = 1.0798, uses
+#: −7.98).
+SLIDES_GRAD_W = {("identity", "mse", "2.1", "1", "0", "4", "0.01"): "-7.68"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class ExampleView:
     act_name: str
     loss: str
     loss_name: str
+    act_title: str
+    loss_title: str
     identity: bool
     x: Value
     w: Value
@@ -87,13 +94,15 @@ class ExampleView:
     yhat_new: Value
     loss_new: Value
     decreased: bool
+    slides_grad_w: Value | None = None
 
 
 def value(v: sp.Expr, lang: Language) -> Value:
     """A computed number: exact digits when it is a terminating decimal, else rounded."""
     v = sp.sympify(v)
     text = decimal(v, ROUNDED)
-    exact = v.is_Rational and text == decimal(v, 40)
+    exact = v.is_Integer or (v.is_Rational and text == decimal(v, 40)
+                             and len(text.lstrip("-0.").replace(".", "")) <= ROUNDED)
     approx = not exact
     if approx:
         text = rounded(v, ROUNDED)
@@ -170,6 +179,8 @@ def _(ex: Example, lang: Language) -> ExampleView:
         act_name=ex.activation.name,
         loss=ex.loss.latex,
         loss_name=ex.loss.name,
+        act_title=inline_title(op_title(ex.activation, lang), lang),
+        loss_title=inline_title(op_title(ex.loss, lang), lang),
         identity=ex.act_forward == S,
         x=num(ex.x), w=num(ex.w), b=num(ex.b), y=num(ex.y), lr=num(ex.lr),
         params=tuple((p.latex or p.name, num(ex.params[p.symbol]))
@@ -186,7 +197,16 @@ def _(ex: Example, lang: Language) -> ExampleView:
         w_new=num(ex.w_new), b_new=num(ex.b_new), s_new=num(ex.s_new),
         yhat_new=num(ex.yhat_new), loss_new=num(ex.loss_new),
         decreased=bool(ex.loss_new < ex.loss_value),
+        slides_grad_w=_slides_grad_w(ex, lang),
     )
+
+
+def _slides_grad_w(ex: Example, lang: Language) -> Value | None:
+    """The wrong ∂L/∂w the slides print for this very example, if they print one."""
+    key = (ex.activation.name, ex.loss.name,
+           *(decimal(v) for v in (ex.x, ex.w, ex.b, ex.y, ex.lr)))
+    printed = SLIDES_GRAD_W.get(key)
+    return value(sp.Rational(printed), lang) if printed is not None else None
 
 
 def render_text(ex: Example, lang: str = "pt") -> str:

@@ -123,6 +123,15 @@ class Kink:
         """Whether the one-sided derivatives agree (f is differentiable after all)."""
         return _close(self.df_left, self.df_right)
 
+    @property
+    def owner(self) -> int:
+        """Which one-sided derivative f'(at) adopts: −1 the left, +1 the right, 0 neither."""
+        if self.smooth:
+            return 0
+        if _close(self.df_at, self.df_left):
+            return -1
+        return 1 if _close(self.df_at, self.df_right) else 0
+
 
 @dataclass(frozen=True)
 class Curve:
@@ -310,10 +319,13 @@ def _dmax(dF, xs, dvals, dlimits) -> Extremum | None:
             # Only approached far out, e.g. softplus' = σ → 1 as x → +∞.
             return Extremum(lim, None, None, False, False, attained=False, towards=side)
     point = _tidy(at)
-    # The rounded location is exact only if f' there is the maximum to all 50 digits.
-    there = dF(point)
-    exact = there is not None and abs(there - value) <= mpmath.mpf(10) ** (5 - DIGITS)
-    return Extremum(float(value), point, point, exact_at=exact)
+    # The rounded location is the maximiser if f' there is at least the maximum the search
+    # found (to all 50 digits): σ' at x = 0, SELU' at its kink, S' at x = θ.
+    with mpmath.workdps(DIGITS):
+        # The decimal the location prints as (2.8, not the float nearest to it).
+        there = dF(mpmath.mpf(repr(point)))
+        exact = there is not None and there >= value - mpmath.mpf(10) ** (5 - DIGITS)
+    return Extremum(float(there if exact else value), point, point, exact_at=exact)
 
 
 def _saturation(dF, dlimits, side: int) -> Saturation | None:

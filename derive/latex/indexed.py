@@ -35,6 +35,7 @@ from derive.latex.context import (
     StepView,
     default_value,
     document_view,
+    number,
 )
 from derive.latex.printer import WORDS, DerivePrinter
 from derive.spec import Layer, Loss, VectorFunction
@@ -272,7 +273,8 @@ def _(op: Loss, lang: Language) -> LossView:
         kernel=tuple(kernel),
         stable=_stable_features(op, exprs),
         log_floor=f"{op.log_floor:g}" if op.log_floor is not None else "",
-        grad_floor=printer.doprint(sp.Float(op.grad_floor, 3)) if op.grad_floor else "",
+        # PyTorch's 1e-12 is the float32 nearest to it: 10⁻¹², not 1.0000889·10⁻¹².
+        grad_floor=number(op.grad_floor, lang).tex if op.grad_floor else "",
         one_hot=bool(op.identities) or "index" in op.targets,
         case_loss=case_loss,
         output_def=output_def,
@@ -403,7 +405,6 @@ def _(op: Layer, lang: Language) -> LayerView:
         mask=any(p_.keyword == "p" for p_ in op.hyper),
         derived=any(g.route == "derived" for g in steps.gradients),
     )
-
 
 
 # --- row-wise vector functions (softmax) ---------------------------------------------------

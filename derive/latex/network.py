@@ -17,7 +17,7 @@ from derive import registry
 from derive.calculus.derivation import derive_activation, derive_loss
 from derive.calculus.indexed import K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
-from derive.latex.context import Language, document_view, printer_for
+from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer
 from derive.network import NetworkSpec
 
@@ -78,6 +78,7 @@ class NetworkView:
     forward: tuple[tuple[str, str], ...]
     depth: int
     loss: str
+    loss_title: str
     loss_symbol: str
     fused: str
     output_act: str
@@ -202,7 +203,7 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         else:
             forward.append((rf"x^{{({number})}}", rf"s^{{({number})}}"))
         layer_views.append(NetLayerView(
-            number, layer.type, op.title, layer.activation or "",
+            number, layer.type, inline_title(op_title(op, lang), lang), layer.activation or "",
             (registry.get(layer.activation).latex if layer.activation
              and layer.activation != "softmax" else
              (r"\operatorname{softmax}" if layer.activation else "")),
@@ -289,6 +290,7 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         forward=tuple(eq for lv in layer_views for eq in lv.forward),
         depth=depth,
         loss=spec.loss,
+        loss_title=inline_title(op_title(registry.get(spec.loss), lang), lang),
         loss_symbol=registry.get(spec.loss).latex,
         fused=fused,
         output_act=last.activation or "",
