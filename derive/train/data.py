@@ -670,4 +670,19 @@ def dataset_for(module, spec: str | Source = "digits", **options) -> Dataset:
         "validation_split": float(train.get("validation_split", 0.0)),
         "seed": int(train.get("seed", 0)),
     }
-    return prepare(spec, tuple(module.INPUT_SHAPE), **{**defaults, **options})
+    data = prepare(spec, tuple(module.INPUT_SHAPE), **{**defaults, **options})
+    check = getattr(module, "check_data", None)  # modules generated before it lack it
+    for part, x, y in (("training", data.x_train, data.y_train),
+                       ("validation", data.x_val, data.y_val),
+                       ("test", data.x_test, data.y_test)):
+        if check is None or not len(x):
+            continue
+        try:
+            check(x, y)
+        except (TypeError, ValueError) as error:
+            raise DeriveError(f"the network cannot train on these data: {error}.",
+                              where=f"{data.name} ({part} set)",
+                              fix="Choose a loss for these targets in the spec (e.g. "
+                                  "a cross-entropy for class labels), or other data."
+                              ) from None
+    return data
