@@ -439,7 +439,9 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
             files = [save_checkpoint(out / CHECKPOINT, ck),
                      *write_curves(records, out, png=False)]
     if out is not None and records:
-        title = f"{getattr(module, '__name__', 'network')} on {data.name}"
+        # The file's stem is the spec's name; __name__ is the module's cache name.
+        source = getattr(module, "__file__", None)
+        title = f"{Path(source).stem if source else 'network'} on {data.name}"
         curves = write_curves(records, out, title=title)
         files = [p for p in (out / CHECKPOINT, *curves) if p.exists()]
     diagnoses = diagnose(records)
