@@ -6,12 +6,11 @@ Pick the declaration, render it, write it atomically, compile it.
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from derive import registry
-from derive.codegen.emit import atomic_write
+from derive.codegen.emit import atomic_write, command_line, comment_text
 from derive.errors import DeriveError
 from derive.latex.compile import compile_pdf
 from derive.latex.render import default_source, render
@@ -30,7 +29,18 @@ def _command(words: list[str], lang: str, fmt: str, out: Path | None) -> str:
     words = ["derive", "latex", *words, "--lang", lang, "--format", fmt]
     if out is not None:
         words += ["-o", str(out)]
-    return shlex.join(words)
+    return command_line(words)
+
+
+def _header_text(text: str, fmt: str) -> str:
+    r"""A user's text (formula, path) as the header's comment lines may hold it.
+
+    One line of printable characters (:func:`comment_text`): a line break would end a
+    TeX comment early and make the rest TeX code (``\input``, ``\write18``). Markdown's
+    header is an HTML comment, which a ``>`` after ``--`` would close.
+    """
+    text = comment_text(text)
+    return text.replace(">", "&gt;") if fmt == "markdown" else text
 
 
 def document_for(target: str | None, *, expr: str | None = None, name: str | None = None,
@@ -98,7 +108,8 @@ def document_for(target: str | None, *, expr: str | None = None, name: str | Non
             op = registry.get(target)
             source = default_source(op)
         words = [target]
-    text = render(op, fmt, lang, source=source, command=_command(words, lang, fmt, out))
+    text = render(op, fmt, lang, source=_header_text(source, fmt),
+                  command=_header_text(_command(words, lang, fmt, out), fmt))
     return Document(op.name, fmt, text)
 
 
@@ -133,7 +144,8 @@ def example_document(example, words: list[str], *, lang: str = "pt", fmt: str = 
         command += ["-o", str(out)]
     source = (f"the activation {example.activation.name!r} and the loss "
               f"{example.loss.name!r} of the catalogue")
-    text = render(example, fmt, lang, source=source, command=shlex.join(command))
+    text = render(example, fmt, lang, source=_header_text(source, fmt),
+                  command=_header_text(command_line(command), fmt))
     return Document(example.name, fmt, text)
 
 
