@@ -201,7 +201,8 @@ def cmd_kernels(args) -> int:
         pipeline.check_current(targets, out, whole)
         print(f"{len(targets)} generated file(s) are current.")
         return 0
-    written = pipeline.write_targets(targets, force=args.force)
+    # Every module written is imported (in a fresh process) before we say it was written.
+    written = pipeline.write_targets(targets, force=args.force, verify=True)
     changed = [str(p) for p, w in written if w]
     print(f"{len(changed)} file(s) written, {len(written) - len(changed)} unchanged, in {out}/")
     for p in changed:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import shlex
+import math
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from functools import singledispatch
 from pathlib import Path
@@ -23,7 +26,10 @@ from derive.calculus.derivation import (
 from derive.calculus.indexed import K, N, k, n
 from derive.calculus.verify import verify_declaration
 from derive.codegen.emit import (
+    atomic_write,
+    command_line,
     package_init,
+    param_name,
     render_activation,
     render_layer,
     render_loss,
@@ -32,7 +38,8 @@ from derive.codegen.emit import (
 )
 from derive.codegen.lower import lower_activation, lower_layer, lower_loss, lower_vector
 from derive.codegen.optimizer import lower_optimizer, render_optimizer
-from derive.errors import DeclarationError, FormulaError, StaleFilesError
+from derive.codegen.printer import UnsupportedError
+from derive.errors import DeclarationError, FormulaError, OutputError, StaleFilesError
 from derive.formula import check_identifier, parse_formula
 from derive.spec import Activation, Layer, Loss, Optimizer, Param, VectorFunction, x
 
@@ -75,6 +82,7 @@ def _(op: Activation, source: str, command: str) -> str:
 @render_module.register
 def _(op: Loss, source: str, command: str) -> str:
     names = {op.pred: "pred", op.target: "target", LABELS: "target"}
+    names |= {p.symbol: param_name(p.name) for p in op.params}
     return render_loss(lower_loss(derive_loss(op), source), names, command)
 
 
@@ -105,7 +113,8 @@ def network_target(spec_path: Path, out_dir: Path) -> Target:
 
     shown = _shown_path(spec_path)
     spec = dataclasses.replace(load_spec(spec_path), source=shown)
-    return spec_target(spec, out_dir, f"derive kernels {shown}  (or: derive kernels --all)")
+    command = command_line(["derive", "kernels", shown])
+    return spec_target(spec, out_dir, f"{command}  (or: derive kernels --all)")
 
 
 def spec_target(spec, out_dir: Path, command: str) -> Target:
@@ -153,9 +162,108 @@ def catalogue_targets(names: list[str] | None, out_dir: Path) -> list[Target]:
     return targets
 
 
-def write_targets(targets: list[Target], force: bool = False) -> list[tuple[Path, bool]]:
-    """Write every target whose bytes changed; return (path, written) pairs."""
-    return [(t.path, write_if_changed(t.path, t.text, force=force)) for t in targets]
+def write_targets(targets: list[Target], force: bool = False,
+                  verify: bool = False) -> list[tuple[Path, bool]]:
+    """Write every target whose bytes changed; return (path, written) pairs.
+
+    Parameters
+    ----------
+    targets : list of Target
+        The files to write.
+    force : bool
+        Overwrite files edited by hand.
+    verify : bool
+        Import every module written, in a fresh Python process (one for all of them).
+        A module that does not import is not left behind: its previous text is put
+        back, or the file removed when there was none.
+
+    Raises
+    ------
+    OutputError
+        When a written module does not import (naming it and Python's error).
+
+    """
+    previous: dict[Path, bytes | None] = {}
+    written = []
+    for t in targets:
+        old = t.path.read_bytes() if verify and t.path.is_file() else None
+        changed = write_if_changed(t.path, t.text, force=force)
+        if changed:
+            previous[t.path] = old
+        written.append((t.path, changed))
+    if verify:
+        failures = import_failures([p for p in previous if p.suffix == ".py"])
+        for path in failures:
+            if previous[path] is None:
+                path.unlink(missing_ok=True)
+            else:
+                atomic_write(path, previous[path])
+        if failures:
+            path, error = next(iter(failures.items()))
+            others = f" ({len(failures) - 1} more did not either)" if len(failures) > 1 else ""
+            raise OutputError(
+                f"the generated module does not import: {error.splitlines()[0]}{others}. "
+                "It was not kept.",
+                where=str(path),
+                fix="This is a bug in derive: please report it with the command you ran.",
+            )
+    return written
+
+
+#: Run by :func:`import_failures` in a fresh process: import each file named on the
+#: command line, print {path: error} as JSON. Nothing is called, so nothing compiles.
+_IMPORT_CHECK = """
+import importlib.util, json, sys
+failures = {}
+for number, path in enumerate(sys.argv[1:]):
+    try:
+        spec = importlib.util.spec_from_file_location(f"_derive_import_check_{number}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        failures[path] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(failures))
+"""
+
+
+def import_failures(paths: list[Path], timeout: float = 600.0) -> dict[Path, str]:
+    """Import each module in one fresh Python process; return {path: error} of failures.
+
+    A fresh process, so what is checked is the file on disk as ``import`` will see it,
+    and nothing a module runs at import can touch this process.
+
+    Raises
+    ------
+    OutputError
+        When the checking process itself fails (Python does not start, or crashes).
+
+    """
+    if not paths:
+        return {}
+    import json
+
+    command = [sys.executable, "-P", "-c", _IMPORT_CHECK, *map(str, paths)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _unchecked(paths, str(exc)) from None
+    try:
+        failures = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        # The checking process itself failed: say so rather than call every module broken.
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise _unchecked(paths, lines[-1]) from None
+    return {Path(p): error for p, error in failures.items()}
+
+
+def _unchecked(paths: list[Path], detail: str) -> OutputError:
+    return OutputError(
+        f"could not check that the modules written import ({detail}).",
+        where=str(paths[0].parent),
+        fix=f"Check that `{sys.executable} -c 'import numba'` works.",
+    )
 
 
 def stale_files(targets: list[Target], out_dir: Path, whole: bool) -> list[str]:
@@ -202,7 +310,7 @@ def custom_activation(expr: str, name: str, params: dict[str, float]) -> Activat
     """
     check_identifier(name, "--name")
     symbols = {"x": x} | _param_symbols(params)
-    parsed = parse_formula(expr, symbols, where="--expr")
+    parsed = _parse(expr, symbols)
     if x not in parsed.free_symbols:
         raise FormulaError(
             "the formula does not depend on x, so it has no gradient to derive.",
@@ -218,20 +326,77 @@ def custom_activation(expr: str, name: str, params: dict[str, float]) -> Activat
     return op
 
 
-#: Names a parameter cannot take: the formula's arrays and generated code's locals.
-RESERVED = {"x", "y", "d_y", "pi", "e", "pred", "target", "N", "K", "n", "k", "j", "p", "q"}
+#: Names a parameter cannot take: the formula's variables and constants, the indices and
+#: sizes its derivation is written in, and the public functions' other arguments. The
+#: generated code's own names (loop indices, locals, modules, builtins) need no
+#: reserving: parameters are renamed there (``alpha`` becomes ``p_alpha``).
+RESERVED = {"x", "y", "d_y", "pi", "e", "pred", "target", "N", "K", "n", "k", "j", "p", "q",
+            "out", "training", "seed"}
+
+
+#: The lowering's temporaries (t0, r0, acc0, ...): a real parameter symbol of one of these
+#: names would be the same SymPy symbol as the temporary.
+_NUMBERED = re.compile(r"(t|r|acc)[0-9]+\Z")
+
+
+#: Most parameters a custom op may have: Python compiles a call with more than 30
+#: arguments to a form (f(*args)) that Numba cannot inline, and the kernels pass each
+#: parameter along with up to 5 arrays and indices.
+MAX_PARAMS = 16
 
 
 def _param_symbols(params: dict[str, float]) -> dict[str, sp.Symbol]:
-    for pname in params:
+    if len(params) > MAX_PARAMS:
+        raise FormulaError(
+            f"{len(params)} parameters are declared; a custom op may have at most "
+            f"{MAX_PARAMS}.", where="--param",
+            fix="Fold constant parameters into the formula as numbers.",
+        )
+    for pname, value in params.items():
         check_identifier(pname, "--param")
-        if pname in RESERVED or pname.startswith(("t", "r")):
+        if pname in RESERVED or _NUMBERED.match(pname) or pname.startswith("_"):
             raise FormulaError(
                 f"the parameter name {pname!r} is reserved.", where="--param",
-                fix=f"Choose another name (taken: {', '.join(sorted(RESERVED))}, "
-                "and names starting with t or r).",
+                fix=f"Choose another name (taken: {', '.join(sorted(RESERVED))}, t0, t1, "
+                "..., r0, ..., acc0, ... and names starting with _).",
+            )
+        if not math.isfinite(float(value)):
+            raise FormulaError(
+                f"the parameter {pname} is {float(value)!r}, not a finite number.",
+                where=f"--param {pname}={value!r}",
+                fix="Give a finite default value, e.g. --param alpha=0.5.",
             )
     return {pname: sp.Symbol(pname, real=True) for pname in params}
+
+
+def _parse(expr: str, symbols: dict[str, sp.Symbol]) -> sp.Expr:
+    """Parse a custom op's formula; refuse constants that are not finite real numbers."""
+    try:
+        parsed = parse_formula(expr, symbols, where="--expr")
+    except TypeError as exc:
+        # SymPy refuses float() of a complex constant (x**sqrt(-1)) while the parser
+        # weighs a power's size.
+        if "complex" not in str(exc):
+            raise
+        parsed = sp.I
+    if parsed.has(sp.I) or any(not n.is_real for n in parsed.atoms(sp.Number)):
+        raise FormulaError(
+            "the formula has a constant that is not a real number (a root or logarithm "
+            "of a negative number, or a complex power).", where=f"--expr {expr!r}",
+            fix="Write a formula whose constants are real, e.g. sqrt(abs(x)) or x**2.",
+        )
+    big = [n for n in parsed.atoms(sp.Float, sp.Rational) if not abs(n) <= _LARGEST]
+    if big:
+        raise FormulaError(
+            f"the constant {sp.sstr(big[0], full_prec=False)[:20]} does not fit a 64-bit "
+            "float.", where=f"--expr {expr!r}",
+            fix=f"Keep constants within ±{_LARGEST:.4g}.",
+        )
+    return parsed
+
+
+#: The largest float64.
+_LARGEST = sys.float_info.max
 
 
 def _check_unused(params: dict[str, float], parsed: sp.Expr, expr: str) -> None:
@@ -267,7 +432,7 @@ def custom_loss(expr: str, name: str, params: dict[str, float]) -> Loss:
 
     check_identifier(name, "--name")
     symbols = {"pred": PRED, "target": TARGET} | _param_symbols(params)
-    parsed = parse_formula(expr, symbols, where="--expr")
+    parsed = _parse(expr, symbols)
     if PRED not in parsed.free_symbols:
         raise FormulaError(
             "the formula does not depend on pred, so it has no gradient to derive.",
@@ -285,13 +450,61 @@ def custom_loss(expr: str, name: str, params: dict[str, float]) -> Loss:
 
 
 def custom_target(op, expr: str, params: dict[str, float], out_dir: Path) -> Target:
-    """The file ``derive kernels --expr`` writes for a custom op."""
+    """The file ``derive kernels --expr`` writes for a custom op.
+
+    Raises
+    ------
+    FormulaError
+        When ``--name`` would clash with a module (see :func:`check_module_name`) or the
+        formula's kernels need a constant a 64-bit float cannot hold.
+    """
+    check_module_name(op.name)
     words = ["derive", "kernels", "--expr", expr, "--name", op.name]
     if op.kind != "activation":
         words += ["--kind", op.kind]
     for p, v in params.items():
         words += ["--param", f"{p}={v!r}"]
     words += ["-o", str(out_dir)]
-    command = shlex.join(words)
     source = f"the formula {expr!r}"
-    return Target(out_dir / f"{op.name}.py", render_module(op, source, command))
+    try:
+        text = render_module(op, source, command_line(words))
+    except UnsupportedError as exc:
+        raise FormulaError(f"its kernels cannot be written: {exc}.", where=f"--expr {expr!r}",
+                           fix="Keep the formula's constants (and its derivative's) finite "
+                               "and real.") from None
+    return Target(out_dir / f"{op.name}.py", text)
+
+
+#: Modules a generated module, or code next to it, imports: a file of one of these names
+#: in the output folder would be imported in their place (when the folder is on sys.path).
+SHADOWED = frozenset(sys.stdlib_module_names) | {
+    "numpy", "numba", "llvmlite", "scipy", "sympy", "jinja2", "derive", "torch",
+    "matplotlib", "pytest", "hypothesis", "mpmath", "generated", "setuptools", "pip",
+}
+
+
+def check_module_name(name: str) -> str:
+    """Refuse a ``--name`` whose module would replace or shadow another module.
+
+    A catalogue op's name would share its generated module's name (and Numba's cache
+    name with it); ``__init__`` and other dunder names make the folder a package or
+    mean something to Python; a library's name shadows the library for every import from
+    the output folder.
+
+    Raises
+    ------
+    FormulaError
+        Naming ``--name``, the clash and how to fix it.
+    """
+    check_identifier(name, "--name")
+    clash = None
+    if name.startswith("__") and name.endswith("__"):
+        clash = "a name Python gives a meaning to (__init__, __main__, ...)"
+    elif name in SHADOWED:
+        clash = f"the name of the module {name!r}, which this file would shadow"
+    elif name in {op.name for op in registry.all_ops()}:
+        clash = f"the catalogue's {registry.get(name).kind} {name!r} (generated/.../{name}.py)"
+    if clash is not None:
+        raise FormulaError(f"{name!r} is {clash}.", where=f"--name {name}",
+                           fix=f"Choose another name, e.g. --name my_{name.strip('_')}.")
+    return name

@@ -228,13 +228,16 @@ def render_activation(m: ActivationModule, command: str) -> str:
         The module's text, hash line included.
 
     """
-    printer = NumbaPrinter(_ELEMENT_NAMES)
+    # The element functions' inputs are (x, *params, *draws): the parameters' symbols.
+    renamed = {s: param_name(p.name) for s, p in zip(m.forward.inputs[1:], m.params, strict=False)}
+    printer = NumbaPrinter(_ELEMENT_NAMES | renamed)
     elements = [_element_context(fn, printer) for fn in (m.forward, m.backward)]
     draw_lines = [_draw_line(d, printer) for d in m.draws]
     helpers, extra_imports = helper_source(printer.helpers)
-    names = [p.name for p in m.params]
+    names = [param_name(p.name) for p in m.params]
     mode = ["training", "seed"] if m.draws else []
-    casts = [f"float({n})" for n in names] + (["bool(training)", "int(seed)"] if m.draws else [])
+    casts = [f'_scalar("{p.name}", {n})' for p, n in zip(m.params, names, strict=True)]
+    casts += ["bool(training)", "int(seed)"] if m.draws else []
     sums = list(m.backward.output_names[1:])
     context = {
         "m": m,
@@ -242,6 +245,8 @@ def render_activation(m: ActivationModule, command: str) -> str:
         "header": header_lines(m.source, command),
         "param_sig": "".join(f", {p.name}={p.default!r}" for p in m.params),
         "mode_sig": ", training=False, seed=0" if m.draws else "",
+        "public_args": "".join(f", {n}" for n in [p.name for p in m.params] + mode),
+        "private_params": "".join(f", {n}" for n in names + mode),
         "kernel_params": "".join(f", {n}" for n in names + mode),
         "call_params": "".join(f", {c}" for c in casts),
         "element_params": "".join(f", {n}" for n in names + [str(d.target) for d in m.draws]),
@@ -373,7 +378,8 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
     m : LossModule
         The lowered loss.
     op_names : dict
-        IndexedBase → array name in the kernels (pred, target, labels).
+        IndexedBase → array name in the kernels (pred, target, labels), and each
+        parameter's symbol → its :func:`param_name`.
     command : str
         The command that regenerates the file.
     """
@@ -391,14 +397,17 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
         {"dense": "an array of pred's shape", "index": "integer class labels of shape (N,)"}[e]
         for e in encodings
     )
-    names = [p.name for p in m.params]
+    names = [param_name(p.name) for p in m.params]
     context = {
         "m": m,
         "cache_name": cache_name("activations", m.name),
         "header": header_lines(m.source, command),
         "param_sig": "".join(f", {p.name}={p.default!r}" for p in m.params),
+        "public_args": "".join(f", {p.name}" for p in m.params),
+        "private_params": "".join(f", {n_}" for n_ in names),
         "kernel_params": "".join(f", {n_}" for n_ in names),
-        "call_params": "".join(f", float({n_})" for n_ in names),
+        "call_params": "".join(f', _scalar("{p.name}", {n_})'
+                               for p, n_ in zip(m.params, names, strict=True)),
         "variants": variants,
         "flavours": _FLAVOURS,
         "encodings": encodings,
@@ -620,7 +629,7 @@ def _layer_wrappers(m: LayerModule) -> dict:
     public_inputs = [original if a == padded else a for a in op.inputs]
     arrays = public_inputs + list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
-    hyper = [(p_.name, p_.default, str(p_.symbol)) for p_ in op.hyper]
+    hyper = [(p_.name, p_.default, str(p_.symbol), _hyper_check(p_)) for p_ in op.hyper]
 
     def dims(array):
         return [str(d) if isinstance(d, sp.Symbol) else None for d in shapes[array]]
@@ -649,6 +658,22 @@ def _layer_wrappers(m: LayerModule) -> dict:
         ],
         "upstream": f"d_{op.out.base}",
     }
+
+
+def _hyper_check(param) -> str:
+    """The call that checks a layer's hyper-parameter, from its symbol's assumptions.
+
+    A stride or window size is an integer >= 1, a padding an integer >= 0, an epsilon a
+    real > 0: what the declaration assumes is what the public function accepts.
+    """
+    symbol, name = param.symbol, param.name
+    if symbol.is_integer:
+        return f'_int("{name}", {name}, {1 if symbol.is_positive else 0})'
+    if symbol.is_positive:
+        return f'_real("{name}", {name}, 0.0, True)'
+    if symbol.is_nonnegative:
+        return f'_real("{name}", {name}, 0.0, False)'
+    return f'_real("{name}", {name}, -math.inf, False)'
 
 
 def _call(kernel: LayerKernel) -> str:

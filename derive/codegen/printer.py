@@ -9,6 +9,8 @@ rule for raises instead of printing something Numba would reject later.
 
 from __future__ import annotations
 
+import math
+
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.pycode import PythonCodePrinter
@@ -69,16 +71,24 @@ class NumbaPrinter(PythonCodePrinter):
         return self.names.get(expr, expr.name)
 
     def _print_Float(self, expr):
-        return repr(float(expr))
+        value = float(expr)
+        if not math.isfinite(value):
+            # repr would print `inf` or `nan`: names the generated module does not define.
+            raise UnsupportedError(f"the constant {sp.sstr(expr, full_prec=False)[:20]} "
+                                   "does not fit a 64-bit float")
+        return repr(value)
 
-    def _print_Rational(self, expr):
-        return repr(float(expr))
+    _print_Rational = _print_Float
 
     def _print_Integer(self, expr):
+        if abs(int(expr)) >= 2**63:  # beyond int64, where Numba types integers
+            return self._print_Float(expr)
         return str(int(expr))
 
-    def _print_NumberSymbol(self, expr):
-        return repr(float(expr))
+    _print_NumberSymbol = _print_Float
+
+    def _print_ImaginaryUnit(self, expr):
+        raise UnsupportedError("a complex constant (the kernels compute in real floats)")
 
     _print_Pi = _print_Exp1 = _print_NumberSymbol
 
