@@ -17,6 +17,7 @@ from derive import registry
 from derive.calculus.derivation import derive_activation, derive_loss
 from derive.calculus.indexed import K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
+from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer
 from derive.network import NetworkSpec
@@ -155,10 +156,21 @@ def _act_function(number: int):
     return sp.Function(f"fprime{number}", real=True)
 
 
+#: The deepest network typeset. The explicit gradient of the first layer nests one matrix
+#: product per layer above it; past a few dozen the formula is neither printable nor
+#: readable, and the δ recursion it illustrates is the same at any depth.
+MAX_LAYERS = 40
+
+
 @document_view.register
 def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     layers = spec.layers
     depth = len(layers)
+    if depth > MAX_LAYERS:
+        raise DeriveError(f"the network has {depth} layers; its derivation is typeset for "
+                          f"up to {MAX_LAYERS}.", where=spec.source,
+                          fix="Typeset a shallower spec with the same kinds of layers: the "
+                              "δ recursion is the same at every depth.")
     last = layers[-1]
     fused = FUSED.get((last.activation, spec.loss), "")
     symbols: dict = {}

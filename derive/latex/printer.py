@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
-from sympy.printing.precedence import PRECEDENCE
+from sympy.printing.precedence import PRECEDENCE, precedence_traditional
 
 from derive.calculus.functions import normal_cdf, sigmoid, softplus
 from derive.calculus.indexed import lse
@@ -72,6 +72,20 @@ def format_number(value: float, separator: str = ".", digits: int | None = None)
         return mantissa
     power = rf"10^{{{int(exponent)}}}"
     return power if mantissa == "1" else rf"{mantissa} \cdot {power}"
+
+
+def _negative_number(a) -> bool:
+    """Whether ``a`` is a negative number (the only sign a matrix product carries here)."""
+    return bool(a.is_Number and a.is_negative)
+
+
+def _matrix_precedence(a) -> int:
+    """Precedence of a matrix product's factor, without SymPy's minus-sign search."""
+    if isinstance(a, sp.MatAdd):
+        return PRECEDENCE["Add"]
+    if isinstance(a, sp.MatMul | sp.HadamardProduct):
+        return PRECEDENCE["Add"] if _negative_number(a.args[0]) else PRECEDENCE["Mul"]
+    return precedence_traditional(a)
 
 
 class DerivePrinter(LatexPrinter):
@@ -308,6 +322,26 @@ class DerivePrinter(LatexPrinter):
                 sign, term = "-", -term
             tex += sign + self.parenthesize(term, PRECEDENCE["Add"], strict=False)
         return tex
+
+    def _print_MatMul(self, expr):
+        # SymPy's own asks the product whether it could extract a minus sign, which negates
+        # it and rebuilds every nested product below (doit): cubic in a network's depth,
+        # minutes for thirty layers. In these products only a leading number carries a sign.
+        args = list(expr.args)
+        sign = ""
+        if _negative_number(args[0]):
+            sign = "- "
+            args = args[1:] if args[0] == -1 else [-args[0], *args[1:]]
+
+        def parens(a):
+            if isinstance(a, sp.Mul) and not isinstance(a, sp.MatMul):
+                return self._print(a)
+            # Nested products are bracketed, as SymPy does (non-strict at Mul's level).
+            if _matrix_precedence(a) <= PRECEDENCE["Mul"]:
+                return self._add_parens(self._print(a))
+            return self._print(a)
+
+        return sign + " ".join(map(parens, args))
 
     def _print_HadamardProduct(self, expr):
         # ((W)ᵀδ) ⊙ f'(s), as the notes write it: the matrix product in parentheses.
