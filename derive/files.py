@@ -11,10 +11,32 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 from derive.errors import OutputError
+
+#: Modules a generated module, or code next to it, imports: a file of one of these names
+#: in an output folder would be imported in their place (when the folder is on sys.path).
+SHADOWED = frozenset(sys.stdlib_module_names) | {
+    "numpy", "numba", "llvmlite", "scipy", "sympy", "jinja2", "derive", "torch",
+    "matplotlib", "pytest", "hypothesis", "mpmath", "generated", "setuptools", "pip",
+}
+
+
+def module_name_clash(name: str) -> str | None:
+    """Why a generated module may not be called ``name``, or None when it may.
+
+    ``__init__`` and other dunder names mean something to Python (a package, a script);
+    a library's name would shadow the library for every import from the output folder.
+    """
+    if name.startswith("__") and name.endswith("__"):
+        return "a name Python gives a meaning to (__init__, __main__, ...)"
+    if name in SHADOWED:
+        return f"the name of the module {name!r}, which this file would shadow"
+    return None
+
 
 #: Fixes for the errors a write commonly meets, by errno.
 _FIXES = {

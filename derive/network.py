@@ -16,6 +16,7 @@ from pathlib import Path
 
 from derive import registry
 from derive.errors import DeriveError
+from derive.files import module_name_clash
 from derive.formula import check_identifier
 from derive.train.data import NORMALISATIONS
 from derive.train.schedules import SCHEDULES, from_spec
@@ -289,6 +290,10 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
         raise _fail(path, "network.name", f"must be a string, got {name!r}.",
                     'E.g. name = "mlp".')
     name = check_identifier(name, f"{path}: network.name")
+    clash = module_name_clash(name)
+    if clash is not None:  # the spec's name is its module's file name
+        raise _fail(path, "network.name", f"{name!r} is {clash}.",
+                    f'Choose another name, e.g. name = "net_{name.strip("_")}".')
     shape = network.get("input_shape")
     if (not isinstance(shape, list) or not shape or len(shape) not in (1, 3)
             or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):

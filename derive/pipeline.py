@@ -40,6 +40,7 @@ from derive.codegen.lower import lower_activation, lower_layer, lower_loss, lowe
 from derive.codegen.optimizer import lower_optimizer, render_optimizer
 from derive.codegen.printer import UnsupportedError
 from derive.errors import DeclarationError, FormulaError, OutputError, StaleFilesError
+from derive.files import module_name_clash
 from derive.formula import check_identifier, parse_formula
 from derive.spec import Activation, Layer, Loss, Optimizer, Param, VectorFunction, x
 
@@ -475,14 +476,6 @@ def custom_target(op, expr: str, params: dict[str, float], out_dir: Path) -> Tar
     return Target(out_dir / f"{op.name}.py", text)
 
 
-#: Modules a generated module, or code next to it, imports: a file of one of these names
-#: in the output folder would be imported in their place (when the folder is on sys.path).
-SHADOWED = frozenset(sys.stdlib_module_names) | {
-    "numpy", "numba", "llvmlite", "scipy", "sympy", "jinja2", "derive", "torch",
-    "matplotlib", "pytest", "hypothesis", "mpmath", "generated", "setuptools", "pip",
-}
-
-
 def check_module_name(name: str) -> str:
     """Refuse a ``--name`` whose module would replace or shadow another module.
 
@@ -497,12 +490,8 @@ def check_module_name(name: str) -> str:
         Naming ``--name``, the clash and how to fix it.
     """
     check_identifier(name, "--name")
-    clash = None
-    if name.startswith("__") and name.endswith("__"):
-        clash = "a name Python gives a meaning to (__init__, __main__, ...)"
-    elif name in SHADOWED:
-        clash = f"the name of the module {name!r}, which this file would shadow"
-    elif name in {op.name for op in registry.all_ops()}:
+    clash = module_name_clash(name)
+    if clash is None and name in {op.name for op in registry.all_ops()}:
         clash = f"the catalogue's {registry.get(name).kind} {name!r} (generated/.../{name}.py)"
     if clash is not None:
         raise FormulaError(f"{name!r} is {clash}.", where=f"--name {name}",
