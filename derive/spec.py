@@ -30,6 +30,11 @@ class Param:
         Whether backward also returns the gradient with respect to it.
     latex : str
         How LaTeX writes it (defaults to the symbol's name).
+    keyword : str
+        Its keyword in generated public functions (defaults to the symbol's name).
+    below : float, optional
+        A value it must stay strictly below (dropout's p < 1); the lower bound comes from
+        the symbol's assumptions.
 
     """
 
@@ -38,6 +43,7 @@ class Param:
     learnable: bool = False
     latex: str = ""
     keyword: str = ""
+    below: float | None = None
 
     @property
     def name(self) -> str:

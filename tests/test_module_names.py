@@ -27,3 +27,13 @@ def test_custom_op_names_that_clash_are_refused(name):
 @pytest.mark.parametrize("name", ["mlp", "my_net", "numpy_like"])
 def test_ordinary_names_pass(name):
     assert parse_spec(SPEC.format(name=name), "net.toml").name == name
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, float("nan"), -0.1])
+def test_dropout_probability_outside_0_1_is_refused(p):
+    import numpy as np
+    from conftest import generated
+
+    dropout = generated("layers", "dropout")
+    with pytest.raises(ValueError, match="p must be a finite number >= 0.0 and < 1.0"):
+        dropout.forward(np.ones((2, 3)), p=p, training=1, seed=0)

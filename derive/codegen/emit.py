@@ -669,11 +669,13 @@ def _hyper_check(param) -> str:
     symbol, name = param.symbol, param.name
     if symbol.is_integer:
         return f'_int("{name}", {name}, {1 if symbol.is_positive else 0})'
+    # A declared upper bound (dropout's p < 1) is checked too; infinity is no bound.
+    below = "" if param.below is None else f", {float(param.below)!r}"
     if symbol.is_positive:
-        return f'_real("{name}", {name}, 0.0, True)'
+        return f'_real("{name}", {name}, 0.0, True{below})'
     if symbol.is_nonnegative:
-        return f'_real("{name}", {name}, 0.0, False)'
-    return f'_real("{name}", {name}, -math.inf, False)'
+        return f'_real("{name}", {name}, 0.0, False{below})'
+    return f'_real("{name}", {name}, -math.inf, False{below})'
 
 
 def _call(kernel: LayerKernel) -> str:

@@ -156,6 +156,6 @@ DROPOUT = register(Layer(
     out=y[n, k], expr=x[n, k] * keep[n, k],
     arrays=((x, (N, D)), (keep, (N, D)), (y, (N, D))),
     inputs=(x,),
-    hyper=(Param(p_drop, 0.5, latex="p", keyword="p"),
+    hyper=(Param(p_drop, 0.5, latex="p", keyword="p", below=1.0),
            Param(training, 1, latex="", keyword="training"),
            Param(seed, 0, latex="", keyword="seed"))))
