@@ -229,3 +229,82 @@ def test_optimizer_override_must_fit_the_spec_hyper_parameters(tmp_path, capsys)
     assert train(spec, out, "--optimizer", "adam") == 2
     err = one_error_line(capsys)
     assert "train.mu" in err and "not of adam" in err and not out.exists()
+
+
+# --- checkpoints that are not what they claim ------------------------------------------------
+
+
+def _meta(**changes):
+    """A change to the checkpoint's metadata (the JSON string in its 'meta' array)."""
+    def change(arrays):
+        import json
+
+        import numpy as np
+        meta = json.loads(str(arrays["meta"]))
+        meta.update(changes)
+        arrays["meta"] = np.array(json.dumps(meta))
+    return change
+
+
+def _array(key, make):
+    def change(arrays):
+        arrays[key] = make(arrays[key])
+    return change
+
+
+def _replace_meta(text):
+    def change(arrays):
+        import numpy as np
+        arrays["meta"] = np.array(text)
+    return change
+
+
+# (id, change to the checkpoint's arrays, words the refusal holds). Each ended in an
+# internal error (exit 3), or resumed a history that is not the run's, before.
+BAD_CHECKPOINTS = [
+    ("metadata null", _replace_meta("null"), ["metadata is not a table"]),
+    ("metadata a list", _replace_meta("[1, 2]"), ["metadata is not a table"]),
+    ("configuration an int", _meta(config=5), ["configuration is not a table"]),
+    ("configuration a list", _meta(config=[1]), ["configuration is not a table"]),
+    ("generator state a string", _meta(rng_state="abc"), ["state must be a dict"]),
+    ("generator of another kind",
+     _meta(rng_state={"bit_generator": "MT19937", "state": {"key": [1], "pos": 0}}),
+     ["PCG64"]),
+    ("generator state garbled", _meta(rng_state={"bit_generator": "PCG64", "state": "x"}),
+     ["not a readable derive checkpoint"]),
+    ("history longer than its epochs",
+     _array("records", lambda r: __import__("numpy").zeros((50, r.shape[1]))),
+     ["1 epoch(s)", "holds 50"]),
+]
+
+
+@pytest.mark.parametrize(("change", "words"), [c[1:] for c in BAD_CHECKPOINTS],
+                         ids=[c[0] for c in BAD_CHECKPOINTS])
+def test_a_checkpoint_that_is_not_one_is_refused_in_one_line(run, capsys, change, words):
+    import numpy as np
+
+    spec, out = run
+    with np.load(out / CHECKPOINT, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    np.savez(out / CHECKPOINT, **arrays)
+    before = (out / CHECKPOINT).read_bytes()
+    for options in (["--resume", "--epochs", "2"], []):
+        assert train(spec, out, *options) == 2
+        err = one_error_line(capsys)
+        assert str(out / CHECKPOINT) in err and all(w in err for w in words), err
+    assert (out / CHECKPOINT).read_bytes() == before
+    assert not (out / LOCK).exists()
+
+
+def test_a_checkpoint_in_fortran_order_resumes(run):
+    # np.save keeps an array's memory order; the kernels need C order.
+    import numpy as np
+
+    spec, out = run
+    with np.load(out / CHECKPOINT, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["param_0"] = np.asfortranarray(arrays["param_0"])
+    np.savez(out / CHECKPOINT, **arrays)
+    assert train(spec, out, "--resume", "--epochs", "2") == 0
+    assert load_checkpoint(out / CHECKPOINT).epoch == 2

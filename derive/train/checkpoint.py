@@ -112,16 +112,28 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a table")
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
-            params = [npz[f"param_{i}"] for i in range(int(meta["n_params"]))]
-            state = [npz[f"state_{i}"] for i in range(int(meta["n_state"]))]
+            # The kernels take writable C-ordered arrays; a file may hold Fortran order.
+            params = [np.require(npz[f"param_{i}"], requirements="CW")
+                      for i in range(int(meta["n_params"]))]
+            state = [np.require(npz[f"state_{i}"], requirements="CW")
+                     for i in range(int(meta["n_state"]))]
             table = npz["records"]
         if list(meta["fields"]) != list(FIELDS) or table.shape[1:] != (len(FIELDS),):
             raise ValueError("its history has other columns")
         records = tuple(EpochRecord(int(row[0]), *map(float, row[1:])) for row in table)
-        return Checkpoint(int(meta["epoch"]), params, state, meta["rng_state"], records,
-                          meta["config"])
+        epoch = int(meta["epoch"])
+        if epoch != len(records):
+            raise ValueError(f"it says {epoch} epoch(s) but its history holds {len(records)}")
+        if not isinstance(meta["config"], dict):
+            raise ValueError("its configuration is not a table")
+        # The shuffling generator's state must be one a generator accepts, now rather
+        # than in the middle of resuming.
+        np.random.default_rng().bit_generator.state = meta["rng_state"]
+        return Checkpoint(epoch, params, state, meta["rng_state"], records, meta["config"])
     except DeriveError:
         raise
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile,
