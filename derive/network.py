@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -106,6 +107,10 @@ LAYER_KEYS = {
 TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation")
 #: Each schedule parameter's kind: "count" an integer ≥ 1, "fraction" a number in (0, 1],
 #: "rate" a number ≥ 0, "exponent" a number in (0, 700] (e^−k underflows to 0 past 745).
+#: Optimizer hyper-parameters with a range narrower than "a number ≥ 0": Adam's and
+#: NAdam's betas divide by 1 − βᵗ (0 at β = 1), RMSprop's ρ > 1 makes its average of
+#: squares negative. The others (mu, alpha, eps, momentum_decay) are any number ≥ 0.
+OPTIMIZER_PARAMETERS = {"beta1": "decay", "beta2": "decay", "rho": "average"}
 SCHEDULE_PARAMETERS = {"step_size": "count", "t_max": "count", "warmup": "count",
                        "gamma": "fraction", "start_factor": "fraction", "k": "exponent",
                        "eta_min": "rate"}
@@ -123,6 +128,8 @@ MAX_PARAMETERS = 2**28
 MAX_ACTIVATIONS = 2**25
 #: Largest seed: generated modules pass it to their kernels as a 64-bit integer.
 MAX_SEED = 2**63 - 1
+#: Largest spec file read (a 100-layer spec takes a few kilobytes).
+MAX_SPEC_BYTES = 1 << 20
 
 
 def _fail(path: str, where: str, what: str, fix: str = "") -> SpecError:
@@ -150,10 +157,12 @@ def _number(path, where, value, name, kind="positive") -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and {"positive": lambda v: v > 0, "rate": lambda v: v >= 0,
                  "fraction": lambda v: 0 < v <= 1, "exponent": lambda v: 0 < v <= 700,
+                 "decay": lambda v: 0 <= v < 1, "average": lambda v: 0 <= v <= 1,
                  }[kind](value)
     if not ok:
         must = {"positive": "a number > 0", "rate": "a number ≥ 0",
-                "fraction": "a number in (0, 1]", "exponent": "a number in (0, 700]"}[kind]
+                "fraction": "a number in (0, 1]", "exponent": "a number in (0, 700]",
+                "decay": "a number in [0, 1)", "average": "a number in [0, 1]"}[kind]
         raise _fail(path, where, f"{name} must be {must}, got {value!r}.")
     return value
 
@@ -394,7 +403,7 @@ def _check_size(path, where, n_params, n_activations) -> None:
 def _init(path, init) -> str:
     from derive.codegen.network import INITS  # imported late: it imports this module
 
-    if init not in INITS:
+    if not isinstance(init, str) or init not in INITS:  # a list or table is not hashable
         raise _fail(path, "network.init", f"unknown initialiser {init!r}.",
                     _close(init, list(INITS)))
     return init
@@ -448,7 +457,8 @@ def check_train(train: dict, path: str = "<spec>") -> None:
                     _close(normalisation, NORMALISATIONS))
     for key in hyper:
         if key in train:
-            _number(path, f"train.{key}", train[key], key, "rate")
+            _number(path, f"train.{key}", train[key], key,
+                    OPTIMIZER_PARAMETERS.get(key, "rate"))
     _check_schedule(path, train["schedule"], train["lr"], train["epochs"])
 
 
@@ -487,7 +497,17 @@ def load_spec(path: str | Path) -> NetworkSpec:
     """Read and validate a spec file (see :func:`parse_spec`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Only a regular file, and only so much of it: /dev/zero or a FIFO would
+        # otherwise be read without end (or wait for a writer for ever).
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SpecError("this is not a regular file (a directory, device or pipe?).",
+                            where=str(path), fix="Give the path of a .toml spec file.")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise SpecError(f"the file is larger than a spec may be ({MAX_SPEC_BYTES:,} "
+                            "bytes).", where=str(path), fix="Check the path (is this a spec?).")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read the spec ({getattr(exc, 'strerror', None) or exc}).",
                         where=str(path), fix="Check the path.") from None

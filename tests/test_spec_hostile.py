@@ -145,10 +145,19 @@ CASES = [
     ("hyper-parameter negative", SPEC.replace('"gd"', '"adam"') + "eps = -1e-8\n",
      ["train.eps"]),
     ("hyper-parameter nan", SPEC.replace('"gd"', '"adam"') + "beta1 = nan\n", ["train.beta1"]),
+    # betas of 1 divide by 1 - beta**t = 0; rho > 1 makes RMSprop's mean square negative
+    ("beta1 1", SPEC.replace('"gd"', '"adam"') + "beta1 = 1.0\n", ["train.beta1", "[0, 1)"]),
+    ("beta2 5", SPEC.replace('"gd"', '"nadam"') + "beta2 = 5\n", ["train.beta2", "[0, 1)"]),
+    ("rho 2", SPEC.replace('"gd"', '"rmsprop"') + "rho = 2\n", ["train.rho", "[0, 1]"]),
     # --- [network] values ------------------------------------------------------------
     ("init orthogonal", SPEC.replace('loss = "mse"', 'loss = "mse"\ninit = "orthogonal"'),
      ["network.init", "orthogonal", "xavier_uniform"]),
     ("init number", SPEC.replace('loss = "mse"', 'loss = "mse"\ninit = 5'), ["network.init"]),
+    # a list or a table is not hashable: these ended in an internal error (exit 3)
+    ("init list", SPEC.replace('loss = "mse"', 'loss = "mse"\ninit = ["he_normal"]'),
+     ["network.init", "['he_normal']"]),
+    ("init table", SPEC.replace('loss = "mse"', 'loss = "mse"\ninit = {a = 1}'),
+     ["network.init"]),
     ("name number", SPEC.replace('name = "tiny"', "name = 5"), ["network.name"]),
     ("loss twice", 'loss = "mae"\n' + SPEC, ["loss", "twice"]),
     ("input_shape nan", SPEC.replace("[4]", "[nan]"), ["network.input_shape[0]", "finite"]),
@@ -217,6 +226,35 @@ def test_derive_train_refuses_a_hostile_spec_with_exit_2(name, tmp_path, capsys)
     assert err.startswith("derive: error: ") and err.count("\n") == 1, err
     assert str(spec) in err and words[0] in err and "Traceback" not in err
     assert not out.exists()
+
+
+# Paths that are not a spec file: /dev/zero and a FIFO were read without end (a hang,
+# memory growing), a huge file read whole.
+def _not_a_spec(kind, tmp_path):
+    if kind == "directory":
+        return tmp_path
+    if kind == "/dev/zero":
+        return Path("/dev/zero")
+    if kind == "fifo":
+        import os
+        os.mkfifo(tmp_path / "fifo.toml")
+        return tmp_path / "fifo.toml"
+    big = tmp_path / "big.toml"
+    big.write_text("# " + "x" * (2 << 20) + "\n" + SPEC)
+    return big
+
+
+@pytest.mark.parametrize(("kind", "words"), [
+    ("directory", "not a regular file"), ("/dev/zero", "not a regular file"),
+    ("fifo", "not a regular file"), ("2 MiB", "larger than a spec may be"),
+])
+def test_a_path_that_is_not_a_spec_file_is_refused_at_once(kind, words, tmp_path, capsys):
+    path = _not_a_spec(kind, tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"derive: error: {path}: ") and err.count("\n") == 1, err
+    assert words in err and not out.exists()
 
 
 def test_the_examples_are_valid_specs():
