@@ -324,6 +324,60 @@ def test_npz_with_a_huge_declared_shape_is_refused(tmp_path):
         load_source(f"npz:{path}")
 
 
+def _npy_named_npz(path):
+    np.save(path.with_suffix(".npy"), np.zeros((4, 2)))
+    path.with_suffix(".npy").rename(path)
+
+
+def _fifo(path):
+    import os
+    os.mkfifo(path)
+
+
+# (id, file name, how it is made, words of the refusal). The .npy one ended in an internal
+# error (np.load returned its array, not an archive); a FIFO was "a file that does not exist".
+BAD_DATA = [
+    ("a .npy named .npz", "data.npz", _npy_named_npz, "not a zip archive"),
+    ("a FIFO as npz", "data.npz", _fifo, "not a regular file"),
+    ("a FIFO as csv", "data.csv", _fifo, "not a regular file"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "says"), [c[1:] for c in BAD_DATA],
+                         ids=[c[0] for c in BAD_DATA])
+def test_a_data_file_that_is_not_one(name, make, says, tmp_path):
+    from derive.train.data import load_source
+
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(DeriveError) as error:
+        load_source(f"{path.suffix[1:]}:{path}")
+    message = error.value.message
+    assert says in message and str(path) in message and "\n" not in message, message
+
+
+def test_a_csv_with_a_byte_order_mark_keeps_its_first_row(tmp_path):
+    # The mark made the first cell no number, so the first sample was taken for a header.
+    from derive.train.data import load_source
+
+    path = tmp_path / "excel.csv"
+    path.write_text("\ufeff1,2,0\n3,4,1\n", encoding="utf-8")
+    source = load_source(f"csv:{path}")
+    assert source.x.tolist() == [[1, 2], [3, 4]] and source.y.tolist() == [0, 1]
+
+
+def test_labels_past_2_to_the_53_are_not_wrapped_into_negative_ones(tmp_path):
+    # uint64 2**64 - 1 was cast to int64 as -2**63 (with a RuntimeWarning on stderr).
+    from derive.train.data import load_source
+
+    path = tmp_path / "big.npz"
+    np.savez(path, x=np.zeros((3, 2)), y=np.full(3, 2**64 - 1, np.uint64))
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("error")
+        source = load_source(f"npz:{path}")
+    assert source.y.dtype == np.float64 and (source.y > 0).all()
+
+
 # --- every command: a fuzz table of argument lists ----------------------------------------
 
 FUZZ = [

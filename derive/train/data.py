@@ -327,9 +327,18 @@ def _load_idx_dir(directory: Path, spec: str) -> Source:
     return Source(spec, *train, *(test or (None, None)))
 
 
-def _load_npz(path: Path, spec: str) -> Source:
+def _need_file(path: Path) -> None:
+    """Refuse a path that is missing or is not a regular file (a FIFO would block)."""
     if not path.is_file():
-        raise DeriveError("the file does not exist.", where=str(path))
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise DeriveError(f"the file {what}.", where=str(path))
+
+
+def _load_npz(path: Path, spec: str) -> Source:
+    _need_file(path)
+    if not zipfile.is_zipfile(path):  # np.load would return a .npy file's one array
+        raise DeriveError("this is not a readable .npz file (not a zip archive of arrays).",
+                          where=str(path), fix="Save it with numpy.savez(path, x=..., y=...).")
     try:
         _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as npz:
@@ -377,10 +386,11 @@ def _check_npz_sizes(path: Path) -> None:
 
 
 def _load_csv(path: Path, spec: str) -> Source:
-    if not path.is_file():
-        raise DeriveError("the file does not exist.", where=str(path))
+    _need_file(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        # utf-8-sig: a byte-order mark (Excel writes one) would make the first row
+        # look like a header, and that sample would be dropped in silence.
+        with open(path, encoding="utf-8-sig") as f:
             first = f.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise DeriveError(f"the file cannot be read as text ({exc}).", where=str(path)) \
@@ -397,7 +407,7 @@ def _load_csv(path: Path, spec: str) -> Source:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no data" is reported below, as an error
             table = np.loadtxt(path, delimiter=",", skiprows=header, ndmin=2,
-                               dtype=np.float64, encoding="utf-8")
+                               dtype=np.float64, encoding="utf-8-sig")
     except (ValueError, UnicodeDecodeError) as exc:
         raise DeriveError(f"the file is not a table of numbers ({exc}).", where=str(path),
                           fix="One sample a row, comma-separated, the label last; an "
@@ -441,7 +451,9 @@ def _targets(y: np.ndarray, where: str) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] > 1 and np.isin(y, (0.0, 1.0)).all() \
             and (y.sum(axis=1) == 1).all():
         return np.argmax(y, axis=1).astype(np.int64)
-    if y.ndim == 1 and (y == np.round(y)).all() and (y >= 0).all():
+    # Below 2**53 every integer is exact in float64 and fits int64; past it the cast
+    # wraps (2**64 - 1 became -2**63) and such a number is no class label anyway.
+    if y.ndim == 1 and (y == np.round(y)).all() and (y >= 0).all() and (y < 2**53).all():
         return y.astype(np.int64)
     return np.ascontiguousarray(y)
 
