@@ -70,13 +70,21 @@ def check_output_file(path: Path) -> Path:
     Raises
     ------
     OutputError
-        When ``path`` is empty or an existing directory.
+        When ``path`` is empty, an existing directory, or an existing file that is not
+        a regular one (``/dev/null``, a FIFO).
 
     """
     path = Path(path)
     if str(path) in ("", ".") or path.is_dir():
         raise OutputError("this is a directory, not a file to write.", where=str(path),
                           fix="Name a file, e.g. -o notes.tex (or a file inside it).")
+    if path.exists() and not path.is_file():
+        # A device, FIFO or socket (or a link to one, like /dev/stdout): the rename that
+        # makes a write atomic would replace it with a regular file, and as root -o
+        # /dev/null would delete the system's /dev/null.
+        raise OutputError("this is not a regular file (a device, pipe or socket?).",
+                          where=str(path), fix="Name a regular file, e.g. -o notes.tex; "
+                          "without -o the text goes to standard output.")
     return path
 
 

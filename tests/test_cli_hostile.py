@@ -234,6 +234,26 @@ def test_a_full_disk_keeps_the_old_file(tmp_path, capsys, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.md"]
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/null"])
+@pytest.mark.parametrize("argv", [
+    ["latex", "sigmoid", "-o", "{out}"],
+    ["example", "mse", "--set", *BASE, "--latex", "-o", "{out}"],
+])
+def test_an_output_that_is_no_regular_file_is_left_alone(argv, kind, tmp_path, capsys):
+    # The atomic rename replaced it with a regular file: as root, -o /dev/null deleted
+    # the system's /dev/null. Here a FIFO, and a link (the rename replaced the link).
+    import os
+
+    out = tmp_path / "out.tex"
+    if kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.symlink_to("/dev/null")
+    argv = [a.replace("{out}", str(out)) for a in argv]
+    refused(argv, capsys, "not a regular file", tmp_path)
+    assert out.is_fifo() if kind == "fifo" else os.readlink(out) == "/dev/null"
+
+
 def test_a_generated_file_that_is_a_directory(tmp_path, capsys):
     (tmp_path / "f.py").mkdir()
     refused(["kernels", "--expr", "x**2", "--name", "f", "-o", tmp_path], capsys, "f.py",
