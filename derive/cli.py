@@ -229,7 +229,9 @@ def cmd_check(args) -> int:
             rows += declaration_check(op, module) + finite_difference_check(op, module)
         except DeriveError:
             raise
-        except Exception as exc:  # noqa: BLE001 — whatever the file holds, say which file
+        # SystemExit too: a module that calls sys.exit(0) on import made the check end
+        # with exit 0 and no table, as if it had passed.
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 — whatever the file holds
             raise DeriveError(f"this is not a working module for {op.kind} {op.name!r} "
                               f"({type(exc).__name__}: {_first_line(exc)}).", where=str(path),
                               fix=f"Regenerate it with `derive kernels {op.name}`.") from None

@@ -297,6 +297,15 @@ def test_check_of_a_file_that_is_no_module(tmp_path, capsys):
     refused(["check", "sigmoid", "-o", out], capsys, "sigmoid.py")
 
 
+@pytest.mark.parametrize("code", ["raise SystemExit(0)\n", "import sys\nsys.exit(5)\n"])
+def test_check_of_a_module_that_exits_on_import(code, tmp_path, capsys):
+    # SystemExit went past `except Exception`: exit 0 and no table, as if the check passed.
+    out = tmp_path / "generated"
+    (out / "activations").mkdir(parents=True)
+    (out / "activations" / "sigmoid.py").write_text(code)
+    refused(["check", "sigmoid", "-o", out], capsys, "SystemExit")
+
+
 # --- data loaders: bounded memory ---------------------------------------------------------
 
 def _idx_header(dims, type_byte=0x08) -> bytes:
