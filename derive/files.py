@@ -109,6 +109,10 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
     """
     path = check_output_file(path)
+    if path.is_symlink():
+        # Write through a link (notes.tex -> shared/notes.tex), as open() would: the
+        # rename would otherwise replace the link itself and leave its target stale.
+        path = Path(os.path.realpath(path))
     raw = data.encode() if isinstance(data, str) else data
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

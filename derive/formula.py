@@ -426,8 +426,9 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 def check_identifier(name: str, where: str) -> str:
     """Refuse names that cannot be a Python identifier or module name."""
     if not _NAME.match(name) or keyword.iskeyword(name) or len(name) > 64:
+        shown = name if len(name) <= 80 else f"{name[:60]}... ({len(name)} characters)"
         raise FormulaError(
-            f"{name!r} is not a valid name.",
+            f"{shown!r} is not a valid name.",
             where=where,
             fix="Use letters, digits and underscores, starting with a letter (at most 64).",
         )
