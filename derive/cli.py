@@ -392,7 +392,7 @@ def cmd_train(args) -> int:
 
     from derive.checks import load_module
     from derive.network import check_train, load_spec
-    from derive.train import dataset_for, evaluate, fit
+    from derive.train import dataset_for, evaluate, fit, load_source
     from derive.train.checkpoint import CHECKPOINT, load_checkpoint, run_lock
 
     _check_train_arguments(args)
@@ -411,6 +411,12 @@ def cmd_train(args) -> int:
                 "would replace it.", where=f"--out {args.out}",
                 fix="Continue it with --resume (and --epochs for the total), or give "
                     "another --out for a new run.")
+        if args.resume and not checkpoint.exists():
+            raise DeriveError("there is no checkpoint to resume.", where=f"--out {args.out}",
+                              fix="Drop --resume to start a new run, or point --out at the "
+                                  "folder of the run to continue.")
+        # The data are read before anything is written, so a wrong --data leaves no files.
+        source = load_source(args.data)
         target = pipeline.spec_target(spec, args.out, f"derive train {args.spec}")
         pipeline.write_targets([target])
         module = load_module(target.path)
@@ -420,7 +426,7 @@ def cmd_train(args) -> int:
         options = {"normalisation": args.normalise or spec.train.get("normalisation", "minmax")}
         if args.seed is not None:
             options["seed"] = args.seed
-        data = dataset_for(module, args.data, **options)
+        data = dataset_for(module, source, **options)
         try:
             history = fit(module, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, out_dir=args.out, resume=args.resume,

@@ -22,3 +22,20 @@ def test_a_long_bad_name_is_shortened_in_the_error():
     with pytest.raises(DeriveError) as caught:
         check_identifier("a" * 5000 + "-", "network.name")
     assert len(caught.value.message) < 300 and "5001 characters" in caught.value.message
+
+
+@pytest.mark.parametrize("arguments", [
+    ["--resume"],
+    ["--data", "csv:/nonexistent/derive.csv"],
+    ["--data", "http://example.org/data"],
+])
+def test_a_train_that_fails_before_training_leaves_no_files(tmp_path, capsys, arguments):
+    from conftest import REPO
+
+    from derive.cli import main
+
+    out = tmp_path / "run"
+    spec = str(REPO / "examples" / "mlp_notes.toml")
+    assert main(["train", spec, "--out", str(out), "--no-progress", *arguments]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not out.exists()

@@ -227,6 +227,7 @@ def run_lock(out_dir: Path | str) -> Iterator[Path]:
 
     """
     folder = Path(out_dir)
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -248,6 +249,8 @@ def run_lock(out_dir: Path | str) -> Iterator[Path]:
     finally:
         del _HELD[key]
         _release(path)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()  # a run that failed before writing leaves no empty folder
 
 
 def _acquire(path: Path, folder: Path) -> None:
