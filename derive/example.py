@@ -261,6 +261,27 @@ def neuron_formulas(activation: Activation, loss: Loss):
     return forward, ds_dw, ds_db, act_forward, act_derivative, value, gradient, (wv, xv, bv)
 
 
+def _check_in_domain(param, value) -> None:
+    """Refuse a parameter value its declaration rules out (huber's δ > 0, dropout's p < 1).
+
+    The declared sign comes from the symbol's assumptions, the upper bound from the
+    parameter's ``below``: a value outside them gives numbers the op does not define
+    (a negative Huber loss).
+    """
+    symbol, bound = param.symbol, getattr(param, "below", None)
+    wrong = ((symbol.is_positive and not value > 0)
+             or (symbol.is_nonnegative and not value >= 0)
+             or (bound is not None and not value < bound))
+    if wrong:
+        domain = ("> 0" if symbol.is_positive else ">= 0" if symbol.is_nonnegative else "")
+        if bound is not None:
+            domain = f"{domain} and < {bound:g}" if domain else f"< {bound:g}"
+        raise DeriveError(f"{param.name} = {value} is outside its domain ({param.name} "
+                          f"{domain}).", where="derive example --set",
+                          fix=f"Give {param.name} {domain}, e.g. its default "
+                              f"{param.name}={param.default:g}.")
+
+
 def worked_example(target: str, settings: dict[str, sp.Expr], *, lr: str = DEFAULT_LR,
                    activation: str | None = None, loss: str | None = None) -> Example:
     """Compute the worked example (see the module's docstring).
@@ -297,6 +318,8 @@ def worked_example(target: str, settings: dict[str, sp.Expr], *, lr: str = DEFAU
     params |= {n_.symbol: sp.sympify(n_.eval_value).xreplace(params) for n_ in act_op.noise}
     loss_params = {p_.symbol: settings.get(p_.symbol.name, sp.Rational(repr(float(p_.default))))
                    for p_ in loss_op.params}
+    for param in (*act_op.params, *loss_op.params):
+        _check_in_domain(param, {**params, **loss_params}[param.symbol])
     rate = exact(lr, "lr", where="derive example --lr")
     if rate <= 0:
         raise DeriveError(f"the learning rate {lr!r} is not positive: gradient descent steps "

@@ -39,3 +39,18 @@ def test_a_train_that_fails_before_training_leaves_no_files(tmp_path, capsys, ar
     assert main(["train", spec, "--out", str(out), "--no-progress", *arguments]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("setting", ["delta=-1", "delta=0"])
+def test_example_refuses_a_parameter_outside_its_declared_domain(capsys, setting):
+    from derive.cli import main
+
+    code = main(["example", "huber", "--set", "x=2.1", "w=1", "b=0", "y=4", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside its domain (delta > 0)" in err and err.count("\n") == 1
+
+
+def test_example_accepts_a_parameter_inside_its_domain(capsys):
+    from derive.cli import main
+
+    assert main(["example", "huber", "--set", "x=2.1", "w=1", "b=0", "y=4", "delta=0.5"]) == 0
