@@ -364,11 +364,11 @@ def _check_train_arguments(args) -> None:
     """Refuse --epochs/--batch-size/--lr/--seed values no run can use, before any work."""
     import math
 
-    from derive.network import MAX_SEED
+    from derive.network import MAX_EPOCHS, MAX_SEED
 
     checks = [
-        ("--epochs", args.epochs, args.epochs is None or args.epochs >= 1,
-         "Give a whole number of epochs ≥ 1."),
+        ("--epochs", args.epochs, args.epochs is None or 1 <= args.epochs <= MAX_EPOCHS,
+         f"Give a whole number of epochs from 1 to {MAX_EPOCHS}."),
         ("--batch-size", args.batch_size, args.batch_size is None or args.batch_size >= 1,
          "Give a whole number of samples ≥ 1."),
         ("--lr", args.lr, args.lr is None or (math.isfinite(args.lr) and args.lr > 0),

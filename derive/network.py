@@ -128,6 +128,8 @@ MAX_PARAMETERS = 2**28
 MAX_ACTIVATIONS = 2**25
 #: Largest seed: generated modules pass it to their kernels as a 64-bit integer.
 MAX_SEED = 2**63 - 1
+#: More epochs than any course exercise needs: a typo (1e23) must not run for ever.
+MAX_EPOCHS = 1_000_000
 #: Largest spec file read (a 100-layer spec takes a few kilobytes).
 MAX_SPEC_BYTES = 1 << 20
 
@@ -443,7 +445,7 @@ def check_train(train: dict, path: str = "<spec>") -> None:
         _check_keys(path, "train", {key: None}, [*TRAIN_KEYS, *hyper], "[train]")
     _number(path, "train.lr", train["lr"], "lr")
     _int(path, "train.batch_size", train["batch_size"], "batch_size")
-    _int(path, "train.epochs", train["epochs"], "epochs")
+    _int(path, "train.epochs", train["epochs"], "epochs", maximum=MAX_EPOCHS)
     _int(path, "train.seed", train["seed"], "seed", minimum=0, maximum=MAX_SEED)
     split = train["validation_split"]
     if (isinstance(split, bool) or not isinstance(split, int | float)

@@ -54,3 +54,18 @@ def test_example_accepts_a_parameter_inside_its_domain(capsys):
     from derive.cli import main
 
     assert main(["example", "huber", "--set", "x=2.1", "w=1", "b=0", "y=4", "delta=0.5"]) == 0
+
+
+def test_epochs_are_bounded_in_specs_and_on_the_command_line(tmp_path, capsys):
+    from conftest import REPO
+
+    from derive.cli import main
+    from derive.network import MAX_EPOCHS, SpecError, parse_spec
+
+    spec = ('[network]\ninput_shape = [4]\nloss = "mse"\n[[layers]]\ntype = "dense"\n'
+            f'units = 1\n[train]\nepochs = {MAX_EPOCHS + 1}\n')
+    with pytest.raises(SpecError, match="train.epochs"):
+        parse_spec(spec, "net.toml")
+    code = main(["train", str(REPO / "examples" / "mlp_notes.toml"), "--out",
+                 str(tmp_path / "run"), "--epochs", str(10**23)])
+    assert code == 2 and "--epochs" in capsys.readouterr().err
