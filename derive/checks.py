@@ -174,7 +174,32 @@ def declaration_check(op, module: ModuleType, seed: int = 0) -> list[CheckResult
         When the module's forward cannot even be called as this op's.
 
     """
-    return []  # layers: not yet evaluated from the declaration; optimizers: see below
+    return []  # optimizers: checked against their equations by optimizer_check
+
+
+@declaration_check.register
+def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
+    # A layer's declaration is a sum over indexed arrays with intermediate steps, padding
+    # and strides; its reference is the module derive writes from that declaration now
+    # (the generator the test suite checks against PyTorch), run on the same inputs.
+    import tempfile
+
+    from derive.pipeline import render_module
+
+    reference_text = render_module(op, f"the declaration {op.name!r}", "derive check")
+    with tempfile.TemporaryDirectory(prefix="derive-check-") as folder:
+        path = Path(folder) / f"{op.name}.py"
+        path.write_text(reference_text, encoding="utf-8")
+        reference = load_module(path)
+        rng = np.random.default_rng(seed)
+        differentiable = len(op.inputs) + len(op.weights)
+        arrays = [rng.normal(size=s) if k < differentiable
+                  else np.abs(rng.normal(size=s)) + 0.5
+                  for k, s in enumerate(_small_layer_shapes(op))]
+        hyper = {p.name: p.default for p in op.hyper}
+        want = reference.forward(*[a.copy() for a in arrays], **hyper)
+    got = _call_module(op, module, *[a.copy() for a in arrays], **hyper)
+    return [_against_declaration(op, module, got, want)]
 
 
 @declaration_check.register

@@ -69,3 +69,19 @@ def test_epochs_are_bounded_in_specs_and_on_the_command_line(tmp_path, capsys):
     code = main(["train", str(REPO / "examples" / "mlp_notes.toml"), "--out",
                  str(tmp_path / "run"), "--epochs", str(10**23)])
     assert code == 2 and "--epochs" in capsys.readouterr().err
+
+
+def test_check_compares_a_layer_module_with_its_declaration(tmp_path, capsys):
+    import shutil
+
+    from conftest import GENERATED
+
+    from derive.cli import main
+
+    (tmp_path / "layers").mkdir()
+    # Average pooling saved as max pooling: its backward agrees with its own forward.
+    shutil.copy(GENERATED / "layers" / "avg_pool2d.py", tmp_path / "layers" / "max_pool2d.py")
+    assert main(["check", "max_pool2d", "-o", str(tmp_path)]) == 1
+    rows = capsys.readouterr().out.splitlines()
+    assert any("forward = declaration" in r and r.endswith("FAIL") for r in rows)
+    assert any("d_x" in r and r.endswith("ok") for r in rows)
