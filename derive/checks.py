@@ -191,12 +191,7 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
         path = Path(folder) / f"{op.name}.py"
         path.write_text(reference_text, encoding="utf-8")
         reference = load_module(path)
-        rng = np.random.default_rng(seed)
-        differentiable = len(op.inputs) + len(op.weights)
-        arrays = [rng.normal(size=s) if k < differentiable
-                  else np.abs(rng.normal(size=s)) + 0.5
-                  for k, s in enumerate(_small_layer_shapes(op))]
-        hyper = {p.name: p.default for p in op.hyper}
+        arrays, hyper = _layer_samples(op, np.random.default_rng(seed))
         want = reference.forward(*[a.copy() for a in arrays], **hyper)
     got = _call_module(op, module, *[a.copy() for a in arrays], **hyper)
     return [_against_declaration(op, module, got, want)]
@@ -398,12 +393,8 @@ def optimizer_check(op: Optimizer, module: ModuleType, seed: int = 0, steps: int
 @finite_difference_check.register
 def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     rng = np.random.default_rng(seed)
-    shapes = _small_layer_shapes(op)
+    arrays, hyper = _layer_samples(op, rng)
     differentiable = len(op.inputs) + len(op.weights)
-    # Buffers are running variances and means: positive values are valid for both.
-    arrays = [rng.normal(size=s) if k < differentiable else np.abs(rng.normal(size=s)) + 0.5
-              for k, s in enumerate(shapes)]
-    hyper = {p.name: p.default for p in op.hyper}
     out = module.forward(*arrays, **hyper)
     d_out = rng.normal(size=out.shape)
     analytic = module.backward(*arrays, d_out, **hyper)
@@ -422,6 +413,15 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
                                              - module.forward(*down, **hyper))) / (2 * h)
         results.append(_compare(op.name, f"d_{names[k]}", analytic[k], numeric))
     return results
+
+
+def _layer_samples(op: Layer, rng) -> tuple[list[np.ndarray], dict]:
+    """Seeded arrays for a layer's public arguments, and its default hyper-parameters."""
+    differentiable = len(op.inputs) + len(op.weights)
+    # Buffers are running variances and means: positive values are valid for both.
+    arrays = [rng.normal(size=s) if k < differentiable else np.abs(rng.normal(size=s)) + 0.5
+              for k, s in enumerate(_small_layer_shapes(op))]
+    return arrays, {p.name: p.default for p in op.hyper}
 
 
 def _small_layer_shapes(op: Layer) -> list[tuple[int, ...]]:
