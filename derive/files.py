@@ -4,13 +4,24 @@ Every file derive writes (generated modules, documents, PDFs, trajectories, curv
 checkpoints) goes through :func:`atomic_write`: the bytes go to a temporary file beside
 the target, which then replaces it in one rename. A full disk, a killed process or a
 target that cannot be written leaves the old file (or none), never a truncated one, and
-no temporary file behind.
+no temporary file behind. :func:`write_if_changed` writes a generated file only when its
+bytes change, and refuses to overwrite one edited by hand.
+
+The header of a generated file is written here too, since it is what the hand-edit check
+reads: the command that regenerates the file (:func:`command_line`), kept on one comment
+line (:func:`comment_text`), and a hash of the file's body (:func:`with_hash`).
+
+This module depends on the standard library only (and on :mod:`derive.errors`, which does
+too), so every stage that writes files, training included, can use it.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -23,6 +34,8 @@ SHADOWED = frozenset(sys.stdlib_module_names) | {
     "numpy", "numba", "llvmlite", "scipy", "sympy", "jinja2", "derive", "torch",
     "matplotlib", "pytest", "hypothesis", "mpmath", "generated", "setuptools", "pip",
 }
+#: The header line that records a hash of a generated file's body.
+HASH_PREFIX = "# derive-hash: "
 
 
 def module_name_clash(name: str) -> str | None:
@@ -134,3 +147,115 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _body_hash(body: str) -> str:
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def with_hash(text: str) -> str:
+    """Insert a hash of the file's body after its header, to detect hand edits later."""
+    head, _, body = text.partition("\n\n")
+    return f"{head}\n{HASH_PREFIX}{_body_hash(body)}\n\n{body}"
+
+
+def edited_by_hand(text: str) -> bool:
+    """Whether a generated file's body no longer matches the hash it was written with."""
+    head, _, body = text.partition("\n\n")
+    recorded = [ln[len(HASH_PREFIX):] for ln in head.splitlines() if ln.startswith(HASH_PREFIX)]
+    return not recorded or recorded[0] != _body_hash(body)
+
+
+def write_if_changed(path: Path, text: str, force: bool = False) -> bool:
+    """Write ``text`` unless the file already holds exactly these bytes.
+
+    Leaving an unchanged file untouched keeps its modification time, which is what
+    Numba's on-disk cache keys on.
+
+    Parameters
+    ----------
+    path : Path
+        Destination.
+    text : str
+        Module text.
+    force : bool
+        Overwrite a file that was edited by hand.
+
+    Returns
+    -------
+    bool
+        True when the file was (re)written.
+
+    Raises
+    ------
+    OutputError
+        When the existing file was edited by hand and ``force`` is False.
+
+    """
+    path = check_output_file(path)
+    if path.exists():
+        try:
+            old = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            old = ""  # not text, so not a generated file: treated as edited by hand
+        except OSError as exc:
+            raise OutputError(f"cannot read the existing file ({exc.strerror}).",
+                              where=str(path), fix="Choose another -o/--out.") from None
+        if old == text:
+            return False
+        if edited_by_hand(old) and not force:
+            raise OutputError(
+                "this generated file was edited by hand; regenerating would lose the edits.",
+                where=str(path),
+                fix="Move your changes into the declaration, or pass --force to overwrite.",
+            )
+    atomic_write(path, text)
+    return True
+
+
+#: PEP 263: a comment in a file's first two lines matching this sets its source encoding.
+_CODING = re.compile(r"(coding)([:=])")
+
+
+def _escape_char(c: str) -> str:
+    """Python's escape for one character (as ``repr`` writes it)."""
+    code = ord(c)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def comment_text(value: object) -> str:
+    r"""A user's text (a path, a formula, a command) made safe for one ``#`` comment line.
+
+    Every character that is not printable — line breaks of any kind (``\n``, ``\r``,
+    form feed, ``\x85``, U+2028/2029), NUL, other controls, bidirectional overrides — is
+    written as its ``\xNN``/``\uNNNN`` escape, so the comment cannot end early and let the
+    rest of the text run as code. ``coding:`` and ``coding=`` become ``coding\x3a`` and
+    ``coding\x3d``: in a file's first two lines they would set its source encoding
+    (PEP 263). Printable text comes back unchanged.
+    """
+    text = "".join(c if c.isprintable() else _escape_char(c) for c in str(value))
+    return _CODING.sub(lambda m: m[1] + _escape_char(m[2]), text)
+
+
+def _shell_char(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if c.isprintable():
+        return c
+    # Bash's \xNN is one byte, not a character: above 0x7f only \u and \U spell it.
+    return f"\\x{ord(c):02x}" if ord(c) < 0x80 else _escape_char(c).replace("\\x", "\\u00")
+
+
+def _shell_word(word: str) -> str:
+    if all(c.isprintable() for c in word):
+        return shlex.quote(word)
+    # Bash's $'...' quoting spells the other characters as escapes, so the command stays
+    # on one line and still regenerates the same file when pasted into a shell.
+    return "$'" + "".join(_shell_char(c) for c in word) + "'"
+
+
+def command_line(words: list[str]) -> str:
+    """The shell command that regenerates a file, quoted word by word, on one line."""
+    return " ".join(_shell_word(str(w)) for w in words)

@@ -26,21 +26,18 @@ from derive.calculus.derivation import (
 from derive.calculus.indexed import K, N, k, n
 from derive.calculus.verify import verify_declaration
 from derive.codegen.emit import (
-    atomic_write,
-    command_line,
     package_init,
     param_name,
     render_activation,
     render_layer,
     render_loss,
     render_vector,
-    write_if_changed,
 )
 from derive.codegen.lower import lower_activation, lower_layer, lower_loss, lower_vector
 from derive.codegen.optimizer import lower_optimizer, render_optimizer
 from derive.codegen.printer import UnsupportedError
 from derive.errors import DeclarationError, FormulaError, OutputError, StaleFilesError
-from derive.files import module_name_clash
+from derive.files import atomic_write, command_line, module_name_clash, write_if_changed
 from derive.formula import check_identifier, parse_formula
 from derive.spec import Activation, Layer, Loss, Optimizer, Param, VectorFunction, x
 

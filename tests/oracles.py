@@ -1,11 +1,73 @@
-"""PyTorch as the independent oracle: one line per op, or the reason there is none.
+"""PyTorch as the independent oracle: one entry per op, or the reason there is none.
 
-Each oracle takes a float64 tensor and the op's parameters (as floats) and returns
+Every table is keyed by the op's catalogue name. A declared op with no entry is not an
+error here — tests look their oracle up lazily through :func:`reference`, skip with the
+reason, and the single test ``test_every_op_has_an_oracle_or_says_none`` names what is
+missing. So a new op never breaks collection; it fails one test that says what to add.
+
+Activation oracles take a float64 tensor and the op's parameters (as floats) and return
 PyTorch's result; gradients come from autograd.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
+
+
+@dataclass(frozen=True)
+class NoReference:
+    """Marks an op PyTorch has no reference for; ``reason`` says why (and what checks it)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class ForwardOnly:
+    """PyTorch has the op's value but no gradient for it (``reason`` says why)."""
+
+    forward: Callable
+    reason: str
+
+
+@dataclass(frozen=True)
+class LayerCases:
+    """A layer's PyTorch oracle and the shapes it is compared on.
+
+    Parameters
+    ----------
+    torch : callable
+        (inputs..., weights..., buffers..., **hyper) tensors → PyTorch's output.
+    cases : list of (input shapes, weight shapes, hyper-parameters)
+        Odd on purpose; the last one is also the float32 case.
+    positive : tuple of int
+        Positions of arrays that must be positive (a running variance).
+    linear : bool
+        Whether the layer is linear in its input once its bias is zero (adjoint test).
+    """
+
+    torch: Callable
+    cases: list
+    positive: tuple[int, ...] = ()
+    linear: bool = True
+
+
+@dataclass(frozen=True)
+class OptimizerOracle:
+    """A torch.optim equivalent: ``make(h)`` → (class, keyword arguments) from our
+    hyper-parameters by name, and ``state`` our slot → (torch's state key, factor)."""
+
+    make: Callable
+    state: dict = field(default_factory=dict)
+
+
+#: The message of a missing entry, the same in every test that meets one.
+MISSING = ("no PyTorch reference for {name!r}: add one to tests/oracles.py, "
+           "or mark it as having none")
+
 
 ACTIVATIONS = {
     "identity": lambda t: t * 1.0,
@@ -29,11 +91,8 @@ ACTIVATIONS = {
     "gelu": lambda t: F.gelu(t),
     "softplus": lambda t, beta: F.softplus(t, beta),
     "mish": lambda t: F.mish(t),
-}
-
-#: Ops PyTorch has no gradient for, with the reason; forward is still compared.
-FORWARD_ONLY = {
-    "heaviside": lambda t: torch.heaviside(t, torch.ones((), dtype=t.dtype)),
+    "heaviside": ForwardOnly(lambda t: torch.heaviside(t, torch.ones((), dtype=t.dtype)),
+                             "the step function has no gradient in PyTorch"),
 }
 
 #: Where PyTorch itself is less precise than 1e-10, the tolerance and why.
@@ -69,19 +128,107 @@ VECTORS = {
     "log_softmax": lambda t: torch.log_softmax(t, -1),
 }
 
-
-#: Layer oracles: (inputs..., weights..., **hyper) tensors → PyTorch's output.
+#: Layer oracles and their cases (input shapes, weight shapes, hyper-parameters).
 LAYERS = {
-    "dense": lambda x, W, b: F.linear(x, W, b),
-    "conv2d": lambda x, K, b, stride, padding: F.conv2d(x, K, b, stride=stride, padding=padding),
-    "avg_pool2d": lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
-    "global_avg_pool2d": lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1),
-    "flatten": lambda x: torch.flatten(x, 1),
-    "max_pool2d": lambda x, kernel_size, stride: F.max_pool2d(x, kernel_size, stride),
-    "batch_norm": lambda x, g, b, eps: F.batch_norm(x, None, None, g, b, True, 0.1, eps),
-    "batch_norm_inference": lambda x, g, b, rm, rv, eps: F.batch_norm(
-        x, rm, rv, g, b, False, 0.1, eps),
-    "layer_norm": lambda x, g, b, eps: F.layer_norm(x, x.shape[-1:], g, b, eps),
+    "dense": LayerCases(lambda x, W, b: F.linear(x, W, b),
+                        [([(1, 3)], [(2, 3), (2,)], {}), ([(5, 7)], [(4, 7), (4,)], {})]),
+    "conv2d": LayerCases(
+        lambda x, K, b, stride, padding: F.conv2d(x, K, b, stride=stride, padding=padding),
+        [([(1, 1, 5, 5)], [(1, 1, 1, 1), (1,)], {"stride": 1, "padding": 0}),
+         ([(2, 3, 7, 6)], [(4, 3, 3, 2), (4,)], {"stride": 2, "padding": 1}),
+         ([(2, 3, 8, 5)], [(2, 3, 3, 3), (2,)], {"stride": 1, "padding": 2}),
+         ([(1, 2, 9, 9)], [(3, 2, 4, 4), (3,)], {"stride": 3, "padding": 0})]),
+    "avg_pool2d": LayerCases(
+        lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
+        [([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
+         ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
+         ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2})]),
+    "global_avg_pool2d": LayerCases(lambda x: F.adaptive_avg_pool2d(x, 1).flatten(1),
+                                    [([(2, 3, 4, 5)], [], {}), ([(1, 1, 1, 1)], [], {})]),
+    "flatten": LayerCases(lambda x: torch.flatten(x, 1),
+                          [([(2, 3, 4, 5)], [], {}), ([(1, 1, 2, 1)], [], {})]),
+    "max_pool2d": LayerCases(
+        lambda x, kernel_size, stride: F.max_pool2d(x, kernel_size, stride),
+        [([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
+         ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
+         ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2})]),
+    "batch_norm": LayerCases(
+        lambda x, g, b, eps: F.batch_norm(x, None, None, g, b, True, 0.1, eps),
+        [([(4, 3, 2, 5)], [(3,), (3,)], {"eps": 1e-5}),
+         ([(2, 1, 3, 3)], [(1,), (1,)], {"eps": 1e-3})],
+        linear=False),
+    "batch_norm_inference": LayerCases(
+        lambda x, g, b, rm, rv, eps: F.batch_norm(x, rm, rv, g, b, False, 0.1, eps),
+        [([(4, 3, 2, 5)], [(3,), (3,), (3,), (3,)], {"eps": 1e-5})],
+        positive=(4,), linear=False),
+    "layer_norm": LayerCases(
+        lambda x, g, b, eps: F.layer_norm(x, x.shape[-1:], g, b, eps),
+        [([(4, 7)], [(7,), (7,)], {"eps": 1e-5}), ([(1, 3)], [(3,), (3,)], {"eps": 1e-5})],
+        linear=False),
     # Evaluation mode is the identity; training mode is tested on its own (random mask).
-    "dropout": lambda x, p, training, seed: F.dropout(x, p, training=bool(training)),
+    "dropout": LayerCases(lambda x, p, training, seed: F.dropout(x, p, training=bool(training)),
+                          [([(4, 7)], [], {"p": 0.3, "training": 0, "seed": 1})]),
 }
+
+
+def _betas(h):
+    return (h["beta1"], h["beta2"])
+
+
+#: torch.optim oracles, from our hyper-parameters by name.
+OPTIMIZERS = {
+    "gd": OptimizerOracle(lambda h: (torch.optim.SGD, {"lr": h["lr"]})),
+    # Polyak's velocity v is −lr·b of PyTorch's buffer b: the same steps at a fixed lr.
+    "momentum": OptimizerOracle(lambda h: (torch.optim.SGD, {"lr": h["lr"], "momentum": h["mu"]})),
+    "momentum_rumelhart": OptimizerOracle(
+        lambda h: (torch.optim.SGD, {"lr": h["lr"], "momentum": h["alpha"]})),
+    "nesterov": OptimizerOracle(
+        lambda h: (torch.optim.SGD, {"lr": h["lr"], "momentum": h["mu"], "nesterov": True}),
+        {"buf": ("momentum_buffer", 1.0)}),
+    "adagrad": OptimizerOracle(lambda h: (torch.optim.Adagrad, {"lr": h["lr"], "eps": h["eps"]}),
+                               {"s": ("sum", 1.0)}),
+    "rmsprop": OptimizerOracle(
+        lambda h: (torch.optim.RMSprop, {"lr": h["lr"], "alpha": h["rho"], "eps": h["eps"]}),
+        {"s": ("square_avg", 1.0)}),
+    "adam": OptimizerOracle(
+        lambda h: (torch.optim.Adam, {"lr": h["lr"], "betas": _betas(h), "eps": h["eps"]}),
+        {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)}),
+    "nadam": OptimizerOracle(
+        lambda h: (torch.optim.NAdam, {"lr": h["lr"], "betas": _betas(h), "eps": h["eps"],
+                                       "momentum_decay": h["momentum_decay"]}),
+        {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)}),
+}
+
+#: Every table, by the declaration's kind.
+TABLES = {"activation": ACTIVATIONS, "loss": LOSSES, "vector": VECTORS, "layer": LAYERS,
+          "optimizer": OPTIMIZERS}
+
+
+def reference(op):
+    """The op's entry in its kind's table, or ``None`` when it has none yet.
+
+    An entry may be a :class:`NoReference` (PyTorch has none, on purpose).
+    """
+    return TABLES[op.kind].get(op.name)
+
+
+def missing(ops) -> list[str]:
+    """The named message for every op in ``ops`` with no entry in its table."""
+    return [MISSING.format(name=op.name) for op in ops if reference(op) is None]
+
+
+def oracle(op):
+    """The op's entry, or skip the calling test with the reason there is none.
+
+    Tests that need PyTorch call this inside their body (never at collection), so an op
+    without an entry skips here and fails only ``test_every_op_has_an_oracle_or_says_none``.
+    """
+    import pytest
+
+    entry = reference(op)
+    if entry is None:
+        pytest.skip(MISSING.format(name=op.name))
+    if isinstance(entry, NoReference):
+        pytest.skip(f"{op.name}: no PyTorch reference ({entry.reason})")
+    return entry
+

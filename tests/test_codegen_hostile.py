@@ -21,10 +21,11 @@ import sympy as sp
 
 from derive.checks import load_module
 from derive.cli import main
-from derive.codegen.emit import command_line, comment_text, docstring_text, header_lines
+from derive.codegen.emit import docstring_text, header_lines
 from derive.codegen.lower import fold_constants
 from derive.codegen.printer import UnsupportedError, numba_code
 from derive.errors import OutputError
+from derive.files import command_line, comment_text
 from derive.pipeline import Target, custom_activation, custom_loss, custom_target, write_targets
 from derive.spec import x
 

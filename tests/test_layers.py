@@ -6,7 +6,7 @@ import pytest
 import sympy as sp
 import torch
 from conftest import generated
-from oracles import LAYERS
+from oracles import oracle, reference
 
 from derive.calculus.derivation import derive_layer
 from derive.checks import finite_difference_check
@@ -14,57 +14,27 @@ from derive.registry import all_ops, get
 
 OPS = all_ops("layer")
 
-#: Per layer: cases of (input shapes, weight shapes, hyper-parameters), odd on purpose.
-CASES = {
-    "dense": [([(1, 3)], [(2, 3), (2,)], {}), ([(5, 7)], [(4, 7), (4,)], {})],
-    "conv2d": [
-        ([(1, 1, 5, 5)], [(1, 1, 1, 1), (1,)], {"stride": 1, "padding": 0}),
-        ([(2, 3, 7, 6)], [(4, 3, 3, 2), (4,)], {"stride": 2, "padding": 1}),
-        ([(2, 3, 8, 5)], [(2, 3, 3, 3), (2,)], {"stride": 1, "padding": 2}),
-        ([(1, 2, 9, 9)], [(3, 2, 4, 4), (3,)], {"stride": 3, "padding": 0}),
-    ],
-    "avg_pool2d": [
-        ([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
-        ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
-        ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2}),
-    ],
-    "global_avg_pool2d": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 1, 1)], [], {})],
-    "flatten": [([(2, 3, 4, 5)], [], {}), ([(1, 1, 2, 1)], [], {})],
-    "max_pool2d": [
-        ([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),
-        ([(1, 2, 7, 5)], [], {"kernel_size": 3, "stride": 1}),
-        ([(1, 1, 7, 7)], [], {"kernel_size": 3, "stride": 2}),
-    ],
-    "batch_norm": [([(4, 3, 2, 5)], [(3,), (3,)], {"eps": 1e-5}),
-                   ([(2, 1, 3, 3)], [(1,), (1,)], {"eps": 1e-3})],
-    "batch_norm_inference": [([(4, 3, 2, 5)], [(3,), (3,), (3,), (3,)], {"eps": 1e-5})],
-    "layer_norm": [([(4, 7)], [(7,), (7,)], {"eps": 1e-5}),
-                   ([(1, 3)], [(3,), (3,)], {"eps": 1e-5})],
-    "dropout": [([(4, 7)], [], {"p": 0.3, "training": 0, "seed": 1})],
-}
-PARAMS = [(op, case) for op in OPS for case in CASES[op.name]]
-IDS = [f"{op.name}-{k}" for op in OPS for k in range(len(CASES[op.name]))]
+#: Per layer: (op, case) for every case its table entry lists; an op without an entry
+#: has none here and is named by test_oracles.
+PARAMS = [(op, case) for op in OPS for case in getattr(reference(op), "cases", [])]
+IDS = [f"{op.name}-{k}" for op in OPS for k in range(len(getattr(reference(op), "cases", [])))]
 
 
 def module(op):
     return generated("layers", op.name)
 
 
-def arrays_for(case, seed=0, dtype=np.float64):
+def arrays_for(op, case, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     inputs, weights, hyper = case
     arrays = [rng.normal(size=s).astype(dtype) for s in inputs + weights]
-    if len(arrays) == 5:  # batch_norm_inference: the running variance must be positive
-        arrays[4] = np.abs(arrays[4]) + 0.5
+    for k in oracle(op).positive:  # a running variance, say
+        arrays[k] = np.abs(arrays[k]) + 0.5
     return arrays, hyper
 
 
 def differentiated(op):
     return len(op.inputs) + len(op.weights)
-
-
-def test_every_layer_has_cases_and_an_oracle():
-    assert {op.name for op in OPS} == set(CASES) == set(LAYERS)
 
 
 def test_dense_gradients_are_the_reduced_sums():
@@ -87,11 +57,11 @@ def test_dense_weight_gradient_goes_to_blas():
 
 @pytest.mark.parametrize(("op", "case"), PARAMS, ids=IDS)
 def test_matches_pytorch_forward_and_all_gradients(op, case):
-    arrays, hyper = arrays_for(case)
+    arrays, hyper = arrays_for(op, case)
     m = module(op)
     tensors = [torch.tensor(a, requires_grad=k < differentiated(op))
                for k, a in enumerate(arrays)]
-    want = LAYERS[op.name](*tensors, **hyper)
+    want = oracle(op).torch(*tensors, **hyper)
     d_out = np.random.default_rng(9).normal(size=tuple(want.shape))
     want.backward(torch.tensor(d_out))
     got = m.forward(*arrays, **hyper)
@@ -106,10 +76,10 @@ def test_matches_pytorch_forward_and_all_gradients(op, case):
 @pytest.mark.parametrize(("op", "case"), PARAMS, ids=IDS)
 def test_adjoint_identity_for_the_input(op, case):
     """<L x, v> = <x, L^T v> for the layer as a linear map of its input (bias zeroed)."""
-    arrays, hyper = arrays_for(case, seed=4)
+    if not oracle(op).linear:
+        pytest.skip(f"{op.name} is not linear in its input")
+    arrays, hyper = arrays_for(op, case, seed=4)
     m = module(op)
-    if op.name.startswith(("batch_norm", "layer_norm")):
-        pytest.skip("normalisation is not linear in its input")
     if op.weights:
         bias = len(op.inputs) + len(op.weights) - 1  # the bias makes the layer affine
         arrays[bias] = np.zeros_like(arrays[bias])
@@ -128,8 +98,8 @@ def test_finite_differences(op):
 
 @pytest.mark.parametrize("op", OPS, ids=[op.name for op in OPS])
 def test_float32_agrees_with_float64(op):
-    case = CASES[op.name][-1]
-    a64, hyper = arrays_for(case, seed=2)
+    case = oracle(op).cases[-1]
+    a64, hyper = arrays_for(op, case, seed=2)
     a32 = [a.astype(np.float32) for a in a64]
     m = module(op)
     y32 = m.forward(*a32, **hyper)

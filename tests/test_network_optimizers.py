@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
 from conftest import generated
+from oracles import OptimizerOracle, reference
 
 from derive import registry
 from derive.checks import load_module
@@ -24,23 +25,6 @@ RTOL, ATOL = 1e-9, 1e-12
 #: Hyper-parameters away from the defaults, so a value the network ignores shows.
 HYPER = {"lr": 0.03, "mu": 0.8, "alpha": 0.7, "rho": 0.9, "beta1": 0.85, "beta2": 0.99,
          "eps": 1e-7, "momentum_decay": 0.01}
-
-#: Our optimizer → the torch.optim equivalent with the same hyper-parameters.
-TORCH = {
-    "gd": lambda ps, h: torch.optim.SGD(ps, lr=h["lr"]),
-    # Polyak's velocity v is −lr·b of PyTorch's buffer b: the same steps at a fixed lr.
-    "momentum": lambda ps, h: torch.optim.SGD(ps, lr=h["lr"], momentum=h["mu"]),
-    "momentum_rumelhart": lambda ps, h: torch.optim.SGD(ps, lr=h["lr"], momentum=h["alpha"]),
-    "nesterov": lambda ps, h: torch.optim.SGD(ps, lr=h["lr"], momentum=h["mu"],
-                                              nesterov=True),
-    "adagrad": lambda ps, h: torch.optim.Adagrad(ps, lr=h["lr"], eps=h["eps"]),
-    "rmsprop": lambda ps, h: torch.optim.RMSprop(ps, lr=h["lr"], alpha=h["rho"],
-                                                 eps=h["eps"]),
-    "adam": lambda ps, h: torch.optim.Adam(ps, lr=h["lr"], betas=(h["beta1"], h["beta2"]),
-                                           eps=h["eps"]),
-    "nadam": lambda ps, h: torch.optim.NAdam(ps, lr=h["lr"], betas=(h["beta1"], h["beta2"]),
-                                             eps=h["eps"], momentum_decay=h["momentum_decay"]),
-}
 
 SPEC = """
 [network]
@@ -106,11 +90,6 @@ def torch_loss(params, x, y):
     return F.mse_loss(F.linear(h, params[2], params[3]), torch.from_numpy(y))
 
 
-@pytest.mark.parametrize("name", sorted(TORCH))
-def test_every_optimizer_has_a_reference(name):
-    assert name in OPTIMIZERS
-
-
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_network_state_starts_as_the_optimizer_declares(network, name):
     m = network(name)
@@ -134,8 +113,10 @@ def test_network_steps_match_torch_optim(network, name, float64_torch):
     params = m.init_params(seed=2)
     state = m.init_state(params)
     tparams = [torch.tensor(p.copy(), requires_grad=True) for p in params]
-    if name in TORCH:
-        opt = TORCH[name](tparams, h)
+    oracle = reference(registry.get(name, "optimizer"))
+    if isinstance(oracle, OptimizerOracle):
+        cls, kwargs = oracle.make(h)
+        opt = cls(tparams, **kwargs)
     else:  # no torch.optim equivalent: our own optimizer module on torch's gradients
         opt_module = generated("optimizers", name)
         shadow = [t.detach().numpy() for t in tparams]
@@ -146,7 +127,7 @@ def test_network_steps_match_torch_optim(network, name, float64_torch):
         for t in tparams:
             t.grad = None
         tloss.backward()
-        if name in TORCH:
+        if isinstance(oracle, OptimizerOracle):
             opt.step()
         else:
             with torch.no_grad():

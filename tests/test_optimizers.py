@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, generated
+from oracles import oracle
 
 from derive.calculus.verify import verify_declaration
 from derive.checks import optimizer_check
@@ -101,33 +102,6 @@ def ref_nadam(w, g, st, t, h):
 
 REFERENCE = {name[4:]: f for name, f in dict(globals()).items() if name.startswith("ref_")}
 
-#: torch.optim oracles: (class, keyword arguments from our hyper-parameters).
-TORCH = {
-    "gd": lambda h: (torch.optim.SGD, {"lr": h["lr"]}),
-    "momentum": lambda h: (torch.optim.SGD, {"lr": h["lr"], "momentum": h["mu"]}),
-    "momentum_rumelhart": lambda h: (torch.optim.SGD, {"lr": h["lr"], "momentum": h["alpha"]}),
-    "nesterov": lambda h: (torch.optim.SGD,
-                           {"lr": h["lr"], "momentum": h["mu"], "nesterov": True}),
-    "adagrad": lambda h: (torch.optim.Adagrad, {"lr": h["lr"], "eps": h["eps"]}),
-    "rmsprop": lambda h: (torch.optim.RMSprop,
-                          {"lr": h["lr"], "alpha": h["rho"], "eps": h["eps"]}),
-    "adam": lambda h: (torch.optim.Adam, {"lr": h["lr"], "betas": (h["beta1"], h["beta2"]),
-                                          "eps": h["eps"]}),
-    "nadam": lambda h: (torch.optim.NAdam, {"lr": h["lr"], "betas": (h["beta1"], h["beta2"]),
-                                            "eps": h["eps"],
-                                            "momentum_decay": h["momentum_decay"]}),
-}
-
-#: Our slot → (torch's state key, factor): torch's value is factor × ours.
-TORCH_STATE = {
-    "nesterov": {"buf": ("momentum_buffer", 1.0)},
-    "adagrad": {"s": ("sum", 1.0)},
-    "rmsprop": {"s": ("square_avg", 1.0)},
-    "adam": {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)},
-    "nadam": {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)},
-}
-
-
 def problem(seed=0, steps=5, shapes=SHAPES, dtype=np.float64):
     """Seeded weights and a fixed sequence of gradients for each of them."""
     rng = np.random.default_rng(seed)
@@ -154,9 +128,17 @@ def torch_float64():
     torch.set_default_dtype(old)
 
 
-def test_every_optimizer_has_a_transcription_and_an_oracle():
-    assert sorted(REFERENCE) == sorted(IDS)
-    assert sorted(TORCH) == sorted(IDS)
+def transcription(op):
+    """The op's NumPy transcription, or skip: the test below names the missing one."""
+    if op.name not in REFERENCE:
+        pytest.skip(f"no NumPy transcription for {op.name!r}")
+    return REFERENCE[op.name]
+
+
+def test_every_optimizer_has_a_transcription():
+    missing = [name for name in IDS if name not in REFERENCE]
+    assert not missing, (f"no NumPy transcription for {', '.join(map(repr, missing))}: add a "
+                         "ref_<name> function to tests/test_optimizers.py")
 
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
@@ -166,13 +148,14 @@ def test_kernel_follows_its_declared_equations(op):
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
 def test_matches_the_papers_equations_in_numpy(op):
+    reference = transcription(op)
     h = hyper(op)
     params, grads = problem(seed=2)
     got, _ = run(op, params, grads, **h)
     for i, w0 in enumerate(params):
         w, st = w0.copy(), {}
         for k, gs in enumerate(grads, start=1):
-            w = REFERENCE[op.name](w, gs[i], st, k, h)
+            w = reference(w, gs[i], st, k, h)
         np.testing.assert_allclose(got[i], w, rtol=1e-12, atol=1e-14)
 
 
@@ -230,10 +213,11 @@ def test_first_adaptive_step_is_normalised(name):
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
 def test_matches_torch_optim(op, torch_float64):
+    reference = oracle(op)
     h = hyper(op)
     shapes = SHAPES + [(600, 450)]  # 270 000 elements: the parallel kernel
     params, grads = problem(seed=3, steps=5, shapes=shapes)
-    cls, kwargs = TORCH[op.name](h)
+    cls, kwargs = reference.make(h)
     tensors = [torch.tensor(p, requires_grad=True) for p in params]
     opt = cls(tensors, **kwargs)
     mine = [p.copy() for p in params]
@@ -247,7 +231,7 @@ def test_matches_torch_optim(op, torch_float64):
         m.step(mine, gs, state, t=k, **h)
         for ours, theirs in zip(mine, tensors, strict=True):
             np.testing.assert_allclose(ours, theirs.detach().numpy(), rtol=1e-12, atol=1e-15)
-    for slot, (key, factor) in TORCH_STATE.get(op.name, {}).items():
+    for slot, (key, factor) in reference.state.items():
         index = module(op).SLOTS.index(slot)
         for ours, tensor in zip(state, tensors, strict=True):
             theirs = opt.state[tensor][key].numpy()

@@ -1,10 +1,8 @@
-"""Kernel IR → module text → files (written atomically, and only when bytes change)."""
+"""Kernel IR → module text (written to files by :mod:`derive.files`)."""
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
 from functools import cache
 from pathlib import Path
 
@@ -29,8 +27,7 @@ from derive.codegen.loops import (
 )
 from derive.codegen.lower import d_y, fold_constants
 from derive.codegen.printer import NumbaPrinter
-from derive.errors import OutputError
-from derive.files import atomic_write, check_output_file
+from derive.files import comment_text, with_hash
 from derive.spec import x, y
 
 _CODEGEN = Path(__file__).parent
@@ -43,7 +40,6 @@ _BLOCK = re.compile(
 _PROVIDED_BY = {"vexp": "vecmath"}
 #: Element-level names of the per-element symbols.
 _ELEMENT_NAMES = {x: "x_i", y: "y_i", d_y: "d_y_i"}
-HASH_PREFIX = "# derive-hash: "
 
 
 @cache
@@ -134,32 +130,6 @@ def cache_name(folder: str, name: str) -> str:
     return f"_derive_{folder}_{name}"
 
 
-#: PEP 263: a comment in a file's first two lines matching this sets its source encoding.
-_CODING = re.compile(r"(coding)([:=])")
-
-
-def _escape_char(c: str) -> str:
-    """Python's escape for one character (as ``repr`` writes it)."""
-    code = ord(c)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def comment_text(value: object) -> str:
-    r"""A user's text (a path, a formula, a command) made safe for one ``#`` comment line.
-
-    Every character that is not printable — line breaks of any kind (``\n``, ``\r``,
-    form feed, ``\x85``, U+2028/2029), NUL, other controls, bidirectional overrides — is
-    written as its ``\xNN``/``\uNNNN`` escape, so the comment cannot end early and let the
-    rest of the text run as code. ``coding:`` and ``coding=`` become ``coding\x3a`` and
-    ``coding\x3d``: in a file's first two lines they would set its source encoding
-    (PEP 263). Printable text comes back unchanged.
-    """
-    text = "".join(c if c.isprintable() else _escape_char(c) for c in str(value))
-    return _CODING.sub(lambda m: m[1] + _escape_char(m[2]), text)
-
-
 def docstring_text(value: object) -> str:
     r"""A user's text made safe inside a triple-quoted docstring.
 
@@ -168,28 +138,6 @@ def docstring_text(value: object) -> str:
     """
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return comment_text(text)
-
-
-def _shell_char(c: str) -> str:
-    if c in "\\'":
-        return "\\" + c
-    if c.isprintable():
-        return c
-    # Bash's \xNN is one byte, not a character: above 0x7f only \u and \U spell it.
-    return f"\\x{ord(c):02x}" if ord(c) < 0x80 else _escape_char(c).replace("\\x", "\\u00")
-
-
-def _shell_word(word: str) -> str:
-    if all(c.isprintable() for c in word):
-        return shlex.quote(word)
-    # Bash's $'...' quoting spells the other characters as escapes, so the command stays
-    # on one line and still regenerates the same file when pasted into a shell.
-    return "$'" + "".join(_shell_char(c) for c in word) + "'"
-
-
-def command_line(words: list[str]) -> str:
-    """The shell command that regenerates a file, quoted word by word, on one line."""
-    return " ".join(_shell_word(str(w)) for w in words)
 
 
 def header_lines(source: str, command: str) -> str:
@@ -260,70 +208,6 @@ def render_activation(m: ActivationModule, command: str) -> str:
     }
     text = _environment().get_template("kernels/activation.py.jinja").render(context)
     return with_hash(text)
-
-
-def _body_hash(body: str) -> str:
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-def with_hash(text: str) -> str:
-    """Insert a hash of the file's body after its header, to detect hand edits later."""
-    head, _, body = text.partition("\n\n")
-    return f"{head}\n{HASH_PREFIX}{_body_hash(body)}\n\n{body}"
-
-
-def edited_by_hand(text: str) -> bool:
-    """Whether a generated file's body no longer matches the hash it was written with."""
-    head, _, body = text.partition("\n\n")
-    recorded = [ln[len(HASH_PREFIX):] for ln in head.splitlines() if ln.startswith(HASH_PREFIX)]
-    return not recorded or recorded[0] != _body_hash(body)
-
-
-def write_if_changed(path: Path, text: str, force: bool = False) -> bool:
-    """Write ``text`` unless the file already holds exactly these bytes.
-
-    Leaving an unchanged file untouched keeps its modification time, which is what
-    Numba's on-disk cache keys on.
-
-    Parameters
-    ----------
-    path : Path
-        Destination.
-    text : str
-        Module text.
-    force : bool
-        Overwrite a file that was edited by hand.
-
-    Returns
-    -------
-    bool
-        True when the file was (re)written.
-
-    Raises
-    ------
-    OutputError
-        When the existing file was edited by hand and ``force`` is False.
-
-    """
-    path = check_output_file(path)
-    if path.exists():
-        try:
-            old = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            old = ""  # not text, so not a generated file: treated as edited by hand
-        except OSError as exc:
-            raise OutputError(f"cannot read the existing file ({exc.strerror}).",
-                              where=str(path), fix="Choose another -o/--out.") from None
-        if old == text:
-            return False
-        if edited_by_hand(old) and not force:
-            raise OutputError(
-                "this generated file was edited by hand; regenerating would lose the edits.",
-                where=str(path),
-                fix="Move your changes into the declaration, or pass --force to overwrite.",
-            )
-    atomic_write(path, text)
-    return True
 
 
 def package_init(description: str, command: str) -> str:

@@ -8,8 +8,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from derive.codegen.emit import atomic_write
 from derive.errors import DeriveError
+from derive.files import atomic_write
 
 #: pdflatex is run at most this many times (cross-references settle by the second run).
 MAX_RUNS = 3

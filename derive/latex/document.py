@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from derive import registry
-from derive.codegen.emit import atomic_write, command_line, comment_text
 from derive.errors import DeriveError
+from derive.files import atomic_write, command_line, comment_text
 from derive.latex.compile import compile_pdf
 from derive.latex.render import default_source, render
 

@@ -3,7 +3,7 @@
 A checkpoint holds the parameters, the optimizer state, the number of epochs done, the
 shuffling generator's state, the history so far, and the run's configuration (so that
 resuming with different options is refused rather than silently not reproducible). It is
-written through :func:`derive.codegen.emit.atomic_write`: a run killed at any moment
+written through :func:`derive.files.atomic_write`: a run killed at any moment
 leaves the previous checkpoint or the new one, never a truncated file.
 
 Nothing is pickled: arrays are stored as arrays and the rest as one JSON string, and the
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from derive.codegen.emit import atomic_write
 from derive.errors import DeriveError
+from derive.files import atomic_write
 from derive.train.report import FIELDS, EpochRecord
 
 CHECKPOINT = "checkpoint.npz"

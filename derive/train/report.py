@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from derive.codegen.emit import atomic_write
+from derive.files import atomic_write
 
 CURVES_CSV = "curves.csv"
 CURVES_PNG = "curves.png"
