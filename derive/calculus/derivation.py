@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 
@@ -30,8 +31,36 @@ UPSTREAM = sp.IndexedBase("d_y", real=True)
 OUTPUT = sp.IndexedBase("y", real=True)
 
 
+#: What typesets a declaration for Jupyter, once the LaTeX stage has registered it: this
+#: stage comes before the LaTeX one and imports nothing of it.
+_jupyter_renderers: list[Callable[[object], str]] = []
+
+
+def register_jupyter_renderer(render: Callable[[object], str]) -> None:
+    """Typeset derivations in Jupyter with ``render(op)`` (``derive.latex`` registers its own).
+
+    Parameters
+    ----------
+    render : callable
+        Takes a declaration and returns its derivation as LaTeX displays (``$$ … $$``).
+
+    """
+    _jupyter_renderers[:] = [render]
+
+
+class JupyterDisplay:
+    """Gives a derivation record of ``op`` its display in Jupyter."""
+
+    def _repr_latex_(self) -> str | None:
+        """The derivation step by step as LaTeX displays, or None before ``import derive.latex``.
+
+        Jupyter shows the plain ``repr`` when this returns None.
+        """
+        return _jupyter_renderers[0](self.op) if _jupyter_renderers else None
+
+
 @dataclass(frozen=True)
-class ActivationDerivation:
+class ActivationDerivation(JupyterDisplay):
     """Everything derived from one activation declaration.
 
     Attributes
@@ -57,12 +86,6 @@ class ActivationDerivation:
     in_output: sp.Expr | None
     param_grads: tuple[tuple[Param, sp.Expr], ...]
     kinks: tuple[float, ...]
-
-    def _repr_latex_(self) -> str:
-        """The step-by-step derivation as one aligned display, for Jupyter."""
-        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
-
-        return render_jupyter(self.op)
 
 
 def differentiate(expr: sp.Expr, var: sp.Symbol) -> sp.Expr:
@@ -134,7 +157,7 @@ class LossVariant:
 
 
 @dataclass(frozen=True)
-class LossDerivation:
+class LossDerivation(JupyterDisplay):
     """Everything derived from one loss declaration."""
 
     op: Loss
@@ -143,12 +166,6 @@ class LossDerivation:
     def variant(self, encoding: str) -> LossVariant:
         """The variant for a target encoding."""
         return next(v for v in self.variants if v.encoding == encoding)
-
-    def _repr_latex_(self) -> str:
-        """The definition and the gradient step by step as aligned displays, for Jupyter."""
-        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
-
-        return render_jupyter(self.op)
 
 
 def _reduce(expr: sp.Expr, identities) -> sp.Expr:
@@ -242,7 +259,7 @@ class LayerGradient:
 
 
 @dataclass(frozen=True)
-class LayerDerivation:
+class LayerDerivation(JupyterDisplay):
     """A layer's gradients by reverse mode over its steps, each in delta form.
 
     Attributes
@@ -262,12 +279,6 @@ class LayerDerivation:
     def gradient(self, array: sp.IndexedBase) -> LayerGradient:
         """The gradient with respect to one array."""
         return next(g for g in self.gradients + self.intermediates if g.array == array)
-
-    def _repr_latex_(self) -> str:
-        """The definition and every gradient (step by step where recorded), for Jupyter."""
-        from derive.latex.render import render_jupyter  # the LaTeX stage imports this one
-
-        return render_jupyter(self.op)
 
 
 def upstream_of(op: Layer) -> sp.IndexedBase:

@@ -21,6 +21,15 @@ n, k, j = sp.symbols("n k j", integer=True, nonnegative=True)
 p, q = sp.symbols("p q", integer=True, nonnegative=True)
 
 
+class floordiv(sp.Function):  # noqa: N801
+    """Integer floor division a // b (printed as such; SymPy's floor(a/b) is a float op).
+
+    A subscript may use it (where in its window max pooling found the maximum), so it is
+    part of the index algebra: declarations write it, codegen turns loop guards into it
+    and both printers spell it.
+    """
+
+
 class lse(sp.Function):  # noqa: N801
     r"""Row log-sum-exp :math:`\log\sum_{j=0}^{K-1} e^{r_j}`, args ``(r_j, j, K)``.
 

@@ -23,11 +23,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from derive.calculus.indexed import ArgMax
-
-
-class floordiv(sp.Function):  # noqa: N801
-    """Integer floor division a // b (printed as such; SymPy's floor(a/b) is a float op)."""
+from derive.calculus.indexed import ArgMax, floordiv
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ import sympy as sp
 from sympy import IndexedBase, Sum
 
 from derive.calculus.functions import uniform01
-from derive.calculus.indexed import ArgMax
-from derive.codegen.loops import floordiv
+from derive.calculus.indexed import ArgMax, floordiv
 from derive.registry import register
 from derive.spec import Layer, Param
 
