@@ -29,11 +29,13 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus
+from derive.calculus.functions import NAMED_FUNCTIONS
 from derive.errors import FormulaError
 
-#: Function name → (SymPy function, number of arguments; None means two or more).
-FUNCTIONS: dict[str, tuple[object, int | None]] = {
+#: SymPy's functions a formula may call: name → (SymPy function, number of arguments;
+#: None means two or more). derive's named functions declare their own name
+#: (``formula_name``); :func:`functions` gives both.
+SYMPY_FUNCTIONS: dict[str, tuple[object, int | None]] = {
     "exp": (sp.exp, 1),
     "log": (sp.log, 1),
     "ln": (sp.log, 1),
@@ -49,10 +51,7 @@ FUNCTIONS: dict[str, tuple[object, int | None]] = {
     "sin": (sp.sin, 1),
     "cos": (sp.cos, 1),
     "erf": (sp.erf, 1),
-    "sigmoid": (sigmoid, 1),
-    "softplus": (softplus, 1),
     "heaviside": (sp.Heaviside, 1),
-    "normal_cdf": (normal_cdf, 1),
     "max": (sp.Max, None),
     "min": (sp.Min, None),
 }
@@ -70,6 +69,17 @@ MAX_SUM_POWER = 64
 MAX_TERMS = 500
 #: Seconds the symbolic work on one formula (parse, derive, print) may take.
 TIME_LIMIT = 30.0
+
+
+def functions() -> dict[str, tuple[object, int | None]]:
+    """Every function a formula may call: name → (function, number of arguments).
+
+    SymPy's (:data:`SYMPY_FUNCTIONS`) and every named function that declares a
+    ``formula_name``.
+    """
+    named = {f.formula_name: (f, f.arity) for f in NAMED_FUNCTIONS.values()
+             if f.formula_name is not None}
+    return {**SYMPY_FUNCTIONS, **named}
 
 _BINARY = {
     ast.Add: lambda a, b: a + b,
@@ -114,7 +124,7 @@ class _Translator:
         names = ", ".join(sorted(self.symbols) + sorted(CONSTANTS))
         return (
             f"Use numbers, + - * / **, the names {names}, "
-            f"and the functions {', '.join(sorted(FUNCTIONS))}."
+            f"and the functions {', '.join(sorted(functions()))}."
         )
 
     def __call__(self, node: ast.AST, depth: int = 0) -> sp.Expr:
@@ -145,7 +155,7 @@ class _Translator:
             return self.symbols[node.id]
         if node.id in CONSTANTS:
             return CONSTANTS[node.id]
-        if node.id in FUNCTIONS:
+        if node.id in functions():
             raise self.fail(f"{node.id} is a function; call it as {node.id}(...)", node)
         close = difflib.get_close_matches(node.id, list(self.symbols) + list(CONSTANTS), 2)
         hint = f"Did you mean {' or '.join(close)}? " if close else ""
@@ -217,14 +227,15 @@ class _Translator:
                 node,
                 self.allowed(),
             )
-        if node.func.id not in FUNCTIONS:
+        known = functions()
+        if node.func.id not in known:
             called = node.func.id
-            close = difflib.get_close_matches(str(called), list(FUNCTIONS), 2)
+            close = difflib.get_close_matches(str(called), list(known), 2)
             hint = f"Did you mean {' or '.join(close)}? " if close else ""
             raise self.fail(f"{called!r} is not an allowed function", node, hint + self.allowed())
         if node.keywords:
             raise self.fail(f"{node.func.id}() takes no keyword arguments", node)
-        function, arity = FUNCTIONS[node.func.id]
+        function, arity = known[node.func.id]
         args = [self(a, depth) for a in node.args]
         if (arity is not None and len(args) != arity) or (arity is None and len(args) < 2):
             wanted = f"{arity} argument(s)" if arity else "two or more arguments"

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from derive.calculus.functions import NAMED_FUNCTIONS
 from derive.errors import DeriveError, FormulaError
 from derive.files import atomic_write
-from derive.formula import CONSTANTS, FUNCTIONS, MAX_LENGTH, parse_formula
+from derive.formula import CONSTANTS, MAX_LENGTH, functions, parse_formula
 
 METHODS = ("gd", "momentum", "newton")
 #: The step size each method uses when none is given (Newton's natural step is 1).
@@ -128,9 +129,10 @@ def variable_names(text: str) -> list[str]:
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
     called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    known = functions()
     names = {node.id for node in ast.walk(tree)
              if isinstance(node, ast.Name) and id(node) not in called
-             and node.id not in FUNCTIONS and node.id not in CONSTANTS}
+             and node.id not in known and node.id not in CONSTANTS}
     return sorted(names, key=_natural)
 
 
@@ -215,16 +217,11 @@ def _norm(g: np.ndarray) -> float:
         return float(np.linalg.norm(g)) if np.isfinite(g).all() else math.nan
 
 
-def _stable_softplus(u):
-    return np.logaddexp(0.0, u)
-
-
 def _named_functions() -> dict:
     """The named functions of derive, evaluated overflow-free by SciPy/NumPy."""
-    from scipy.special import expit, ndtr
-
-    return {"sigmoid": expit, "softplus": _stable_softplus, "normal_cdf": ndtr,
-            _STEP.__name__: _heaviside}
+    values = {f.__name__: f.numpy_value for f in NAMED_FUNCTIONS.values()
+              if f.numpy_value is not None}
+    return {**values, _STEP.__name__: _heaviside}
 
 
 def _heaviside(u):

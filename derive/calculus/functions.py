@@ -1,17 +1,213 @@
-"""Named functions SymPy does not have, each carrying its own derivative.
+"""Named functions SymPy does not have, each declared once with everything it needs.
 
 Giving σ and softplus names (rather than leaving 1/(1+e^{-u}) spelled out) is what makes
 derivatives come out in the notes' forms — σ' = σ(1−σ) — and what lets the printers
 choose an overflow-free evaluation for each.
+
+Each named function is one :class:`NamedFunction` subclass that carries all of its facts:
+the name a typed formula calls it by, its spelling in generated kernels and the runtime
+helpers that spelling needs, its NumPy/SciPy and mpmath values, its LaTeX, the SymPy
+function its explicit form is written in, and the unsafe spellings it replaces. Defining
+the class registers it in :data:`NAMED_FUNCTIONS`; the formula parser, the printers,
+numeric evaluation, ``derive minimize`` and the stability rewrites read the facts from
+there, so a new named function is added here and nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import mpmath
 import sympy as sp
 
 
-class sigmoid(sp.Function):  # noqa: N801  (SymPy functions are lower-case)
+@dataclass(frozen=True)
+class StableRewrite:
+    """One stability rule: a matcher that returns the safe replacement or ``None``.
+
+    Attributes
+    ----------
+    name : str
+        Short name of the rule.
+    why : str
+        The numerical trouble of the spelling it replaces.
+    apply : callable
+        ``apply(node) -> replacement or None``, tried on every node bottom-up.
+    unsafe : callable
+        ``unsafe(v)``: an instance of the spelling it replaces, for tests to try it on.
+
+    """
+
+    name: str
+    why: str
+    apply: Callable[[sp.Basic], sp.Basic | None]
+    unsafe: Callable[[sp.Symbol], sp.Expr]
+
+
+class MissingFactError(AttributeError):
+    """A named function was read for a fact its class does not declare."""
+
+
+class _Fact:
+    """A fact every named function declares; reading an undeclared one says what to add.
+
+    A subclass declares the fact as an ordinary class attribute, which hides this
+    descriptor. It is an ``AttributeError``, so ``hasattr`` answers False for it.
+    """
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner):
+        raise MissingFactError(
+            f"the named function {owner.__name__!r} does not declare {self.name} "
+            f"({self.what}): add `{self.name} = ...` to its class in "
+            f"derive/calculus/functions.py (None if it has none)")
+
+
+#: Every named function, by class name, in the order the classes are defined.
+NAMED_FUNCTIONS: dict[str, type[NamedFunction]] = {}
+
+
+class NamedFunction(sp.Function):
+    """A function derive names, with every fact the rest of derive needs about it.
+
+    Subclasses register themselves in :data:`NAMED_FUNCTIONS` and declare each fact
+    below as a class attribute (``None`` where the function has none); the values are
+    static methods. Reading a fact a subclass forgot raises :class:`MissingFactError`
+    naming it.
+
+    Attributes
+    ----------
+    formula_name : str or None
+        The name a typed formula (``--expr``, ``derive minimize``) calls it by.
+    arity : int
+        How many arguments a formula passes it.
+    numba_name : str or None
+        Its call in generated kernels.
+    numba_helpers : tuple of str
+        The runtime helpers that call needs (the emitter includes them).
+    numpy_value : callable or None
+        Overflow-free value of NumPy arrays (SciPy, NumPy), for ``derive minimize``.
+    mpmath_value : callable or None
+        High-precision value of mpmath numbers, for the lecture's graphs and tables.
+    latex_name : str or None
+        The LaTeX of its name; it prints as ``name(argument)``.
+    explicit_in : sympy function or None
+        The SymPy function its explicit form is written in (``rewrite`` target): σ in
+        ``exp``, Φ in ``erf``. None for a function with no closed form.
+    stable_rewrites : tuple of StableRewrite
+        Unsafe spellings of it that the stability pass replaces by it.
+
+    """
+
+    formula_name = _Fact("the name a typed formula calls it by")
+    arity = 1
+    numba_name = _Fact("its call in generated Numba kernels")
+    numba_helpers = _Fact("the names of the runtime helpers that call needs")
+    numpy_value = _Fact("its NumPy/SciPy value, a staticmethod of arrays")
+    mpmath_value = _Fact("its mpmath value, a staticmethod of mpmath numbers")
+    latex_name = _Fact("the LaTeX of its name")
+    explicit_in = _Fact("the SymPy function its explicit form is written in")
+    stable_rewrites = _Fact("the unsafe spellings it replaces, as StableRewrite rules")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ in NAMED_FUNCTIONS:
+            raise TypeError(f"a named function {cls.__name__!r} is already defined")
+        NAMED_FUNCTIONS[cls.__name__] = cls
+
+    def _eval_evalf(self, prec):
+        if self.explicit_in is None:
+            return super()._eval_evalf(prec)
+        return self.rewrite(self.explicit_in)._eval_evalf(prec)
+
+    def _latex(self, printer, exp=None):
+        # For SymPy's own latex(); derive's LaTeX printer prints latex_name itself.
+        if self.latex_name is None:
+            return printer._print_Function(self, exp)
+        args = ", ".join(printer._print(a) for a in self.args)
+        body = rf"{self.latex_name}\left({args}\right)"
+        return rf"{body}^{{{exp}}}" if exp else body
+
+
+def _one_plus_exp(e: sp.Basic) -> sp.Expr | None:
+    """Return v when ``e`` is 1 + exp(v)."""
+    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args:
+        (other,) = [a for a in e.args if a is not sp.S.One]
+        if isinstance(other, sp.exp):
+            return other.args[0]
+    return None
+
+
+def _sigmoid_from_reciprocal(e):
+    if isinstance(e, sp.Pow) and e.exp == -1:
+        v = _one_plus_exp(e.base)
+        if v is not None:
+            return sigmoid(-v)
+    return None
+
+
+def _sigmoid_from_ratio(e):
+    # exp(v)·σ(−v) is σ(v), but the left side overflows to inf·0 for large v.
+    if not isinstance(e, sp.Mul):
+        return None
+    for f in e.args:
+        if isinstance(f, sp.exp) and sigmoid(-f.args[0]) in e.args:
+            rest = [a for a in e.args if a not in (f, sigmoid(-f.args[0]))]
+            return sp.Mul(*rest) * sigmoid(f.args[0])
+    return None
+
+
+def _softplus_from_log(e):
+    if isinstance(e, sp.log):
+        v = _one_plus_exp(e.args[0])
+        if v is not None:
+            return softplus(v)
+    return None
+
+
+def _normal_cdf_from_erf(e):
+    # 1 + erf(u) → 0 as u → −∞ and loses every digit; 2Φ(√2 u), printed with erfc,
+    # keeps them.
+    if isinstance(e, sp.Add) and sp.S.One in e.args:
+        for term in e.args:
+            if isinstance(term, sp.erf):
+                rest = [a for a in e.args if a not in (term, sp.S.One)]
+                return sp.Add(*rest) + 2 * normal_cdf(sp.sqrt(2) * term.args[0])
+    return None
+
+
+class sigmoid(NamedFunction):  # noqa: N801  (SymPy functions are lower-case)
     r"""The logistic function :math:`\sigma(u) = 1/(1+e^{-u})`."""
+
+    formula_name = "sigmoid"
+    numba_name = "sigmoid"
+    numba_helpers = ("sigmoid",)
+    latex_name = r"\sigma"
+    explicit_in = sp.exp
+    stable_rewrites = (
+        StableRewrite("sigmoid", "1/(1+e^{-v}) overflows in e^{-v} for v → −∞",
+                      _sigmoid_from_reciprocal, lambda v: 1 / (1 + sp.exp(-v))),
+        StableRewrite("sigmoid-ratio", "e^{v}/(1+e^{v}) is inf/inf for v → +∞",
+                      _sigmoid_from_ratio, lambda v: sp.exp(v) * sigmoid(-v)),
+    )
+
+    @staticmethod
+    def numpy_value(u):
+        """SciPy's expit, which never overflows."""
+        from scipy.special import expit
+
+        return expit(u)
+
+    @staticmethod
+    def mpmath_value(u):
+        """1/(1 + e^{−u}) in mpmath (which has no overflow to avoid)."""
+        return 1 / (1 + mpmath.exp(-u))
 
     @classmethod
     def eval(cls, arg):
@@ -38,16 +234,33 @@ class sigmoid(sp.Function):  # noqa: N801  (SymPy functions are lower-case)
     def _eval_rewrite_as_exp(self, arg, **kwargs):
         return 1 / (1 + sp.exp(-arg))
 
-    def _eval_evalf(self, prec):
-        return self.rewrite(sp.exp)._eval_evalf(prec)
 
-    def _latex(self, printer, exp=None):
-        body = rf"\sigma\left({printer._print(self.args[0])}\right)"
-        return rf"{body}^{{{exp}}}" if exp else body
-
-
-class softplus(sp.Function):  # noqa: N801
+class softplus(NamedFunction):  # noqa: N801
     r"""The soft rectifier :math:`\log(1 + e^{u})`."""
+
+    formula_name = "softplus"
+    numba_name = "softplus"
+    numba_helpers = ("softplus",)
+    latex_name = r"\operatorname{softplus}"
+    explicit_in = sp.exp
+    stable_rewrites = (
+        StableRewrite("softplus", "log(1+e^{v}) overflows for v → +∞", _softplus_from_log,
+                      lambda v: sp.log(1 + sp.exp(v))),
+    )
+
+    @staticmethod
+    def numpy_value(u):
+        """log(e⁰ + eᵘ) by NumPy's logaddexp, which never overflows."""
+        import numpy as np
+
+        return np.logaddexp(0.0, u)
+
+    @staticmethod
+    def mpmath_value(u):
+        """log1p(e^{u}), written so that e^{u} is never large."""
+        if u < 0:
+            return mpmath.log1p(mpmath.exp(u))
+        return u + mpmath.log1p(mpmath.exp(-u))
 
     @classmethod
     def eval(cls, arg):
@@ -70,16 +283,28 @@ class softplus(sp.Function):  # noqa: N801
 
     _eval_rewrite_as_log = _eval_rewrite_as_exp
 
-    def _eval_evalf(self, prec):
-        return self.rewrite(sp.exp)._eval_evalf(prec)
 
-    def _latex(self, printer, exp=None):
-        body = rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
-        return rf"{body}^{{{exp}}}" if exp else body
-
-
-class normal_cdf(sp.Function):  # noqa: N801
+class normal_cdf(NamedFunction):  # noqa: N801
     r"""The standard normal CDF :math:`\Phi(u) = (1 + \operatorname{erf}(u/\sqrt{2}))/2`."""
+
+    formula_name = "normal_cdf"
+    numba_name = "normal_cdf"
+    numba_helpers = ("normal_cdf",)
+    latex_name = r"\Phi"
+    explicit_in = sp.erf
+    stable_rewrites = (
+        StableRewrite("normal-cdf", "1+erf(u) cancels for u → −∞", _normal_cdf_from_erf,
+                      lambda v: 1 + sp.erf(v)),
+    )
+
+    @staticmethod
+    def numpy_value(u):
+        """SciPy's ndtr, accurate in the lower tail."""
+        from scipy.special import ndtr
+
+        return ndtr(u)
+
+    mpmath_value = staticmethod(mpmath.ncdf)
 
     @classmethod
     def eval(cls, arg):
@@ -103,20 +328,24 @@ class normal_cdf(sp.Function):  # noqa: N801
     def _eval_rewrite_as_erf(self, arg, **kwargs):
         return (1 + sp.erf(arg / sp.sqrt(2))) / 2
 
-    def _eval_evalf(self, prec):
-        return self.rewrite(sp.erf)._eval_evalf(prec)
 
-    def _latex(self, printer, exp=None):
-        body = rf"\Phi\left({printer._print(self.args[0])}\right)"
-        return rf"{body}^{{{exp}}}" if exp else body
-
-
-class uniform01(sp.Function):  # noqa: N801
+class uniform01(NamedFunction):  # noqa: N801
     """A uniform draw in [0, 1) that is a pure function of (seed, position).
 
     Kernels regenerate the same draw in forward and backward; nothing is
-    differentiable through it.
+    differentiable through it. Only kernels compute it: formulas cannot call it and it
+    has no value outside a kernel.
     """
+
+    formula_name = None
+    arity = 2
+    numba_name = "uniform01"
+    numba_helpers = ("uniform01",)
+    numpy_value = None
+    mpmath_value = None
+    latex_name = None
+    explicit_in = None
+    stable_rewrites = ()
 
     def fdiff(self, argindex=1):
         """A draw does not depend smoothly on its seed or position."""
@@ -171,12 +400,13 @@ class Terms(sp.Expr):
         return all(t.is_real for t in self.args) or None
 
 
-NAMED = (sigmoid, softplus, normal_cdf)
+#: The named functions that have an explicit form (their definitions are stated in steps).
+NAMED = tuple(f for f in NAMED_FUNCTIONS.values() if f.explicit_in is not None)
 
 
 def explicit(expr: sp.Expr) -> sp.Expr:
     """Spell out derive's named functions in SymPy's own (for ``diff``-based checks)."""
     return expr.replace(
-        lambda e: isinstance(e, NAMED),
-        lambda e: e.rewrite(sp.erf) if isinstance(e, normal_cdf) else e.rewrite(sp.exp),
+        lambda e: isinstance(e, NamedFunction) and e.explicit_in is not None,
+        lambda e: e.rewrite(e.explicit_in),
     )

@@ -3,63 +3,17 @@
 Each rule recognises one unsafe spelling and replaces it by a named function whose
 printer evaluates it without overflow or cancellation. The rules run bottom-up to a fixed
 point, on declarations before differentiation (so derivatives come out in the named,
-stable forms) and on the derivatives after it.
+stable forms) and on the derivatives after it. The rules that introduce a named function
+are declared by that function (:mod:`derive.calculus.functions`); the rules here introduce
+SymPy's own stable functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus
-
-
-@dataclass(frozen=True)
-class Rewrite:
-    """One stability rule: a matcher that returns the replacement or ``None``."""
-
-    name: str
-    why: str
-    apply: Callable[[sp.Basic], sp.Basic | None]
-
-
-def _one_plus_exp(e: sp.Basic) -> sp.Expr | None:
-    """Return v when ``e`` is 1 + exp(v)."""
-    if isinstance(e, sp.Add) and len(e.args) == 2 and sp.S.One in e.args:
-        (other,) = [a for a in e.args if a is not sp.S.One]
-        if isinstance(other, sp.exp):
-            return other.args[0]
-    return None
-
-
-def _sigmoid_from_reciprocal(e):
-    if isinstance(e, sp.Pow) and e.exp == -1:
-        v = _one_plus_exp(e.base)
-        if v is not None:
-            return sigmoid(-v)
-    return None
-
-
-def _sigmoid_from_ratio(e):
-    # exp(v)·σ(−v) is σ(v), but the left side overflows to inf·0 for large v.
-    if not isinstance(e, sp.Mul):
-        return None
-    for f in e.args:
-        if isinstance(f, sp.exp) and sigmoid(-f.args[0]) in e.args:
-            rest = [a for a in e.args if a not in (f, sigmoid(-f.args[0]))]
-            return sp.Mul(*rest) * sigmoid(f.args[0])
-    return None
-
-
-def _softplus_from_log(e):
-    if isinstance(e, sp.log):
-        v = _one_plus_exp(e.args[0])
-        if v is not None:
-            return softplus(v)
-    return None
+from derive.calculus.functions import NAMED_FUNCTIONS, StableRewrite
 
 
 def _log1p_from_log(e):
@@ -80,17 +34,6 @@ def _expm1_from_difference(e):
     return None
 
 
-def _normal_cdf_from_erf(e):
-    # 1 + erf(u) → 0 as u → −∞ and loses every digit; 2Φ(√2 u), printed with erfc,
-    # keeps them.
-    if isinstance(e, sp.Add) and sp.S.One in e.args:
-        for term in e.args:
-            if isinstance(term, sp.erf):
-                rest = [a for a in e.args if a not in (term, sp.S.One)]
-                return sp.Add(*rest) + 2 * normal_cdf(sp.sqrt(2) * term.args[0])
-    return None
-
-
 def _abs_from_sign(e):
     # u·sign(u) is |u|; written so, 1/(1+|x|) − x·sign(x)/(1+|x|)² collapses on `together`.
     if isinstance(e, sp.Mul):
@@ -101,19 +44,29 @@ def _abs_from_sign(e):
     return None
 
 
-REWRITES: tuple[Rewrite, ...] = (
-    Rewrite("sigmoid", "1/(1+e^{-v}) overflows in e^{-v} for v → −∞", _sigmoid_from_reciprocal),
-    Rewrite("sigmoid-ratio", "e^{v}/(1+e^{v}) is inf/inf for v → +∞", _sigmoid_from_ratio),
-    Rewrite("softplus", "log(1+e^{v}) overflows for v → +∞", _softplus_from_log),
-    Rewrite("log1p", "log(1+u) loses u's digits for small u", _log1p_from_log),
-    Rewrite("expm1", "e^{v}−1 cancels for small v", _expm1_from_difference),
-    Rewrite("normal-cdf", "1+erf(u) cancels for u → −∞", _normal_cdf_from_erf),
-    Rewrite("abs", "u·sign(u) is |u|", _abs_from_sign),
+#: Rewrites into SymPy's own stable functions. Each named function declares its own
+#: (:attr:`~derive.calculus.functions.NamedFunction.stable_rewrites`).
+GENERAL_REWRITES: tuple[StableRewrite, ...] = (
+    StableRewrite("log1p", "log(1+u) loses u's digits for small u", _log1p_from_log,
+                  lambda v: sp.log(1 + v)),
+    StableRewrite("expm1", "e^{v}−1 cancels for small v", _expm1_from_difference,
+                  lambda v: 3 * sp.exp(v) - 3),
+    StableRewrite("abs", "u·sign(u) is |u|", _abs_from_sign, lambda v: v * sp.sign(v)),
 )
 
 
-def _rewrite_node(e: sp.Basic) -> sp.Basic:
-    for rule in REWRITES:
+def rewrites() -> tuple[StableRewrite, ...]:
+    """Every stability rule, in the order they are tried on a node.
+
+    The named functions' rules come first: they are the more specific spellings
+    (log(1+e^{v}) is softplus before it is a log(1+u)).
+    """
+    named = tuple(rule for f in NAMED_FUNCTIONS.values() for rule in f.stable_rewrites)
+    return named + GENERAL_REWRITES
+
+
+def _rewrite_node(e: sp.Basic, rules: tuple[StableRewrite, ...]) -> sp.Basic:
+    for rule in rules:
         new = rule.apply(e)
         if new is not None:
             return new
@@ -121,7 +74,7 @@ def _rewrite_node(e: sp.Basic) -> sp.Basic:
 
 
 def stabilise(expr: sp.Expr) -> sp.Expr:
-    """Apply :data:`REWRITES` bottom-up until nothing changes.
+    """Apply :func:`rewrites` bottom-up until nothing changes.
 
     Parameters
     ----------
@@ -134,21 +87,22 @@ def stabilise(expr: sp.Expr) -> sp.Expr:
         An equal expression in which every recognised unsafe spelling is replaced.
 
     """
+    rules = rewrites()
     for _ in range(20):
-        new = _bottom_up(expr)
+        new = _bottom_up(expr, rules)
         if new == expr:
             return new
         expr = new
     return expr
 
 
-def _bottom_up(e: sp.Basic) -> sp.Basic:
+def _bottom_up(e: sp.Basic, rules: tuple[StableRewrite, ...]) -> sp.Basic:
     if not e.args or isinstance(e, sp.Symbol):
         return e
-    args = tuple(_bottom_up(a) for a in e.args)
+    args = tuple(_bottom_up(a, rules) for a in e.args)
     if args != e.args:
         e = e.func(*args)
-    return _rewrite_node(e)
+    return _rewrite_node(e, rules)
 
 
 def _rational_form(expr: sp.Expr) -> sp.Expr:

@@ -25,7 +25,7 @@ from derive.codegen.loops import (
     statement_exprs,
     substitute,
 )
-from derive.codegen.lower import d_y, fold_constants
+from derive.codegen.lower import d_y, declared_array, fold_constants
 from derive.codegen.printer import NumbaPrinter
 from derive.files import comment_text, with_hash
 from derive.spec import x, y
@@ -444,8 +444,6 @@ _FASTMATH = '{"reassoc", "contract"}'
 
 
 def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
-    from derive.codegen.lower import _declared
-
     args = [str(a) for a in kernel.arrays] + [str(h) for h in kernel.hyper]
     used = set()
     for st in kernel.statements:
@@ -458,7 +456,7 @@ def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
     bind = []
     for size in sizes:
         for array in kernel.arrays:
-            dims = op.shape(_declared(op, array))
+            dims = op.shape(declared_array(op, array))
             if size in dims:
                 bind.append(f"    {size} = {array}.shape[{dims.index(size)}]")
                 break

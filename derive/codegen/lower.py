@@ -255,9 +255,9 @@ def lower_vector(derivation: VectorDerivation, source: str) -> VectorModule:
 
 
 def _statements(op, target, index, expr) -> tuple:
-    ranges = [(0, d - 1) for d in op.shape(_declared(op, target))]
+    ranges = [(0, d - 1) for d in op.shape(declared_array(op, target))]
     return lower_assignment(target, index, ranges, fold_constants(expr),
-                            lambda a: op.shape(_declared(op, a)), _window_sizes(op))
+                            lambda a: op.shape(declared_array(op, a)), _window_sizes(op))
 
 
 def _window_sizes(op) -> frozenset:
@@ -291,7 +291,7 @@ def _symbols_of(statement) -> set:
     return set().union(*(sp.sympify(e).free_symbols for e in statement_exprs(statement)))
 
 
-def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:
+def declared_array(op, array: sp.IndexedBase) -> sp.IndexedBase:
     """The declared array whose shape ``array`` has (d_x has x's shape, d_y has y's)."""
     shapes = dict(op.arrays)
     if array in shapes:
@@ -302,7 +302,7 @@ def _declared(op, array: sp.IndexedBase) -> sp.IndexedBase:
 
 
 def _allocation(op, array, integer=False):
-    return (array, tuple(op.shape(_declared(op, array))), integer)
+    return (array, tuple(op.shape(declared_array(op, array))), integer)
 
 
 def lower_layer(derivation: LayerDerivation, source: str,

@@ -15,9 +15,10 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.printing.pycode import PythonCodePrinter
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus, uniform01
+from derive.calculus.functions import NamedFunction
 
-#: SymPy function → (name in generated code, embedded helper it needs or None).
+#: SymPy's own functions → (name in generated code, embedded helper it needs or None).
+#: derive's named functions declare their spelling themselves (``numba_name``).
 FUNCTIONS: dict[type, tuple[str, str | None]] = {
     sp.exp: ("vexp", "vexp"),
     sp.log: ("math.log", None),
@@ -31,12 +32,8 @@ FUNCTIONS: dict[type, tuple[str, str | None]] = {
     sp.cos: ("math.cos", None),
     sp.erf: ("math.erf", None),
     sp.erfc: ("math.erfc", None),
-    normal_cdf: ("normal_cdf", "normal_cdf"),
-    uniform01: ("uniform01", "uniform01"),
     sp.Abs: ("abs", None),
     sp.sign: ("sign", "sign"),
-    sigmoid: ("sigmoid", "sigmoid"),
-    softplus: ("softplus", "softplus"),
 }
 
 
@@ -151,6 +148,8 @@ class NumbaPrinter(PythonCodePrinter):
 
     # -- functions ---------------------------------------------------------------
     def _print_Function(self, expr):
+        if isinstance(expr, NamedFunction):
+            return self._print_named_function(expr)
         rule = FUNCTIONS.get(type(expr))
         if rule is None:
             raise UnsupportedError(
@@ -160,6 +159,17 @@ class NumbaPrinter(PythonCodePrinter):
         name, helper = rule
         if helper:
             self.helpers.add(helper)
+        return f"{name}({', '.join(self._print(a) for a in expr.args)})"
+
+    def _print_named_function(self, expr):
+        # One method for every named function: its class declares how it is spelled.
+        # (SymPy's printers look up _print_<Base> only for bases named ...Base.)
+        name = expr.numba_name
+        if name is None:
+            raise UnsupportedError(
+                f"{type(expr).__name__} has no Numba spelling (numba_name is None in "
+                "derive.calculus.functions)")
+        self.helpers.update(expr.numba_helpers)
         return f"{name}({', '.join(self._print(a) for a in expr.args)})"
 
     _print_exp = _print_log = _print_tanh = _print_erf = _print_Abs = _print_Function

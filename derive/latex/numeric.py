@@ -17,7 +17,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 from sympy.logic.boolalg import BooleanFalse, BooleanTrue
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus
+from derive.calculus.functions import NamedFunction
 from derive.calculus.verify import evaluate
 
 #: Digits carried: enough that tanh(40) is still visibly below 1.
@@ -25,7 +25,8 @@ DIGITS = 50
 
 Value = Callable[[mpmath.mpf], object]
 
-#: SymPy function → mpmath function.
+#: SymPy's own functions → mpmath function. derive's named functions declare their own
+#: (``mpmath_value``).
 FUNCTIONS: dict[type, Callable] = {
     sp.exp: mpmath.exp,
     sp.log: mpmath.log,
@@ -40,9 +41,6 @@ FUNCTIONS: dict[type, Callable] = {
     sp.sign: mpmath.sign,
     expm1: mpmath.expm1,
     log1p: mpmath.log1p,
-    sigmoid: lambda u: 1 / (1 + mpmath.exp(-u)),
-    softplus: lambda u: mpmath.log1p(mpmath.exp(u)) if u < 0 else u + mpmath.log1p(mpmath.exp(-u)),
-    normal_cdf: mpmath.ncdf,
 }
 RELATIONS: dict[type, Callable] = {
     sp.StrictGreaterThan: operator.gt,
@@ -132,8 +130,16 @@ def _closure(e: sp.Basic, var: sp.Symbol) -> Value:
     if isinstance(e, sp.Not):
         inner = _closure(e.args[0], var)
         return lambda t: not inner(t)
-    if type(e) in FUNCTIONS and len(e.args) == 1:
-        fn, arg = FUNCTIONS[type(e)], _closure(e.args[0], var)
+    fn = _mpmath_function(e)
+    if fn is not None and len(e.args) == 1:
+        arg = _closure(e.args[0], var)
         return lambda t: fn(arg(t))
     # Anything else is slow but still right.
     return lambda t: mpmath.mpf(evaluate(e, {var: float(t)}, digits=DIGITS))
+
+
+def _mpmath_function(e: sp.Basic) -> Callable | None:
+    """The mpmath function a one-argument function node evaluates with, if known."""
+    if isinstance(e, NamedFunction):
+        return e.mpmath_value
+    return FUNCTIONS.get(type(e))

@@ -15,18 +15,16 @@ from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence_traditional
 
-from derive.calculus.functions import normal_cdf, sigmoid, softplus
+from derive.calculus.functions import NamedFunction
 from derive.calculus.indexed import lse
 from derive.calculus.steps import INNER_NAMES, OpenSum
 
 #: The words a printed formula needs; the language templates define each of them.
 WORDS = ("piecewise_if", "piecewise_otherwise", "logical_or", "logical_and")
 
-#: Functions printed as name(argument): a table and one method, as SymPy's printers do.
+#: SymPy's functions printed as name(argument): a table and one method, as SymPy's
+#: printers do. derive's named functions declare their own (``latex_name``).
 FUNCTION_NAMES: dict[type, str] = {
-    sigmoid: r"\sigma",
-    softplus: r"\operatorname{softplus}",
-    normal_cdf: r"\Phi",
     sp.tanh: r"\tanh",
     sp.sinh: r"\sinh",
     sp.cosh: r"\cosh",
@@ -38,6 +36,13 @@ FUNCTION_NAMES: dict[type, str] = {
     sp.log: r"\ln",
     sp.sign: r"\operatorname{sgn}",
 }
+
+
+def function_name(expr) -> str | None:
+    """The LaTeX name ``expr`` prints under as name(argument), or None."""
+    if isinstance(expr, NamedFunction):
+        return expr.latex_name
+    return FUNCTION_NAMES.get(type(expr))
 
 
 def format_number(value: float, separator: str = ".", digits: int | None = None) -> str:
@@ -129,8 +134,8 @@ class DerivePrinter(LatexPrinter):
 
     def _print(self, expr, **kwargs):
         # derive's named functions carry a ``_latex`` of their own, which SymPy would
-        # prefer; the table below prints them like every other function (σ(x), not σ (x)).
-        if type(expr) in FUNCTION_NAMES:
+        # prefer; their latex_name prints them like every other function (σ(x), not σ (x)).
+        if function_name(expr) is not None:
             return self._print_Function(expr, kwargs.get("exp"))
         if isinstance(expr, lse):
             return self._print_lse(expr, kwargs.get("exp"))
@@ -147,7 +152,7 @@ class DerivePrinter(LatexPrinter):
         return super()._print_Symbol(expr, style)
 
     def _print_Function(self, expr, exp=None):
-        name = FUNCTION_NAMES.get(type(expr))
+        name = function_name(expr)
         if isinstance(expr, AppliedUndef):
             name = self._settings["functions"].get(expr.func.__name__)
         if name is None or (not isinstance(expr, AppliedUndef) and len(expr.args) != 1):
