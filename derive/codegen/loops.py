@@ -19,7 +19,7 @@ An assignment ``A[free] = expr`` whose expr holds ``Sum``s is lowered term by te
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -160,6 +160,235 @@ def _runs(element: sp.Indexed, fixed: tuple, role: dict, ranges: dict, dims: tup
     return tuple((g, tuple(ix)) for g, ix in runs)
 
 
+@dataclass
+class _Product:
+    """``array[subscripts] = Σ a·b`` while :func:`as_contraction` lowers it.
+
+    ``role`` maps every loop index to its part in the product: "A" or "B" (the rows or
+    the columns, in the target and one operand), "K" (summed, in both operands) or
+    "batch" (looped over outside the GEMMs). ``peeled`` are the batch indices in loop
+    order; ``order`` holds one axis order per group and ``views`` the two runs of axes by
+    which the target ("T") and each operand are matrices as they are (None: gathered).
+    ``local`` and ``packs`` collect the buffers each iteration fills and their gathers;
+    ``free`` are the indices of the loops around the assignment.
+    """
+
+    array: sp.IndexedBase
+    subscripts: tuple
+    a: sp.Indexed
+    b: sp.Indexed
+    loops: dict
+    free: frozenset
+    role: dict
+    shape_of: object
+    short: frozenset
+    peeled: tuple = ()
+    order: dict = field(default_factory=dict)
+    views: dict = field(default_factory=dict)
+    local: list = field(default_factory=list)
+    packs: list = field(default_factory=list)
+
+    @property
+    def target(self) -> sp.Indexed:
+        return self.array[self.subscripts]
+
+    @property
+    def plain_target(self) -> bool:
+        """Whether the target's subscripts are plain indices (else it is scattered into)."""
+        return all(isinstance(e, sp.Symbol) for e in self.subscripts)
+
+    def size(self, ix) -> sp.Expr:
+        return self.loops[ix].high + 1
+
+    def count(self, group) -> sp.Expr:
+        return sp.Mul(*[self.size(ix) for ix in self.order[group]])
+
+    def fixed_of(self, element, peeled) -> tuple:
+        held = _subscript_symbols(element, self.loops)
+        return tuple(ix for ix in peeled if ix in held)
+
+    def runs_of(self, element, peeled):
+        if not all(isinstance(e, sp.Symbol) for e in element.indices):
+            return None
+        ranges = {ix: (lp.low, lp.high) for ix, lp in self.loops.items()}
+        return _runs(element, self.fixed_of(element, peeled), self.role, ranges,
+                     self.shape_of(element.base))
+
+
+def _read_product(array, subscripts, outer, term, shape_of, short) -> _Product | None:
+    """The product and its indices' roles, or None when ``term`` is no product of matrices."""
+    if not isinstance(term, sp.Sum):
+        return None
+    factors = sp.Mul.make_args(term.function)
+    if len(factors) != 2 or not all(isinstance(f, sp.Indexed) for f in factors):
+        return None
+    a, b = factors
+    summed = tuple(Loop(*lim) for lim in term.limits)
+    loops = {lp.index: lp for lp in outer + summed}
+    if len(loops) != len(outer) + len(summed) or any(lp.low != 0 for lp in loops.values()):
+        return None
+    in_a, in_b = _subscript_symbols(a, loops), _subscript_symbols(b, loops)
+    free = {lp.index for lp in outer}
+    if _subscript_symbols(array[tuple(subscripts)], loops) != free:
+        return None
+    role = {}
+    for ix in loops:
+        if ix in free:
+            role[ix] = ("batch" if ix in in_a and ix in in_b
+                        else "A" if ix in in_a else "B" if ix in in_b else None)
+        else:
+            role[ix] = "K" if ix in in_a and ix in in_b else None
+        if role[ix] is None:
+            return None  # a broadcast or a one-sided sum: not a product of matrices
+    if {"A", "B", "K"} - set(role.values()):
+        return None
+    return _Product(array, tuple(subscripts), a, b, loops, frozenset(free), role, shape_of,
+                    short)
+
+
+def _peel_target(p: _Product) -> list:
+    """Peel the target's leading indices while it is not a matrix view.
+
+    An index is peeled (made a batch index) as long as every operand holding it has it
+    leading too, or is gathered anyway.
+    """
+    subscripts = p.subscripts
+    peeled = [ix for ix in subscripts if isinstance(ix, sp.Symbol) and p.role[ix] == "batch"]
+    while not p.plain_target or p.runs_of(p.target, peeled) is None:
+        position = len(peeled)
+        if position >= len(subscripts):
+            break
+        candidate = subscripts[position]
+        if (not isinstance(candidate, sp.Symbol) or candidate not in p.free
+                or tuple(subscripts[:position]) != tuple(peeled)):
+            break
+        operands_agree = all(
+            candidate not in _subscript_symbols(f, p.loops)
+            or not all(isinstance(e, sp.Symbol) for e in f.indices)
+            or tuple(f.indices[: len(p.fixed_of(f, peeled)) + 1])
+            == p.fixed_of(f, peeled) + (candidate,)
+            for f in (p.a, p.b))
+        if not operands_agree:
+            break
+        p.role[candidate] = "batch"
+        peeled.append(candidate)
+    return peeled
+
+
+def _loop_over_summed(p: _Product, peeled: list):
+    """The summed index to loop over as a batch index too, or None.
+
+    A summed index leading both operands is looped over when an operand would otherwise
+    be gathered whole: each iteration then gathers one slice (a buffer the caches hold,
+    not a copy of the batch) and keeps its product for a final sum.
+    """
+    if not (p.plain_target and p.runs_of(p.target, peeled) is not None
+            and any(p.runs_of(f, peeled) is None for f in (p.a, p.b))):
+        return None
+    leading = {f.indices[len(p.fixed_of(f, peeled))] for f in (p.a, p.b)
+               if len(f.indices) > len(p.fixed_of(f, peeled))}
+    if len(leading) != 1:
+        return None
+    (candidate,) = leading
+    others = [ix for ix in p.role if p.role[ix] == "K" and ix != candidate]
+    if not (isinstance(candidate, sp.Symbol) and p.role.get(candidate) == "K" and others):
+        return None
+    p.role[candidate] = "batch"
+    peeled.append(candidate)
+    return candidate
+
+
+def _order_axes(p: _Product) -> None:
+    """One axis order per group, from the first array that is a view holding it."""
+    target, a, b = p.target, p.a, p.b
+    p.views = {name: p.runs_of(f, p.peeled) for name, f in (("T", target), ("A", a), ("B", b))}
+    for name in ("T", "A", "B"):
+        for g, indices in p.views[name] or ():
+            p.order.setdefault(g, indices)
+    for f in (target, a, b):
+        for e in f.indices:
+            for ix in sorted(sp.sympify(e).free_symbols & set(p.loops), key=sp.default_sort_key):
+                if p.role[ix] != "batch" and ix not in p.order.get(p.role[ix], ()):
+                    p.order[p.role[ix]] = p.order.get(p.role[ix], ()) + (ix,)
+    for name in p.views:
+        if p.views[name] is not None and any(p.order[g] != ix for g, ix in p.views[name]):
+            p.views[name] = None  # a view, but its axes are ordered unlike the others
+
+
+def _gather(p: _Product, f, name, groups):
+    """Gather f into a buffer whose innermost axis runs over a long index."""
+    innermost = sp.sympify(f.indices[-1]).free_symbols & set(p.loops)
+    longest = [ix for ix in sorted(innermost, key=sp.default_sort_key)
+               if p.role[ix] in groups and p.size(ix) not in p.short]
+    first, second = groups
+    if longest and p.role[longest[0]] == first:
+        first, second = second, first
+    axes = p.order[first] + p.order[second]
+    buffer = sp.IndexedBase(f"{f.base}_{name}", real=True)
+    p.local.append((buffer, tuple(p.size(ix) for ix in axes)))
+    p.packs.append(LoopNest(buffer, axes, tuple(p.loops[ix] for ix in axes), (), f))
+    return buffer, first, second
+
+
+def _operand(p: _Product, name, groups) -> Matrix:
+    """Operand ``name`` ("A" or "B") as a matrix whose rows are groups[0], columns groups[1]."""
+    f = {"A": p.a, "B": p.b}[name]
+    if p.views[name] is not None:
+        (first, _), _ = p.views[name]
+        fixed = p.fixed_of(f, p.peeled)
+        whole = len(f.indices) - len(fixed) == 2
+        shape = None if whole else tuple(p.count(g) for g, _ in p.views[name])
+        return Matrix(f.base, fixed, shape, first != groups[0])
+    buffer, first, second = _gather(p, f, "cols", groups)
+    return Matrix(buffer, (), (p.count(first), p.count(second)), first != groups[0])
+
+
+def _reduced_output(p: _Product, reduced):
+    """A shared buffer as the GEMM's output, one slice per value of ``reduced``.
+
+    Each iteration of the summed index ``reduced`` writes its product to its own slice;
+    a loop nest sums the slices into the target afterwards. Returns the GEMM's output,
+    the rows' and columns' groups, the shared buffer and the summing loop nest.
+    """
+    (rows, _), (cols, _) = p.views["T"]
+    axes = p.order[rows] + p.order[cols]
+    buffer = sp.IndexedBase(f"{p.array}_part", real=True)
+    shared = (buffer, (p.size(reduced),) + tuple(p.size(ix) for ix in axes))
+    out = Matrix(buffer, (reduced,), (p.count(rows), p.count(cols)))
+    acc = sp.Symbol("acc0", real=True)
+    total = Accumulator(acc, (p.loops[reduced],), buffer[(reduced, *axes)])
+    reduce = LoopNest(p.array, p.subscripts, tuple(p.loops[ix] for ix in p.subscripts),
+                      (total,), acc)
+    return out, rows, cols, shared, reduce
+
+
+def _direct_output(p: _Product):
+    """The target itself as the GEMM's output (it is a matrix view): out, rows, cols."""
+    (rows, _), (cols, _) = p.views["T"]
+    fixed = p.fixed_of(p.target, p.peeled)
+    whole = len(p.subscripts) - len(fixed) == 2
+    return Matrix(p.array, fixed, None if whole else (p.count(rows), p.count(cols))), rows, cols
+
+
+def _buffered_output(p: _Product):
+    """A buffer as the GEMM's output, copied or scattered into the target afterwards.
+
+    Needed when the target is indexed affinely or ordered unlike the product. Returns
+    the output, the rows' and columns' groups and the unpacking loop nest.
+    """
+    rows, cols = "A", "B"
+    axes = p.order[rows] + p.order[cols]
+    buffer = sp.IndexedBase(f"{p.array}_cols", real=True)
+    p.local.append((buffer, tuple(p.size(ix) for ix in axes)))
+    out = Matrix(buffer, (), (p.count(rows), p.count(cols)))
+    inner = tuple(p.loops[ix] for ix in axes)
+    if p.plain_target:
+        unpack = LoopNest(p.array, p.subscripts, inner, (), buffer[axes])
+    else:
+        unpack = Scatter(p.array, p.subscripts, inner, buffer[axes], zero=False)
+    return out, rows, cols, unpack
+
+
 def as_contraction(array, subscripts, outer, term, shape_of, short=frozenset()):
     """Lower ``array[subscripts] = Σ A·B`` (two arrays) to GEMMs, or return None.
 
@@ -186,168 +415,28 @@ def as_contraction(array, subscripts, outer, term, shape_of, short=frozenset()):
     target and both operands, plus the target's leading indices peeled while the
     target is not yet a matrix view (y[n, f, h, w] becomes the matrix y[n] of f × (h, w)).
     """
-    if not isinstance(term, sp.Sum):
+    p = _read_product(array, subscripts, outer, term, shape_of, short)
+    if p is None:
         return None
-    factors = sp.Mul.make_args(term.function)
-    if len(factors) != 2 or not all(isinstance(f, sp.Indexed) for f in factors):
-        return None
-    a, b = factors
-    summed = tuple(Loop(*lim) for lim in term.limits)
-    loops = {lp.index: lp for lp in outer + summed}
-    if len(loops) != len(outer) + len(summed) or any(lp.low != 0 for lp in loops.values()):
-        return None
-    ranges = {ix: (lp.low, lp.high) for ix, lp in loops.items()}
-    in_a, in_b = _subscript_symbols(a, loops), _subscript_symbols(b, loops)
-    free = {lp.index for lp in outer}
-    target = array[tuple(subscripts)]
-    if _subscript_symbols(target, loops) != free:
-        return None
-    role = {}
-    for ix in loops:
-        if ix in free:
-            role[ix] = ("batch" if ix in in_a and ix in in_b
-                        else "A" if ix in in_a else "B" if ix in in_b else None)
-        else:
-            role[ix] = "K" if ix in in_a and ix in in_b else None
-        if role[ix] is None:
-            return None  # a broadcast or a one-sided sum: not a product of matrices
-    if {"A", "B", "K"} - set(role.values()):
-        return None
-    plain_target = all(isinstance(e, sp.Symbol) for e in subscripts)
-
-    def fixed_of(element, peeled):
-        held = _subscript_symbols(element, loops)
-        return tuple(ix for ix in peeled if ix in held)
-
-    def runs_of(element, peeled):
-        if not all(isinstance(e, sp.Symbol) for e in element.indices):
-            return None
-        return _runs(element, fixed_of(element, peeled), role, ranges,
-                     shape_of(element.base))
-
-    # Peel the target's leading indices while it is not a matrix view, as long as
-    # every operand holding the index has it leading too (or is gathered anyway).
-    peeled = [ix for ix in subscripts if isinstance(ix, sp.Symbol) and role[ix] == "batch"]
-    while not plain_target or runs_of(target, peeled) is None:
-        position = len(peeled)
-        if position >= len(subscripts):
-            break
-        candidate = subscripts[position]
-        if (not isinstance(candidate, sp.Symbol) or candidate not in free
-                or tuple(subscripts[:position]) != tuple(peeled)):
-            break
-        operands_agree = all(
-            candidate not in _subscript_symbols(f, loops)
-            or not all(isinstance(e, sp.Symbol) for e in f.indices)
-            or tuple(f.indices[: len(fixed_of(f, peeled)) + 1])
-            == fixed_of(f, peeled) + (candidate,)
-            for f in (a, b))
-        if not operands_agree:
-            break
-        role[candidate] = "batch"
-        peeled.append(candidate)
-    # A summed index leading both operands is looped over too when an operand would
-    # otherwise be gathered whole: each iteration then gathers one slice (a buffer the
-    # caches hold, not a copy of the batch) and keeps its product for a final sum.
-    reduced = None
-    if (plain_target and runs_of(target, peeled) is not None
-            and any(runs_of(f, peeled) is None for f in (a, b))):
-        leading = {f.indices[len(fixed_of(f, peeled))] for f in (a, b)
-                   if len(f.indices) > len(fixed_of(f, peeled))}
-        if len(leading) == 1:
-            (candidate,) = leading
-            others = [ix for ix in role if role[ix] == "K" and ix != candidate]
-            if isinstance(candidate, sp.Symbol) and role.get(candidate) == "K" and others:
-                role[candidate] = "batch"
-                peeled.append(candidate)
-                reduced = candidate
-    peeled = tuple(peeled)
-
-    # One order per group, from the first array that is a view holding it.
-    views = {name: runs_of(f, peeled) for name, f in (("T", target), ("A", a), ("B", b))}
-    order: dict = {}
-    for name in ("T", "A", "B"):
-        for g, indices in views[name] or ():
-            order.setdefault(g, indices)
-    for f in (target, a, b):
-        for e in f.indices:
-            for ix in sorted(sp.sympify(e).free_symbols & set(loops), key=sp.default_sort_key):
-                if role[ix] != "batch" and ix not in order.get(role[ix], ()):
-                    order[role[ix]] = order.get(role[ix], ()) + (ix,)
-    for name in views:
-        if views[name] is not None and any(order[g] != ix for g, ix in views[name]):
-            views[name] = None  # a view, but its axes are ordered unlike the others
-
-    def size(ix):
-        return ranges[ix][1] + 1
-
-    def count(group):
-        return sp.Mul(*[size(ix) for ix in order[group]])
-
-    local, shared, packs = [], [], []
-
-    def gathered(f, name, groups):
-        """Gather f into a buffer whose innermost axis runs over a long index."""
-        innermost = sp.sympify(f.indices[-1]).free_symbols & set(loops)
-        longest = [ix for ix in sorted(innermost, key=sp.default_sort_key)
-                   if role[ix] in groups and ranges[ix][1] + 1 not in short]
-        first, second = groups
-        if longest and role[longest[0]] == first:
-            first, second = second, first
-        axes = order[first] + order[second]
-        buffer = sp.IndexedBase(f"{f.base}_{name}", real=True)
-        local.append((buffer, tuple(size(ix) for ix in axes)))
-        packs.append(LoopNest(buffer, axes, tuple(loops[ix] for ix in axes), (), f))
-        return buffer, first, second
-
-    def matrix(name, f, groups):
-        """Operand ``f`` as a matrix whose rows are groups[0] and columns groups[1]."""
-        if views[name] is not None:
-            (first, _), _ = views[name]
-            fixed = fixed_of(f, peeled)
-            whole = len(f.indices) - len(fixed) == 2
-            shape = None if whole else tuple(count(g) for g, _ in views[name])
-            return Matrix(f.base, fixed, shape, first != groups[0])
-        buffer, first, second = gathered(f, "cols", groups)
-        return Matrix(buffer, (), (count(first), count(second)), first != groups[0])
-
+    peeled = _peel_target(p)
+    reduced = _loop_over_summed(p, peeled)
+    p.peeled = tuple(peeled)
+    _order_axes(p)
     unpack = reduce = None
+    shared = ()
     if reduced is not None:
-        # One product per iteration of the summed index, each in its own slice.
-        (rows, _), (cols, _) = views["T"]
-        axes = order[rows] + order[cols]
-        buffer = sp.IndexedBase(f"{array}_part", real=True)
-        shared.append((buffer, (size(reduced),) + tuple(size(ix) for ix in axes)))
-        out = Matrix(buffer, (reduced,), (count(rows), count(cols)))
-        acc = sp.Symbol("acc0", real=True)
-        total = Accumulator(acc, (loops[reduced],), buffer[(reduced, *axes)])
-        reduce = LoopNest(array, tuple(subscripts), tuple(loops[ix] for ix in subscripts),
-                          (total,), acc)
-    elif views["T"] is not None:
-        (rows, _), (cols, _) = views["T"]
-        fixed = fixed_of(target, peeled)
-        whole = len(subscripts) - len(fixed) == 2
-        out = Matrix(array, fixed, None if whole else (count(rows), count(cols)))
+        out, rows, cols, buffer, reduce = _reduced_output(p, reduced)
+        shared = (buffer,)
+    elif p.views["T"] is not None:
+        out, rows, cols = _direct_output(p)
     else:
-        # The product goes to a buffer first: the target is indexed affinely or ordered
-        # unlike the product.
-        rows, cols = "A", "B"
-        axes = order[rows] + order[cols]
-        buffer = sp.IndexedBase(f"{array}_cols", real=True)
-        local.append((buffer, tuple(size(ix) for ix in axes)))
-        out = Matrix(buffer, (), (count(rows), count(cols)))
-        inner = tuple(loops[ix] for ix in axes)
-        if plain_target:
-            unpack = LoopNest(array, tuple(subscripts), inner, (), buffer[axes])
-        else:
-            unpack = Scatter(array, tuple(subscripts), inner, buffer[axes], zero=False)
+        out, rows, cols, unpack = _buffered_output(p)
     left_name, right_name = ("A", "B") if rows == "A" else ("B", "A")
-    operands = {"A": a, "B": b}
-    left = matrix(left_name, operands[left_name], (rows, "K"))
-    right = matrix(right_name, operands[right_name], ("K", cols))
-    batch = tuple(loops[ix] for ix in peeled)
-    return Contraction(batch, tuple(packs), Gemm(out, left, right), unpack, tuple(local),
-                       tuple(shared), reduce, zero=not plain_target)
+    left = _operand(p, left_name, (rows, "K"))
+    right = _operand(p, right_name, ("K", cols))
+    batch = tuple(p.loops[ix] for ix in p.peeled)
+    return Contraction(batch, tuple(p.packs), Gemm(out, left, right), unpack, tuple(p.local),
+                       shared, reduce, zero=not p.plain_target)
 
 
 def as_adjoint_gather(array, index, ranges, term, shape_of, short=frozenset()):
