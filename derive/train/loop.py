@@ -345,22 +345,14 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
 
     """
     _check_module(module)
-    train = dict(getattr(module, "TRAIN", {}) or {})
-    epochs = _option("epochs", epochs, train, int)
-    batch_size = _option("batch_size", batch_size, train, int)
-    lr = _option("lr", lr, train, float)
-    seed = _option("seed", seed, train, int)
-    schedule = train.get("schedule") if schedule is None else schedule
-    rate = lr_schedule(schedule, lr, epochs)
-    data = _with_validation(data, validation_split, seed, shuffle_validation)
+    options = _options(module, epochs, batch_size, lr, seed, schedule)
+    data = _with_validation(data, validation_split, options["seed"], shuffle_validation)
     if len(data.x_train) == 0:
         raise DeriveError("the data set has no training samples.", where=data.name)
     if resume and out_dir is None:
         raise DeriveError("resuming needs the directory of the run's checkpoint.",
                           where="resume", fix="Pass --out DIR (the run's output directory).")
-    report = Progress(epochs, stream, progress)
-    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
-               "schedule": schedule, "rate": rate}
+    report = Progress(options["epochs"], stream, progress)
     if out_dir is None:
         return _train(module, data, None, resume, report, **options)
     out = Path(out_dir)
@@ -371,83 +363,149 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         return _train(module, data, out, resume, report, **options)
 
 
+def _options(module, epochs, batch_size, lr, seed, schedule) -> dict:
+    """The run's options: the call's, else the module's ``TRAIN`` table's, else defaults."""
+    train = dict(getattr(module, "TRAIN", {}) or {})
+    epochs = _option("epochs", epochs, train, int)
+    batch_size = _option("batch_size", batch_size, train, int)
+    lr = _option("lr", lr, train, float)
+    seed = _option("seed", seed, train, int)
+    schedule = train.get("schedule") if schedule is None else schedule
+    return {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "schedule": schedule, "rate": lr_schedule(schedule, lr, epochs)}
+
+
+@dataclass
+class _Run:
+    """What a run carries from epoch to epoch, and what its checkpoint holds."""
+
+    params: list[np.ndarray]
+    state: list[np.ndarray]
+    rng: np.random.Generator
+    records: list[EpochRecord]
+    config: dict
+
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(len(self.records), self.params, self.state,
+                          self.rng.bit_generator.state, tuple(self.records), self.config)
+
+
+def _run_config(module, data: Dataset, *, epochs: int, batch_size: int, lr: float,
+                seed: int, schedule) -> dict:
+    """What a checkpoint records of the run, so that resuming differently is refused."""
+    x, y = data.x_train, data.y_train
+    return {
+        "batch_size": batch_size, "lr": lr, "seed": seed, "epochs": epochs,
+        "schedule": _describe_schedule(schedule, lr, epochs),
+        "param_names": list(getattr(module, "PARAM_NAMES", [])),
+        **_describe_module(module),
+        "n_train": len(x), "n_val": len(data.x_val),
+        "data": _fingerprint(x, y, data.x_val, data.y_val),
+    }
+
+
+def _start(module, data: Dataset, out: Path | None, resume: bool, report: Progress,
+           seed: int, config: dict) -> _Run:
+    """A fresh run from the seed, or the one ``out``'s checkpoint holds."""
+    params = module.init_params(seed, data.x_train.dtype)
+    run = _Run(params, module.init_state(params), np.random.default_rng(seed), [], config)
+    if resume:
+        where = str(out / CHECKPOINT)
+        ck = load_checkpoint(out / CHECKPOINT)
+        check_compatible(ck, config, run.params, where, run.state)
+        run.params, run.state, run.records = ck.params, ck.state, list(ck.records)
+        run.rng.bit_generator.state = ck.rng_state
+        report.message(f"resuming from {where} after epoch {ck.epoch}")
+    return run
+
+
+def _step_through_batches(module, run: _Run, data: Dataset, batch_size: int, epoch: int,
+                          epoch_lr: float, report: Progress) -> tuple[float, float]:
+    """One pass over the shuffled training set, one ``train_step`` per mini-batch.
+
+    Returns the mean loss over the samples seen and the last batch's loss; the pass
+    stops at the first batch whose loss is not finite.
+    """
+    x, y = data.x_train, data.y_train
+    order = run.rng.permutation(len(x))
+    total, done = 0.0, 0
+    loss = 0.0
+    for b in range(0, len(x), batch_size):
+        batch = order[b:b + batch_size]
+        with np.errstate(all="ignore"):
+            loss = float(module.train_step(run.params, run.state, x[batch], y[batch], epoch_lr))
+        total += loss * len(batch)
+        done += len(batch)
+        report.batch(epoch + 1, done, len(x), total / done)
+        if not math.isfinite(loss):
+            break
+    return total / done, loss
+
+
+def _measure(module, params, data: Dataset, grad_batch, epoch: int, epoch_lr: float,
+             train_loss: float, start: float) -> EpochRecord:
+    """The epoch's record: losses and accuracies on both sets, the gradient norm, time."""
+    val_loss, val_acc = evaluate(module, params, data.x_val, data.y_val)
+    return EpochRecord(
+        epoch=epoch + 1, lr=epoch_lr, train_loss=train_loss,
+        train_accuracy=accuracy(module, params, data.x_train, data.y_train),
+        val_loss=val_loss, val_accuracy=val_acc,
+        grad_norm=gradient_norm(module, params, *grad_batch),
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _stop_message(loss: float, epoch: int, out: Path | None) -> str:
+    kept = (f" {out / CHECKPOINT} keeps epoch {epoch}, the last finite one."
+            if out is not None and epoch else "")
+    return f"the loss became {loss} in epoch {epoch + 1}; training stopped.{kept}"
+
+
+def _final_curves(module, data: Dataset, out: Path, records: list[EpochRecord]) -> list[Path]:
+    """Write the curves with their plot; return the files the run leaves in ``out``."""
+    # The file's stem is the spec's name; __name__ is the module's cache name.
+    source = getattr(module, "__file__", None)
+    title = f"{Path(source).stem if source else 'network'} on {data.name}"
+    curves = write_curves(records, out, title=title)
+    return [p for p in (out / CHECKPOINT, *curves) if p.exists()]
+
+
 def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progress, *,
            epochs: int, batch_size: int, lr: float, seed: int, schedule,
            rate: Schedule) -> History:
     """The loop of :func:`fit`, once the options are checked and the folder is locked."""
-    x, y = data.x_train, data.y_train
-    params = module.init_params(seed, x.dtype)
-    state = module.init_state(params)
-    rng = np.random.default_rng(seed)
-    records: list[EpochRecord] = []
-    config = {}
-    if out is not None:
-        config = {
-            "batch_size": batch_size, "lr": lr, "seed": seed, "epochs": epochs,
-            "schedule": _describe_schedule(schedule, lr, epochs),
-            "param_names": list(getattr(module, "PARAM_NAMES", [])),
-            **_describe_module(module),
-            "n_train": len(x), "n_val": len(data.x_val),
-            "data": _fingerprint(x, y, data.x_val, data.y_val),
-        }
-    if resume:
-        where = str(out / CHECKPOINT)
-        ck = load_checkpoint(out / CHECKPOINT)
-        check_compatible(ck, config, params, where, state)
-        params, state, records = ck.params, ck.state, list(ck.records)
-        rng.bit_generator.state = ck.rng_state
-        report.message(f"resuming from {where} after epoch {ck.epoch}")
-    resumed_from = len(records)
-
+    config = {} if out is None else _run_config(
+        module, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+        schedule=schedule)
+    run = _start(module, data, out, resume, report, seed, config)
+    resumed_from = len(run.records)
     # The gradient norm is measured on the same fixed batch every epoch, so its curve
     # shows the optimisation, not sampling noise; it uses no random numbers (resume).
-    gx, gy = x[:GRAD_SAMPLE], y[:GRAD_SAMPLE]
+    grad_batch = (data.x_train[:GRAD_SAMPLE], data.y_train[:GRAD_SAMPLE])
     files: list[Path] = []
     stopped = ""
-    for epoch in range(len(records), epochs):
+    for epoch in range(len(run.records), epochs):
         start = time.perf_counter()
         epoch_lr = rate(epoch)
-        order = rng.permutation(len(x))
-        total, done = 0.0, 0
-        for b in range(0, len(x), batch_size):
-            batch = order[b:b + batch_size]
-            with np.errstate(all="ignore"):
-                loss = float(module.train_step(params, state, x[batch], y[batch], epoch_lr))
-            total += loss * len(batch)
-            done += len(batch)
-            report.batch(epoch + 1, done, len(x), total / done)
-            if not math.isfinite(loss):
-                kept = (f" {out / CHECKPOINT} keeps epoch {epoch}, the last finite one."
-                        if out is not None and epoch else "")
-                stopped = f"the loss became {loss} in epoch {epoch + 1}; training stopped.{kept}"
-                break
-        val_loss, val_acc = evaluate(module, params, data.x_val, data.y_val)
-        record = EpochRecord(
-            epoch=epoch + 1, lr=epoch_lr, train_loss=total / done,
-            train_accuracy=accuracy(module, params, x, y),
-            val_loss=val_loss, val_accuracy=val_acc,
-            grad_norm=gradient_norm(module, params, gx, gy),
-            seconds=time.perf_counter() - start,
-        )
-        records.append(record)
+        train_loss, loss = _step_through_batches(module, run, data, batch_size, epoch,
+                                                 epoch_lr, report)
+        if not math.isfinite(loss):
+            stopped = _stop_message(loss, epoch, out)
+        record = _measure(module, run.params, data, grad_batch, epoch, epoch_lr, train_loss,
+                          start)
+        run.records.append(record)
         report.epoch_done(record)
         if stopped:
             break
         if out is not None:
-            ck = Checkpoint(epoch + 1, params, state, rng.bit_generator.state,
-                            tuple(records), config)
-            files = [save_checkpoint(out / CHECKPOINT, ck),
-                     *write_curves(records, out, png=False)]
-    if out is not None and records:
-        # The file's stem is the spec's name; __name__ is the module's cache name.
-        source = getattr(module, "__file__", None)
-        title = f"{Path(source).stem if source else 'network'} on {data.name}"
-        curves = write_curves(records, out, title=title)
-        files = [p for p in (out / CHECKPOINT, *curves) if p.exists()]
-    diagnoses = diagnose(records)
+            files = [save_checkpoint(out / CHECKPOINT, run.checkpoint()),
+                     *write_curves(run.records, out, png=False)]
+    if out is not None and run.records:
+        files = _final_curves(module, data, out, run.records)
+    diagnoses = diagnose(run.records)
     if stopped:
         report.message(stopped)
     for d in diagnoses:
         report.message(f"diagnosis: {d.message}")
-    return History(tuple(records), params, state, diagnoses, tuple(files), resumed_from,
-                   stopped)
+    return History(tuple(run.records), run.params, run.state, diagnoses, tuple(files),
+                   resumed_from, stopped)
