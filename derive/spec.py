@@ -218,6 +218,13 @@ class Loss:
     rearrange : tuple of Rearrange
         The algebra shown after the rules of differentiation (see :class:`Rearrange`),
         in terms of the summand's derivative.
+    recipe : str
+        How the lecture derives the gradient, a key of
+        :data:`derive.calculus.steps.RECIPES`: ``"open_sum"`` (the notes' way: drop the
+        sum over cases, open the sum over outputs, keep the term that depends on the
+        prediction), ``"softmax_of_logits"`` (cross-entropy of a softmax, the logarithm
+        of the quotient taken apart and Σ_j y_j = 1 used) or ``"sigmoid_of_logits"``
+        (binary cross-entropy of σ(z), ln σ written with ln(1 + e^z)).
     """
 
     name: str
@@ -234,6 +241,7 @@ class Loss:
     grad_floor: float | None = None
     samples: str = "values"
     rearrange: tuple[Rearrange, ...] = ()
+    recipe: str = "open_sum"
     kind: str = field(default="loss", init=False)
 
     @property

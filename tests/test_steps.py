@@ -12,6 +12,7 @@ from derive.calculus.steps import (
     check_chain,
     derivation_steps,
     record_derivative,
+    recording,
     with_step,
 )
 from derive.errors import DeriveError
@@ -174,7 +175,8 @@ def test_a_wrong_rule_fails_the_recording(monkeypatch):
                                      step.result * 2)
         return step
 
-    monkeypatch.setattr(steps_module, "apply_rule", sloppy)
+    # record_derivative calls the rule table through the module that records.
+    monkeypatch.setattr(recording, "apply_rule", sloppy)
     with pytest.raises(StepError, match=r"\(exp\) does not follow"):
         record_derivative(sp.exp(3 * x), x)
 
@@ -262,6 +264,23 @@ def test_binary_cross_entropy_with_logits_ends_in_sigma_minus_y():
     chain = derivation_steps(get("binary_cross_entropy_with_logits")).chain
     assert "log_sigmoid" in chain.rules()
     assert chain.result == (sigmoid(z[c, j]) - yt[c, j]) / (Nn * Kk)
+
+
+@pytest.mark.parametrize("op", LOSSES, ids=lambda o: o.name)
+def test_every_loss_names_a_recipe_with_a_script(op):
+    assert op.recipe in steps_module.RECIPES
+
+
+def test_the_recipe_field_not_the_name_chooses_the_script():
+    from dataclasses import replace
+
+    # The same softmax cross-entropy under another name keeps its own steps ...
+    renamed = replace(get("softmax_cross_entropy"), name="renamed_softmax_ce")
+    assert "one_hot" in derivation_steps(renamed).chain.rules()
+    # ... and a recipe without a script is refused, naming the choices.
+    unknown = replace(get("mse"), recipe="no_such_recipe")
+    with pytest.raises(DeriveError, match="no_such_recipe.*no script"):
+        derivation_steps(unknown)
 
 
 def test_a_planted_wrong_step_in_a_loss_is_caught():

@@ -69,7 +69,7 @@ BINARY_CROSS_ENTROPY_WITH_LOGITS = register(Loss(
     # −[y log σ(z) + (1−y) log(1−σ(z))] written out; the stability rewrites turn
     # log(1 + e^z) into softplus, i.e. max(z,0) − z·y + log1p(e^−|z|).
     term=log(1 + exp(z[n, k])) - z[n, k] * y[n, k],
-    scale=1 / (N * K), pred=z, target=y, samples="logits"))
+    scale=1 / (N * K), pred=z, target=y, samples="logits", recipe="sigmoid_of_logits"))
 
 HINGE = register(Loss(
     name="hinge", title="Hinge loss (targets ±1)", latex=r"\operatorname{hinge}",
@@ -94,7 +94,8 @@ SOFTMAX_CROSS_ENTROPY = register(Loss(
     latex=r"\operatorname{CE}\circ\operatorname{softmax}",
     # log softmax(z)[n, k] = z[n, k] − log Σ_j e^{z[n, j]}
     term=-y[n, k] * (z[n, k] - lse(z[n, j], j, K)), scale=1 / N, pred=z, target=y,
-    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits"))
+    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits",
+    recipe="softmax_of_logits"))
 
 i = sp.Symbol("i", integer=True, nonnegative=True)  # a softmax row's summation index
 m = sp.Symbol("m", integer=True, nonnegative=True)  # another case of the batch

@@ -1,0 +1,232 @@
+"""Losses: ∂L/∂pred[c, k] as the notes derive it, by the recipe the declaration names.
+
+A loss declaration names its recipe (:attr:`derive.spec.Loss.recipe`); :data:`RECIPES`
+maps each to the script that writes the steps. The notes' recipe (``"open_sum"``) drops
+the sum over cases, opens the sum over outputs and keeps the one term that depends on
+the prediction; losses on logits have scripts of their own, which show the logarithm of
+the softmax or of the sigmoid taken apart first.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import sympy as sp
+
+from derive.calculus.steps.checking import check_equal
+from derive.calculus.steps.recording import Recorder, derivation_steps
+from derive.calculus.steps.records import D, LossSteps, OpenSum, StepChain, sympified
+from derive.calculus.steps.rules import named_identities
+from derive.errors import DeriveError
+from derive.spec import Loss
+
+#: The case (batch element) and output a loss is differentiated at: ∂L/∂ŷ[c, k]. The sums
+#: run over cases n and outputs j (the declaration's k, renamed so that k can be the
+#: output we differentiate by, as in the notes); a softmax row sums over i.
+CASE = sp.Symbol("c", integer=True, nonnegative=True)
+ROW = sp.Symbol("i", integer=True, nonnegative=True)
+#: Sizes and indices at which loss derivations are checked.
+LOSS_INSTANCE = {"N": 2, "K": 3, "case": 1, "k": 2}
+#: Opening a sum term by term is shown when the summand is at most this long.
+OPEN_SUM_OPS = 12
+
+
+def loss_indices():
+    """(n, j, k, N, K): the declaration's symbols the loss derivations print."""
+    from derive.calculus.indexed import K, N, j, k, n
+
+    return n, j, k, N, K
+
+
+def printed_term(op) -> sp.Expr:
+    """The declared summand with the printed indices: outputs j, softmax rows over i."""
+    from derive.calculus.kinks import normalise_kinks
+
+    n, j, k, _, _ = loss_indices()
+    term = normalise_kinks(op.term, op.pred[n, k])
+    return term.xreplace({j: ROW}).xreplace({k: j})
+
+
+def _loss_recorder(op, var, name, whole, *, rows: bool):
+    n, j, k, N, K = loss_indices()
+    instance = {N: LOSS_INSTANCE["N"], K: LOSS_INSTANCE["K"], CASE: LOSS_INSTANCE["case"],
+                k: LOSS_INSTANCE["k"]}
+    samples = ((op.target, "rows"),) if rows else ()
+    return Recorder(D(name, var), var, expansions=((name, whole),),
+                    instance=tuple(instance.items()), samples=samples, case=CASE)
+
+
+def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
+    """The declared algebra, the engine's form when shorter, then back to index j.
+
+    The declaration's :class:`~derive.spec.Rearrange` forms are derivatives of the
+    summand; here they are multiplied by the scale and written for the case c.
+    """
+    n, j, k, _, _ = loss_indices()
+    for r in getattr(op, "rearrange", ()):
+        rec.step(r.rule, op.scale * r.form.xreplace({n: CASE}),
+                 identities=tuple(tuple(e.xreplace({n: CASE}) for e in identity)
+                                  for identity in sympified(r.identities)))
+    if sp.count_ops(engine) < sp.count_ops(rec.current) and engine != rec.current:
+        rec.step("rewrite", engine, identities=named_identities(rec.current, engine))
+    rec.step("back_to_index", rec.current.xreplace({k: j}), inner=((j, k),))
+    chain = rec.chain()
+    check_equal(chain.steps[-2].after, engine, chain, f"the gradient of {rec.start}")
+    return chain
+
+
+def _generic_loss_chain(op, name, whole, engine) -> StepChain:
+    """Drop the cases, open the sum over outputs, drop its constant terms, then the rules."""
+    n, j, k, N, K = loss_indices()
+    var = op.pred[CASE, k]
+    term = printed_term(op).xreplace({n: CASE})
+    rec = _loss_recorder(op, var, name, whole, rows=False)
+    rec.step("definition", D(whole, var), inner=((name, whole),))
+    rec.step("drop_cases", D(op.scale * sp.Sum(term, (j, 0, K - 1)), var))
+    kept = (term.xreplace({j: k}), sp.Eq(j, k, evaluate=False))
+    if sp.count_ops(term) <= OPEN_SUM_OPS and not term.has(sp.Piecewise):
+        rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var),
+                 quote=kept)
+    rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
+    rec.auto()
+    return _finish_loss(rec, engine, var, op)
+
+
+def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
+    """CE of softmax: ln of a quotient, Σ_j y_j = 1, and ŷ − y at the end."""
+    n, j, k, N, K = loss_indices()
+    z, y = op.pred, op.target
+    yhat = sp.IndexedBase("yhat", real=True)
+    a, b = sp.symbols("a b", integer=True, nonnegative=True)
+    row = sp.Sum(sp.exp(z[n, ROW]), (ROW, 0, K - 1))
+    softmax = sp.Lambda((a, b), sp.exp(z[a, b]) / row.xreplace({n: a}))
+    var = z[CASE, k]
+    rec = _loss_recorder(op, var, name, whole, rows=True)
+    rec.expansions += ((yhat, softmax),)
+    ce = -sp.Sum(y[n, j] * sp.log(yhat[n, j]), (n, 0, N - 1), (j, 0, K - 1)) / N
+    rec.step("definition", D(ce, var), inner=((name, ce),))
+    rec.step("definition", D(ce.xreplace({yhat[n, j]: softmax(n, j)}), var),
+             inner=((yhat[n, j], softmax(n, j)),))
+    logs = -sp.Sum(y[n, j] * (z[n, j] - sp.log(row)), (n, 0, N - 1), (j, 0, K - 1)) / N
+    rec.step("log_quotient", D(logs, var))
+    case_row = row.xreplace({n: CASE})
+    rec.step("drop_cases", D(-sp.Sum(y[CASE, j] * (z[CASE, j] - sp.log(case_row)),
+                                      (j, 0, K - 1)) / N, var))
+    linear = sp.Sum(y[CASE, j] * z[CASE, j], (j, 0, K - 1))
+    targets = sp.Sum(y[CASE, j], (j, 0, K - 1))
+    rec.step("factor_out", D(-(linear - sp.log(case_row) * targets) / N, var))
+    rec.step("one_hot", D(-(linear - sp.log(case_row)) / N, var),
+             identities=((targets, sp.S.One),))
+    rec.auto()
+    named = rec.current.xreplace({sp.exp(z[CASE, k]) / case_row: yhat[CASE, k]})
+    if named == rec.current:
+        named = rec.current.subs(sp.exp(z[CASE, k]) / case_row, yhat[CASE, k])
+    rec.step("name_output", named, inner=((yhat[CASE, k], softmax(CASE, k)),))
+    if named != (yhat[CASE, k] - y[CASE, k]) / N:
+        rec.step("rewrite", (yhat[CASE, k] - y[CASE, k]) / N)
+    rec.step("back_to_index", rec.current.xreplace({k: j}), inner=((j, k),))
+    chain = rec.chain()
+    check_equal(chain.steps[-2].after, engine, chain, f"the gradient of {op.name}")
+    return chain
+
+
+def _bce_logits_chain(op, name, whole, engine) -> StepChain:
+    """BCE of σ(z): the logarithms of σ written with ln(1 + e^z), ending in σ(z) − y."""
+    from derive.calculus.functions import sigmoid
+
+    n, j, k, N, K = loss_indices()
+    z, y = op.pred, op.target
+    var = z[CASE, k]
+    rec = _loss_recorder(op, var, name, whole, rows=False)
+    s = sigmoid(z[n, j])
+    bce = -op.scale * sp.Sum(y[n, j] * sp.log(s) + (1 - y[n, j]) * sp.log(1 - s),
+                             (n, 0, N - 1), (j, 0, K - 1))
+    rec.step("definition", D(bce, var), inner=((name, bce),))
+    u = sp.Symbol("u", real=True)
+    rec.step("log_sigmoid", D(whole, var), identities=(
+        (sp.log(sigmoid(u)), u - sp.log(1 + sp.exp(u))),
+        (sp.log(1 - sigmoid(u)), -sp.log(1 + sp.exp(u)))))
+    term = printed_term(op).xreplace({n: CASE})
+    rec.step("drop_cases", D(op.scale * sp.Sum(term, (j, 0, K - 1)), var))
+    kept = (term.xreplace({j: k}), sp.Eq(j, k, evaluate=False))
+    rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var), quote=kept)
+    rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
+    rec.auto()
+    return _finish_loss(rec, engine, var, op)
+
+
+
+#: The derivation scripts, by the recipe a loss declaration names.
+RECIPES = {
+    "open_sum": _generic_loss_chain,
+    "softmax_of_logits": _softmax_ce_chain,
+    "sigmoid_of_logits": _bce_logits_chain,
+}
+
+
+def loss_script(op: Loss):
+    """The script that derives ``op``'s gradient, chosen by its declared recipe.
+
+    Raises
+    ------
+    DeriveError
+        When the declaration names a recipe that has no script.
+    """
+    try:
+        return RECIPES[op.recipe]
+    except KeyError:
+        raise DeriveError(
+            f"the loss names the derivation recipe {op.recipe!r}, which has no script.",
+            where=f"loss {op.name!r}",
+            fix=f"Use one of {', '.join(sorted(RECIPES))}, or add a script to "
+                "derive/calculus/steps/loss.py.",
+        ) from None
+
+
+def _printed(expr: sp.Expr, free: dict) -> sp.Expr:
+    """An engine expression with the printed indices: p, q → the given symbols."""
+    from derive.calculus.indexed import p, q
+
+    n, j, k, _, _ = loss_indices()
+    return expr.xreplace({j: ROW}).xreplace({p: free.get("p", p), q: free.get("q", q)})
+
+
+@derivation_steps.register
+def _(op: Loss) -> LossSteps:
+    return _loss_steps(op)
+
+
+@cache
+def _loss_steps(op: Loss) -> LossSteps:
+    from derive.calculus.derivation import derive_loss
+
+    n, j, k, N, K = loss_indices()
+    derivation = derive_loss(op)
+    name = sp.Symbol("L")
+    whole = op.scale * sp.Sum(printed_term(op), (n, 0, N - 1), (j, 0, K - 1))
+    dense = next((v for v in derivation.variants if v.encoding == "dense"), None)
+    at = {"p": CASE, "q": k}
+    if dense is not None:
+        engine = _printed(dense.gradient, at)
+    else:
+        # Integer labels only: the derivation is that of the dense (one-hot) targets.
+        engine = _dense_gradient(op)
+    chain = loss_script(op)(op, name, whole, engine)
+    index = next((v for v in derivation.variants if v.encoding == "index"), None)
+    index_gradient = None if index is None else _printed(index.gradient, {"p": CASE, "q": j})
+    rows = tuple((v.encoding, v.row_value.xreplace({j: ROW}).xreplace({k: j}))
+                 for v in derivation.variants)
+    shown = chain.steps[0].inner[0][1] if chain.steps[0].inner else whole
+    return LossSteps(op, name, shown, chain, engine.xreplace({k: j}), index_gradient, rows)
+
+
+def _dense_gradient(op: Loss) -> sp.Expr:
+    """∂L/∂pred[c, k] of a loss declared for integer labels, with one-hot targets y."""
+    from derive.calculus.derivation import tidy
+    from derive.calculus.indexed import eliminate_deltas, p, q
+
+    n, j, k, N, K = loss_indices()
+    whole = op.scale * sp.Sum(op.term, (n, 0, N - 1), (k, 0, K - 1))
+    gradient = tidy(eliminate_deltas(sp.diff(whole, op.pred[p, q])))
+    return gradient.xreplace({p: CASE, q: k})
+
