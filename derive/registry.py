@@ -30,6 +30,11 @@ def register(op):
     from derive.calculus.verify import verify_declaration
 
     if op.name in _OPS:
+        if _OPS[op.name] == op:
+            # The same declaration run again: a catalogue module re-imported after an
+            # earlier import of the catalogue failed part-way (its first declarations
+            # had registered). The real error is the one that failure raises again.
+            return _OPS[op.name]
         raise ValueError(f"{op.name!r} is declared twice in the catalogue")
     verify_declaration(op)
     _OPS[op.name] = op

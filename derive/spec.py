@@ -418,6 +418,11 @@ class Optimizer:
     reference : str
         Where the formulation comes from and how it relates to others (shown in the
         generated module's docstring).
+    decay : sympy.Expr
+        The change of w that does not depend on the gradient (decoupled weight decay,
+        −lr·λ·w in AdamW), in :data:`w` and the parameters; 0 for an optimizer that
+        leaves w alone under a zero gradient. Checked when registered: from a fresh
+        state a zero gradient must move w by exactly this.
     """
 
     name: str
@@ -427,6 +432,7 @@ class Optimizer:
     state: tuple[Slot, ...] = ()
     params: tuple[Param, ...] = ()
     reference: str = ""
+    decay: sp.Expr = sp.Integer(0)
     kind: str = field(default="optimizer", init=False)
 
     @property

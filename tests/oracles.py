@@ -197,6 +197,10 @@ OPTIMIZERS = {
         lambda h: (torch.optim.NAdam, {"lr": h["lr"], "betas": _betas(h), "eps": h["eps"],
                                        "momentum_decay": h["momentum_decay"]}),
         {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)}),
+    "adamw": OptimizerOracle(
+        lambda h: (torch.optim.AdamW, {"lr": h["lr"], "betas": _betas(h), "eps": h["eps"],
+                                       "weight_decay": h["weight_decay"]}),
+        {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)}),
 }
 
 #: Every table, by the declaration's kind.

@@ -24,7 +24,7 @@ RTOL, ATOL = 1e-9, 1e-12
 
 #: Hyper-parameters away from the defaults, so a value the network ignores shows.
 HYPER = {"lr": 0.03, "mu": 0.8, "alpha": 0.7, "rho": 0.9, "beta1": 0.85, "beta2": 0.99,
-         "eps": 1e-7, "momentum_decay": 0.01}
+         "eps": 1e-7, "momentum_decay": 0.01, "weight_decay": 0.05}
 
 SPEC = """
 [network]

@@ -3,12 +3,14 @@ against plain-NumPy transcriptions of the notes and papers, on hand-computed num
 and against torch.optim. A new optimizer is tested by being declared (and given a
 transcription below)."""
 
+import os
 import subprocess
 import sys
 
 import numba
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 from conftest import REPO, generated
 from oracles import oracle
@@ -82,6 +84,13 @@ def ref_adam(w, g, st, t, h):
     m_hat = st["m"] / (1 - b1**t)
     v_hat = st["v"] / (1 - b2**t)
     return w - h["lr"] * m_hat / (np.sqrt(v_hat) + h["eps"])
+
+
+def ref_adamw(w, g, st, t, h):
+    # Loshchilov and Hutter (2019), Algorithm 2 with η_t = lr as torch.optim.AdamW: the
+    # weight decays by lr·λ·w outside the adaptive step.
+    w = w - h["lr"] * h["weight_decay"] * w
+    return ref_adam(w, g, st, t, h)
 
 
 def ref_nadam(w, g, st, t, h):
@@ -407,6 +416,50 @@ def test_verification_accepts_the_algorithm_and_refuses_the_sign_slip():
     slip = _declaration(updates=((delta_w, lr * g + alpha * delta_w), (w, w + delta_w)))
     with pytest.raises(DeclarationError, match="downhill"):
         verify_declaration(slip)
+
+
+def test_a_decoupled_decay_is_declared_and_checked():
+    decay = Param(sp.Symbol("weight_decay", nonnegative=True), 0.1)
+    lam = decay.symbol
+    fields = dict(params=(Param(lr, 0.01), Param(alpha, 0.9), decay),
+                  updates=((delta_w, -lr * g + alpha * delta_w),
+                           (w, w - lr * lam * w + delta_w)))
+    verify_declaration(_declaration(**fields, decay=-lr * lam * w))
+    # Undeclared, the hint says what to declare, not to check the signs.
+    with pytest.raises(DeclarationError, match=r"decay=") as undeclared:
+        verify_declaration(_declaration(**fields))
+    assert "signs" not in str(undeclared.value)
+    # A declared decay must be the update's: a constant is not a decay proportional to w.
+    with pytest.raises(DeclarationError, match="declared decay"):
+        verify_declaration(_declaration(**fields, decay=-lr * lam * sp.Rational(1, 2)))
+    with pytest.raises(DeclarationError, match="only on w and the parameters"):
+        verify_declaration(_declaration(**fields, decay=-lr * lam * w * g))
+
+
+def test_a_failed_catalogue_import_raises_its_own_error_again(tmp_path):
+    """Not "'x' is declared twice": the declarations before the failure are the same
+    declarations when the module is imported again."""
+    (tmp_path / "probe_catalogue.py").write_text(
+        "from derive.registry import register\n"
+        "from derive.spec import Optimizer, Param, g, w\n"
+        "from derive.ops.optimizers import lr\n"
+        "register(Optimizer(name='probe_gd', title='t', latex='t', params=(Param(lr, 0.1),),\n"
+        "                   updates=((w, w - lr * g),)))\n"
+        "register(Optimizer(name='probe_uphill', title='t', latex='t',\n"
+        "                   params=(Param(lr, 0.1),), updates=((w, w + lr * g),)))\n")
+    script = (
+        "import sys\n"
+        "from derive.errors import DeclarationError\n"
+        "for attempt in range(2):\n"
+        "    try:\n"
+        "        import probe_catalogue\n"
+        "    except DeclarationError as error:\n"
+        "        print(type(error).__name__, 'downhill' in str(error))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["DeclarationError True"] * 2
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -184,14 +184,51 @@ def _(op: Optimizer) -> None:
         raise DeclarationError(
             "a per-step quantity is assigned after a per-element one.", where=where,
             fix="Assign everything that depends only on t and the parameters first.")
-    fresh = op.defaults | {t: 1} | {s.symbol: s.init for s in op.state} | {w: 0.5}
-    for gradient in (0.0, 1.0):
-        values = fresh | {g: gradient}
+    _check_first_step(op, where)
+
+
+def _check_first_step(op: Optimizer, where: str) -> None:
+    """Refuse a first step that is not the declared decay plus a downhill move.
+
+    From a fresh state a zero gradient must move w by the declared decay and no more,
+    and a positive gradient must move it below that. The decay may use only w and the
+    parameters: a term with the gradient or the state in it is part of the step, not a
+    decay. It is checked at several weights, so a decay declared as a constant where the
+    update scales w (or the other way round) is refused.
+    """
+    from derive.spec import g, t, w
+
+    stray = sorted(s.name for s in op.decay.free_symbols - {w, *op.defaults})
+    if stray:
+        raise DeclarationError(
+            f"the decay {op.decay} uses {', '.join(stray)}; a decay may depend only on w "
+            "and the parameters.", where=where,
+            fix="Keep gradient- and state-dependent terms in the updates, not in decay.")
+    fresh = op.defaults | {t: 1} | {s.symbol: s.init for s in op.state}
+
+    def first_step(weight: float, gradient: float) -> float:
+        values = fresh | {w: weight, g: gradient}
         for target, rhs in op.updates:
             values[target] = evaluate(rhs, values)
-        moved = values[w] - 0.5
-        if (gradient == 0.0 and moved != 0.0) or (gradient > 0.0 and not moved < 0.0):
+        return values[w] - weight
+
+    for weight in (0.5, -2.0, 3.0):
+        decay = evaluate(op.decay, op.defaults | {w: weight})
+        still = first_step(weight, 0.0)
+        if abs(still - decay) > 1e-12 * (1 + abs(decay)):
+            if op.decay == 0:
+                fix = ("A term of the weight update does not involve the gradient. If it is "
+                       "a decoupled weight decay, declare it: decay=<the change of w it makes> "
+                       "(e.g. -lr*weight_decay*w); otherwise remove it.")
+            else:
+                fix = (f"The declared decay gives {decay!r} here: make decay= equal the part "
+                       "of the weight update that does not involve the gradient.")
             raise DeclarationError(
-                f"from a fresh state a gradient of {gradient} moves w by {moved!r}; a first "
-                "step must go downhill (and not at all for a zero gradient).",
-                where=where, fix="Check the signs of the updates.")
+                f"from a fresh state at w = {weight}, a zero gradient moves w by {still!r}, "
+                f"but the declared decay is {decay!r}.", where=where, fix=fix)
+        moved = first_step(weight, 1.0) - decay
+        if not moved < 0.0:
+            raise DeclarationError(
+                f"from a fresh state at w = {weight}, a gradient of 1 moves w by {moved!r} "
+                "besides the decay; a first step must go downhill.",
+                where=where, fix="Check the signs of the updates: w should move against g.")

@@ -144,3 +144,26 @@ NADAM = register(Optimizer(
               "corrected by Π_{i≤t} μ_i and the first moment by Π_{i≤t+1} μ_i. The product "
               "is state, one value per parameter array (PyTorch keeps it in float32 unless "
               "its default dtype is float64; here it is always float64)."))
+
+weight_decay = sp.Symbol("weight_decay", nonnegative=True)
+
+ADAMW = register(Optimizer(
+    name="adamw", title="AdamW (Adam with decoupled weight decay)", latex=r"\mathrm{AdamW}",
+    params=(_lr(1e-3), Param(beta1, 0.9, latex=r"\beta_1"),
+            Param(beta2, 0.999, latex=r"\beta_2"), Param(eps, 1e-8, latex=r"\varepsilon"),
+            Param(weight_decay, 1e-2, latex=r"\lambda")),
+    state=(Slot(m, latex="m"), Slot(s, latex="s")),
+    updates=(
+        (m, beta1 * m + (1 - beta1) * g),
+        (s, beta2 * s + (1 - beta2) * g**2),
+        (m_hat, m / (1 - beta1**t)),
+        (s_hat, s / (1 - beta2**t)),
+        (w, w - lr * weight_decay * w - lr * m_hat / (sqrt(s_hat) + eps)),
+    ),
+    # The decay shrinks w towards 0 whatever the gradient: declared, so that the check
+    # "a zero gradient leaves w alone" becomes "moves it by exactly this".
+    decay=-lr * weight_decay * w,
+    reference="Loshchilov and Hutter (2019), as torch.optim.AdamW computes it: w is first "
+              "shrunk by the factor 1 − ηλ, then takes Adam's bias-corrected step. Unlike "
+              "an L2 penalty added to the gradient, the decay is not divided by √ŝ, so "
+              "every weight decays at the same rate. λ = 0.01 by default, as in PyTorch."))
