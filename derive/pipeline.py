@@ -39,11 +39,9 @@ from derive.codegen.printer import UnsupportedError
 from derive.errors import DeclarationError, FormulaError, OutputError, StaleFilesError
 from derive.files import atomic_write, command_line, module_name_clash, write_if_changed
 from derive.formula import check_identifier, parse_formula
+from derive.registry import FOLDERS
 from derive.spec import Activation, Layer, Loss, Optimizer, Param, VectorFunction, x
 
-#: Subfolder of the output directory for each kind of op.
-FOLDERS = {"activation": "activations", "vector": "activations", "loss": "losses",
-           "layer": "layers", "optimizer": "optimizers"}
 #: Where each kind is declared.
 SOURCES = {"activation": "activations", "vector": "losses", "loss": "losses",
            "layer": "layers", "optimizer": "optimizers"}

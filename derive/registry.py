@@ -11,6 +11,9 @@ import difflib
 from derive.errors import UnknownNameError
 
 _OPS: dict[str, object] = {}
+#: The folder of a generated tree each kind of op is written to (generated/activations/).
+FOLDERS = {"activation": "activations", "vector": "activations", "loss": "losses",
+           "layer": "layers", "optimizer": "optimizers"}
 
 
 def register(op):

@@ -11,6 +11,7 @@ PyTorch's result; gradients come from autograd.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -91,6 +92,9 @@ ACTIVATIONS = {
     "gelu": lambda t: F.gelu(t),
     "softplus": lambda t, beta: F.softplus(t, beta),
     "mish": lambda t: F.mish(t),
+    # Not a PyTorch op: the definition written with torch.sqrt (independent of our
+    # overflow-free branches; the comparison stays within |x| ≤ 1e4, where x² is exact enough).
+    "bent_identity": lambda t: (torch.sqrt(t * t + 1) - 1) / 2 + t,
     "heaviside": ForwardOnly(lambda t: torch.heaviside(t, torch.ones((), dtype=t.dtype)),
                              "the step function has no gradient in PyTorch"),
 }
@@ -121,6 +125,10 @@ LOSSES = {
     "categorical_cross_entropy": _xlogy_ce,
     "sparse_categorical_cross_entropy": lambda p, c: F.nll_loss(torch.log(p), c),
     "softmax_cross_entropy": lambda z, y: F.cross_entropy(z, y),
+    # Not a PyTorch loss: the stable form |d| + log1p(e^{−2|d|}) − log 2 of log cosh d in
+    # torch operations (torch.cosh itself overflows at d = ±1e4), autograd for the gradient.
+    "log_cosh": lambda p, y: ((p - y).abs() + torch.log1p(torch.exp(-2 * (p - y).abs()))
+                              - math.log(2)).mean(),
 }
 
 VECTORS = {
@@ -138,6 +146,12 @@ LAYERS = {
          ([(2, 3, 7, 6)], [(4, 3, 3, 2), (4,)], {"stride": 2, "padding": 1}),
          ([(2, 3, 8, 5)], [(2, 3, 3, 3), (2,)], {"stride": 1, "padding": 2}),
          ([(1, 2, 9, 9)], [(3, 2, 4, 4), (3,)], {"stride": 3, "padding": 0})]),
+    "conv1d": LayerCases(
+        lambda x, K, b, stride, padding: F.conv1d(x, K, b, stride=stride, padding=padding),
+        [([(1, 1, 5)], [(1, 1, 1), (1,)], {"stride": 1, "padding": 0}),
+         ([(2, 3, 11)], [(4, 3, 3), (4,)], {"stride": 2, "padding": 1}),
+         ([(3, 2, 8)], [(2, 2, 5), (2,)], {"stride": 1, "padding": 3}),
+         ([(1, 2, 9)], [(3, 2, 4), (3,)], {"stride": 3, "padding": 0})]),
     "avg_pool2d": LayerCases(
         lambda x, kernel_size, stride: F.avg_pool2d(x, kernel_size, stride),
         [([(2, 3, 6, 4)], [], {"kernel_size": 2, "stride": 2}),

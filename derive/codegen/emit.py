@@ -507,7 +507,7 @@ def render_layer(m: LayerModule, command: str) -> str:
 def _layer_wrappers(m: LayerModule) -> dict:
     """Names and shape bookkeeping the public forward/backward of a layer need."""
     op = m.op
-    padded, original, amount = op.padding or (None, None, None)
+    padded, original, _ = op.padding or (None, None, None)
     public_inputs = [original if a == padded else a for a in op.inputs]
     arrays = public_inputs + list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
@@ -530,8 +530,7 @@ def _layer_wrappers(m: LayerModule) -> dict:
         "out_shape": out_shape,
         "view": view,
         "padded": str(padded) if padded is not None else None,
-        "original": str(original) if original is not None else None,
-        "amount": str(amount) if amount is not None else None,
+        **_padding_code(op, size_printer),
         "forward_call": _call(m.forward),
         "backward_call": _call(m.backward),
         "gradients": [
@@ -540,6 +539,33 @@ def _layer_wrappers(m: LayerModule) -> dict:
         ],
         "upstream": f"d_{op.out.base}",
     }
+
+
+def _padding_code(op, size_printer: NumbaPrinter) -> dict:
+    """How a layer's public functions zero-pad its input and crop the gradient back.
+
+    The geometry comes from the declaration: the padded array's declared shape against
+    the original's says which axes grow (every spatial axis of a convolution, whatever
+    their number), and by how much on each side. Axes that do not grow are left alone.
+    """
+    if op.padding is None:
+        return {"pad": None, "crop": None}
+    padded, original, amount = op.padding
+    shapes, computed = dict(op.arrays), dict(op.sizes)
+    widths, inside = [], []
+    for before, after in zip(shapes[original], shapes[padded], strict=True):
+        side = sp.expand(computed.get(after, after) - before) / 2
+        if side == 0:
+            widths.append("(0, 0)")
+            inside.append(":")
+            continue
+        side_code = size_printer.doprint(side)
+        widths.append(f"({side_code}, {side_code})")
+        inside.append(f"{side_code}:{side_code} + {size_printer.doprint(before)}")
+    # Without padding the input is used as it is (no copy).
+    return {"pad": f"np.pad({original}, ({', '.join(widths)})) "
+                   f"if {size_printer.doprint(amount)} else {original}",
+            "crop": f"[{', '.join(inside)}]"}
 
 
 def _hyper_check(param) -> str:

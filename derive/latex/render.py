@@ -20,6 +20,7 @@ from derive.latex import (  # noqa: F401  (register their views)
     optimizer,
 )
 from derive.latex.context import Language, document_view
+from derive.registry import FOLDERS
 
 LANGUAGES = ("pt", "en")
 FORMATS = ("article", "beamer", "fragment", "markdown")
@@ -76,8 +77,6 @@ def language(code: str) -> Language:
 
 def default_source(op) -> str:
     """Where a catalogue declaration lives, for the generated file's header."""
-    from derive.pipeline import FOLDERS
-
     return f"the declaration {op.name!r} in derive/ops/{FOLDERS.get(op.kind, op.kind)}.py"
 
 

@@ -153,3 +153,12 @@ SOFTPLUS = register(Activation(
 MISH = register(Activation(
     name="mish", title="Mish", latex=r"\operatorname{mish}",
     expr=x * tanh(softplus(x))))
+
+BENT_IDENTITY = register(Activation(
+    name="bent_identity", title="Bent identity", latex=r"\operatorname{bent}",
+    # √(x² + 1) is |x|·√(1 + x⁻²) outside [−1, 1], so that x² never overflows; the
+    # branches are equal (and so are their derivatives) where they meet.
+    expr=Piecewise(((-x * sqrt(1 + x**-2) - 1) / 2 + x, x < -1),
+                   ((sqrt(x**2 + 1) - 1) / 2 + x, x <= 1),
+                   ((x * sqrt(1 + x**-2) - 1) / 2 + x, True)),
+    shown_as=((sqrt(x**2 + 1) - 1) / 2 + x,)))

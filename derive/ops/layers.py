@@ -158,3 +158,17 @@ DROPOUT = register(Layer(
     hyper=(Param(p_drop, 0.5, latex="p", keyword="p", below=1.0),
            Param(training, 1, latex="", keyword="training"),
            Param(seed, 0, latex="", keyword="seed"))))
+
+# Sizes of a sequence: length, padded length, filter width, output length.
+L, LP, KL, OL = _sizes("L LP KL OL")
+CONV1D = register(Layer(
+    name="conv1d", title="1-D convolution (cross-correlation)", latex=r"\operatorname{conv}",
+    out=y[n, f, h],
+    expr=Sum(kernel[f, c, ki] * xp[n, c, S * h + ki], (c, 0, C - 1), (ki, 0, KL - 1)) + bias[f],
+    arrays=((x, (N, C, L)), (xp, (N, C, LP)), (kernel, (F, C, KL)), (bias, (F,)),
+            (y, (N, F, OL))),
+    inputs=(xp,), weights=(kernel, bias),
+    hyper=(STRIDE, PADDING),
+    sizes=((LP, L + 2 * PADDING.symbol), (OL, (LP - KL) // S + 1)),
+    padding=(xp, x, PADDING.symbol),
+    spec_keys=(SpecKey("filters", (F,)), SpecKey("kernel_size", (KL,), default=3))))

@@ -149,3 +149,11 @@ SOFTMAX = register(VectorFunction(
 LOG_SOFTMAX = register(VectorFunction(
     name="log_softmax", title="Log-softmax", latex=r"\log\operatorname{softmax}",
     out=z[n, k] - lse(z[n, j], j, K), arg=z))
+
+LOG_COSH = register(Loss(
+    name="log_cosh", title="Log-cosh loss", latex=r"\operatorname{logcosh}",
+    # log cosh d written so that it never overflows: cosh d = e^{|d|}(1 + e^{−2|d|})/2,
+    # hence log cosh d = |d| + log(1 + e^{−2|d|}) − log 2 (finite at d = ±1e4). Its
+    # derivative is tanh d: like the squared error near 0, like the absolute one far away.
+    term=Abs(yhat[n, k] - y[n, k]) + log(1 + exp(-2 * Abs(yhat[n, k] - y[n, k]))) - log(2),
+    scale=1 / (N * K), pred=yhat, target=y))
