@@ -35,6 +35,9 @@ class Param:
     below : float, optional
         A value it must stay strictly below (dropout's p < 1); the lower bound comes from
         the symbol's assumptions.
+    per_call : bool
+        Whether the caller passes a new value at every call (dropout's training flag and
+        seed), rather than a setting fixed once (a spec's stride or eps).
 
     """
 
@@ -44,6 +47,7 @@ class Param:
     latex: str = ""
     keyword: str = ""
     below: float | None = None
+    per_call: bool = False
 
     @property
     def name(self) -> str:
@@ -206,6 +210,16 @@ class Loss:
         ``"index"`` (integer class labels; derived by substituting the one-hot delta).
     identities : tuple of (pattern, value)
         Facts about targets the derivation may use, e.g. one-hot rows sum to 1.
+    fused : tuple of (str, str)
+        In a network, the output activations this loss is computed together with:
+        ``(activation, loss)`` pairs, read "this activation followed by this loss is
+        computed as ``loss``, one stable loss on the last layer's pre-activations" (softmax
+        then cross-entropy as softmax cross-entropy on the logits). ``predict`` then applies
+        the activation itself.
+    classes : bool
+        Whether targets are classes (one-hot rows or integer labels) and predictions one
+        score per class: a network's output must then be flat, and integer labels are
+        accepted for one-hot targets.
     params : tuple of Param
         Named parameters (e.g. Huber's delta).
     log_floor : float, optional
@@ -236,6 +250,8 @@ class Loss:
     target: sp.IndexedBase
     targets: tuple[str, ...] = ("dense",)
     identities: tuple = ()
+    fused: tuple[tuple[str, str], ...] = ()
+    classes: bool = False
     params: tuple[Param, ...] = ()
     log_floor: float | None = None
     grad_floor: float | None = None
@@ -299,6 +315,28 @@ class VectorFunction:
 
 
 @dataclass(frozen=True)
+class SpecKey:
+    """A key of a network spec's ``[[layers]]`` table that sets sizes of a layer.
+
+    Parameters
+    ----------
+    name : str
+        The key, e.g. ``units``.
+    sizes : tuple of sympy.Symbol
+        The declaration's sizes it sets (``units`` sets O; ``kernel_size`` sets KH and KW).
+        A key named like a hyper-parameter sets that parameter, and only changes its
+        default.
+    default : int or sympy.Expr, optional
+        Its value when the spec leaves it out, possibly in sizes set before it (a pooling
+        window's stride defaults to the window); None makes the key required.
+    """
+
+    name: str
+    sizes: tuple[sp.Symbol, ...] = ()
+    default: int | sp.Expr | None = None
+
+
+@dataclass(frozen=True)
 class Layer:
     """A layer out[idx] = expr over indexed arrays, batch-first.
 
@@ -332,6 +370,14 @@ class Layer:
         chain rule, one delta-form derivation per step.
     buffers : tuple of IndexedBase
         Inputs that are not differentiated (running statistics, dropout masks).
+    spec_keys : tuple of SpecKey
+        How a network spec sets the sizes the input does not fix (a dense layer's units,
+        a convolution's filters and window); every hyper-parameter that is not
+        :attr:`Param.per_call` is a key too, under its keyword. From these and the input's
+        shape a network works out every size of the layer (:meth:`network_keys`).
+    in_networks : bool
+        Whether network specs may use the layer (batch statistics need a training and an
+        evaluation mode that networks do not have yet).
     """
 
     name: str
@@ -348,6 +394,8 @@ class Layer:
     view: tuple | None = None
     steps: tuple = ()
     buffers: tuple = ()
+    spec_keys: tuple[SpecKey, ...] = ()
+    in_networks: bool = True
     kind: str = field(default="layer", init=False)
 
     @property
@@ -358,6 +406,55 @@ class Layer:
     def shape(self, base: sp.IndexedBase) -> tuple:
         """Declared shape of one array."""
         return dict(self.arrays)[base]
+
+    @property
+    def source(self) -> sp.IndexedBase:
+        """The array a network feeds with the layer below's output (before any padding)."""
+        return self.padding[1] if self.padding else self.inputs[0]
+
+    def network_keys(self) -> tuple[SpecKey, ...]:
+        """A spec's keys for this layer, in the order they are read.
+
+        The :attr:`spec_keys` that set sizes, then each hyper-parameter that is not
+        per-call (under its keyword, with its default unless a spec key of that name gives
+        another), so a key's default may use the sizes read before it.
+        """
+        given = {key.name: key for key in self.spec_keys}
+        hyper = [p for p in self.hyper if not p.per_call]
+        names = {p.name for p in hyper}
+        keys = [key for key in self.spec_keys if key.name not in names]
+        for p in hyper:
+            key = given.get(p.name)
+            keys.append(SpecKey(p.name, (p.symbol,), p.default if key is None else key.default))
+        return tuple(keys)
+
+    def network_shapes(self, sizes: dict) -> tuple[tuple, tuple]:
+        """Per-example output shape and ``(name, shape)`` of each weight, given the sizes.
+
+        Parameters
+        ----------
+        sizes : dict
+            Size symbol → value, for the input's sizes and every :meth:`network_keys`
+            key; the declaration's computed :attr:`sizes` are added in place.
+
+        Raises
+        ------
+        ValueError
+            Naming a size that nothing sets (the declaration needs a spec key for it).
+        """
+        def numbers(shape):
+            dims = [sp.sympify(sp.sympify(d).xreplace(sizes)) for d in shape]
+            unset = sorted({s.name for d in dims for s in d.free_symbols})
+            if unset:
+                raise ValueError(f"nothing sets the size {', '.join(unset)} of {self.name}: "
+                                 "its declaration needs a SpecKey for it (see Layer.spec_keys)")
+            return tuple(int(d) for d in dims)
+
+        for size, expr in self.sizes:
+            sizes[size] = numbers((expr,))[0]
+        out = numbers((self.view or self.shape(self.out.base))[1:])
+        weights = tuple((w.label.name, numbers(self.shape(w))) for w in self.weights)
+        return out, weights
 
 
 #: The weight an optimizer updates, one element of a parameter array.

@@ -227,7 +227,7 @@ def test_mlp_document_has_the_recursion_and_the_explicit_formulas(documents, lan
         text = flat(documents, NETWORKS[0], lang, fmt)
         assert "δ(l)=W(l+1)Tδ(l+1)⊙f′s(l)" in text
         assert "δ(3)n,j=ŷn,j−yn,jN" in text
-        assert "783Xi=0" in text  # the spec's sizes
+        assert "784Xi=1" in text  # the spec's sizes, indices from 1 as in the notes
         assert "ReLU′(s(2)n,i)" in text and "∂E∂W(1)=" in text  # the explicit formulas
 
 
@@ -385,7 +385,7 @@ def test_jupyter_display_of_every_loss_and_layer(op):
 def test_jupyter_mse_shows_the_steps_of_its_document():
     text = jupyter(get("mse"))
     first, chain = displays(text)
-    assert r"\operatorname{MSE} &= \frac{1}{K N} \sum_{n=0}^{N - 1} \sum_{j=0}^{K - 1}" in first
+    assert r"\operatorname{MSE} &= \frac{1}{K N} \sum_{n=1}^{N} \sum_{j=1}^{K}" in first
     power = (r" &= \frac{2 u}{K N} \cdot \frac{\partial}{\partial {\hat{y}}_{k}}"
              r"\left[{\hat{y}}_{k} - {y}_{k}\right] && \text{power rule}")
     result = (r"\frac{\partial \operatorname{MSE}}{\partial {\hat{y}}_{j}} &= "

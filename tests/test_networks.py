@@ -193,3 +193,87 @@ def test_a_cached_network_with_parallel_kernels_runs_in_a_fresh_process(tmp_path
         assert run.returncode == 0, f"{what}: exit {run.returncode}\n{run.stderr[-2000:]}"
         outputs.append(float(run.stdout))
     assert outputs[1] == outputs[2] and np.isfinite(outputs[1])
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_predict_applies_the_declared_output_activation(name):
+    # The loss takes the softmax in (its declaration's `fused`); predict applies the
+    # derived softmax kernel to the logits, which PyTorch computes here from the same
+    # parameters.
+    m = generated("networks", name)
+    params = m.init_params(seed=4)
+    x = np.random.default_rng(5).normal(size=(7,) + m.INPUT_SHAPE)
+    logits = torch_forward(m, [torch.tensor(p) for p in params], torch.tensor(x))
+    np.testing.assert_allclose(m.predict(params, x), torch.softmax(logits, 1).numpy(),
+                               rtol=1e-12, atol=1e-15)
+    assert m.COMPUTED_LOSS == "softmax_cross_entropy"
+
+
+def test_every_declared_fusion_makes_a_network_computing_the_fused_loss():
+    from derive import registry
+    from derive.codegen.network import summary_lines
+
+    fusions = [(act, loss.name, fused) for loss in registry.all_ops("loss")
+               for act, fused in loss.fused]
+    assert fusions, "no loss declares an output activation it is computed with"
+    for act, loss, fused in fusions:
+        spec = parse_spec(SPEC.replace('"mse"', f'"{loss}"')
+                          .replace("units = 3", f'units = 3\nactivation = "{act}"'), "f.toml")
+        assert spec.plan.computed_loss.name == fused
+        assert spec.plan.output_activation.name == act
+        assert spec.plan.activations == ()  # computed inside the loss, not after the layer
+        computed = f", computed as {fused} on the logits" if fused != loss else ""
+        assert summary_lines(spec)[-1] == f"loss: {loss}{computed}"
+
+
+def test_a_layer_declaration_gives_its_network_shapes_without_network_code():
+    # A 1-D convolution declared here (never registered): its spec keys and shapes in a
+    # network follow from the declaration alone.
+    import sympy as sp
+    from sympy import IndexedBase, Sum
+
+    from derive.spec import Layer, Param, SpecKey
+
+    N, C, L, F, KL, LP, OL, S = sp.symbols("N C L F KL LP OL S", integer=True, positive=True)
+    P = sp.Symbol("P", integer=True, nonnegative=True)
+    n, c, f, l_, i = sp.symbols("n c f l i", integer=True, nonnegative=True)
+    x, xp, K, b, y = (IndexedBase(a, real=True) for a in ("x", "x_pad", "K", "b", "y"))
+    conv1d = Layer(
+        name="conv1d_test", title="1-D convolution", latex="", out=y[n, f, l_],
+        expr=Sum(K[f, c, i] * xp[n, c, S * l_ + i], (c, 0, C - 1), (i, 0, KL - 1)) + b[f],
+        arrays=((x, (N, C, L)), (xp, (N, C, LP)), (K, (F, C, KL)), (b, (F,)),
+                (y, (N, F, OL))),
+        inputs=(xp,), weights=(K, b),
+        hyper=(Param(S, 1, keyword="stride"), Param(P, 0, keyword="padding")),
+        sizes=((LP, L + 2 * P), (OL, (LP - KL) // S + 1)), padding=(xp, x, P),
+        spec_keys=(SpecKey("filters", (F,)), SpecKey("kernel_size", (KL,), default=3)))
+    keys = conv1d.network_keys()
+    assert [k.name for k in keys] == ["filters", "kernel_size", "stride", "padding"]
+    assert [k.default for k in keys] == [None, 3, 1, 0]
+    assert conv1d.shape(conv1d.source) == (N, C, L)
+    out, weights = conv1d.network_shapes({C: 2, L: 10, F: 4, KL: 3, S: 2, P: 1})
+    assert out == (4, 5)  # (10 + 2 − 3) // 2 + 1
+    assert weights == (("K", (4, 2, 3)), ("b", (4,)))
+    with pytest.raises(ValueError, match="nothing sets the size F"):
+        conv1d.network_shapes({C: 2, L: 10, KL: 3, S: 1, P: 0})
+
+
+def test_pooling_stride_defaults_to_the_window_from_the_declaration():
+    text = SPEC.replace("[4]", "[1, 6, 6]").replace(
+        'type = "dense"\nunits = 3',
+        'type = "max_pool2d"\nkernel_size = 3\n\n[[layers]]\ntype = "flatten"')
+    pool, flat = parse_spec(text, "p.toml").layers
+    assert pool.hyper == {"kernel_size": 3, "stride": 3} and pool.out_shape == (1, 2, 2)
+    assert flat.out_shape == (4,)
+
+
+def test_reading_a_spec_loads_no_training_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, derive.network\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[:2] == ['derive', 'train']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=GENERATED.parent)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"

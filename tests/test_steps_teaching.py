@@ -171,7 +171,7 @@ def test_softmax_derives_its_jacobian_with_the_kronecker_delta(lang):
     jacobian = (rf"\boxed{{\frac{{\partial {sm}_{{k}}}}{{\partial {{z}}_{{j}}}} = "
                 rf"{sm}_{{k}} \left(\delta_{{kj}} - {sm}_{{j}}\right)}}")
     vjp = (r"\boxed{\frac{\partial E}{\partial {z}_{j}} = {\operatorname{softmax}}_{j} "
-           r"\left({g}_{j} - \sum_{k=0}^{K - 1} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
+           r"\left({g}_{j} - \sum_{k=1}^{K} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
     assert jacobian in text and vjp in text
     assert text.index(jacobian) < text.index(vjp)
     # the quotient rule and δ_kj on the way, and the kernel's product at the end
@@ -193,3 +193,36 @@ def test_softmax_jacobian_is_checked_on_and_off_the_diagonal():
     from dataclasses import replace
     with pytest.raises(StepError, match="common_factor"):
         check_chain(replace(off, instance=tuple(diagonal.items())))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_log_softmax_derives_its_jacobian_and_names_the_softmax(lang):
+    text = render(get("log_softmax"), "article", lang)
+    ls, sm = r"{\log\operatorname{softmax}}", r"{\operatorname{softmax}}"
+    jacobian = (rf"\boxed{{\frac{{\partial {ls}_{{k}}}}{{\partial {{z}}_{{j}}}} = "
+                rf"\delta_{{kj}} - {sm}_{{j}}}}")
+    # the softmax appears as the fraction, and as what the output of the forward pass gives
+    named = rf"{sm}_{{j}} = e^{{{ls}_{{j}}}}"
+    vjp = rf"\boxed{{\frac{{\partial E}}{{\partial {{z}}_{{j}}}} = {{g}}_{{j}} - {sm}_{{j}} \sum_"
+    for piece in (jacobian, named, vjp):
+        assert piece in text
+    assert text.index(named) < text.index(jacobian) < text.index(vjp)
+    # ∂z_k/∂z_j = δ_kj and the chain rule through the logarithm of the row sum
+    assert r"\frac{\partial {z}_{k}}{\partial {z}_{j}} = \delta_{kj}" in text
+    assert r"u = \sum_" in text
+
+
+def test_log_softmax_steps_are_checked_on_and_off_the_diagonal():
+    from dataclasses import replace
+
+    steps = derivation_steps(get("log_softmax"))
+    assert steps.jacobian.rules() == ("definition", "sum", "delta", "chain", "constant_terms",
+                                      "name_softmax")
+    assert steps.vjp.rules()[-1] == "delta_sum"
+    i = len(steps.jacobian.steps) - 1
+    k, j = sp.symbols("k j", integer=True, nonnegative=True)
+    wrong = steps.jacobian.steps[i].after.xreplace({sp.KroneckerDelta(k, j): sp.Integer(0)})
+    off = with_step(steps.jacobian, i, after=wrong)
+    check_chain(off)  # k = 2, j = 1 cannot tell
+    with pytest.raises(StepError, match="name_softmax"):
+        check_chain(replace(off, instance=tuple((dict(off.instance) | {k: 1}).items())))

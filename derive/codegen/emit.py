@@ -39,7 +39,7 @@ _BLOCK = re.compile(
 #: Helper names provided by a block of another name.
 _PROVIDED_BY = {"vexp": "vecmath"}
 #: Element-level names of the per-element symbols.
-_ELEMENT_NAMES = {x: "x_i", y: "y_i", d_y: "d_y_i"}
+ELEMENT_NAMES = {x: "x_i", y: "y_i", d_y: "d_y_i"}
 
 
 @cache
@@ -87,7 +87,8 @@ def helper_source(names: set[str]) -> tuple[str, tuple[str, ...]]:
 
 
 @cache
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The Jinja2 environment of every kernel template (one, cached)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("derive", "templates"),
         undefined=jinja2.StrictUndefined,
@@ -103,7 +104,8 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _element_context(fn: ElementFunction, printer: NumbaPrinter) -> dict:
+def element_context(fn: ElementFunction, printer: NumbaPrinter) -> dict:
+    """What a template prints of one element function: its arguments, body and result."""
     return {
         "name": fn.name,
         "args": ", ".join(printer.doprint(s) for s in fn.inputs),
@@ -178,8 +180,8 @@ def render_activation(m: ActivationModule, command: str) -> str:
     """
     # The element functions' inputs are (x, *params, *draws): the parameters' symbols.
     renamed = {s: param_name(p.name) for s, p in zip(m.forward.inputs[1:], m.params, strict=False)}
-    printer = NumbaPrinter(_ELEMENT_NAMES | renamed)
-    elements = [_element_context(fn, printer) for fn in (m.forward, m.backward)]
+    printer = NumbaPrinter(ELEMENT_NAMES | renamed)
+    elements = [element_context(fn, printer) for fn in (m.forward, m.backward)]
     draw_lines = [_draw_line(d, printer) for d in m.draws]
     helpers, extra_imports = helper_source(printer.helpers)
     names = [param_name(p.name) for p in m.params]
@@ -206,7 +208,7 @@ def render_activation(m: ActivationModule, command: str) -> str:
         "helpers": helpers,
         "extra_imports": extra_imports,
     }
-    text = _environment().get_template("kernels/activation.py.jinja").render(context)
+    text = environment().get_template("kernels/activation.py.jinja").render(context)
     return with_hash(text)
 
 
@@ -237,7 +239,7 @@ def _reduction_lines(r, printer: NumbaPrinter) -> list[str]:
     ]
 
 
-def _row_context(kernel: RowKernel, printer: NumbaPrinter) -> dict:
+def row_context(kernel: RowKernel, printer: NumbaPrinter) -> dict:
     """Lines of a row kernel: the per-row prologue and the per-value statements."""
     prologue = [line for r in kernel.reductions for line in _reduction_lines(r, printer)]
     body = [f"{a.target} = {printer.doprint(a.expr)}" for a in kernel.body]
@@ -272,8 +274,8 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
     for v in m.variants:
         variants.append({
             "encoding": v.encoding,
-            "forward": _row_context(v.forward, printer),
-            "backward": _row_context(v.backward, printer),
+            "forward": row_context(v.forward, printer),
+            "backward": row_context(v.backward, printer),
         })
     helpers, extra_imports = helper_source(printer.helpers)
     encodings = [v.encoding for v in m.variants]
@@ -299,15 +301,15 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
         "helpers": helpers,
         "extra_imports": extra_imports,
     }
-    text = _environment().get_template("kernels/loss.py.jinja").render(context)
+    text = environment().get_template("kernels/loss.py.jinja").render(context)
     return with_hash(text)
 
 
 def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
     """Render the generated module of a row-wise vector function (softmax, ...)."""
     printer = NumbaPrinter(op_names)
-    forward = _row_context(m.forward, printer)
-    backward = _row_context(m.backward, printer)
+    forward = row_context(m.forward, printer)
+    backward = row_context(m.backward, printer)
     helpers, extra_imports = helper_source(printer.helpers)
     context = {
         "m": m,
@@ -319,7 +321,7 @@ def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
         "helpers": helpers,
         "extra_imports": extra_imports,
     }
-    text = _environment().get_template("kernels/vector.py.jinja").render(context)
+    text = environment().get_template("kernels/vector.py.jinja").render(context)
     return with_hash(text)
 
 
@@ -443,7 +445,8 @@ def _statement_lines(statement, printer: NumbaPrinter, parallel: bool, hyper=(),
 _FASTMATH = '{"reassoc", "contract"}'
 
 
-def _kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
+def kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
+    """The source of one layer kernel, decorated, as layer and network modules embed it."""
     args = [str(a) for a in kernel.arrays] + [str(h) for h in kernel.hyper]
     used = set()
     for st in kernel.statements:
@@ -489,7 +492,7 @@ def render_layer(m: LayerModule, command: str) -> str:
     """
     op = m.op
     printer = NumbaPrinter()
-    kernels = [_kernel_source(m.forward, op, printer), _kernel_source(m.backward, op, printer)]
+    kernels = [kernel_source(m.forward, op, printer), kernel_source(m.backward, op, printer)]
     helpers, extra_imports = helper_source(printer.helpers)
     context = {
         "m": m,
@@ -500,7 +503,7 @@ def render_layer(m: LayerModule, command: str) -> str:
         "extra_imports": extra_imports,
         **_layer_wrappers(m),
     }
-    text = _environment().get_template("kernels/layer.py.jinja").render(context)
+    text = environment().get_template("kernels/layer.py.jinja").render(context)
     return with_hash(text)
 
 

@@ -14,8 +14,8 @@ import sympy as sp
 from sympy.printing.str import StrPrinter
 
 from derive.codegen.emit import (
-    _environment,
     cache_name,
+    environment,
     header_lines,
     helper_source,
     with_hash,
@@ -253,32 +253,14 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
     str
         The module's text, hash line included.
     """
-    # Inside the kernel a per-step slot lives in element 0 of its one-element array.
-    in_kernel = UpdatePrinter(param_names | {s: f"{s.name}[0]" for s in m.per_step_slots})
-    in_element = UpdatePrinter(param_names)
-    prologue = [f"{in_kernel.doprint(a.target)} = {in_kernel.doprint(a.expr)}"
-                for a in m.prologue]
-    body = [f"{in_element.doprint(a.target)} = {in_element.doprint(a.expr)}" for a in m.body]
-    helpers, extra_imports = helper_source(in_kernel.helpers | in_element.helpers)
     names = [p.name for p in m.params]
     slot_names = [s.name for s in m.slots]
-    element_slots = [s.name for s in m.slots if not s.per_step]
-    step_arg = ", t" if m.uses_step else ""
     per_step = [s.name for s in m.slots if s.per_step]
-    context = {
-        "m": m,
+    update, used = _update_context(m, param_names, PARALLEL_FLAVOURS)
+    helpers, extra_imports = helper_source(used)
+    context = update | {
         "cache_name": cache_name("optimizers", m.name),
         "header": header_lines(m.source, command),
-        "kernel_args": ", ".join(["w", "g", *slot_names, *names]) + step_arg,
-        "element_args": ", ".join(in_element.doprint(s) for s in (*m.inputs, *m.scalars)),
-        "element_call": ", ".join(
-            [f"{n}[i]" for n in ["w", "g", *element_slots]]
-            + [in_kernel.doprint(s) for s in m.scalars]
-        ),
-        "element_targets": ", ".join(f"{n}[i]" for n in ["w", *element_slots]),
-        "returns": ", ".join(in_element.doprint(s) for s in m.outputs),
-        "prologue": prologue,
-        "body": body,
         "param_sig": "".join(f", {p.name}={p.default!r}" for p in m.params[1:]),
         "lr_default": m.params[0].default,
         "call_params": ", ".join(f"float({n})" for n in names),
@@ -292,5 +274,70 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
         "helpers": helpers,
         "extra_imports": extra_imports,
     }
-    text = _environment().get_template("kernels/optimizer.py.jinja").render(context)
+    text = environment().get_template("kernels/optimizer.py.jinja").render(context)
     return with_hash(text)
+
+
+#: The update loop's flavours: (name suffix, decorator, loop range).
+SERIAL_FLAVOUR = ("", 'njit(cache=True, error_model="numpy")', "range")
+PARALLEL_FLAVOURS = (SERIAL_FLAVOUR,
+                     ("_parallel", 'njit(cache=True, error_model="numpy", parallel=True)',
+                      "prange"))
+
+
+def _update_context(m: OptimizerModule, param_names: dict, flavours,
+                    name: str = "update") -> tuple[dict, set]:
+    """What ``kernels/_update.jinja`` prints, and the runtime helpers it calls."""
+    # Inside the kernel a per-step slot lives in element 0 of its one-element array.
+    in_kernel = UpdatePrinter(param_names | {s: f"{s.name}[0]" for s in m.per_step_slots})
+    in_element = UpdatePrinter(param_names)
+    prologue = [f"{in_kernel.doprint(a.target)} = {in_kernel.doprint(a.expr)}"
+                for a in m.prologue]
+    body = [f"{in_element.doprint(a.target)} = {in_element.doprint(a.expr)}" for a in m.body]
+    slot_names = [s.name for s in m.slots]
+    element_slots = [s.name for s in m.slots if not s.per_step]
+    step_arg = ", t" if m.uses_step else ""
+    context = {
+        "m": m,
+        "update_name": name,
+        "flavours": flavours,
+        "kernel_args": ", ".join(["w", "g", *slot_names, *(p.name for p in m.params)])
+        + step_arg,
+        "element_args": ", ".join(in_element.doprint(s) for s in (*m.inputs, *m.scalars)),
+        "element_call": ", ".join(
+            [f"{n}[i]" for n in ["w", "g", *element_slots]]
+            + [in_kernel.doprint(s) for s in m.scalars]
+        ),
+        "element_targets": ", ".join(f"{n}[i]" for n in ["w", *element_slots]),
+        "returns": ", ".join(in_element.doprint(s) for s in m.outputs),
+        "prologue": prologue,
+        "body": body,
+    }
+    return context, in_kernel.helpers | in_element.helpers
+
+
+def render_update(m: OptimizerModule, param_names: dict, name: str) -> tuple[str, set]:
+    """The update kernel of one optimizer as another module embeds it.
+
+    A network module calls it from its own jitted train step: ``_update_element`` and one
+    serial loop over a flat parameter array, named ``name``, with the arguments of the
+    optimizer module's ``update``.
+
+    Parameters
+    ----------
+    m : OptimizerModule
+        The lowered optimizer.
+    param_names : dict
+        Hyper-parameter symbol → its name in the kernel's arguments.
+    name : str
+        The loop function's name.
+
+    Returns
+    -------
+    source : str
+        The two functions' source.
+    helpers : set of str
+        The runtime helpers the source calls.
+    """
+    context, helpers = _update_context(m, param_names, (SERIAL_FLAVOUR,), name)
+    return environment().get_template("kernels/_update.jinja").render(context), helpers

@@ -216,6 +216,9 @@ class ActivationView:
     f_plot: PlotView
     df_plot: PlotView
     remarks: tuple[str, ...] = ()
+    #: What the course notes say about this function's definition and its saturation.
+    definition_note: str = ""
+    saturation_note: str = ""
 
 
 # --- titles ---------------------------------------------------------------------------
@@ -236,6 +239,17 @@ def op_title(op, lang: Language) -> str:
     if op.kind in fallback:
         return rf"{fallback[op.kind]} \texttt{{{latex_text(op.name)}}}"
     return latex_text(op.title)
+
+
+def op_words(op, lang: Language, table: str) -> str:
+    """The sentence a language's word table keeps for this declaration, or "".
+
+    ``table`` is ``optimizer_notes``, ``saturation_notes``, ...
+
+    The tables are keyed by the declaration's name, in the words templates, so that a
+    template never asks which op it is printing.
+    """
+    return lang.words.get(table, {}).get(op.name, "")
 
 
 def inline_title(title: str, lang: Language) -> str:
@@ -499,7 +513,7 @@ def _(op: Activation, lang: Language) -> ActivationView:
     return ActivationView(
         kind="activation",
         name=op.name,
-        title=op.title,
+        title=op_title(op, lang),
         symbol=op.latex,
         fx=fx,
         prime=rf"{op.latex}'({printer.doprint(x)})",
@@ -516,5 +530,7 @@ def _(op: Activation, lang: Language) -> ActivationView:
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
         remarks=op.remarks,
+        definition_note=op_words(op, lang, "definition_notes"),
+        saturation_note=op_words(op, lang, "saturation_notes"),
     )
 

@@ -20,15 +20,7 @@ from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer
-from derive.network import NetworkSpec
-
-#: (last activation, loss) pairs the generated network computes as one stable loss.
-FUSED = {
-    ("softmax", "categorical_cross_entropy"): "softmax_cross_entropy",
-    ("softmax", "sparse_categorical_cross_entropy"): "softmax_cross_entropy",
-    ("softmax", "softmax_cross_entropy"): "softmax_cross_entropy",
-    ("sigmoid", "binary_cross_entropy"): "binary_cross_entropy_with_logits",
-}
+from derive.netplan import NetworkPlan, NetworkSpec
 
 
 @dataclass(frozen=True)
@@ -99,28 +91,7 @@ def _shape(shape) -> str:
 
 def layer_sizes(op, layer) -> dict:
     """The declaration's size symbols with this layer's numbers (the batch N stays N)."""
-    values: dict = {}
-
-    def match(symbols, dims):
-        for s, d in zip(symbols, dims, strict=False):
-            s = sp.sympify(s)
-            if s.is_Symbol and s != N:
-                values[s] = d
-
-    inputs = [a for a in op.inputs if not (op.padding and a == op.padding[0])]
-    if op.padding:
-        inputs = [op.padding[1]]
-    for a in inputs:
-        match(op.shape(a)[1:], layer.in_shape)
-    out_dims = layer.in_shape if op.view is not None else layer.out_shape
-    match(op.shape(op.out.base)[1:], out_dims)
-    for (_, shape), w in zip(layer.params, op.weights, strict=True):
-        match(op.shape(w), shape)
-    for p_ in op.hyper:
-        if p_.name in layer.hyper:
-            values[p_.symbol] = layer.hyper[p_.name]
-    for size, value in op.sizes:
-        values[size] = int(value.xreplace(values))
+    values = dict(layer.sizes)
     # Two spellings of the padding symbol exist in the declarations: match by name.
     by_name = {s.name: v for s, v in values.items()}
     for s in set().union(*(sp.sympify(d).free_symbols for _, sh in op.arrays for d in sh)):
@@ -164,157 +135,185 @@ MAX_LAYERS = 40
 
 @document_view.register
 def _(spec: NetworkSpec, lang: Language) -> NetworkView:
-    layers = spec.layers
-    depth = len(layers)
-    if depth > MAX_LAYERS:
-        raise DeriveError(f"the network has {depth} layers; its derivation is typeset for "
-                          f"up to {MAX_LAYERS}.", where=spec.source,
-                          fix="Typeset a shallower spec with the same kinds of layers: the "
-                              "δ recursion is the same at every depth.")
-    last = layers[-1]
-    fused = FUSED.get((last.activation, spec.loss), "")
+    _check_depth(spec)
+    plan = spec.plan
     symbols: dict = {}
-    functions: dict = {}
-    act_views: dict = {}
-    for layer in layers:
-        if layer.activation and not (layer is last and fused):
-            act = registry.get(layer.activation, "activation")
-            functions[f"fprime{layer.index + 1}"] = f"{act.latex}'"
-            if act.name not in act_views:
-                act_printer = printer_for(act, lang)
-                d = derive_activation(act)
-                act_views[act.name] = ActView(
-                    act.name, act.latex, act_printer.doprint(d.derivative),
-                    act_printer.doprint(d.in_output) if d.in_output is not None else "")
+    functions, activations = activation_views(plan, lang)
     renames = {}
-    for layer in layers:
-        op = registry.get(layer.type, "layer")
-        names, syms = _renamer(op, layer.index + 1)
+    for layer in plan.layers:
+        names, syms = _renamer(layer.op, layer.spec.index + 1)
         symbols |= syms
-        renames[layer.index] = names
-    dense_only = all(layer.type == "dense" for layer in layers)
+        renames[layer.spec.index] = names
+    dense_only = all(layer.type == "dense" for layer in spec.layers)
     formulas = explicit_formulas(spec, symbols)[0] if dense_only else []
     printer = indexed_printer(lang, symbols, functions=functions)
-    pr = printer.doprint
-
-    layer_views = []
-    backward: list[Formula] = []
-    for layer in layers:
-        number = layer.index + 1
-        op = registry.get(layer.type, "layer")
-        steps = derivation_steps(op)
-        sizes = layer_sizes(op, layer)
-        names = renames[layer.index]
-        out = steps.out.xreplace(names)
-        forward = [(pr(out), pr(steps.expr.xreplace(names).xreplace(sizes)))]
-        if layer.activation:
-            act = registry.get(layer.activation, "activation") \
-                if layer.activation != "softmax" else None
-            symbol = act.latex if act else r"\operatorname{softmax}"
-            forward.append((rf"x^{{({number})}}", rf"{symbol}\left(s^{{({number})}}\right)"))
-        else:
-            forward.append((rf"x^{{({number})}}", rf"s^{{({number})}}"))
-        layer_views.append(NetLayerView(
-            number, layer.type, inline_title(op_title(op, lang), lang), layer.activation or "",
-            (registry.get(layer.activation).latex if layer.activation
-             and layer.activation != "softmax" else
-             (r"\operatorname{softmax}" if layer.activation else "")),
-            _shape(layer.in_shape), _shape(layer.out_shape),
-            tuple((rf"{NOTATION.get(n_, n_)}^{{({number})}}", _shape(s)) for n_, s in layer.params),
-            tuple(forward), op.padding is not None))
-
-    # δ at the output.
-    n, j, _, _, _ = loss_indices()
-    output_delta = []
-    loss_op = registry.get(fused or spec.loss, "loss")
-    dense = next((v for v in derive_loss(loss_op).variants if v.encoding == "dense"),
-                 derive_loss(loss_op).variants[0])
-    top = renames[last.index]
-    s_top = next(v for k_, v in top.items() if k_ == registry.get(last.type).out.base)
-    delta_top = next(v for k_, v in top.items() if k_.label.name.startswith("d_"))
-    yhat = sp.IndexedBase("yhat", real=True)
-    units = last.out_shape[0] if len(last.out_shape) == 1 else None
-    at = {K: units} if units else {}
-    gradient = dense.gradient.xreplace({p: n, q: j}).xreplace(at)
-    if fused:
-        gradient = gradient.xreplace({loss_op.pred: s_top, softmax_of(loss_op.pred): yhat})
-        output_delta.append(Formula("fused", depth, pr(delta_top[n, j]), pr(gradient)))
-    else:
-        x_top = sp.IndexedBase(f"x{depth}", real=True)
-        symbols[f"x{depth}"] = rf"x^{{({depth})}}"
-        gradient = gradient.xreplace({loss_op.pred: x_top})
-        output_delta.append(Formula("loss_gradient", depth, pr(D(sp.Symbol("E"), x_top[n, j])),
-                                    pr(gradient)))
-        if last.activation:
-            f = _act_function(depth)
-            output_delta.append(Formula(
-                "delta_activation", depth, pr(delta_top[n, j]),
-                pr(D(sp.Symbol("E"), x_top[n, j]) * f(s_top[n, j]))))
-        else:
-            output_delta.append(Formula("delta_identity", depth, pr(delta_top[n, j]),
-                                        pr(D(sp.Symbol("E"), x_top[n, j]))))
-
-    for layer in reversed(layers):
-        number = layer.index + 1
-        op = registry.get(layer.type, "layer")
-        steps = derivation_steps(op)
-        sizes = layer_sizes(op, layer)
-        names = renames[layer.index]
-        # The weights of the layer first, then what it sends down to the layer below.
-        ordered = sorted(steps.gradients, key=lambda g: g.array not in op.weights)
-        for g in ordered:
-            element = g.element.xreplace(names)
-            result = g.result.xreplace(names).xreplace(sizes)
-            if g.array in op.weights:
-                backward.append(Formula("weight", number, pr(D(sp.Symbol("E"), element)),
-                                        pr(result), layer.type))
-            elif number > 1:
-                backward.append(Formula("input", number, pr(D(sp.Symbol("E"), element)),
-                                        pr(result), layer.type))
-                below = layers[layer.index - 1]
-                below_names = renames[below.index]
-                below_op = registry.get(below.type, "layer")
-                delta = next(v for k_, v in below_names.items()
-                             if k_.label.name.startswith("d_"))
-                s_below = below_names[below_op.out.base]
-                index = element.indices
-                x_below = element.base
-                if op.padding is not None and g.array == op.padding[0]:
-                    continue  # cropped first: the formula below names the unpadded input
-                if below.activation:
-                    f = _act_function(number - 1)
-                    backward.append(Formula("delta_activation", number - 1,
-                                            pr(delta[index]),
-                                            pr(D(sp.Symbol("E"), x_below[index])
-                                               * f(s_below[index])), below.type))
-                else:
-                    backward.append(Formula("delta_identity", number - 1, pr(delta[index]),
-                                            pr(D(sp.Symbol("E"), x_below[index])),
-                                            below.type))
-    explicit = tuple(Formula(kind, number, pr(lhs), pr(rhs))
+    layer_views = forward_views(plan, renames, printer.doprint, lang)
+    output = output_delta(plan, renames, symbols, printer.doprint)
+    backward = backward_formulas(plan, renames, printer.doprint)
+    explicit = tuple(Formula(kind, number, printer.doprint(lhs), printer.doprint(rhs))
                      for kind, number, lhs, rhs in formulas)
     train = spec.train
     return NetworkView(
         kind="network",
         name=spec.name,
         title=spec.name,
-        layers=tuple(layer_views),
+        layers=layer_views,
         forward=tuple(eq for lv in layer_views for eq in lv.forward),
-        depth=depth,
+        depth=len(spec.layers),
         loss=spec.loss,
-        loss_title=inline_title(op_title(registry.get(spec.loss), lang), lang),
-        loss_symbol=registry.get(spec.loss).latex,
-        fused=fused,
-        output_act=last.activation or "",
-        activations=tuple(act_views.values()),
-        output_delta=tuple(output_delta),
-        backward=tuple(backward),
+        loss_title=inline_title(op_title(plan.loss, lang), lang),
+        loss_symbol=plan.loss.latex,
+        fused=plan.computed_loss.name if plan.fused else "",
+        output_act=spec.layers[-1].activation or "",
+        activations=activations,
+        output_delta=output,
+        backward=backward,
         explicit=explicit,
         dense_only=dense_only,
         optimizer=str(train.get("optimizer", "")),
         lr=printer.doprint(sp.Float(train["lr"], 6)) if "lr" in train else "",
         batch_size=str(train.get("batch_size", "")),
     )
+
+
+def _check_depth(spec: NetworkSpec) -> None:
+    depth = len(spec.layers)
+    if depth > MAX_LAYERS:
+        raise DeriveError(f"the network has {depth} layers; its derivation is typeset for "
+                          f"up to {MAX_LAYERS}.", where=spec.source,
+                          fix="Typeset a shallower spec with the same kinds of layers: the "
+                              "δ recursion is the same at every depth.")
+
+
+def activation_views(plan: NetworkPlan, lang: Language) -> tuple[dict, tuple[ActView, ...]]:
+    """The activations computed inside the network: f'⁽ˡ⁾ names and their derivatives.
+
+    Returns
+    -------
+    functions : dict
+        ``fprime<l>`` → how the derivative of layer l's activation is printed.
+    views : tuple of ActView
+        Each activation once, with its derivative (and that in terms of its output).
+    """
+    functions: dict = {}
+    views: dict = {}
+    for layer in plan.layers:
+        act = layer.activation
+        if act is None:
+            continue
+        functions[f"fprime{layer.spec.index + 1}"] = f"{act.latex}'"
+        if act.name not in views:
+            act_printer = printer_for(act, lang)
+            d = derive_activation(act)
+            views[act.name] = ActView(
+                act.name, act.latex, act_printer.doprint(d.derivative),
+                act_printer.doprint(d.in_output) if d.in_output is not None else "")
+    return functions, tuple(views.values())
+
+
+def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
+    """Each layer's forward equations: s⁽ˡ⁾ from the layer below, then x⁽ˡ⁾ = f(s⁽ˡ⁾)."""
+    views = []
+    for layer in plan.layers:
+        spec, op = layer.spec, layer.op
+        number = spec.index + 1
+        steps = derivation_steps(op)
+        names = renames[spec.index]
+        out = steps.out.xreplace(names)
+        forward = [(pr(out), pr(steps.expr.xreplace(names).xreplace(layer_sizes(op, spec))))]
+        symbol = registry.get(spec.activation).latex if spec.activation else ""
+        if spec.activation:
+            forward.append((rf"x^{{({number})}}", rf"{symbol}\left(s^{{({number})}}\right)"))
+        else:
+            forward.append((rf"x^{{({number})}}", rf"s^{{({number})}}"))
+        views.append(NetLayerView(
+            number, spec.type, inline_title(op_title(op, lang), lang), spec.activation or "",
+            symbol, _shape(spec.in_shape), _shape(spec.out_shape),
+            tuple((rf"{NOTATION.get(n_, n_)}^{{({number})}}", _shape(s))
+                  for n_, s in spec.params),
+            tuple(forward), op.padding is not None))
+    return tuple(views)
+
+
+def _delta_base(names: dict):
+    """The renamed δ of a layer (its upstream gradient array)."""
+    return next(v for k_, v in names.items() if k_.label.name.startswith("d_"))
+
+
+def output_delta(plan: NetworkPlan, renames: dict, symbols: dict, pr) -> tuple[Formula, ...]:
+    """δ at the output: the fused loss's gradient on the logits, or ∂E/∂x⁽ᴸ⁾ ⊙ f'(s⁽ᴸ⁾).
+
+    Adds the output x⁽ᴸ⁾'s symbol to ``symbols`` (the printer's) when it is named.
+    """
+    last = plan.layers[-1]
+    depth = len(plan.layers)
+    n, j, _, _, _ = loss_indices()
+    loss_op = plan.computed_loss
+    derived = derive_loss(loss_op)
+    dense = next((v for v in derived.variants if v.encoding == "dense"), derived.variants[0])
+    top = renames[last.spec.index]
+    s_top = top[last.op.out.base]
+    delta_top = _delta_base(top)
+    units = last.spec.out_shape[0] if len(last.spec.out_shape) == 1 else None
+    at = {K: units} if units else {}
+    gradient = dense.gradient.xreplace({p: n, q: j}).xreplace(at)
+    E = sp.Symbol("E")
+    if plan.fused:
+        yhat = sp.IndexedBase("yhat", real=True)
+        gradient = gradient.xreplace({loss_op.pred: s_top, softmax_of(loss_op.pred): yhat})
+        return (Formula("fused", depth, pr(delta_top[n, j]), pr(gradient)),)
+    x_top = sp.IndexedBase(f"x{depth}", real=True)
+    symbols[f"x{depth}"] = rf"x^{{({depth})}}"
+    gradient = gradient.xreplace({loss_op.pred: x_top})
+    formulas = [Formula("loss_gradient", depth, pr(D(E, x_top[n, j])), pr(gradient))]
+    if last.spec.activation:
+        f = _act_function(depth)
+        formulas.append(Formula("delta_activation", depth, pr(delta_top[n, j]),
+                                pr(D(E, x_top[n, j]) * f(s_top[n, j]))))
+    else:
+        formulas.append(Formula("delta_identity", depth, pr(delta_top[n, j]),
+                                pr(D(E, x_top[n, j]))))
+    return tuple(formulas)
+
+
+def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ...]:
+    """The δ recursion, last layer first: each layer's weight gradients, then the δ below."""
+    E = sp.Symbol("E")
+    backward: list[Formula] = []
+    for layer in reversed(plan.layers):
+        spec, op = layer.spec, layer.op
+        number = spec.index + 1
+        steps = derivation_steps(op)
+        sizes = layer_sizes(op, spec)
+        names = renames[spec.index]
+        # The weights of the layer first, then what it sends down to the layer below.
+        ordered = sorted(steps.gradients, key=lambda g: g.array not in op.weights)
+        for g in ordered:
+            element = g.element.xreplace(names)
+            result = g.result.xreplace(names).xreplace(sizes)
+            if g.array in op.weights:
+                backward.append(Formula("weight", number, pr(D(E, element)), pr(result),
+                                        spec.type))
+            elif number > 1:
+                backward.append(Formula("input", number, pr(D(E, element)), pr(result),
+                                        spec.type))
+                below = plan.layers[spec.index - 1]
+                below_names = renames[below.spec.index]
+                delta = _delta_base(below_names)
+                s_below = below_names[below.op.out.base]
+                index = element.indices
+                x_below = element.base
+                if op.padding is not None and g.array == op.padding[0]:
+                    continue  # cropped first: the formula below names the unpadded input
+                if below.spec.activation:
+                    f = _act_function(number - 1)
+                    backward.append(Formula("delta_activation", number - 1, pr(delta[index]),
+                                            pr(D(E, x_below[index]) * f(s_below[index])),
+                                            below.spec.type))
+                else:
+                    backward.append(Formula("delta_identity", number - 1, pr(delta[index]),
+                                            pr(D(E, x_below[index])), below.spec.type))
+    return tuple(backward)
 
 
 def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
@@ -337,7 +336,7 @@ def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
     layers = spec.layers
     depth = len(layers)
     last = layers[-1]
-    fused = FUSED.get((last.activation, spec.loss))
+    fused = spec.plan.fused
     names: dict = {}
     sizes = [spec.input_shape[0]] + [layer.out_shape[0] for layer in layers]
     for l_ in range(depth + 1):

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.latex.context import Language, ParamView, default_value, document_view, number
+from derive.latex.context import (
+    Language,
+    ParamView,
+    default_value,
+    document_view,
+    number,
+    op_title,
+    op_words,
+)
 from derive.latex.printer import WORDS, DerivePrinter
 from derive.spec import Optimizer, g, t, w
 
@@ -80,6 +88,9 @@ class OptimizerView:
     run: tuple[RunRow, ...]
     run_lr: str
     run_f: str
+    #: The closing remark on the method and the notes' algorithm to compare with, if any.
+    note: str = ""
+    algorithm_ref: str = ""
 
 
 def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
@@ -137,7 +148,7 @@ def _(op: Optimizer, lang: Language) -> OptimizerView:
     return OptimizerView(
         kind="optimizer",
         name=op.name,
-        title=op.title,
+        title=op_title(op, lang),
         symbol=op.latex,
         lr=lr.latex or pr(lr.symbol),
         params=params,
@@ -147,4 +158,6 @@ def _(op: Optimizer, lang: Language) -> OptimizerView:
         run=run,
         run_lr=num(RUN_LR),
         run_f="w^{2}",
+        note=op_words(op, lang, "optimizer_notes"),
+        algorithm_ref=op_words(op, lang, "algorithm_refs"),
     )

@@ -124,6 +124,10 @@ class DerivePrinter(LatexPrinter):
         "loss": "E",
         "lead": (),
         "kronecker": "bracket",
+        # Count indices from 1, as the course notes do (ŷ₁ … ŷ_K, Σ_{j=1}^{K}); the
+        # declarations and kernels count from 0, as Python does. Only for formulas whose
+        # indices are plain names: an offset such as S h + i would change with the origin.
+        "one_based": False,
     }
 
     def __init__(self, settings=None):
@@ -288,9 +292,22 @@ class DerivePrinter(LatexPrinter):
             tex = rf"\left({tex}\right)"
         # Limits in the order declared (Σ_n Σ_j): the sums are finite, so any order is right.
         for index, low, high in reversed(expr.limits):
+            low, high = self._origin(low), self._origin(high)
             tex = (rf"\sum_{{{self._print(index)}={self._print(low)}}}^{{{self._print(high)}}} "
                    + tex)
         return tex
+
+    def _origin(self, value):
+        """A fixed index value (a bound, a picked term) as the document counts.
+
+        From 1 when ``one_based`` (0 → 1, K − 1 → K); running indices are left alone.
+        """
+        if not self._settings["one_based"]:
+            return value
+        value = sp.sympify(value)
+        if value.is_Integer or (value.is_Add and any(a.is_Integer for a in value.args)):
+            return value + 1
+        return value
 
     def _print_OpenSum(self, expr):
         lows = [lim[1] for lim in expr.limits]
@@ -366,8 +383,8 @@ class DerivePrinter(LatexPrinter):
 
     def _print_lse(self, expr, exp=None):
         row, index, size = expr.args
-        body = (rf"\ln \sum_{{{self._print(index)}=0}}^{{{self._print(size - 1)}}} "
-                rf"e^{{{self._print(row)}}}")
+        body = (rf"\ln \sum_{{{self._print(index)}={self._print(self._origin(0))}}}"
+                rf"^{{{self._print(self._origin(size - 1))}}} e^{{{self._print(row)}}}")
         return rf"\left({body}\right)^{{{exp}}}" if exp else body
 
     def _print_floordiv(self, expr, exp=None):
@@ -377,7 +394,7 @@ class DerivePrinter(LatexPrinter):
     def _print_Indexed(self, expr):
         name = expr.base.label.name
         wrt = self._settings["gradients"].get(name)
-        indices = ",".join(self._print(i) for i in expr.indices)
+        indices = ",".join(self._print(self._origin(i)) for i in expr.indices)
         base = self._print(expr.base)
         if wrt is not None:
             return rf"\frac{{\partial {self._settings['loss']}}}{{\partial {wrt}_{{{indices}}}}}"
@@ -429,7 +446,15 @@ class DerivePrinter(LatexPrinter):
             low, low_op, var, high_op, high = chained
             return (rf"{self._print(low)} {low_op} {self._print(var)} "
                     rf"{high_op} {self._print(high)}")
-        return self._settings["words"]["logical_and"].join(self._print(a) for a in expr.args)
+        word = self._settings["words"]["logical_and"]
+        conditions = [self._print(a) for a in expr.args]
+        if len(conditions) < 3:
+            return word.join(conditions)
+        # Three or more conditions (a convolution's bounds) two to a row, so that the
+        # cases block stays within the line.
+        rows = [word.join(conditions[i:i + 2]) for i in range(0, len(conditions), 2)]
+        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(rows)
+                + r"\end{array}")
 
     # --- functions as a lecture writes them ------------------------------------------
 

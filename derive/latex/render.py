@@ -20,6 +20,7 @@ from derive.latex import (  # noqa: F401  (register their views)
     optimizer,
 )
 from derive.latex.context import Language, document_view
+from derive.latex.lines import fit
 from derive.registry import FOLDERS
 
 LANGUAGES = ("pt", "en")
@@ -62,6 +63,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters["text"] = latex_text
     env.filters["comment"] = comment_text
+    env.filters["fit"] = fit
     return env
 
 

@@ -13,7 +13,7 @@ from sympy import IndexedBase, Sum
 from derive.calculus.functions import uniform01
 from derive.calculus.indexed import ArgMax, floordiv
 from derive.registry import register
-from derive.spec import Layer, Param
+from derive.spec import Layer, Param, SpecKey
 
 
 def _ints(names: str):
@@ -46,7 +46,7 @@ DENSE = register(Layer(
     name="dense", title="Dense (fully connected)", latex=r"\operatorname{dense}",
     out=s[n, o], expr=Sum(Wt[o, i] * x[n, i], (i, 0, I - 1)) + bias[o],
     arrays=((x, (N, I)), (Wt, (O, I)), (bias, (O,)), (s, (N, O))),
-    inputs=(x,), weights=(Wt, bias)))
+    inputs=(x,), weights=(Wt, bias), spec_keys=(SpecKey("units", (O,)),)))
 
 CONV2D = register(Layer(
     name="conv2d", title="2-D convolution (cross-correlation)", latex=r"\operatorname{conv}",
@@ -59,7 +59,8 @@ CONV2D = register(Layer(
     hyper=(STRIDE, PADDING),
     sizes=((HP, H + 2 * PADDING.symbol), (WP, W + 2 * PADDING.symbol),
            (OH, (HP - KH) // S + 1), (OW, (WP - KW) // S + 1)),
-    padding=(xp, x, PADDING.symbol)))
+    padding=(xp, x, PADDING.symbol),
+    spec_keys=(SpecKey("filters", (F,)), SpecKey("kernel_size", (KH, KW), default=3))))
 
 AVG_POOL2D = register(Layer(
     name="avg_pool2d", title="2-D average pooling", latex=r"\operatorname{avgpool}",
@@ -67,7 +68,9 @@ AVG_POOL2D = register(Layer(
     expr=Sum(x[n, c, S * h + ki, S * w + kj], (ki, 0, KH - 1), (kj, 0, KH - 1)) / KH**2,
     arrays=((x, (N, C, H, W)), (y, (N, C, OH, OW))),
     inputs=(x,), hyper=(WINDOW, Param(S, 2, latex="S", keyword="stride")),
-    sizes=((OH, (H - KH) // S + 1), (OW, (W - KH) // S + 1))))
+    sizes=((OH, (H - KH) // S + 1), (OW, (W - KH) // S + 1)),
+    # In a spec the windows do not overlap unless a stride says so.
+    spec_keys=(SpecKey("stride", default=KH),)))
 
 GLOBAL_AVG_POOL2D = register(Layer(
     name="global_avg_pool2d", title="Global average pooling",
@@ -91,7 +94,8 @@ MAX_POOL2D = register(Layer(
     expr=x[n, c, S * h + floordiv(arg[n, c, h, w], KH), S * w + sp.Mod(arg[n, c, h, w], KH)],
     arrays=((x, (N, C, H, W)), (arg, (N, C, OH, OW)), (y, (N, C, OH, OW))),
     inputs=(x,), hyper=(WINDOW, Param(S, 2, latex="S", keyword="stride")),
-    sizes=((OH, (H - KH) // S + 1), (OW, (W - KH) // S + 1))))
+    sizes=((OH, (H - KH) // S + 1), (OW, (W - KH) // S + 1)),
+    spec_keys=(SpecKey("stride", default=KH),)))
 
 eps = sp.Symbol("epsilon", positive=True)
 EPS = Param(eps, 1e-5, latex=r"\varepsilon", keyword="eps")
@@ -111,7 +115,9 @@ BATCH_NORM = register(Layer(
     out=y[n, c, h, w], expr=gamma[c] * xhat[n, c, h, w] + beta[c],
     arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (mean, (C,)), (var, (C,)),
             (xhat, (N, C, H, W)), (y, (N, C, H, W))),
-    inputs=(x,), weights=(gamma, beta), hyper=(EPS,)))
+    inputs=(x,), weights=(gamma, beta), hyper=(EPS,),
+    # Evaluation uses running statistics, a mode networks do not have yet.
+    in_networks=False))
 
 running_mean = IndexedBase("running_mean", real=True)
 running_var = IndexedBase("running_var", real=True)
@@ -123,7 +129,8 @@ BATCH_NORM_INFERENCE = register(Layer(
     + beta[c],
     arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (running_mean, (C,)),
             (running_var, (C,)), (y, (N, C, H, W))),
-    inputs=(x,), weights=(gamma, beta), buffers=(running_mean, running_var), hyper=(EPS,)))
+    inputs=(x,), weights=(gamma, beta), buffers=(running_mean, running_var), hyper=(EPS,),
+    in_networks=False))
 
 D = sp.Symbol("D", integer=True, positive=True)  # features normalised together
 k = sp.Symbol("k", integer=True, nonnegative=True)
@@ -156,8 +163,8 @@ DROPOUT = register(Layer(
     arrays=((x, (N, D)), (keep, (N, D)), (y, (N, D))),
     inputs=(x,),
     hyper=(Param(p_drop, 0.5, latex="p", keyword="p", below=1.0),
-           Param(training, 1, latex="", keyword="training"),
-           Param(seed, 0, latex="", keyword="seed"))))
+           Param(training, 1, latex="", keyword="training", per_call=True),
+           Param(seed, 0, latex="", keyword="seed", per_call=True))))
 
 # Sizes of a sequence: length, padded length, filter width, output length.
 L, LP, KL, OL = _sizes("L LP KL OL")

@@ -126,7 +126,7 @@ NADAM = register(Optimizer(
             Param(beta2, 0.999, latex=r"\beta_2"), Param(eps, 1e-8, latex=r"\varepsilon"),
             Param(psi, 4e-3, latex=r"\psi")),
     state=(Slot(m, latex="m"), Slot(s, latex="s"),
-           Slot(mu_product, latex=r"\textstyle\prod\mu", init=1.0, per_step=True)),
+           Slot(mu_product, latex=r"\bar{\mu}", init=1.0, per_step=True)),
     updates=(
         # The momentum schedule μ_t = β₁(1 − ½·0.96^{tψ}) of Dozat (2016), ψ = 1/250.
         (mu_t, beta1 * (1 - Rational(1, 2) * Rational(24, 25) ** (t * psi))),

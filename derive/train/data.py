@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from derive.errors import DeriveError
+from derive.trainspec import NORMALISATIONS
 
-NORMALISATIONS = ("minmax", "zscore", "l2", "none")
 #: Most values one loaded array may hold: 2**28 (2 GiB as float64, ~340,000 MNIST
 #: images). Loading also stops earlier when the machine's available memory cannot hold
 #: the array in float64 (plus its raw bytes): see :func:`check_memory`.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import singledispatch
 
 from derive.errors import DeriveError
+from derive.trainspec import SCHEDULES as PARAMETERS
 
 
 def _require_positive(record, *names: str) -> None:
@@ -168,12 +169,9 @@ def _(schedule: LinearWarmup, t: int) -> float:
 
 
 #: Schedule names in a spec's ``[train]`` table → (record, its parameters' names).
-SCHEDULES = {
-    "constant": (Constant, ()),
-    "step": (StepDecay, ("step_size", "gamma")),
-    "exponential": (ExponentialDecay, ("gamma", "k")),
-    "cosine": (CosineAnnealing, ("t_max", "eta_min")),
-}
+SCHEDULES = {name: (record, PARAMETERS[name]) for name, record in (
+    ("constant", Constant), ("step", StepDecay), ("exponential", ExponentialDecay),
+    ("cosine", CosineAnnealing))}
 
 
 def from_spec(spec, lr: float, epochs: int):

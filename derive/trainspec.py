@@ -1,0 +1,19 @@
+"""The words of a spec's ``[train]`` table that name the training loop's choices.
+
+Network specs are checked (:mod:`derive.network`) before anything trains, and the
+training package (:mod:`derive.train`) acts on the same names; both read them here.
+This module imports nothing, so the check does not load the training code and the
+training code does not load the spec reader.
+"""
+
+#: Ways to scale the input features, fitted on the training part of the data.
+NORMALISATIONS = ("minmax", "zscore", "l2", "none")
+
+#: Learning-rate schedule names → the names of their parameters in a spec's table
+#: (besides ``warmup`` and ``start_factor``, which any schedule takes).
+SCHEDULES = {
+    "constant": (),
+    "step": ("step_size", "gamma"),
+    "exponential": ("gamma", "k"),
+    "cosine": ("t_max", "eta_min"),
+}
