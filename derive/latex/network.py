@@ -19,7 +19,7 @@ from derive.calculus.indexed import K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
-from derive.latex.indexed import NOTATION, indexed_printer
+from derive.latex.indexed import NOTATION, indexed_printer, plain_indices
 from derive.netplan import NetworkPlan, NetworkSpec
 
 
@@ -58,6 +58,8 @@ class Formula:
     lhs: str
     rhs: str
     type: str = ""
+    #: The array whose gradient this is (b^{(3)}), for the caption of a parameter's.
+    array: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ class NetworkView:
     optimizer: str
     lr: str
     batch_size: str
+    #: The output activation's LaTeX (σ, softmax) and the fused loss's title, for the words.
+    output_symbol: str = ""
+    fused_title: str = ""
+    #: Whether indices count from 0 (a layer reads at offsets such as S h + i).
+    zero_based: bool = False
 
 
 def _shape(shape) -> str:
@@ -146,7 +153,12 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         renames[layer.spec.index] = names
     dense_only = all(layer.type == "dense" for layer in spec.layers)
     formulas = explicit_formulas(spec, symbols)[0] if dense_only else []
-    printer = indexed_printer(lang, symbols, functions=functions)
+    # The output x⁽ᴸ⁾ is named before the printer copies the names.
+    symbols[f"x{len(spec.layers)}"] = rf"x^{{({len(spec.layers)})}}"
+    # Indices count from 1, as in the notes, unless a layer reads at offsets (S h + i).
+    one_based = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
+                    for layer in plan.layers)
+    printer = indexed_printer(lang, symbols, functions=functions, one_based=one_based)
     layer_views = forward_views(plan, renames, printer.doprint, lang)
     output = output_delta(plan, renames, symbols, printer.doprint)
     backward = backward_formulas(plan, renames, printer.doprint)
@@ -173,7 +185,17 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         optimizer=str(train.get("optimizer", "")),
         lr=printer.doprint(sp.Float(train["lr"], 6)) if "lr" in train else "",
         batch_size=str(train.get("batch_size", "")),
+        output_symbol=_output_symbol(spec),
+        zero_based=not one_based,
+        fused_title=(inline_title(op_title(plan.computed_loss, lang), lang)
+                     if plan.fused else ""),
     )
+
+
+def _output_symbol(spec: NetworkSpec) -> str:
+    """The LaTeX of the last layer's activation (σ, softmax), or empty."""
+    act = spec.layers[-1].activation
+    return registry.get(act).latex if act else ""
 
 
 def _check_depth(spec: NetworkSpec) -> None:
@@ -293,7 +315,7 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
             result = g.result.xreplace(names).xreplace(sizes)
             if g.array in op.weights:
                 backward.append(Formula("weight", number, pr(D(E, element)), pr(result),
-                                        spec.type))
+                                        spec.type, pr(names[g.array].label)))
             elif number > 1:
                 backward.append(Formula("input", number, pr(D(E, element)), pr(result),
                                         spec.type))
@@ -360,7 +382,12 @@ def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
     else:
         names["grad"] = sp.MatrixSymbol("gradL", sizes[-1], 1)
         symbols["gradL"] = rf"\nabla_{{x^{{({depth})}}}} E"
-        delta = names["grad"]
+        names["y"] = sp.MatrixSymbol("yv", sizes[-1], 1)
+        symbols["yv"] = "y"
+        # A loss whose gradient is linear in the prediction (½SSE: x⁽ᴸ⁾ − y) is written
+        # out, as the slides do; any other stays ∇E.
+        delta = _linear_gradient(spec.loss, names[("x", depth)], names["y"], sizes[-1]) \
+            or names["grad"]
         if ("fprime", depth) in names:
             delta = sp.HadamardProduct(delta, names[("fprime", depth)])
     formulas = []
@@ -376,3 +403,25 @@ def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
         symbols[f"dEdb{l_}"] = rf"\frac{{\partial E}}{{\partial b^{{({l_})}}}}"
     return formulas, names
 
+
+def _linear_gradient(loss_name: str, x_top, y, units: int):
+    """The loss's gradient for one case as a vector expression a x⁽ᴸ⁾ + b y, or None.
+
+    a and b are numbers (½SSE: x⁽ᴸ⁾ − y); a gradient of any other form is None.
+    """
+    loss = registry.get(loss_name, "loss")
+    derived = derive_loss(loss)
+    dense = next((v for v in derived.variants if v.encoding == "dense"), None)
+    if dense is None:
+        return None
+    X, Y = sp.symbols("X Y")
+    g = dense.gradient.xreplace({N: 1, K: units}).xreplace(
+        {loss.pred[p, q]: X, loss.target[p, q]: Y})
+    g = sp.expand(g)
+    if g.free_symbols - {X, Y} or not g.is_polynomial(X, Y):
+        return None
+    a, b = g.coeff(X), g.coeff(Y)
+    if sp.expand(g - a * X - b * Y) != 0 or not (a.is_number and b.is_number):
+        return None
+    terms = [c * m for c, m in ((a, x_top), (b, y)) if c != 0]
+    return sp.MatAdd(*terms) if len(terms) > 1 else (terms[0] if terms else None)
