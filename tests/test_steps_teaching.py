@@ -171,7 +171,7 @@ def test_softmax_derives_its_jacobian_with_the_kronecker_delta(lang):
     jacobian = (rf"\boxed{{\frac{{\partial {sm}_{{k}}}}{{\partial {{z}}_{{j}}}} = "
                 rf"{sm}_{{k}} \left(\delta_{{kj}} - {sm}_{{j}}\right)}}")
     vjp = (r"\boxed{\frac{\partial E}{\partial {z}_{j}} = {\operatorname{softmax}}_{j} "
-           r"\left({g}_{j} - \sum_{k=1}^{K} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
+           r"\left({g}_{j} - \sum_{k=0}^{K - 1} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
     assert jacobian in text and vjp in text
     assert text.index(jacobian) < text.index(vjp)
     # the quotient rule and δ_kj on the way, and the kernel's product at the end

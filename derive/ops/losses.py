@@ -52,8 +52,6 @@ BINARY_CROSS_ENTROPY = register(Loss(
     # PyTorch clamps each log at −100 and the gradient's denominator p(1−p) at its
     # EPSILON = 1e-12, a float32 constant (9.99999996e-13 exactly).
     log_floor=-100.0, grad_floor=9.999999960041972e-13, samples="probabilities",
-    # After a sigmoid, log σ(z) and log(1 − σ(z)) are taken on the logits, stably.
-    fused=(("sigmoid", "binary_cross_entropy_with_logits"),),
     # −y/ŷ + (1 − y)/(1 − ŷ) over one denominator: the y·ŷ terms cancel, leaving ŷ − y.
     rearrange=(
         Rearrange("common_denominator",
@@ -82,26 +80,21 @@ CATEGORICAL_CROSS_ENTROPY = register(Loss(
     name="categorical_cross_entropy", title="Categorical cross-entropy (on probabilities)",
     latex=r"\operatorname{CE}",
     term=-y[n, k] * log(yhat[n, k]), scale=1 / N, pred=yhat, target=y,
-    identities=ONE_HOT_ROWS, samples="probabilities", classes=True,
-    # After a softmax, the log of the quotient is taken apart: log-sum-exp on the logits.
-    fused=(("softmax", "softmax_cross_entropy"),)))
+    identities=ONE_HOT_ROWS, samples="probabilities"))
 
 SPARSE_CATEGORICAL_CROSS_ENTROPY = register(Loss(
     name="sparse_categorical_cross_entropy",
     title="Categorical cross-entropy with integer labels (on probabilities)",
     latex=r"\operatorname{CE}",
     term=-y[n, k] * log(yhat[n, k]), scale=1 / N, pred=yhat, target=y,
-    targets=("index",), samples="probabilities", classes=True,
-    fused=(("softmax", "softmax_cross_entropy"),)))
+    targets=("index",), samples="probabilities"))
 
 SOFTMAX_CROSS_ENTROPY = register(Loss(
     name="softmax_cross_entropy", title="Softmax cross-entropy (on logits)",
     latex=r"\operatorname{CE}\circ\operatorname{softmax}",
     # log softmax(z)[n, k] = z[n, k] − log Σ_j e^{z[n, j]}
     term=-y[n, k] * (z[n, k] - lse(z[n, j], j, K)), scale=1 / N, pred=z, target=y,
-    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits", classes=True,
-    # Written after a softmax layer, it means the same: the softmax is already inside it.
-    fused=(("softmax", "softmax_cross_entropy"),),
+    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits",
     recipe="softmax_of_logits"))
 
 i = sp.Symbol("i", integer=True, nonnegative=True)  # a softmax row's summation index
@@ -153,9 +146,46 @@ SOFTMAX = register(VectorFunction(
             upstream[n, k] * softmax_[n, k], (k, 0, K - 1)))),
     )))
 
+log_softmax_ = sp.IndexedBase("log_softmax", real=True)
+_log_row = sp.log(_row_sum)
+_sj = exp(z[n, j]) / _row_sum
+
 LOG_SOFTMAX = register(VectorFunction(
     name="log_softmax", title="Log-softmax", latex=r"\log\operatorname{softmax}",
-    out=z[n, k] - lse(z[n, j], j, K), arg=z))
+    out=z[n, k] - lse(z[n, j], j, K), arg=z,
+    output=log_softmax_, shown_as=z[n, k] - _log_row, upstream=upstream,
+    # ∂/∂z_j (z_k − ln Σ_i e^{z_i}): δ_kj from the first term, the softmax from the second.
+    jacobian=(
+        Rearrange("definition", sp.Derivative(z[n, k] - _log_row, z[n, j]),
+                  inner=((log_softmax_[n, k], z[n, k] - _log_row),)),
+        Rearrange("sum", sp.Derivative(z[n, k], z[n, j]) - sp.Derivative(_log_row, z[n, j])),
+        Rearrange("delta", _delta - sp.Derivative(_log_row, z[n, j]),
+                  identities=((sp.Derivative(z[n, k], z[n, j]), _delta),),
+                  quote=(_delta, sp.Eq(k, j, evaluate=False))),
+        Rearrange("chain", _delta - sp.Derivative(_row_sum, z[n, j]) / _row_sum,
+                  inner=((sp.Symbol("u", positive=True), _row_sum),)),
+        Rearrange("constant_terms", _delta - _sj,
+                  quote=(exp(z[n, j]), sp.Eq(i, j, evaluate=False))),
+        Rearrange("name_softmax", _delta - softmax_[n, j], inner=((softmax_[n, j], _sj),),
+                  identities=((softmax_[n, j], _sj, exp(log_softmax_[n, j])),)),
+    ),
+    # ∂E/∂z_j: every output k of the case depends on z_j; the δ_kj keeps one term.
+    vjp=(
+        Rearrange("chain_layer", sp.Sum(upstream[m, k]
+                                        * sp.Derivative(log_softmax_[m, k], z[n, j]),
+                                        (m, 0, N - 1), (k, 0, K - 1))),
+        Rearrange("connected", sp.Sum(upstream[n, k]
+                                      * sp.Derivative(log_softmax_[n, k], z[n, j]),
+                                      (k, 0, K - 1)),
+                  quote=(log_softmax_[m, k], sp.Eq(m, n, evaluate=False))),
+        Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], _delta - softmax_[n, j]),
+                                     (k, 0, K - 1))),
+        Rearrange("distribute", sp.Sum(upstream[n, k] * _delta, (k, 0, K - 1))
+                  - softmax_[n, j] * sp.Sum(upstream[n, k], (k, 0, K - 1))),
+        Rearrange("delta_sum", upstream[n, j]
+                  - softmax_[n, j] * sp.Sum(upstream[n, k], (k, 0, K - 1)),
+                  quote=(_delta, sp.Eq(k, j, evaluate=False))),
+    )))
 
 LOG_COSH = register(Loss(
     name="log_cosh", title="Log-cosh loss", latex=r"\operatorname{logcosh}",

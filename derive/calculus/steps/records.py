@@ -28,6 +28,7 @@ RULES = (
     "chain_layer", "connected", "kronecker", "eliminate_deltas",
     # row-wise vector functions (softmax): the Jacobian and its product with a gradient
     "delta", "split_terms", "common_factor", "jacobian", "distribute", "delta_sum",
+    "name_softmax",
 )
 #: Names for inner functions, in order of use.
 INNER_NAMES = ("u", "v", "w", "z", "s", "q", "g", "h")

@@ -29,6 +29,23 @@ def _declared(rec: Recorder, recipe) -> Recorder:
     return rec
 
 
+def _named_arrays(op: VectorFunction) -> tuple:
+    """Arrays the declared steps name besides the output (softmax in log-softmax's steps).
+
+    Each becomes an expansion — the array as a ``Lambda`` of its indices — so that the
+    steps naming it are checked with what it stands for.
+    """
+    named = {}
+    for r in op.jacobian + op.vjp:
+        for name, value in r.inner:
+            if isinstance(name, sp.Indexed) and name.base != op.output:
+                dummies = sp.symbols(f"a0:{len(name.indices)}", integer=True,
+                                     nonnegative=True)
+                named.setdefault(name.base, sp.Lambda(
+                    dummies, value.xreplace(dict(zip(name.indices, dummies, strict=True)))))
+    return tuple(named.items())
+
+
 @derivation_steps.register
 def _(op: VectorFunction) -> VectorSteps:
     if not op.jacobian:
@@ -46,7 +63,8 @@ def _vector_steps(op: VectorFunction) -> VectorSteps:
     at = {N: VECTOR_INSTANCE["N"], K: VECTOR_INSTANCE["K"], n: VECTOR_INSTANCE["n"],
           k: VECTOR_INSTANCE["k"], j: VECTOR_INSTANCE["j"]}
     var = op.arg[n, j]
-    rec = _declared(Recorder(D(out[n, k], var), var, expansions=((out, definition),),
+    named = _named_arrays(op)
+    rec = _declared(Recorder(D(out[n, k], var), var, expansions=((out, definition), *named),
                              instance=tuple(at.items()), case=n), op.jacobian)
     jacobian = rec.chain()
     check_chain(replace(jacobian, instance=tuple((at | {k: at[j]}).items())))
@@ -56,7 +74,7 @@ def _vector_steps(op: VectorFunction) -> VectorSteps:
     m = sp.Symbol("m", integer=True, nonnegative=True)
     pairing = sp.Sum(op.upstream[m, k] * out[m, k], (m, 0, N - 1), (k, 0, K - 1))
     rec = _declared(Recorder(D(LOSS_NAME, var), var,
-                             expansions=((LOSS_NAME, pairing), (out, definition)),
+                             expansions=((LOSS_NAME, pairing), (out, definition), *named),
                              instance=tuple((s, v) for s, v in at.items() if s != k), case=n),
                     op.vjp)
     return VectorSteps(op, out[n, k], op.shown_as, jacobian, rec.chain(), n)
