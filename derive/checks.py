@@ -184,12 +184,14 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     # (the generator the test suite checks against PyTorch), run on the same inputs.
     import tempfile
 
+    from derive.codegen.emit import RUNTIME_NAME, runtime_text
     from derive.pipeline import render_module
 
     reference_text = render_module(op, f"the declaration {op.name!r}", "derive check")
     with tempfile.TemporaryDirectory(prefix="derive-check-") as folder:
         path = Path(folder) / f"{op.name}.py"
         path.write_text(reference_text, encoding="utf-8")
+        (Path(folder) / RUNTIME_NAME).write_text(runtime_text(), encoding="utf-8")
         reference = load_module(path)
         arrays, hyper = _layer_samples(op, np.random.default_rng(seed))
         want = reference.forward(*[a.copy() for a in arrays], **hyper)

@@ -26,12 +26,14 @@ from derive.calculus.derivation import (
 from derive.calculus.indexed import K, N, k, n
 from derive.calculus.verify import verify_declaration
 from derive.codegen.emit import (
+    RUNTIME_NAME,
     package_init,
     param_name,
     render_activation,
     render_layer,
     render_loss,
     render_vector,
+    runtime_text,
 )
 from derive.codegen.lower import lower_activation, lower_layer, lower_loss, lower_vector
 from derive.codegen.optimizer import lower_optimizer, render_optimizer
@@ -155,7 +157,22 @@ def catalogue_targets(names: list[str] | None, out_dir: Path) -> list[Target]:
         for sub, doc in PACKAGE_DOCS.items():
             targets.append(Target(out_dir / sub / "__init__.py",
                                   package_init(doc, "derive kernels --all")))
-    return targets
+    return with_runtime(targets)
+
+
+def with_runtime(targets: list[Target]) -> list[Target]:
+    """The targets, after the derive_runtime.py their modules import (once per tree).
+
+    A module of a generated tree (``out/activations/sigmoid.py``) finds the runtime one
+    folder up, a module written straight into ``-o`` (``--expr``) beside itself.
+    """
+    kinds = set(FOLDERS.values()) | {"networks"}
+    roots = {t.path.parent.parent if t.path.parent.name in kinds else t.path.parent
+             for t in targets if t.path.suffix == ".py" and t.path.name != RUNTIME_NAME}
+    have = {t.path for t in targets}
+    runtimes = [Target(root / RUNTIME_NAME, runtime_text()) for root in sorted(roots)
+                if root / RUNTIME_NAME not in have]
+    return runtimes + list(targets)
 
 
 def write_targets(targets: list[Target], force: bool = False,
@@ -165,7 +182,8 @@ def write_targets(targets: list[Target], force: bool = False,
     Parameters
     ----------
     targets : list of Target
-        The files to write.
+        The files to write; the derive_runtime.py their modules import is added
+        (:func:`with_runtime`).
     force : bool
         Overwrite files edited by hand.
     verify : bool
@@ -181,7 +199,7 @@ def write_targets(targets: list[Target], force: bool = False,
     """
     previous: dict[Path, bytes | None] = {}
     written = []
-    for t in targets:
+    for t in with_runtime(targets):
         old = t.path.read_bytes() if verify and t.path.is_file() else None
         changed = write_if_changed(t.path, t.text, force=force)
         if changed:
@@ -265,7 +283,7 @@ def _unchecked(paths: list[Path], detail: str) -> OutputError:
 def stale_files(targets: list[Target], out_dir: Path, whole: bool) -> list[str]:
     """Paths that differ from what would be generated (and, for ``--all``, orphans)."""
     stale = [
-        str(t.path) for t in targets
+        str(t.path) for t in with_runtime(targets)
         if not t.path.exists() or t.path.read_text(encoding="utf-8") != t.text
     ]
     if whole:

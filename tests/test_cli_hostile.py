@@ -266,6 +266,7 @@ def _catalogue_copy(tmp: Path, source: str, saved_as: str) -> Path:
     folder = tmp / "generated" / "activations"
     folder.mkdir(parents=True)
     shutil.copy(GENERATED / source, folder / f"{saved_as}.py")
+    shutil.copy(GENERATED / "derive_runtime.py", tmp / "generated")  # what modules import
     return tmp / "generated"
 
 

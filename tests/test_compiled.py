@@ -29,6 +29,7 @@ from derive.codegen.compiled import (
 )
 
 NETWORKS = ["mlp_notes", "cnn_small"]
+RUNTIME = GENERATED / "derive_runtime.py"
 EXPORTS = [f"{entry}_{dtype}" for entry in ("forward", "loss_and_grad", "train_step")
            for dtype in ("float32", "float64")]
 
@@ -68,6 +69,12 @@ PROBE = textwrap.dedent("""
 """)
 
 
+def _copy_module(source, path):
+    """Copy a generated module, and the derive_runtime.py it imports, to path's folder."""
+    shutil.copyfile(source, path)
+    shutil.copyfile(RUNTIME, path.parent / RUNTIME.name)
+
+
 def _probe(module_path, out, tmp_path, jit=False):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
@@ -91,7 +98,7 @@ def built(request, tmp_path_factory):
         module_path = folder / "networks" / "mlp_notes.py"
     else:
         module_path = folder / f"{request.param}.py"
-        shutil.copyfile(GENERATED / "networks" / f"{request.param}.py", module_path)
+        _copy_module(GENERATED / "networks" / f"{request.param}.py", module_path)
         argv = [str(module_path)]
     assert main(["compile", *argv]) == 0
     path = compiled_path(module_path)
@@ -131,6 +138,7 @@ def test_an_edited_module_ignores_its_old_build(built, tmp_path):
     (folder / "__pycache__").mkdir(parents=True)
     edited = folder / built.source.name
     edited.write_text(built.source.read_text() + "\n# edited by hand\n")
+    shutil.copyfile(RUNTIME, folder / RUNTIME.name)
     # The old build sits where the module looks, under the old text's digest.
     shutil.copyfile(built.path, folder / "__pycache__" / built.path.name)
     assert compiled_path(edited) != folder / "__pycache__" / built.path.name
@@ -142,9 +150,12 @@ def test_the_module_and_derive_agree_where_the_build_lives(built, monkeypatch):
     monkeypatch.setenv("DERIVE_JIT", "1")
     module = load_module(built.source)
     assert module.COMPILED is None
-    assert module._compiled_path() == str(built.path) == str(compiled_path(built.source))
-    assert module._compiled_path("generic") == str(compiled_path(built.source, "generic"))
-    assert module._cpu_tag() == cpu_tag() and cpu_tag() in built.path.name
+    runtime = module.derive_runtime  # the copy beside the module, not derive's
+    assert runtime.compiled_path(module.__file__) == str(built.path)
+    assert built.path == compiled_path(built.source)
+    assert (runtime.compiled_path(module.__file__, "generic")
+            == str(compiled_path(built.source, "generic")))
+    assert runtime.cpu_tag() == cpu_tag() and cpu_tag() in built.path.name
     assert built.path.is_file()
     # The extension exports every entry point in both dtypes, under the name the module
     # asks for.
@@ -173,7 +184,7 @@ def test_a_generic_build_is_used_when_there_is_none_for_this_cpu(built, tmp_path
     folder = tmp_path / "generic"
     (folder / "__pycache__").mkdir(parents=True)
     module_path = folder / built.source.name
-    shutil.copyfile(built.source, module_path)
+    _copy_module(built.source, module_path)
     # The host build runs here, so under the generic name it stands in for a generic one.
     shutil.copyfile(built.path, compiled_path(module_path, "generic"))
     assert not compiled_path(module_path).exists()
@@ -185,7 +196,7 @@ def test_a_build_that_cannot_load_is_skipped_with_a_warning(built, tmp_path):
     folder = tmp_path / "broken"
     (folder / "__pycache__").mkdir(parents=True)
     module_path = folder / built.source.name
-    shutil.copyfile(built.source, module_path)
+    _copy_module(built.source, module_path)
     compiled_path(module_path).write_bytes(b"not a shared object")
     script = tmp_path / "load.py"
     script.write_text(textwrap.dedent("""

@@ -29,6 +29,8 @@ from derive.cli import main
 #: How a process imports a module. "copy" is "import" from a copy of the slot's folder,
 #: __pycache__ included, made by the test just before.
 ROUTES = ("import", "importlib", "importlib_registered", "load_module", "copy")
+#: The runtime every generated module imports, written beside the modules.
+RUNTIME = "derive_runtime.py"
 
 #: Run in a fresh interpreter with a JSON list of [route, path]: import each module by its
 #: route, call its kernels, and print per module the results and Numba's cache hits and
@@ -99,14 +101,19 @@ def sources(tmp_path_factory):
     assert main(["kernels", "sigmoid", "-o", str(out)]) == 0
     assert main(["kernels", "examples/mlp_notes.toml", "-o", str(out)]) == 0
     return {"sigmoid": (out / "activations" / "sigmoid.py").read_text(encoding="utf-8"),
-            "mlp_notes": (out / "networks" / "mlp_notes.py").read_text(encoding="utf-8")}
+            "mlp_notes": (out / "networks" / "mlp_notes.py").read_text(encoding="utf-8"),
+            RUNTIME: (out / RUNTIME).read_text(encoding="utf-8")}
 
 
 def _slot(folder, sources, tag):
-    """A folder holding both modules, their texts made distinct by `tag`."""
+    """A folder holding both modules, their texts made distinct by `tag`, and beside them
+    the runtime they import."""
     folder.mkdir()
     for stem, text in sources.items():
-        (folder / f"{stem}_{tag}.py").write_text(f"{text}# slot {tag}\n", encoding="utf-8")
+        if stem == RUNTIME:
+            (folder / RUNTIME).write_text(text, encoding="utf-8")
+        else:
+            (folder / f"{stem}_{tag}.py").write_text(f"{text}# slot {tag}\n", encoding="utf-8")
     return folder
 
 
@@ -120,7 +127,7 @@ def _jobs(folder, route, copies):
         copy = folder.with_name(f"{folder.name}_copy{next(copies)}")
         shutil.copytree(folder, copy)
         folder = copy
-    return [(route, path) for path in sorted(folder.glob("*.py"))], folder
+    return [(route, path) for path in sorted(folder.glob("*.py")) if path.name != RUNTIME], folder
 
 
 def _check(report, reference):
@@ -162,7 +169,7 @@ def test_a_cache_written_by_any_route_is_read_by_every_other(sources, tmp_path):
 def test_an_unusable_cache_entry_compiles_again(sources, tmp_path, garbage_in):
     """Garbage in the cache's data (*.nbc) or index (*.nbi) files: the kernels compile
     again, give the right numbers, and rewrite the cache for the next process."""
-    slot = _slot(tmp_path / "slot", {"sigmoid": sources["sigmoid"]}, 0)
+    slot = _slot(tmp_path / "slot", {"sigmoid": sources["sigmoid"], RUNTIME: sources[RUNTIME]}, 0)
     jobs = [("load_module", slot / "sigmoid_0.py")]
     reference = {"sigmoid": _expected_sigmoid()}
     _check(_run(jobs), reference)
@@ -174,3 +181,39 @@ def test_an_unusable_cache_entry_compiles_again(sources, tmp_path, garbage_in):
     assert misses > 0
     [(hits, misses)] = _check(_run([("importlib", slot / "sigmoid_0.py")]), reference)
     assert hits > 0 and misses == 0
+
+
+#: Load sigmoid and mlp_notes of a generated tree as a package, by runpy, and from a
+#: copy of the tree; print their results.
+PACKAGE_PROBE = textwrap.dedent("""
+    import importlib, json, runpy, sys
+    import numpy as np
+
+    root, package, copy = sys.argv[1:]
+    sys.path.insert(0, root)
+    x = np.linspace(-4.0, 4.0, 9)
+    results = []
+    for name in ("activations.sigmoid", "activations.sigmoid"):
+        results.append(list(importlib.import_module(f"{package}.{name}").forward(x)))
+    results.append(list(runpy.run_path(f"{root}/{package}/activations/sigmoid.py")["forward"](x)))
+    network = runpy.run_path(f"{copy}/networks/mlp_notes.py")
+    params = network["init_params"](0)
+    results.append([float(network["predict"](params, np.ones((2, 784))).sum())])
+    print(json.dumps(results))
+""")
+
+
+def test_a_tree_loads_as_a_package_by_runpy_and_from_a_copy(tmp_path):
+    tree = tmp_path / "gen"
+    assert main(["kernels", "sigmoid", "-o", str(tree)]) == 0
+    assert main(["kernels", "examples/mlp_notes.toml", "-o", str(tree)]) == 0
+    assert (tree / RUNTIME).is_file() and not (tree / "activations" / RUNTIME).exists()
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tree, copy)
+    run = subprocess.run([sys.executable, "-c", PACKAGE_PROBE, str(tmp_path), "gen", str(copy)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    *sigmoids, [total] = json.loads(run.stdout.splitlines()[-1])
+    for values in sigmoids:
+        np.testing.assert_allclose(values, _expected_sigmoid()[:9], rtol=1e-12)
+    assert total == pytest.approx(2.0)  # two rows of softmax probabilities

@@ -81,6 +81,7 @@ def test_check_compares_a_layer_module_with_its_declaration(tmp_path, capsys):
     (tmp_path / "layers").mkdir()
     # Average pooling saved as max pooling: its backward agrees with its own forward.
     shutil.copy(GENERATED / "layers" / "avg_pool2d.py", tmp_path / "layers" / "max_pool2d.py")
+    shutil.copy(GENERATED / "derive_runtime.py", tmp_path)  # what the module imports
     assert main(["check", "max_pool2d", "-o", str(tmp_path)]) == 1
     rows = capsys.readouterr().out.splitlines()
     assert any("forward = declaration" in r and r.endswith("FAIL") for r in rows)

@@ -1,20 +1,21 @@
-"""vexp: accuracy against np.exp, edge values, vectorisation, and the embedding contract."""
+"""vexp: accuracy against np.exp, edge values, vectorisation, and the shipped runtime."""
 
-import ast
+import importlib.util
 import os
 import platform
 import re
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numba import njit
 
-from derive.codegen import vecmath
-from derive.codegen.vecmath import EMBED_BEGIN, EMBED_END, EMBED_IMPORTS, embedded_source, vexp
+from derive.codegen.emit import runtime_text
+from derive.codegen.runtime import jitted
+
+vexp = jitted("vexp")
 
 MAX_ULP = 2
 DBL_MAX = float(np.finfo(np.float64).max)
@@ -141,7 +142,8 @@ def test_sigmoid_kernel_matches_numpy():
 VECTORISE_PROBE = """
 import re, sys
 from numba import njit, types
-from derive.codegen.vecmath import vexp
+from derive.codegen.runtime import jitted
+vexp = jitted("vexp")
 
 @njit(error_model="numpy")
 def sigmoid_kernel(x, y):
@@ -184,38 +186,26 @@ def test_sigmoid_loop_vectorises(target):
     assert not re.search(r"call\s+(fast\s+)?double\s+@(llvm\.exp\.f64|exp)\(", llvm)
 
 
-def read_block(text):
-    lines = text.splitlines(keepends=True)
-    assert sum(line.rstrip("\n") == EMBED_BEGIN for line in lines) == 1
-    assert sum(line.rstrip("\n") == EMBED_END for line in lines) == 1
-    begin = next(i for i, line in enumerate(lines) if line.rstrip("\n") == EMBED_BEGIN)
-    end = next(i for i, line in enumerate(lines) if line.rstrip("\n") == EMBED_END)
-    assert begin < end
-    return "".join(lines[begin + 1 : end])
-
-
-def test_embedded_block_is_self_contained(tmp_path):
-    source = Path(vecmath.__file__).read_text(encoding="utf-8")
-    block = read_block(source)
-    assert block.rstrip() + "\n" == embedded_source()
-    # The host module supplies the imports; the block must not bring its own.
-    nodes = ast.walk(ast.parse(block))
-    assert not any(isinstance(node, ast.Import | ast.ImportFrom) for node in nodes)
-    for line in EMBED_IMPORTS:
-        assert line in source.split(EMBED_BEGIN)[0].splitlines()
-
+def test_vexp_of_the_shipped_runtime_is_this_one(tmp_path):
+    """The runtime file generated modules load by path gives vexp's exact bits, and a
+    kernel in a real file calling it caches, as generated modules do."""
+    runtime_path = tmp_path / "derive_runtime.py"
+    runtime_path.write_text(runtime_text(), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("derive_runtime_vecmath_test", runtime_path)
+    shipped = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = shipped
+    spec.loader.exec_module(shipped)
     kernel = (
-        "\n\n@njit(error_model='numpy', cache=True)\n"
+        "from numba import njit\n\n"
+        "@njit(error_model='numpy', cache=True)\n"
         "def sigmoid(x, y):\n"
         "    for i in range(x.size):\n"
         "        y[i] = 1.0 / (1.0 + vexp(-x[i]))\n"
     )
-    text = "\n".join(EMBED_IMPORTS) + "\n\n\n" + block + kernel
-    # cache=True needs the code to come from a real file, as generated modules do.
-    path = tmp_path / "embedded_vecmath.py"
-    path.write_text(text, encoding="utf-8")
-    namespace = {"__name__": "embedded_vecmath"}
-    exec(compile(text, str(path), "exec"), namespace)
+    path = tmp_path / "kernel_module.py"
+    path.write_text(kernel, encoding="utf-8")
+    namespace = {"__name__": "kernel_module", "vexp": shipped.jitted("vexp")}
+    exec(compile(kernel, str(path), "exec"), namespace)
 
     x = np.random.default_rng(1).uniform(-745.0, 709.0, 4099)
     np.testing.assert_array_equal(

@@ -15,16 +15,16 @@ serial copy of the module (``parallel=True`` turned off); BLAS keeps its own thr
 from __future__ import annotations
 
 import ast
-import hashlib
-import importlib.machinery
+import importlib.util
 import os
-import platform
 import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from derive.codegen import runtime
+from derive.codegen.emit import RUNTIME_NAME
 from derive.errors import DeriveError
 
 #: The generated module's entry points, in the order its Python API uses them.
@@ -45,33 +45,22 @@ class CompiledModule:
 def cpu_tag() -> str:
     """The tag of this CPU in compiled files' names: a digest of architecture and flags.
 
-    Must agree with the ``_cpu_tag`` of generated modules (tested): Linux's
-    ``/proc/cpuinfo`` flags (``Features`` on ARM), elsewhere the architecture alone.
+    Linux's ``/proc/cpuinfo`` flags (``Features`` on ARM), elsewhere the architecture
+    alone; generated modules ask the same function, in derive_runtime.
     """
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            flags = next((line for line in info if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return hashlib.sha256((platform.machine() + flags).encode()).hexdigest()[:8]
+    return runtime.cpu_tag()
 
 
 def compiled_path(module_path: Path, cpu: str = "host") -> Path:
     """Where a generated network module looks for its compiled kernels.
 
-    Must agree with the ``_compiled_path`` the network template writes into every module
-    (a test holds the two together):
     ``__pycache__/<stem>.compiled-<digest>-<cpu tag><suffix>``, the digest being the first
     16 hex digits of the SHA-256 of the module's text and the tag :func:`cpu_tag` for a
-    build for this machine's CPU, or ``generic``.
+    build for this machine's CPU, or ``generic``. The module asks derive_runtime's
+    ``compiled_path``, which this calls.
     """
     module_path = Path(module_path).resolve()
-    digest = hashlib.sha256(module_path.read_bytes()).hexdigest()[:16]
-    tag = "generic" if cpu == "generic" else cpu_tag()
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    name = f"{module_path.stem}.compiled-{digest}-{tag}{suffix}"
-    return module_path.parent / "__pycache__" / name
+    return Path(runtime.compiled_path(module_path, "generic" if cpu == "generic" else None))
 
 
 def _parallel_decorators(text: str):
@@ -119,19 +108,30 @@ def _network_module_text(path: Path) -> str:
     return text
 
 
-def _import_serial_copy(text: str, stem: str, folder: Path):
-    """Import the serial copy of a module from ``folder`` with its jitted kernels active."""
-    from derive.checks import load_module
+def _runtime_of(path: Path) -> Path:
+    """The derive_runtime.py a generated module imports: beside it or one folder up."""
+    for folder in (path.parent, path.parent.parent):
+        if (folder / RUNTIME_NAME).is_file():
+            return folder / RUNTIME_NAME
+    raise DeriveError(f"no {RUNTIME_NAME} beside the module or one folder up.", where=str(path),
+                      fix="Regenerate the module with `derive kernels`, which writes both.")
 
-    copy = folder / f"{stem}.py"
+
+def _import_serial_copy(text: str, path: Path, folder: Path):
+    """Import the serial copy of a module from ``folder`` with its jitted kernels active."""
+    copy = folder / path.name
     copy.write_text(serial_source(text), encoding="utf-8")
+    shutil.copyfile(_runtime_of(path), folder / RUNTIME_NAME)
     previous = os.environ.get("DERIVE_JIT")
     os.environ["DERIVE_JIT"] = "1"
     # Generated modules register themselves under fixed names for Numba's cache; the
     # copy must not take the place of the module itself in this process.
     pinned = {name: m for name, m in sys.modules.items() if name.startswith("_derive_")}
+    spec = importlib.util.spec_from_file_location(f"_derive_serial_copy_{path.stem}", copy)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
     try:
-        module = load_module(copy)
+        spec.loader.exec_module(module)
     finally:
         if previous is None:
             del os.environ["DERIVE_JIT"]
@@ -204,7 +204,7 @@ def compile_network_module(path: Path, *, cpu: str = "host") -> CompiledModule:
     target = compiled_path(path, cpu)
     with tempfile.TemporaryDirectory(prefix="derive-compile-") as scratch:
         scratch = Path(scratch)
-        module = _import_serial_copy(text, path.stem, scratch)
+        module = _import_serial_copy(text, path, scratch)
         with warnings.catch_warnings():
             # pycc announces its planned replacement; it is the ahead-of-time compiler
             # this Numba has, and the build below checks what it produces.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from functools import cache
 from pathlib import Path
@@ -30,60 +31,40 @@ from derive.codegen.printer import NumbaPrinter
 from derive.files import comment_text, with_hash
 from derive.spec import x, y
 
-_CODEGEN = Path(__file__).parent
-_BLOCK = re.compile(
-    r"^# --- begin embed: (?P<name>\w+)(?: \(needs: (?P<needs>[\w, ]+)\))? ---\n"
-    r"(?P<body>.*?)^# --- end embed: (?P=name) ---\n",
-    re.S | re.M,
-)
-#: Helper names provided by a block of another name.
-_PROVIDED_BY = {"vexp": "vecmath"}
+#: The runtime generated modules import: shipped beside them as derive_runtime.py.
+RUNTIME_SOURCE = Path(__file__).parent / "runtime.py"
+RUNTIME_NAME = "derive_runtime.py"
 #: Element-level names of the per-element symbols.
 ELEMENT_NAMES = {x: "x_i", y: "y_i", d_y: "d_y_i"}
 
 
 @cache
-def _blocks() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Embeddable helper blocks: name → (source, names of the blocks it needs)."""
-    blocks = {}
-    for path in (_CODEGEN / "vecmath.py", _CODEGEN / "runtime.py"):
-        for m in _BLOCK.finditer(path.read_text(encoding="utf-8")):
-            needs = tuple(n.strip() for n in (m["needs"] or "").split(",") if n.strip())
-            blocks[m["name"]] = (m["body"].strip("\n"), needs)
-    return blocks
+def runtime_text() -> str:
+    """The text of derive_runtime.py, identical wherever `derive kernels` writes it."""
+    source = RUNTIME_SOURCE.read_text(encoding="utf-8")
+    header = header_lines("derive/codegen/runtime.py",
+                          "derive kernels (any command writes it beside its modules)")
+    return with_hash(f"{header}\n\n{source}")
 
 
-def helper_source(names: set[str]) -> tuple[str, tuple[str, ...]]:
-    """Source of the helpers ``names`` and everything they need, dependencies first.
+def runtime_digest() -> str:
+    """The digest by which a generated module recognises the runtime it was written for.
 
-    Returns
-    -------
-    source : str
-        The helper definitions, separated by blank lines.
-    imports : tuple of str
-        Import lines the helpers need beyond ``math``, ``numpy`` and ``numba``.
-
+    It is part of every generated module's text, so a new runtime changes every module
+    too, and Numba's cache (keyed on each module's file) cannot keep kernels compiled
+    against the old helpers.
     """
-    from derive.codegen.vecmath import EMBED_IMPORTS
+    return hashlib.sha256(runtime_text().encode()).hexdigest()[:16]
 
-    order: list[str] = []
 
-    def visit(name):
-        block = _PROVIDED_BY.get(name, name)
-        if block in order:
-            return
-        for dep in _blocks()[block][1]:
-            visit(dep)
-        order.append(block)
+def runtime_helpers(names: set[str]) -> tuple[str, ...]:
+    """The runtime helpers a module imports: the ones its printed code calls, sorted."""
+    return tuple(sorted(names))
 
-    for name in sorted(names):
-        visit(name)
-    imports = EMBED_IMPORTS if "vecmath" in order else ()
-    standard = {"from numba import njit", "import math", "import numpy as np"}
-    return (
-        "\n\n\n".join(_blocks()[b][0] for b in order),
-        tuple(line for line in imports if line not in standard),
-    )
+
+def uses_math(*lines: str) -> bool:
+    """Whether printed code calls ``math``: the module imports it only then."""
+    return any(re.search(r"\bmath\.", line) for line in lines)
 
 
 @cache
@@ -101,6 +82,7 @@ def environment() -> jinja2.Environment:
     # Every text that may come from a user goes through one of these in the templates.
     env.filters["doc"] = docstring_text
     env.filters["comment"] = comment_text
+    env.globals["runtime_digest"] = runtime_digest()
     return env
 
 
@@ -183,7 +165,7 @@ def render_activation(m: ActivationModule, command: str) -> str:
     printer = NumbaPrinter(ELEMENT_NAMES | renamed)
     elements = [element_context(fn, printer) for fn in (m.forward, m.backward)]
     draw_lines = [_draw_line(d, printer) for d in m.draws]
-    helpers, extra_imports = helper_source(printer.helpers)
+    helpers = runtime_helpers(printer.helpers)
     names = [param_name(p.name) for p in m.params]
     mode = ["training", "seed"] if m.draws else []
     casts = [f'_scalar("{p.name}", {n})' for p, n in zip(m.params, names, strict=True)]
@@ -206,7 +188,8 @@ def render_activation(m: ActivationModule, command: str) -> str:
         "sums": sums,
         "backward_returns": f"({', '.join(['d_x', *sums])})" if sums else "d_x",
         "helpers": helpers,
-        "extra_imports": extra_imports,
+        "uses_math": uses_math(*draw_lines, *(line for fn in elements
+                                               for line in (*fn["body"], fn["returns"]))),
     }
     text = environment().get_template("kernels/activation.py.jinja").render(context)
     return with_hash(text)
@@ -250,6 +233,10 @@ def row_context(kernel: RowKernel, printer: NumbaPrinter) -> dict:
     }
 
 
+def _row_lines(row: dict) -> list[str]:
+    return [*row["prologue"], *row["lines"], row["value"]]
+
+
 _FLAVOURS = [
     ("serial", 'njit(cache=True, error_model="numpy")', "range"),
     ("parallel", 'njit(cache=True, error_model="numpy", parallel=True)', "prange"),
@@ -277,7 +264,7 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
             "forward": row_context(v.forward, printer),
             "backward": row_context(v.backward, printer),
         })
-    helpers, extra_imports = helper_source(printer.helpers)
+    helpers = runtime_helpers(printer.helpers)
     encodings = [v.encoding for v in m.variants]
     target_doc = " or ".join(
         {"dense": "an array of pred's shape", "index": "integer class labels of shape (N,)"}[e]
@@ -299,7 +286,8 @@ def render_loss(m: LossModule, op_names: dict, command: str) -> str:
         "encodings": encodings,
         "target_doc": target_doc,
         "helpers": helpers,
-        "extra_imports": extra_imports,
+        "uses_math": uses_math(*(line for v in variants for part in ("forward", "backward")
+                                 for line in _row_lines(v[part]))),
     }
     text = environment().get_template("kernels/loss.py.jinja").render(context)
     return with_hash(text)
@@ -310,7 +298,7 @@ def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
     printer = NumbaPrinter(op_names)
     forward = row_context(m.forward, printer)
     backward = row_context(m.backward, printer)
-    helpers, extra_imports = helper_source(printer.helpers)
+    helpers = runtime_helpers(printer.helpers)
     context = {
         "m": m,
         "cache_name": cache_name("activations", m.name),
@@ -319,7 +307,7 @@ def render_vector(m: VectorModule, op_names: dict, command: str) -> str:
         "backward": backward,
         "flavours": _FLAVOURS,
         "helpers": helpers,
-        "extra_imports": extra_imports,
+        "uses_math": uses_math(*_row_lines(forward), *_row_lines(backward)),
     }
     text = environment().get_template("kernels/vector.py.jinja").render(context)
     return with_hash(text)
@@ -493,14 +481,14 @@ def render_layer(m: LayerModule, command: str) -> str:
     op = m.op
     printer = NumbaPrinter()
     kernels = [kernel_source(m.forward, op, printer), kernel_source(m.backward, op, printer)]
-    helpers, extra_imports = helper_source(printer.helpers)
+    helpers = runtime_helpers(printer.helpers)
     context = {
         "m": m,
         "cache_name": cache_name("layers", m.name),
         "header": header_lines(m.source, command),
         "kernels": kernels,
         "helpers": helpers,
-        "extra_imports": extra_imports,
+        "parallel": m.forward.parallel or m.backward.parallel,
         **_layer_wrappers(m),
     }
     text = environment().get_template("kernels/layer.py.jinja").render(context)

@@ -36,9 +36,9 @@ from derive.codegen.emit import (
     element_context,
     environment,
     header_lines,
-    helper_source,
     kernel_source,
     row_context,
+    runtime_helpers,
     with_hash,
 )
 from derive.codegen.lower import (
@@ -379,8 +379,8 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     loss = loss_context(plan)
     params = parameter_context(spec)
     optimizer = optimizer_context(spec, params["params"])
-    helpers, extra_imports = helper_source(
-        printer.helpers | loss["helpers"] | optimizer["helpers"] | {"vexp"}
+    helpers = runtime_helpers(
+        printer.helpers | loss["helpers"] | optimizer["helpers"]
         | set().union(*(f["helpers"] for f in activations + row_functions)))
     init_scale, init_kind = INITS[spec.init]
     domain = TARGET_DOMAINS.get(plan.loss.samples)
@@ -402,7 +402,6 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         "train": dict(sorted(spec.train.items())),
         "buffer_shapes": list(layout.buffers.values()),
         "helpers": helpers,
-        "extra_imports": extra_imports,
         "layer_sources": layers,
         "parallel": any(kernel.parallel for forward, backward, _ in layout.layer_kernels
                         for kernel in (forward, backward) if kernel is not None),

@@ -17,7 +17,7 @@ from derive.codegen.emit import (
     cache_name,
     environment,
     header_lines,
-    helper_source,
+    runtime_helpers,
     with_hash,
 )
 from derive.codegen.ir import Assign, Scalar
@@ -256,8 +256,7 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
     names = [p.name for p in m.params]
     slot_names = [s.name for s in m.slots]
     per_step = [s.name for s in m.slots if s.per_step]
-    update, used = _update_context(m, param_names, PARALLEL_FLAVOURS)
-    helpers, extra_imports = helper_source(used)
+    update, helpers = _update_context(m, param_names, PARALLEL_FLAVOURS)
     context = update | {
         "cache_name": cache_name("optimizers", m.name),
         "header": header_lines(m.source, command),
@@ -271,8 +270,7 @@ def render_optimizer(m: OptimizerModule, param_names: dict, command: str) -> str
         "slot_init": {s.name: slot_init(s) for s in m.slots},
         "per_step_doc": (f"{', '.join(per_step)} holds one float64 value per parameter array"
                          if per_step else ""),
-        "helpers": helpers,
-        "extra_imports": extra_imports,
+        "helpers": runtime_helpers(helpers),
     }
     text = environment().get_template("kernels/optimizer.py.jinja").render(context)
     return with_hash(text)
