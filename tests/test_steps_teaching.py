@@ -226,3 +226,32 @@ def test_log_softmax_steps_are_checked_on_and_off_the_diagonal():
     check_chain(off)  # k = 2, j = 1 cannot tell
     with pytest.raises(StepError, match="name_softmax"):
         check_chain(replace(off, instance=tuple((dict(off.instance) | {k: 1}).items())))
+
+
+#: Issue 13, item 1: activations whose rules end in a fraction show the algebra that
+#: reaches the printed derivative (no unexplained "rewriting" jump).
+ACTIVATION_ALGEBRA = {
+    "silu": (r"\frac{1}{1 + e^{- x}} + x \frac{1}{1 + e^{- x}} \cdot \frac{e^{- x}}{1 + e^{- x}}",
+             r"\sigma(x) + x \sigma(x) \left(1 - \sigma(x)\right)",
+             r"\sigma(x) \left(1 + x \left(1 - \sigma(x)\right)\right)"),
+    "wilson_cowan": (r"1 - \sigma(a \left(x - \theta\right)) = "
+                     r"\frac{e^{- a \left(x - \theta\right)}}{1 + e^{- a \left(x - \theta\right)}}",
+                     r"a \sigma(a \left(x - \theta\right)) "
+                     r"\left(1 - \sigma(a \left(x - \theta\right))\right)"),
+    "softplus": (r"\frac{e^{\beta x}}{1 + e^{\beta x}} = \frac{1}{1 + e^{- \beta x}} = "
+                 r"\sigma(\beta x)",),
+    "gelu": (r"\Phi(x) = \frac{1}{2} + \frac{\operatorname{erf}",
+             r"x \frac{e^{- \frac{x^{2}}{2}}}{\sqrt{2 \pi}} + \Phi(x)"),
+}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", sorted(ACTIVATION_ALGEBRA))
+def test_activation_shows_the_algebra_to_its_derivative(name, lang):
+    text = article(name, lang)
+    pieces = ACTIVATION_ALGEBRA[name]
+    for piece in pieces:
+        assert piece in text, piece
+    positions = [text.index(piece) for piece in pieces]
+    assert positions == sorted(positions)
+    assert "rewrite" not in derivation_steps(get(name)).derivative.rules()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Abs, Piecewise, Rational, cosh, erf, exp, sech, sign, sinh, sqrt, tanh
 
-from derive.calculus.functions import Factors, Terms, sigmoid, softplus
+from derive.calculus.functions import Factors, Terms, normal_cdf, sigmoid, softplus
 from derive.registry import register
 from derive.spec import Activation, Noise, Param, Rearrange, x, y
 
@@ -134,21 +134,58 @@ WILSON_COWAN = register(Activation(
     expr=1 / (1 + exp(-a * (x - theta))) - 1 / (1 + exp(a * theta)),
     # σ(a(x−θ)) = y + σ(−aθ), so S' = a·σ(1−σ) reuses the output.
     grad_in_output=a * (y + sigmoid(-a * theta)) * (1 - y - sigmoid(-a * theta)),
+    # As for σ: the fraction split in two, then σ(u) and 1 − σ(u) recognised, u = a(x − θ).
+    rearrange=(
+        Rearrange("split_product", Factors(
+            a, 1 / (1 + exp(-a * (x - theta))),
+            exp(-a * (x - theta)) / (1 + exp(-a * (x - theta))))),
+        Rearrange("use_identity", Factors(
+            a, sigmoid(a * (x - theta)), 1 - sigmoid(a * (x - theta))), identities=(
+            (sigmoid(a * (x - theta)), 1 / (1 + exp(-a * (x - theta)))),
+            (1 - sigmoid(a * (x - theta)),
+             exp(-a * (x - theta)) / (1 + exp(-a * (x - theta)))),
+        )),
+    ),
     domain=(-2.0, 8.0)))
 
 SILU = register(Activation(
     name="silu", title="Sigmoid linear unit (swish)", latex=r"\operatorname{SiLU}",
-    expr=x / (1 + exp(-x))))
+    expr=x / (1 + exp(-x)),
+    # (1 + e^{−x} + x e^{−x})/(1 + e^{−x})²: one fraction per term, σ and 1 − σ in each,
+    # then σ taken out — σ(x)(1 + x(1 − σ(x))).
+    rearrange=(
+        Rearrange("split_terms", Terms(
+            1 / (1 + exp(-x)), Factors(x, 1 / (1 + exp(-x)), exp(-x) / (1 + exp(-x))))),
+        Rearrange("use_identity", Terms(sigmoid(x), Factors(x, sigmoid(x), 1 - sigmoid(x))),
+                  identities=((sigmoid(x), 1 / (1 + exp(-x))),
+                              (1 - sigmoid(x), exp(-x) / (1 + exp(-x))))),
+        Rearrange("common_factor", Factors(sigmoid(x), 1 + x * (1 - sigmoid(x)))),
+    )))
+
+#: The normal density e^{−x²/2}/√(2π) as written (SymPy would print √2·√π).
+_SQRT_2PI = sp.Pow(sp.Mul(2, sp.pi, evaluate=False), Rational(1, 2), evaluate=False)
+_DENSITY = sp.Mul(exp(-x**2 / 2), sp.Pow(_SQRT_2PI, -1, evaluate=False), evaluate=False)
 
 GELU = register(Activation(
     name="gelu", title="Gaussian error linear unit", latex=r"\operatorname{GELU}",
-    expr=x * (1 + erf(x / sqrt(2))) / 2))
+    expr=x * (1 + erf(x / sqrt(2))) / 2,
+    # GELU(x) = x Φ(x): the rules give the normal density and the normal CDF back.
+    rearrange=(
+        Rearrange("use_identity", Terms(Factors(x, _DENSITY), normal_cdf(x)),
+                  identities=((normal_cdf(x), (1 + erf(x / sqrt(2))) / 2),)),
+    )))
 
 SOFTPLUS = register(Activation(
     name="softplus", title="Softplus", latex=r"\operatorname{softplus}",
     params=(Param(beta, 1.0, latex=r"\beta"),),
     expr=sp.log(1 + exp(beta * x)) / beta,
-    grad_in_output=1 - exp(-beta * y)))
+    grad_in_output=1 - exp(-beta * y),
+    # e^{βx}/(1 + e^{βx}): numerator and denominator divided by e^{βx} give σ(βx).
+    rearrange=(
+        Rearrange("use_identity", sigmoid(beta * x), identities=(
+            (exp(beta * x) / (1 + exp(beta * x)), 1 / (exp(-beta * x) + 1), sigmoid(beta * x)),
+        )),
+    )))
 
 MISH = register(Activation(
     name="mish", title="Mish", latex=r"\operatorname{mish}",
