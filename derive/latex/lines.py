@@ -126,6 +126,10 @@ def _breaks(tex: str) -> list[tuple[int, int]]:
         if c == "\\":
             m = _COMMAND.match(tex, i)
             name = m.group(1)
+            if (name == "left" and depth == 0 and envs == 0
+                    and tex[:i].rstrip().endswith(r"\right]") and tex[i - 1] == " "):
+                # Between two brackets of a product ([c = c'] [r = i + S h]).
+                groups[-1][0].append((i - 1, len(groups) - 1))
             if name in ("left", "right"):
                 i = _delimiter(tex, m.end())
                 _enter(groups) if name == "left" else _leave(groups)
@@ -203,7 +207,9 @@ def aligned(pieces: list[str]) -> str:
     """
     lines = []
     carry = 0
-    for piece in pieces:
+    for k, piece in enumerate(pieces):
+        if k and not piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times")):
+            piece = r"\cdot " + piece  # a product cut between two factors
         text = r"\left. " * carry + piece
         carry = _open_delimiters(text)
         text += r" \right." * carry

@@ -450,10 +450,9 @@ class DerivePrinter(LatexPrinter):
         conditions = [self._print(a) for a in expr.args]
         if len(conditions) < 3:
             return word.join(conditions)
-        # Three or more conditions (a convolution's bounds) two to a row, so that the
-        # cases block stays within the line.
-        rows = [word.join(conditions[i:i + 2]) for i in range(0, len(conditions), 2)]
-        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(rows)
+        # Three or more conditions (a convolution's bounds) one to a row, so that the
+        # cases block stays within the line, on a slide too.
+        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(conditions)
                 + r"\end{array}")
 
     # --- functions as a lecture writes them ------------------------------------------
