@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sympy as sp
 
 from derive.calculus.derivation import LABELS, derive_loss
-from derive.calculus.functions import softplus
+from derive.calculus.functions import softplus, uniform01
 from derive.calculus.indexed import ArgMax, K, N, lse, p, q, softmax_of
 from derive.calculus.steps import (
     CASE,
@@ -36,6 +36,7 @@ from derive.latex.context import (
     default_value,
     document_view,
     number,
+    op_title,
 )
 from derive.latex.printer import WORDS, DerivePrinter
 from derive.spec import Layer, Loss, VectorFunction
@@ -64,6 +65,8 @@ NOTATION = {
     "OH": r"H_{\mathrm{out}}",
     "OW": r"W_{\mathrm{out}}",
 }
+#: A uniform draw in [0, 1) at an element's position (dropout's mask).
+DRAW = sp.IndexedBase("u", real=True)
 #: Integer labels, printed t (c is the case index of the derivations).
 TARGET_LABELS = sp.IndexedBase("t", integer=True)
 
@@ -80,8 +83,12 @@ def hide_case(expr: sp.Expr, case: sp.Symbol) -> sp.Expr:
 
 def indexed_printer(lang: Language, symbols: dict | None = None,
                     gradients: dict | None = None, loss: str = "E",
-                    functions: dict | None = None) -> DerivePrinter:
-    """A printer with the notation of indexed derivations."""
+                    functions: dict | None = None, one_based: bool = True) -> DerivePrinter:
+    """A printer with the notation of indexed derivations.
+
+    Indices count from 1, as in the course notes, unless ``one_based`` is false (for
+    formulas with offsets such as S h + i, which depend on where counting starts).
+    """
     return DerivePrinter({
         "symbols": {**NOTATION, **(symbols or {})},
         "functions": functions or {},
@@ -90,7 +97,17 @@ def indexed_printer(lang: Language, symbols: dict | None = None,
         "separator": lang.separator,
         "gradients": gradients or {},
         "loss": loss,
+        "one_based": one_based,
     })
+
+
+def plain_indices(*exprs: sp.Expr) -> bool:
+    """Whether every array element in ``exprs`` is indexed by plain names (x[n, i]).
+
+    Then counting from 1 changes no formula (x[n, S h + i] would).
+    """
+    return all(isinstance(i, sp.Symbol)
+               for e in exprs for el in e.atoms(sp.Indexed) for i in el.indices)
 
 
 def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
@@ -258,7 +275,7 @@ def _(op: Loss, lang: Language) -> LossView:
     return LossView(
         kind="loss",
         name=op.name,
-        title=op.title,
+        title=op_title(op, lang),
         symbol=symbol,
         pred=printer.doprint(op.pred.label),
         target=printer.doprint(op.target.label),
@@ -332,6 +349,7 @@ class LayerView:
     routes: bool
     mask: bool
     derived: bool
+    zero_based: bool = False
 
 
 def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter:
@@ -341,7 +359,8 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
                  for t, _ in steps.steps}
     symbols = {upstream: r"\delta"}
     symbols.update({p_.symbol.name: p_.latex for p_ in op.hyper if p_.latex})
-    return indexed_printer(lang, symbols, gradients)
+    exprs = [steps.expr, *(e for _, e in steps.steps)]
+    return indexed_printer(lang, symbols, gradients, one_based=plain_indices(*exprs))
 
 
 def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
@@ -377,6 +396,16 @@ def _(op: Layer, lang: Language) -> LayerView:
                           for g in steps.intermediates)
     hyper = tuple(HyperView(p_.keyword or p_.name, p_.latex, default_value(p_.default, lang))
                   for p_ in op.hyper if p_.latex)
+    # Per-call switches printed as nothing (training, a seed) take their defaults: the
+    # page shows training; a draw that is a function of (seed, position) is u at the
+    # output's own indices.
+    hidden = {p_.symbol: p_.default for p_ in op.hyper if not p_.latex}
+
+    def shown(e):
+        e = e.xreplace(hidden)
+        return e.replace(lambda a: isinstance(a, uniform01),
+                         lambda a: DRAW[steps.out.indices])
+
     upstream_el = steps.upstream[steps.out.indices]
     sizes = tuple((pr(s), pr(v)) for s, v in op.sizes)
     padded = ""
@@ -386,11 +415,11 @@ def _(op: Layer, lang: Language) -> LayerView:
     return LayerView(
         kind="layer",
         name=op.name,
-        title=op.title,
+        title=op_title(op, lang),
         symbol=op.latex,
         out=pr(steps.out),
         definition=pr(steps.expr),
-        steps=tuple((pr(t), pr(e)) for t, e in steps.steps),
+        steps=tuple((pr(t), pr(shown(e))) for t, e in steps.steps),
         hyper=hyper,
         upstream=pr(upstream_el),
         upstream_def=pr(D(sp.Symbol("E"), steps.out)),
@@ -405,6 +434,7 @@ def _(op: Layer, lang: Language) -> LayerView:
         routes=any(e.has(ArgMax) for _, e in op.steps),
         mask=any(p_.keyword == "p" for p_ in op.hyper),
         derived=any(g.route == "derived" for g in steps.gradients),
+        zero_based=not printer._settings["one_based"],
     )
 
 
@@ -466,7 +496,7 @@ def _(op: VectorFunction, lang: Language) -> VectorView:
     return VectorView(
         kind="vector",
         name=op.name,
-        title=op.title,
+        title=op_title(op, lang),
         symbol=op.latex,
         element=pr(steps.element),
         definition=pr(steps.definition),
