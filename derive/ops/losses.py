@@ -193,4 +193,17 @@ LOG_COSH = register(Loss(
     # hence log cosh d = |d| + log(1 + e^{−2|d|}) − log 2 (finite at d = ±1e4). Its
     # derivative is tanh d: like the squared error near 0, like the absolute one far away.
     term=Abs(yhat[n, k] - y[n, k]) + log(1 + exp(-2 * Abs(yhat[n, k] - y[n, k]))) - log(2),
-    scale=1 / (N * K), pred=yhat, target=y))
+    scale=1 / (N * K), pred=yhat, target=y,
+    # sgn(d) − 2 sgn(d) e^{−2|d|}/(1 + e^{−2|d|}) over one denominator is
+    # sgn(d)(1 − e^{−2|d|})/(1 + e^{−2|d|}) = sgn(d) tanh|d| = tanh d.
+    rearrange=(
+        Rearrange("common_denominator",
+                  sp.sign(yhat[n, k] - y[n, k]) * (1 - exp(-2 * Abs(yhat[n, k] - y[n, k])))
+                  / (1 + exp(-2 * Abs(yhat[n, k] - y[n, k])))),
+        Rearrange("use_identity", sp.tanh(yhat[n, k] - y[n, k]),
+                  identities=((sp.sign(yhat[n, k] - y[n, k])
+                               * (1 - exp(-2 * Abs(yhat[n, k] - y[n, k])))
+                               / (1 + exp(-2 * Abs(yhat[n, k] - y[n, k]))),
+                               sp.sign(yhat[n, k] - y[n, k]) * sp.tanh(Abs(yhat[n, k] - y[n, k])),
+                               sp.tanh(yhat[n, k] - y[n, k])),)),
+    )))
