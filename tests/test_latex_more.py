@@ -402,10 +402,12 @@ def test_jupyter_layers_show_steps_results_and_the_notes_formulas():
     assert len(displays(dense)) == 5  # definition, ∂E/∂x, ∂E/∂W, ∂E/∂b, one case at a time
     assert r"\text{chain rule through the outputs}" in dense
     assert r"& \frac{\partial E}{\partial {W}_{j,i}} = {\delta}_{j} {x}_{i}" in dense
-    # Batch norm is derived through its intermediate steps: definition and results.
+    # Batch norm: the definition, ∂E/∂γ and ∂E/∂β step by step, then the results
+    # derived through its intermediate steps.
     norm = displays(jupyter(get("batch_norm")))
-    assert len(norm) == 2 and r"\sigma^{2}_{c} &= \frac{1}{H N W}" in norm[0]
-    assert r"\frac{\partial E}{\partial \sigma^{2}_{c}} &= " in norm[1]
+    assert len(norm) == 4 and r"\sigma^{2}_{c} &= \frac{1}{H N W}" in norm[0]
+    assert r"\frac{\partial E}{\partial {\gamma}_{c}} &= " in norm[1]
+    assert r"\frac{\partial E}{\partial \sigma^{2}_{c}} &= " in norm[3]
     sparse = jupyter(get("sparse_categorical_cross_entropy"))
     assert r"\left[j = t\right]" in displays(sparse)[-1]
 

@@ -255,3 +255,21 @@ def test_activation_shows_the_algebra_to_its_derivative(name, lang):
     positions = [text.index(piece) for piece in pieces]
     assert positions == sorted(positions)
     assert "rewrite" not in derivation_steps(get(name)).derivative.rules()
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["batch_norm", "layer_norm"])
+def test_normalisation_weights_are_derived_step_by_step(name, lang):
+    """γ and β are read by the output only, so their chains are written out (issue 13)."""
+    steps = derivation_steps(get(name))
+    chained = {g.array.label.name: g for g in steps.gradients if g.chain is not None}
+    assert set(chained) == {"gamma", "beta"}
+    assert chained["gamma"].chain.rules()[:3] == ("chain_layer", "connected", "definition")
+    text = article(name, lang)
+    gamma, xhat = r"{\gamma}", r"{\hat{x}}"
+    # the output's definition differentiated by γ, then the boxed Σ δ x̂
+    assert rf"\frac{{\partial}}{{\partial {gamma}_" in text
+    assert rf"\left[{gamma}_" in text and rf"{xhat}_" in text
+    box = text.index(rf"\boxed{{\frac{{\partial E}}{{\partial {gamma}_")
+    assert text.index(rf"\left[{gamma}_") < box
+    assert rf"{xhat}_" in text[box:text.index(r"\end{equation}", box)]

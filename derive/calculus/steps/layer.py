@@ -202,8 +202,11 @@ def _layer_steps(op: Layer) -> LayerSteps:
     gradients = []
     for array in op.inputs + op.weights:
         engine = derivation.gradient(array).expr
-        simple = not op.steps and not any(op.padding and array == op.padding[1] for _ in [0])
-        if simple:
+        # The chain through the outputs alone holds for an array no step reads (γ and β
+        # of a normalisation, read by the output next to the intermediate x̂).
+        read_by_steps = any(e.has(array) for _, e in op.steps)
+        padded = bool(op.padding) and array == op.padding[1]
+        if not read_by_steps and not padded:
             gradients.append(_layer_gradient(op, array, names, out, expr, upstream, engine))
         else:
             element = _free_element(op, array, names, reads)
