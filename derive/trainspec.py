@@ -7,7 +7,8 @@ training code does not load the spec reader.
 """
 
 #: Ways to scale the input features, fitted on the training part of the data.
-NORMALISATIONS = ("minmax", "zscore", "l2", "none")
+NORMALISATIONS = ("minmax", "feature_minmax", "feature_minmax_signed", "pixels", "zscore", "l2",
+                  "none")
 
 #: Learning-rate schedule names → the names of their parameters in a spec's table
 #: (besides ``warmup`` and ``start_factor``, which any schedule takes).

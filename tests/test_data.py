@@ -307,6 +307,64 @@ def test_l2_normalises_each_sample_and_constant_features_do_not_divide_by_zero()
         fit_normaliser(x, "max")
 
 
+#: Per-feature min–max methods and the range each maps the training samples onto.
+FEATURE_RANGES = {"feature_minmax": (0.0, 1.0), "feature_minmax_signed": (-1.0, 1.0)}
+
+
+@pytest.mark.parametrize("method", FEATURE_RANGES)
+def test_per_feature_minmax_maps_each_training_feature_onto_its_range(method):
+    lo, hi = FEATURE_RANGES[method]
+    rng = np.random.default_rng(1)
+    # Features on very different scales, one constant, one negative.
+    x = np.column_stack([rng.uniform(0, 1e-3, 120), rng.uniform(-50, 200, 120),
+                         np.full(120, 7.5), rng.normal(-1e4, 10, 120)])
+    x[100:] *= 3  # validation rows, outside the training range
+    ds = prepare(Source("toy", x, np.zeros(120, int), x[:10] * 0.5, np.zeros(10, int)),
+                 (4,), validation_split=1 / 6, normalisation=method)
+    moving = ds.x_train[:, [0, 1, 3]]
+    np.testing.assert_allclose(moving.min(axis=0), lo, atol=1e-12)
+    np.testing.assert_allclose(moving.max(axis=0), hi, atol=1e-12)
+    # The constant feature is only shifted (to 0), never divided by its zero spread.
+    assert np.isfinite(ds.x_train).all() and (ds.x_train[:, 2] == 0).all()
+    # Independently: the textbook formula with the training rows' own min and max.
+    train = x[:100]
+    tmin, tmax = train.min(axis=0), train.max(axis=0)
+    unit = (x[100:] - tmin) / np.where(tmax > tmin, tmax - tmin, 1)
+    want = unit if lo == 0 else 2 * unit - 1
+    want[:, 2] = x[100:, 2] - 7.5  # shifted by the training value, scale 1
+    np.testing.assert_allclose(ds.x_val, want, rtol=1e-12, atol=1e-12)
+    assert ds.x_val.max() > hi  # held-out data keeps the training statistics
+
+
+def test_pixels_divide_by_255_and_refuse_other_values():
+    x = np.array([[0.0, 255.0, 51.0], [255.0, 0.0, 102.0]])
+    norm = fit_normaliser(x, "pixels")
+    np.testing.assert_array_equal(normalise(norm, x), x / 255)
+    np.testing.assert_array_equal(normalise(norm, np.array([[510.0, 0, 0]])), [[2.0, 0, 0]])
+    with pytest.raises(DeriveError, match="0 to 255, but these inputs range from -1 to 3"):
+        fit_normaliser(np.array([[-1.0, 3.0]]), "pixels")
+    with pytest.raises(DeriveError, match="range from 0 to 300"):
+        fit_normaliser(np.array([[0.0, 300.0]]), "pixels")
+
+
+@pytest.mark.parametrize("method", ["minmax", "feature_minmax", "feature_minmax_signed",
+                                    "pixels", "zscore", "l2", "none"])
+def test_every_normalisation_is_a_spec_word_and_survives_constant_data(method):
+    from derive.trainspec import NORMALISATIONS
+
+    assert method in NORMALISATIONS
+    for const in (np.zeros((4, 3)), np.full((4, 3), 9.0)):
+        out = normalise(fit_normaliser(const, method), const)
+        assert np.isfinite(out).all()
+
+
+def test_prepare_digits_with_each_scaling():
+    for method, (lo, hi) in {"pixels": (0, 16 / 255), "feature_minmax_signed": (-1, 1),
+                             "feature_minmax": (0, 1)}.items():
+        ds = prepare("digits", (64,), n_classes=10, normalisation=method)
+        assert ds.x_train.min() == pytest.approx(lo) and ds.x_train.max() == pytest.approx(hi)
+
+
 def test_reshape_to_the_networks_input_shape():
     x = np.arange(2 * 64.0).reshape(2, 8, 8)
     assert to_input_shape(x, (64,)).shape == (2, 64)
@@ -332,3 +390,12 @@ def test_prepare_digits_for_a_network():
     assert ds.x_train.min() == 0 and ds.x_train.max() == 1
     with pytest.raises(DeriveError, match="labels go up to 9 but the network has 5"):
         prepare("digits", (64,), n_classes=5)
+
+
+@pytest.mark.parametrize("method", ["feature_minmax", "feature_minmax_signed", "pixels"])
+def test_a_spec_may_name_each_new_normalisation(method):
+    from derive.network import TRAIN_DEFAULTS, check_train
+
+    check_train(TRAIN_DEFAULTS | {"normalisation": method})  # accepted: no error
+    with pytest.raises(DeriveError, match="unknown normalisation"):
+        check_train(TRAIN_DEFAULTS | {"normalisation": method + "s"})

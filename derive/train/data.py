@@ -26,8 +26,18 @@ test samples), so nothing about held-out data leaks into training:
 ``minmax``
     One global minimum and maximum, ``(x - min) / (max - min)``: the notes' ``/255`` for
     images, ``/16`` for digits.
+``feature_minmax``
+    Each feature to [0, 1] by its own minimum and maximum, ``(x - min) / (max - min)``.
+``feature_minmax_signed``
+    Each feature to [−1, 1]: ``2 (x - min) / (max - min) - 1``.
+``pixels``
+    The notes' ``x / 255`` for 8-bit pixel values (nothing is learnt; values outside
+    0..255 are refused).
 ``zscore``
-    Per-feature mean and standard deviation (features with zero spread are only centred).
+    Per-feature mean and standard deviation, ``(x - mean) / std``.
+
+A feature that is constant in the training samples has no spread to divide by: it is
+only shifted (to 0 by the min–max and z-score methods).
 ``l2``
     Each sample divided by its own Euclidean norm (no statistics to learn).
 ``none``
@@ -525,6 +535,77 @@ def _check_fraction(fraction: float, name: str, *, allow_zero: bool) -> None:
 # --- normalising and shaping ------------------------------------------------------------
 
 
+#: The notes' pixel scale: 8-bit grey levels 0..255 divided by 255 land in [0, 1].
+PIXEL_MAX = 255.0
+
+
+def _spread(span: np.ndarray) -> np.ndarray:
+    # A constant feature has no spread; dividing by it would give 0/0. Its scale is left
+    # at 1, so it is only shifted (to 0, the middle of a [-1, 1] range, or its mean).
+    return np.where(span > 0, span, 1.0)
+
+
+def _global_minmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = float(x.min()), float(x.max())
+    return np.full(x.shape[1:], lo), np.full(x.shape[1:], hi - lo or 1.0)
+
+
+def _feature_minmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    return lo, _spread(hi - lo)
+
+
+def _feature_minmax_signed(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # 2(x − min)/(max − min) − 1 = (x − mid)/half, with mid the range's middle.
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    return (lo + hi) / 2, _spread((hi - lo) / 2)
+
+
+def _zscore(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return x.mean(axis=0), _spread(x.std(axis=0))
+
+
+def _pixels(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > PIXEL_MAX:
+        raise DeriveError(
+            f"x/255 is for 8-bit pixel values from 0 to 255, but these inputs range from "
+            f"{lo:g} to {hi:g}.", where="normalisation pixels",
+            fix="Use minmax (divides by the data's own range) or feature_minmax.")
+    return np.zeros(x.shape[1:]), np.full(x.shape[1:], PIXEL_MAX)
+
+
+def _no_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(x.shape[1:]), np.ones(x.shape[1:])
+
+
+#: Each normalisation's statistics, learnt from the training samples as (shift, scale):
+#: the samples become (x − shift) / scale.
+_FIT = {
+    "minmax": _global_minmax,
+    "feature_minmax": _feature_minmax,
+    "feature_minmax_signed": _feature_minmax_signed,
+    "pixels": _pixels,
+    "zscore": _zscore,
+    "l2": _no_statistics,
+    "none": _no_statistics,
+}
+
+
+def _unit_norm(normaliser: Normaliser, x: np.ndarray) -> np.ndarray:
+    flat = x.reshape(len(x), -1)
+    norms = np.linalg.norm(flat, axis=1)
+    return (flat / np.where(norms > 0, norms, 1.0)[:, None]).reshape(x.shape)
+
+
+def _affine(normaliser: Normaliser, x: np.ndarray) -> np.ndarray:
+    return (x - normaliser.shift) / normaliser.scale
+
+
+#: How each normalisation transforms samples; the others are affine with their statistics.
+_APPLY = {"l2": _unit_norm, "none": lambda normaliser, x: x}
+
+
 def fit_normaliser(x_train: np.ndarray, method: str = "minmax") -> Normaliser:
     """Learn a normalisation's statistics from the training samples (only).
 
@@ -539,30 +620,26 @@ def fit_normaliser(x_train: np.ndarray, method: str = "minmax") -> Normaliser:
     -------
     Normaliser
 
+    Raises
+    ------
+    DeriveError
+        For an unknown method, or ``pixels`` on values outside 0..255.
+
     """
-    if method not in NORMALISATIONS:
+    if method not in NORMALISATIONS or method not in _FIT:
         raise DeriveError(f"unknown normalisation {method!r}.", where="normalisation",
                           fix=f"Use one of: {', '.join(NORMALISATIONS)}.")
-    one = np.zeros(x_train.shape[1:]), np.ones(x_train.shape[1:])
-    if method == "minmax":
-        lo, hi = float(x_train.min()), float(x_train.max())
-        # A constant input would divide by zero; leave its scale alone instead.
-        return Normaliser(method, np.full_like(one[0], lo), np.full_like(one[1], hi - lo or 1.0))
-    if method == "zscore":
-        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-        return Normaliser(method, mean, np.where(std > 0, std, 1.0))
-    return Normaliser(method, *one)
+    shift, scale = _FIT[method](np.asarray(x_train, dtype=np.float64))
+    return Normaliser(method, shift, scale)
 
 
 def normalise(normaliser: Normaliser, x: np.ndarray) -> np.ndarray:
-    """Apply a fitted normalisation to samples (training, validation, test or new)."""
-    if normaliser.method == "none":
-        return x
-    if normaliser.method == "l2":
-        flat = x.reshape(len(x), -1)
-        norms = np.linalg.norm(flat, axis=1)
-        return (flat / np.where(norms > 0, norms, 1.0)[:, None]).reshape(x.shape)
-    return (x - normaliser.shift) / normaliser.scale
+    """Apply a fitted normalisation to samples (training, validation, test or new).
+
+    Held-out samples use the training statistics, so they may fall outside the range
+    the training samples were mapped to (a test pixel brighter than any training one).
+    """
+    return _APPLY.get(normaliser.method, _affine)(normaliser, x)
 
 
 def _square_side(size: int) -> int | None:
