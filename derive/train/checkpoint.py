@@ -22,14 +22,14 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from derive.errors import DeriveError
 from derive.files import atomic_write
-from derive.train.report import FIELDS, EpochRecord
+from derive.train.report import FIELDS, LAYER_FIELDS, EpochRecord, LayerRecord
 
 CHECKPOINT = "checkpoint.npz"
 FORMAT = 1
@@ -79,11 +79,18 @@ def checkpoint_bytes(ck: Checkpoint) -> bytes:
         "rng_state": ck.rng_state,
         "config": ck.config,
         "fields": list(FIELDS),
+        # Every record of a run measures the same layers, named once here.
+        "layers": [layer.name for layer in ck.records[0].layers] if ck.records else [],
+        "layer_fields": list(LAYER_FIELDS),
     }
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(ck.params)}
     arrays |= {f"state_{i}": np.asarray(s) for i, s in enumerate(ck.state)}
-    arrays["records"] = np.array([astuple(r) for r in ck.records], dtype=np.float64
+    arrays["records"] = np.array([r.values() for r in ck.records], dtype=np.float64
                                  ).reshape(len(ck.records), len(FIELDS))
+    arrays["layer_records"] = np.array(
+        [[[getattr(layer, m) for m in LAYER_FIELDS] for layer in r.layers]
+         for r in ck.records], dtype=np.float64
+    ).reshape(len(ck.records), len(meta["layers"]), len(LAYER_FIELDS))
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -122,9 +129,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
             state = [np.require(npz[f"state_{i}"], requirements="CW")
                      for i in range(int(meta["n_state"]))]
             table = npz["records"]
+            # Checkpoints written before per-layer records have none.
+            layer_table = (npz["layer_records"] if "layer_records" in npz.files
+                           else np.empty((len(table), 0, len(LAYER_FIELDS))))
         if list(meta["fields"]) != list(FIELDS) or table.shape[1:] != (len(FIELDS),):
             raise ValueError("its history has other columns")
         records = tuple(EpochRecord(int(row[0]), *map(float, row[1:])) for row in table)
+        records = _with_layers(records, meta, layer_table)
         epoch = int(meta["epoch"])
         if epoch != len(records):
             raise ValueError(f"it says {epoch} epoch(s) but its history holds {len(records)}")
@@ -141,6 +152,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise DeriveError(f"this is not a readable derive checkpoint ({exc}).",
                           where=str(path),
                           fix="Delete it to start afresh, or point --out elsewhere.") from None
+
+
+def _with_layers(records: tuple[EpochRecord, ...], meta: dict,
+                 table: np.ndarray) -> tuple[EpochRecord, ...]:
+    """The records with their per-layer measurements, checked against the metadata."""
+    names = [str(n) for n in meta.get("layers", [])]
+    if list(meta.get("layer_fields", LAYER_FIELDS)) != list(LAYER_FIELDS) \
+            or table.shape != (len(records), len(names), len(LAYER_FIELDS)):
+        raise ValueError("its per-layer history has other columns")
+    if not names:
+        return records
+    return tuple(replace(r, layers=tuple(LayerRecord(n, *map(float, row))
+                                         for n, row in zip(names, rows, strict=True)))
+                 for r, rows in zip(records, table, strict=True))
 
 
 def check_compatible(ck: Checkpoint, config: dict, params: list[np.ndarray],

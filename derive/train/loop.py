@@ -2,9 +2,10 @@
 
 The loop is the notes' algorithm 6.1 — shuffle every epoch, mini-batches (the last,
 partial one included), one fused ``train_step`` per batch, then evaluate — plus what
-makes a run observable and safe: per-epoch loss, accuracy and gradient norm, the
-diagnosis of the notes' table, learning curves, and an atomic checkpoint after every
-epoch from which ``resume=True`` continues bit for bit.
+makes a run observable and safe: per-epoch loss, accuracy and gradient norm, each layer's
+gradient norm, update ratio and dead and saturated units, the diagnosis of the notes'
+table, learning curves, and an atomic checkpoint after every epoch from which
+``resume=True`` continues bit for bit.
 
 A network module is anything with the generated modules' interface::
 
@@ -14,6 +15,11 @@ A network module is anything with the generated modules' interface::
     predict(params, x) -> outputs
     loss_and_grad(params, x, y) -> (loss, grads)
     train_step(params, state, x, y, lr) -> loss       (updates params and state in place)
+
+and, optionally, ``LAYERS`` (type, activation, hyper-parameters per layer), with
+parameters named ``<type><index>.<name>`` (``dense0.W``), and
+``activation_slopes(params, x)`` (σ'(s) per layer, None where a layer has no elementwise
+activation): per-layer measurements use them when present.
 
 Classification targets are passed as int64 class labels of shape ``(N,)``.
 """
@@ -44,8 +50,10 @@ from derive.train.progress import Progress
 from derive.train.report import (
     CURVES_CSV,
     CURVES_PNG,
+    SATURATED_SLOPE,
     Diagnosis,
     EpochRecord,
+    LayerRecord,
     diagnose,
     write_curves,
 )
@@ -57,6 +65,10 @@ REQUIRED = ("init_params", "init_state", "predict", "loss_and_grad", "train_step
 DEFAULTS = {"epochs": 20, "batch_size": 32, "lr": 0.01, "seed": 0}
 #: Samples of the fixed batch the gradient norm is measured on.
 GRAD_SAMPLE = 1024
+#: Samples of the fixed batch dead and saturated units are counted on.
+MONITOR_SAMPLE = 256
+#: How a diagnosis line starts, per language.
+DIAGNOSIS = {"en": "diagnosis", "pt": "diagnóstico"}
 #: Batch size of evaluation passes (no gradient is kept, so larger is fine).
 EVAL_BATCH = 1024
 
@@ -220,11 +232,102 @@ def evaluate(module, params, x: np.ndarray, y: np.ndarray,
     return total / len(x), accuracy(module, params, x, y, batch_size)
 
 
+def _norm(arrays) -> float:
+    """‖(a, b, ...)‖: the L2 norm of the arrays seen as one vector."""
+    with np.errstate(all="ignore"):
+        return math.sqrt(math.fsum(float(np.vdot(a, a)) for a in arrays))
+
+
 def gradient_norm(module, params, x: np.ndarray, y: np.ndarray) -> float:
     """Global gradient norm ‖∇L‖ (all parameters as one vector) on the batch ``x, y``."""
     with np.errstate(all="ignore"):
         _, grads = module.loss_and_grad(params, x, y)
-        return math.sqrt(math.fsum(float(np.vdot(g, g)) for g in grads))
+    return _norm(grads)
+
+
+# --- each layer --------------------------------------------------------------------------
+
+
+def layer_groups(module) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
+    """The layers a module names: (name, indices of its parameters, index in LAYERS).
+
+    A generated module names a layer's parameters ``<type><index>.<name>`` and lists its
+    layers in ``LAYERS``; a layer counts when it has parameters or an activation. A
+    module without ``LAYERS`` is grouped by the parameter names' prefixes (index None),
+    and one whose names have no prefix has no layers to report.
+    """
+    names = [str(n) for n in getattr(module, "PARAM_NAMES", ())]
+    owner = [n.rpartition(".")[0] for n in names]
+    layers = getattr(module, "LAYERS", None)
+    if layers is None:
+        if not names or "" in owner:
+            return ()
+        return tuple((label, tuple(j for j, o in enumerate(owner) if o == label), None)
+                     for label in dict.fromkeys(owner))
+    groups = []
+    for index, (kind, activation, _) in enumerate(layers):
+        label = f"{kind}{index}"
+        own = tuple(j for j, o in enumerate(owner) if o == label)
+        if own or activation is not None:
+            groups.append((label, own, index))
+    return tuple(groups)
+
+
+def unit_fractions(slope: np.ndarray | None) -> tuple[float, float]:
+    """Dead units and saturated values of one layer, from σ'(s) on a batch.
+
+    Parameters
+    ----------
+    slope : ndarray or None
+        The activation's derivative at every unit, batch first: ``(N, units)``, or
+        ``(N, channels, ...)`` for a convolution, whose units are its channels.
+
+    Returns
+    -------
+    dead, saturated : float
+        The fraction of units with σ'(s) = 0 on every sample (and position), and the
+        fraction of values with 0 < |σ'(s)| < :data:`SATURATED_SLOPE`; NaN, NaN for None.
+
+    """
+    if slope is None or slope.size == 0:
+        return math.nan, math.nan
+    magnitude = np.abs(slope.reshape(slope.shape[0], slope.shape[1], -1))
+    dead = float(np.mean(np.all(magnitude == 0, axis=(0, 2))))
+    saturated = float(np.mean((magnitude > 0) & (magnitude < SATURATED_SLOPE)))
+    return dead, saturated
+
+
+def measure_layers(module, params, start: list[np.ndarray], grads: list[np.ndarray],
+                   x_monitor: np.ndarray | None) -> tuple[LayerRecord, ...]:
+    """Each layer's gradient norm, update ratio, dead units and saturated values.
+
+    Parameters
+    ----------
+    module
+        A network module.
+    params, start : list of ndarray
+        The parameters now and at the start of the epoch.
+    grads : list of ndarray
+        The gradient of every parameter on the fixed gradient batch.
+    x_monitor : ndarray or None
+        The fixed batch on which ``module.activation_slopes`` (when the module has it)
+        gives σ'(s); None skips dead and saturated units.
+
+    """
+    groups = layer_groups(module)
+    slopes = None
+    if groups and x_monitor is not None and hasattr(module, "activation_slopes"):
+        with np.errstate(all="ignore"):
+            slopes = module.activation_slopes(params, x_monitor)
+    records = []
+    for name, own, index in groups:
+        size = _norm(start[j] for j in own)
+        change = _norm(params[j] - start[j] for j in own)
+        ratio = change / size if size > 0 else math.nan
+        slope = slopes[index] if slopes is not None and index is not None else None
+        records.append(LayerRecord(name, _norm(grads[j] for j in own), ratio,
+                                   *unit_fractions(slope)))
+    return tuple(records)
 
 
 # --- fit -----------------------------------------------------------------------------------
@@ -296,7 +399,7 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         lr: float | None = None, seed: int | None = None, schedule=None,
         validation_split: float | None = None, out_dir: Path | str | None = None,
         resume: bool = False, progress: bool = True, stream: TextIO | None = None,
-        shuffle_validation: bool = False) -> History:
+        shuffle_validation: bool = False, lang: str = "en") -> History:
     """Train a network module on a data set.
 
     Parameters
@@ -332,6 +435,9 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         Where progress goes.
     shuffle_validation : bool
         With ``validation_split``: a seeded random subset instead of the last fraction.
+    lang : str
+        Language of the diagnosis lines on ``stream``: ``en`` or ``pt`` (the History
+        holds both).
 
     Returns
     -------
@@ -345,7 +451,10 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
 
     """
     _check_module(module)
-    options = _options(module, epochs, batch_size, lr, seed, schedule)
+    if lang not in DIAGNOSIS:
+        raise DeriveError(f"lang = {lang!r} is not a language of the diagnosis.",
+                          where="lang", fix=f"Give one of: {', '.join(DIAGNOSIS)}.")
+    options = _options(module, epochs, batch_size, lr, seed, schedule) | {"lang": lang}
     data = _with_validation(data, validation_split, options["seed"], shuffle_validation)
     if len(data.x_train) == 0:
         raise DeriveError("the data set has no training samples.", where=data.name)
@@ -443,15 +552,20 @@ def _step_through_batches(module, run: _Run, data: Dataset, batch_size: int, epo
 
 
 def _measure(module, params, data: Dataset, grad_batch, epoch: int, epoch_lr: float,
-             train_loss: float, start: float) -> EpochRecord:
-    """The epoch's record: losses and accuracies on both sets, the gradient norm, time."""
+             train_loss: float, start: float, start_params: list[np.ndarray]) -> EpochRecord:
+    """The epoch's record: losses and accuracies on both sets, the gradient norms, time."""
     val_loss, val_acc = evaluate(module, params, data.x_val, data.y_val)
+    with np.errstate(all="ignore"):
+        _, grads = module.loss_and_grad(params, *grad_batch)
+    layers = measure_layers(module, params, start_params, grads,
+                            data.x_train[:MONITOR_SAMPLE])
     return EpochRecord(
         epoch=epoch + 1, lr=epoch_lr, train_loss=train_loss,
         train_accuracy=accuracy(module, params, data.x_train, data.y_train),
         val_loss=val_loss, val_accuracy=val_acc,
-        grad_norm=gradient_norm(module, params, *grad_batch),
+        grad_norm=_norm(grads),
         seconds=time.perf_counter() - start,
+        layers=layers,
     )
 
 
@@ -472,7 +586,7 @@ def _final_curves(module, data: Dataset, out: Path, records: list[EpochRecord]) 
 
 def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progress, *,
            epochs: int, batch_size: int, lr: float, seed: int, schedule,
-           rate: Schedule) -> History:
+           rate: Schedule, lang: str) -> History:
     """The loop of :func:`fit`, once the options are checked and the folder is locked."""
     config = {} if out is None else _run_config(
         module, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
@@ -487,12 +601,13 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     for epoch in range(len(run.records), epochs):
         start = time.perf_counter()
         epoch_lr = rate(epoch)
+        start_params = [p.copy() for p in run.params]  # for each layer's update ratio
         train_loss, loss = _step_through_batches(module, run, data, batch_size, epoch,
                                                  epoch_lr, report)
         if not math.isfinite(loss):
             stopped = _stop_message(loss, epoch, out)
         record = _measure(module, run.params, data, grad_batch, epoch, epoch_lr, train_loss,
-                          start)
+                          start, start_params)
         run.records.append(record)
         report.epoch_done(record)
         if stopped:
@@ -506,6 +621,6 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     if stopped:
         report.message(stopped)
     for d in diagnoses:
-        report.message(f"diagnosis: {d.message}")
+        report.message(f"{DIAGNOSIS[lang]}: {d.text(lang)}")
     return History(tuple(run.records), run.params, run.state, diagnoses, tuple(files),
                    resumed_from, stopped)

@@ -10,7 +10,10 @@ validation worsens while      overfitting: regularise, stop earlier, or get more
 training improves
 ============================  ==========================================================
 
-Each rule is a small function of the history, so it can be tested on made-up curves.
+and what the notes say of each layer (seed 002, "Funções de Ativação Alternativas"; seed
+004, section 8.3): the first layers' gradients vanish behind saturating activations, and
+ReLU units can die. Each rule is a small function of the history, so it can be tested on
+made-up curves. Every message is written in English and in Portuguese.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,46 @@ from derive.files import atomic_write
 
 CURVES_CSV = "curves.csv"
 CURVES_PNG = "curves.png"
+#: Languages a diagnosis is written in.
+LANGUAGES = ("en", "pt")
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """What one epoch measured of one layer.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name in the parameters' names (``dense0``).
+    grad_norm : float
+        ‖∇L‖ over the layer's parameters, on the epoch's fixed gradient batch.
+    update_ratio : float
+        ‖Δθ‖/‖θ‖ of the layer's parameters over the whole epoch (the change the epoch
+        made, over the parameters at its start).
+    dead : float
+        Fraction of the layer's units (neurons, or channels of a convolution) whose
+        activation derivative σ'(s) is exactly 0 on every sample of the monitoring batch:
+        no gradient reaches their weights (for ReLU, output 0 for every sample). NaN for
+        a layer without an elementwise activation.
+    saturated : float
+        Fraction of the layer's unit values (unit × sample) in an activation's flat
+        tail: 0 < σ'(s) < :data:`SATURATED_SLOPE` in magnitude (the sigmoid beyond
+        |s| ≈ 4.6, tanh beyond |s| ≈ 3.0). NaN without an elementwise activation.
+
+    """
+
+    name: str
+    grad_norm: float
+    update_ratio: float
+    dead: float
+    saturated: float
+
+
+#: The measurements of a LayerRecord, as curves.csv's columns name them after the layer.
+LAYER_FIELDS = tuple(f.name for f in fields(LayerRecord))[1:]
+#: |σ'(s)| below this (and above 0) counts as a saturated unit value.
+SATURATED_SLOPE = 1e-2
 
 
 @dataclass(frozen=True)
@@ -50,6 +93,9 @@ class EpochRecord:
         of the epoch.
     seconds : float
         Wall time of the epoch.
+    layers : tuple of LayerRecord
+        Per-layer measurements, in the network's order (empty for a module that does not
+        name its layers).
 
     """
 
@@ -61,9 +107,15 @@ class EpochRecord:
     val_accuracy: float
     grad_norm: float
     seconds: float
+    layers: tuple[LayerRecord, ...] = field(default=(), metadata={"per_layer": True})
+
+    def values(self) -> tuple:
+        """The scalar fields, in :data:`FIELDS` order."""
+        return tuple(getattr(self, name) for name in FIELDS)
 
 
-FIELDS = tuple(f.name for f in fields(EpochRecord))
+#: The scalar fields of an epoch record: curves.csv's first columns, a checkpoint's table.
+FIELDS = tuple(f.name for f in fields(EpochRecord) if not f.metadata.get("per_layer"))
 
 
 @dataclass(frozen=True)
@@ -73,7 +125,8 @@ class Diagnosis:
     Attributes
     ----------
     kind : str
-        ``exploding``, ``stagnating``, ``oscillating`` or ``overfitting``.
+        ``exploding``, ``stagnating``, ``oscillating``, ``overfitting``, ``vanishing``,
+        ``dead`` or ``saturated``.
     epoch : int
         The epoch where it shows (first non-finite loss, best validation epoch, ...).
     message : str
@@ -90,6 +143,13 @@ class Diagnosis:
 
     def __str__(self) -> str:
         return self.message
+
+    def text(self, lang: str = "en") -> str:
+        """The message in ``lang`` (``en`` or ``pt``)."""
+        by_language = {"en": self.message, "pt": self.message_pt}
+        if lang not in by_language:
+            raise ValueError(f"lang must be one of {LANGUAGES}, got {lang!r}")
+        return by_language[lang]
 
 
 # --- diagnosis --------------------------------------------------------------------------
@@ -119,8 +179,9 @@ def _exploding(records: Sequence[EpochRecord]) -> Diagnosis | None:
         "exploding", bad.epoch,
         f"the training loss {seen} (epoch {bad.epoch}): it explodes, so the learning rate "
         f"({bad.lr:g}) is too high. Lower it, e.g. to {bad.lr / 10:g}.",
-        f"a perda de treino explode (época {bad.epoch}): taxa de aprendizado muito alta "
-        f"({bad.lr:g}). Reduza-a, por exemplo para {bad.lr / 10:g}.",
+        f"a perda de treino explode (época {bad.epoch}): a taxa de aprendizado ({bad.lr:g}) "
+        f"está alta demais. Reduza-a, por exemplo para {bad.lr / 10:g} (Notas de Aula, "
+        "Otimização de Redes Neurais, seção 7.2).",
     )
 
 
@@ -142,8 +203,10 @@ def _stagnating(records: Sequence[EpochRecord]) -> Diagnosis | None:
         f"less than {STAGNATION_TOL:.0%}): the learning rate ({window[-1].lr:g}) is too "
         "low, or training sits on a plateau (saturated units). Raise the learning rate, or "
         "try momentum or Adam.",
-        f"a perda de treino estagna (épocas {epochs}): taxa muito baixa ou saturação. "
-        "Aumente a taxa de aprendizado ou use momentum/Adam.",
+        f"a perda de treino estagna ({start:.4g} → {end:.4g} nas épocas {epochs}, menos de "
+        f"{STAGNATION_TOL:.0%}): a taxa de aprendizado ({window[-1].lr:g}) está baixa demais, "
+        "ou o treino está num platô (unidades saturadas). Aumente a taxa, ou experimente "
+        "momentum ou Adam.",
     )
 
 
@@ -163,8 +226,10 @@ def _oscillating(records: Sequence[EpochRecord]) -> Diagnosis | None:
         f"epochs, first at epoch {at.epoch}): the batch is too small or the learning rate "
         f"({at.lr:g}) too high. Use a larger batch or a lower learning rate (or a "
         "schedule).",
-        f"a perda de treino oscila (subiu em {len(rises)} de {len(losses) - 1} épocas): "
-        "batch muito pequeno ou taxa alta.",
+        f"a perda de treino oscila (subiu em {len(rises)} de {len(losses) - 1} épocas, a "
+        f"primeira vez na época {at.epoch}): o batch é pequeno demais ou a taxa de "
+        f"aprendizado ({at.lr:g}) alta demais. Use um batch maior ou uma taxa menor (ou um "
+        "cronograma de taxas).",
     )
 
 
@@ -183,14 +248,95 @@ def _overfitting(records: Sequence[EpochRecord]) -> Diagnosis | None:
         "overfitting", b.epoch,
         f"the validation loss worsens ({b.val_loss:.4g} at epoch {b.epoch} → "
         f"{records[-1].val_loss:.4g}) while the training loss improves "
-        f"({b.train_loss:.4g} → {records[-1].train_loss:.4g}): overfitting. Regularise "
-        f"(L2, dropout), stop at epoch {b.epoch}, or use more data.",
-        f"a validação piora (melhor na época {b.epoch}) enquanto o treino melhora: "
-        "overfitting, precisa regularização.",
+        f"({b.train_loss:.4g} → {records[-1].train_loss:.4g}): overfitting: stop at epoch "
+        f"{b.epoch}, regularise (e.g. a dropout layer), or use more data.",
+        f"a perda de validação piora ({b.val_loss:.4g} na época {b.epoch} → "
+        f"{records[-1].val_loss:.4g}) enquanto a de treino melhora: é overfitting. Pare na "
+        f"época {b.epoch}, regularize (por exemplo com uma camada de dropout) ou use mais "
+        "dados.",
     )
 
 
-RULES = (_exploding, _stagnating, _oscillating, _overfitting)
+#: First layer's gradient norm over the last layer's under which the gradient vanishes.
+VANISHING_RATIO = 1e-2
+#: A layer with at least this fraction of dead units (or saturated values) is reported.
+DEAD_FRACTION = 0.5
+SATURATED_FRACTION = 0.5
+
+
+def _vanishing(records: Sequence[EpochRecord]) -> Diagnosis | None:
+    last = records[-1] if records else None
+    norms = [layer.grad_norm for layer in last.layers] if last else []
+    if len(norms) < 2 or not all(map(math.isfinite, norms)) or norms[-1] <= 0:
+        return None
+    ratio = norms[0] / norms[-1]
+    if ratio >= VANISHING_RATIO:
+        return None
+    first, final = last.layers[0], last.layers[-1]
+    orders = math.floor(-math.log10(max(ratio, 1e-300)))
+    return Diagnosis(
+        "vanishing", last.epoch,
+        f"the gradient vanishes: at epoch {last.epoch} the first layer's gradient norm "
+        f"({first.name}, {first.grad_norm:.2g}) is {orders} orders of magnitude below the "
+        f"last layer's ({final.name}, {final.grad_norm:.2g}), so the first layers hardly "
+        "learn. Each layer multiplies the backpropagated error by its activation's "
+        "derivative (the sigmoid's is at most 1/4): use ReLU in the hidden layers, or fewer "
+        "layers.",
+        f"o gradiente desvanece: na época {last.epoch} a norma do gradiente da primeira "
+        f"camada ({first.name}, {first.grad_norm:.2g}) está {orders} ordens de grandeza "
+        f"abaixo da última ({final.name}, {final.grad_norm:.2g}), e as primeiras camadas "
+        "quase não aprendem. Cada camada multiplica o erro retropropagado pela derivada da "
+        "sua ativação (a da sigmoide é no máximo 1/4): use ReLU nas camadas ocultas, ou "
+        "menos camadas (slides Retropropagação em Redes Neurais, Funções de Ativação "
+        "Alternativas).",
+    )
+
+
+def _worst_layer(records: Sequence[EpochRecord], name: str, at_least: float):
+    """The last epoch's layer with the largest ``name`` fraction, if it reaches at_least."""
+    layers = [layer for layer in (records[-1].layers if records else ())
+              if getattr(layer, name) >= at_least]  # NaN (no activation) never does
+    return max(layers, key=lambda layer: getattr(layer, name), default=None)
+
+
+def _dead(records: Sequence[EpochRecord]) -> Diagnosis | None:
+    worst = _worst_layer(records, "dead", DEAD_FRACTION)
+    if worst is None:
+        return None
+    epoch = records[-1].epoch
+    return Diagnosis(
+        "dead", epoch,
+        f"{worst.dead:.0%} of the units of {worst.name} are dead at epoch {epoch}: their "
+        "activation's derivative is 0 on every sample, so no gradient reaches their "
+        "weights and they never recover (dying ReLUs). Lower the learning rate, or use a "
+        "leaky variant (leaky_relu, elu).",
+        f"{worst.dead:.0%} das unidades de {worst.name} estão mortas na época {epoch}: a "
+        "derivada da ativação é 0 em todas as amostras, nenhum gradiente chega aos seus "
+        "pesos e elas não se recuperam (Aprendizado de Máquina, seção 8.3, Dying ReLUs "
+        "Problem). Reduza a taxa de aprendizado, ou use uma variante com vazamento "
+        "(leaky_relu, elu; seção 8.4).",
+    )
+
+
+def _saturated(records: Sequence[EpochRecord]) -> Diagnosis | None:
+    worst = _worst_layer(records, "saturated", SATURATED_FRACTION)
+    if worst is None:
+        return None
+    epoch = records[-1].epoch
+    return Diagnosis(
+        "saturated", epoch,
+        f"{worst.saturated:.0%} of the values of {worst.name} sit in the activation's flat "
+        f"tails at epoch {epoch} (|σ'(s)| < {SATURATED_SLOPE:g}): saturated units pass "
+        "almost no gradient. Normalise the inputs, start from smaller weights (xavier "
+        "initialisation), or use ReLU.",
+        f"{worst.saturated:.0%} dos valores de {worst.name} estão nas caudas planas da "
+        f"ativação na época {epoch} (|σ'(s)| < {SATURATED_SLOPE:g}): unidades saturadas "
+        "quase não deixam passar gradiente. Normalize as entradas, comece com pesos "
+        "menores (inicialização de Xavier) ou use ReLU.",
+    )
+
+
+RULES = (_exploding, _stagnating, _oscillating, _overfitting, _vanishing, _dead, _saturated)
 
 
 def diagnose(records: Sequence[EpochRecord]) -> tuple[Diagnosis, ...]:
@@ -208,23 +354,39 @@ def diagnose(records: Sequence[EpochRecord]) -> tuple[Diagnosis, ...]:
 
 
 def curves_csv(records: Sequence[EpochRecord]) -> str:
-    """The history as CSV text, one row an epoch (floats in full precision)."""
-    lines = [",".join(FIELDS)]
+    """The history as CSV text, one row an epoch (floats in full precision).
+
+    The scalar fields come first; then, per layer, ``<layer>.grad_norm``,
+    ``<layer>.update_ratio``, ``<layer>.dead`` and ``<layer>.saturated``, named after the
+    first record's layers (a record that lacks them leaves its cells empty).
+    """
+    names = [layer.name for layer in records[0].layers] if records else []
+    lines = [",".join([*FIELDS, *(f"{n}.{m}" for n in names for m in LAYER_FIELDS)])]
     for r in records:
-        lines.append(",".join(str(v) if isinstance(v, int) else repr(float(v))
-                              for v in astuple(r)))
+        cells = [str(v) if isinstance(v, int) else repr(float(v)) for v in r.values()]
+        by_name = {layer.name: layer for layer in r.layers}
+        for n in names:
+            layer = by_name.get(n)
+            cells += [repr(float(getattr(layer, m))) if layer else "" for m in LAYER_FIELDS]
+        lines.append(",".join(cells))
     return "\n".join(lines) + "\n"
 
 
 def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
-    """Learning curves — loss, accuracy, gradient norm per epoch — as PNG bytes."""
+    """Learning curves — loss, accuracy, gradient norm per epoch — as PNG bytes.
+
+    With per-layer records, a second row plots each layer's gradient norm, update ratio,
+    and dead and saturated fractions, coloured from the first layer to the last.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    names = [layer.name for layer in records[0].layers] if records else []
     # A bare Figure with the Agg canvas: no pyplot, no global backend state, no display.
-    fig = Figure(figsize=(12, 3.8), layout="constrained")
+    fig = Figure(figsize=(12, 7.6 if names else 3.8), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_acc, ax_grad = fig.subplots(1, 3)
+    axes = fig.subplots(2 if names else 1, 3, squeeze=False)
+    ax_loss, ax_acc, ax_grad = axes[0]
     epochs = [r.epoch for r in records]
 
     def plot(ax, name, label, style="o-"):
@@ -246,11 +408,49 @@ def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
     losses = np.array([r.train_loss for r in records], dtype=float)
     if np.isfinite(losses).all() and losses.min() > 0 and losses.max() / losses.min() > 50:
         ax_loss.set_yscale("log")
+    if names:
+        _plot_layers(axes[1], records, names)
     if title:
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
+
+
+def _plot_layers(axes, records: Sequence[EpochRecord], names: list[str]) -> None:
+    """Per-layer curves on three axes: gradient norms, update ratios, dead and saturated."""
+    import matplotlib as mpl
+
+    ax_grad, ax_update, ax_units = axes
+    colours = mpl.colormaps["viridis"](np.linspace(0, 0.9, len(names)))
+    epochs = [r.epoch for r in records]
+
+    def series(name, measure):
+        return np.array([next((getattr(layer, measure) for layer in r.layers
+                               if layer.name == name), math.nan) for r in records], dtype=float)
+
+    for name, colour in zip(names, colours, strict=True):
+        for ax, measure in ((ax_grad, "grad_norm"), (ax_update, "update_ratio")):
+            values = series(name, measure)
+            if (values > 0).any():
+                ax.plot(epochs, values, "o-", color=colour, label=name, markersize=2)
+        for measure, style in (("dead", "o-"), ("saturated", "s--")):
+            values = series(name, measure)
+            if np.isfinite(values).any() and (values > 0).any():
+                ax_units.plot(epochs, values, style, color=colour, markersize=2,
+                              label=f"{name} {measure}")
+    for ax, title in ((ax_grad, "gradient norm per layer"),
+                      (ax_update, "‖Δθ‖/‖θ‖ per layer and epoch"),
+                      (ax_units, "dead units (—), saturated values (--)")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize="x-small", ncols=2 if len(ax.lines) > 6 else 1)
+    for ax in (ax_grad, ax_update):
+        if ax.lines:
+            ax.set_yscale("log")
+    ax_units.set_ylim(-0.02, 1.02)
 
 
 def write_curves(records: Sequence[EpochRecord], out_dir: Path, *, png: bool = True,
