@@ -152,7 +152,7 @@ NOTES_STEPS = {
 def test_half_sum_of_squares_follows_the_notes_in_order(documents, lang, fmt):
     text = flat(documents, "sse_half", lang, fmt)
     in_order(text, NOTES_STEPS[lang] + ["∂E∂ŷj = ŷj−yj"])
-    assert "(ŷ0−y0)2+···+(ŷk−yk)2+···+(ŷK−1−yK−1)2" in text  # the opened sum
+    assert "(ŷ1−y1)2+···+(ŷk−yk)2+···+(ŷK−yK)2" in text  # the opened sum, from 1
     assert "u=ŷk−yk" in text  # the named inner function
 
 
@@ -200,10 +200,10 @@ def test_every_loss_states_what_its_kernel_computes(documents, lang):
 def test_dense_layer_opens_the_neuron_sum_and_reaches_the_notes_formulas(documents, lang):
     for fmt in COMPILED:
         text = flat(documents, "dense", lang, fmt)
-        assert "Wj,0xn,0+···+Wj,ixn,i+···+Wj,I−1xn,I−1" in text  # the sum opened
-        for result in ("∂E∂xn,i=O−1Xj=0Wj,iδn,j", "∂E∂Wj,i=N−1Xn=0δn,jxn,i",
-                       "∂E∂bj=N−1Xn=0δn,j",
-                       "∂E∂xi=O−1Xj=0Wj,iδj", "∂E∂Wj,i=δjxi", "∂E∂bj=δj"):
+        assert "Wj,1xn,1+···+Wj,ixn,i+···+Wj,Ixn,I" in text  # the sum opened, from 1
+        for result in ("∂E∂xn,i=OXj=1Wj,iδn,j", "∂E∂Wj,i=NXn=1δn,jxn,i",
+                       "∂E∂bj=NXn=1δn,j",
+                       "∂E∂xi=OXj=1Wj,iδj", "∂E∂Wj,i=δjxi", "∂E∂bj=δj"):
             assert result in text, result
 
 
