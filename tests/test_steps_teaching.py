@@ -26,8 +26,10 @@ def article(name: str, lang: str) -> str:
 
 
 def derivation(text: str) -> str:
-    """The step-by-step part of an activation or loss article (the first align)."""
-    return text[text.index(r"\begin{align}"):text.index(r"\end{align}")]
+    """The step-by-step part of an activation or loss article (the first align or align*)."""
+    start = re.search(r"\\begin\{align\*?\}", text)
+    end = re.search(r"\\end\{align\*?\}", text[start.end():])
+    return text[start.start():start.end() + end.start()]
 
 
 def numbered_steps(text: str) -> int:
@@ -99,7 +101,7 @@ def test_softsign_uses_x_sgn_x_and_is_written_in_terms_of_its_output(lang):
     assert r"1 - \left|{y}\right| = 1 - \frac{\left|{x}\right|}{1 + \left|{x}\right|}" in text
     assert r"\boxed{\operatorname{softsign}'(x) = \left(1 - \left|{y}\right|\right)^{2}}" in whole
     # and the document says so where the notes say otherwise (section 7.6)
-    assert "7.6" in whole[whole.index(r"\end{align}"):]
+    assert "7.6" in whole[re.search(r"\\end\{align\*?\}", whole).end():]
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -171,7 +173,7 @@ def test_softmax_derives_its_jacobian_with_the_kronecker_delta(lang):
     jacobian = (rf"\boxed{{\frac{{\partial {sm}_{{k}}}}{{\partial {{z}}_{{j}}}} = "
                 rf"{sm}_{{k}} \left(\delta_{{kj}} - {sm}_{{j}}\right)}}")
     vjp = (r"\boxed{\frac{\partial E}{\partial {z}_{j}} = {\operatorname{softmax}}_{j} "
-           r"\left({g}_{j} - \sum_{k=0}^{K - 1} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
+           r"\left({g}_{j} - \sum_{k=1}^{K} {g}_{k} {\operatorname{softmax}}_{k}\right)}")
     assert jacobian in text and vjp in text
     assert text.index(jacobian) < text.index(vjp)
     # the quotient rule and δ_kj on the way, and the kernel's product at the end
