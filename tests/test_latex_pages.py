@@ -202,3 +202,15 @@ def test_templates_never_ask_which_op_they_print():
         found += [(path.name, m) for m in re.findall(
             r"view\.name ==|view\.name in|\.type ==|W\.titles\[|optimizer_notes\[", text)]
     assert found == []
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_optimizer_has_its_closing_remark(lang):
+    # The remarks are a word table keyed by the declaration: a new optimizer is named
+    # here until it has one (its "Remarks" section would otherwise be empty).
+    from derive.latex.render import language
+
+    notes = language(lang).words["optimizer_notes"]
+    missing = [op.name for op in registry.all_ops() if op.kind == "optimizer"
+               and op.name not in notes]
+    assert missing == []
