@@ -203,7 +203,7 @@ def test_the_progress_line_shows_the_layers_compactly(runs):
     record = runs["sigmoid"][0].records[-1]
     line = epoch_line(record, 3)
     first, last = record.layers[0].grad_norm, record.layers[-1].grad_norm
-    assert f"|grad| by layer {first:.1e}→{last:.1e}" in line
+    assert f"|grad| {record.grad_norm:.3g} (layers {first:.1e}→{last:.1e})" in line
     assert "Δθ/θ ≤" in line
 
 
@@ -267,3 +267,17 @@ def test_derive_train_writes_the_diagnosis_in_the_chosen_language(tmp_path, caps
     printed = capsys.readouterr().out
     assert "diagnóstico: a perda de treino estagna" in printed
     assert "diagnosis" not in printed
+
+
+def test_a_checkpoint_from_before_per_layer_records_still_loads(runs, tmp_path):
+    import json
+
+    _, out = runs["relu"]
+    with np.load(out / CHECKPOINT, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "layer_records"}
+    meta = json.loads(str(arrays["meta"]))
+    del meta["layers"], meta["layer_fields"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / CHECKPOINT, **arrays)
+    loaded = load_checkpoint(tmp_path / CHECKPOINT)
+    assert loaded.epoch == 3 and all(r.layers == () for r in loaded.records)

@@ -135,10 +135,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
         if list(meta["fields"]) != list(FIELDS) or table.shape[1:] != (len(FIELDS),):
             raise ValueError("its history has other columns")
         records = tuple(EpochRecord(int(row[0]), *map(float, row[1:])) for row in table)
-        records = _with_layers(records, meta, layer_table)
         epoch = int(meta["epoch"])
         if epoch != len(records):
             raise ValueError(f"it says {epoch} epoch(s) but its history holds {len(records)}")
+        records = _with_layers(records, meta, layer_table)
         if not isinstance(meta["config"], dict):
             raise ValueError("its configuration is not a table")
         # The shuffling generator's state must be one a generator accepts, now rather

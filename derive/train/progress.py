@@ -40,22 +40,26 @@ def epoch_line(r: EpochRecord, epochs: int) -> str:
         parts.append(f"val_loss {_metric(r.val_loss)}")
     if not math.isnan(r.val_accuracy):
         parts.append(f"val_acc {_metric(r.val_accuracy)}")
-    parts += [f"|grad| {_metric(r.grad_norm, '.3g')}", *layer_parts(r), f"lr {r.lr:g}",
-              f"{r.seconds:.1f}s"]
+    parts += [f"|grad| {_metric(r.grad_norm, '.3g')}{layer_range(r)}", *layer_parts(r),
+              f"lr {r.lr:g}", f"{r.seconds:.1f}s"]
     return "  ".join(parts)
 
 
-def layer_parts(r: EpochRecord) -> list[str]:
-    """The per-layer measurements of an epoch line, compact.
-
-    The first and last layers' gradient norms, the largest update ratio, and the worst
-    layer's dead units and saturated values (when any).
-    """
+def layer_range(r: EpochRecord) -> str:
+    """`` (layers 1.2e-05→4.3e-02)``: the first and last layers' gradient norms, if any."""
     if not r.layers:
-        return []
+        return ""
     first, last = r.layers[0], r.layers[-1]
-    parts = [f"|grad| by layer {_metric(first.grad_norm, '.1e')}→"
-             f"{_metric(last.grad_norm, '.1e')}"]
+    return f" (layers {_metric(first.grad_norm, '.1e')}→{_metric(last.grad_norm, '.1e')})"
+
+
+def layer_parts(r: EpochRecord) -> list[str]:
+    """The other per-layer measurements of an epoch line, compact.
+
+    The largest update ratio, and the worst layer's dead units and saturated values
+    (when any).
+    """
+    parts = []
     ratios = [layer.update_ratio for layer in r.layers if not math.isnan(layer.update_ratio)]
     if ratios:
         parts.append(f"Δθ/θ ≤ {_metric(max(ratios), '.1e')}")
