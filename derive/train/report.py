@@ -380,6 +380,7 @@ def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     names = [layer.name for layer in records[0].layers] if records else []
     # A bare Figure with the Agg canvas: no pyplot, no global backend state, no display.
@@ -410,6 +411,8 @@ def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
         ax_loss.set_yscale("log")
     if names:
         _plot_layers(axes[1], records, names)
+    for ax in axes.flat:  # epochs are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     buffer = io.BytesIO()
