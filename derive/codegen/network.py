@@ -96,12 +96,15 @@ class NetworkLayout:
     output: str  # the buffer the loss reads
     output_grad: str  # the buffer the loss's gradient goes to
     prediction: str  # what the forward pass alone returns
+    # (layer, activation, index of z{l}, index of out{l} in buffers) for every layer that
+    # applies its activation elementwise, so a trainer can watch σ'(s) per layer.
+    activated: tuple = ()
 
 
 def lay_out(plan: NetworkPlan) -> NetworkLayout:
     """Lay out buffers and kernel calls for a network (see :class:`NetworkLayout`)."""
     views, forward, backward_by_layer, buffers = [], [], [], {}
-    kernels = {}
+    kernels, activated = {}, []
     for layer_plan in plan.layers:
         layer, op = layer_plan.spec, layer_plan.op
         i = layer.index
@@ -148,6 +151,7 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
             act = layer_plan.activation
             buffers |= {f"out{i}": layer.out_shape, f"d_out{i}": layer.out_shape}
             forward.append(f"_{act.name}_apply({z}, out{i})")
+            activated.append((i, act.name, z, f"out{i}"))
             steps_back.append(f"_{act.name}_apply_backward({z}, out{i}, d_out{i}, {d_z})")
         else:
             # No activation: the output is the layer's result itself, seen flat if needed.
@@ -169,8 +173,11 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
         prediction = "outputs"
         predict = [f"outputs = np.empty_like({output})",
                    output_call(plan.output_activation, output, prediction)]
+    where = list(buffers).index
+    activated = tuple((i, name, where(z), where(out)) for i, name, z, out in activated)
     return NetworkLayout(tuple(views), tuple(forward), tuple(backward), tuple(predict),
-                         buffers, tuple(kernels.values()), output, f"d_out{last}", prediction)
+                         buffers, tuple(kernels.values()), output, f"d_out{last}", prediction,
+                         activated)
 
 
 def padding_context(plan: NetworkPlan) -> dict | None:
