@@ -214,3 +214,62 @@ def test_every_optimizer_has_its_closing_remark(lang):
     missing = [op.name for op in registry.all_ops() if op.kind == "optimizer"
                and op.name not in notes]
     assert missing == []
+
+
+# --- what the page shows, read back from the PDF ----------------------------------------
+
+
+def _pdf(tex: str, tmp: Path) -> tuple[list[str], str]:
+    """The text of each page of the compiled document, and pdflatex's log."""
+    (tmp / "doc.tex").write_text(tex)
+    for _ in range(2):  # the second run settles references and float placement
+        subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                       cwd=tmp, capture_output=True, timeout=300, check=False)
+    log = (tmp / "doc.log").read_text(errors="replace")
+    assert (tmp / "doc.pdf").exists(), log[-2000:]
+    text = subprocess.run(["pdftotext", "-layout", "doc.pdf", "-"], cwd=tmp,
+                          capture_output=True, text=True, check=True).stdout
+    return text.split("\f"), log
+
+
+needs_poppler = pytest.mark.skipif(shutil.which("pdftotext") is None,
+                                   reason="pdftotext not installed")
+PLOTS = {"pt": ("Gráficos", "Figura 1"), "en": ("Graphs", "Figure 1")}
+
+
+@needs_tex
+@needs_poppler
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("target", ("sigmoid", "identity"))
+def test_the_plots_are_on_the_page_of_their_heading(target, lang, tmp_path):
+    # A figure left floating at the end got a page of its own, its heading stranded at
+    # the foot of the page before (sigmoid's "Gráficos").
+    pages, _ = _pdf(_document(target, lang), tmp_path)
+    heading, caption = PLOTS[lang]
+    where = [i for i, page in enumerate(pages) if re.search(rf"^\s*\d+\s+{heading}\s*$",
+                                                             page, re.M)]
+    assert len(where) == 1, (target, lang)
+    assert caption in pages[where[0]], (target, lang, where)
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("target", NETWORKS)
+def test_the_network_table_fits_the_page(target, lang, tmp_path):
+    # The convolution's kernel shape pushed the parameter column past the right margin
+    # (cut off at the page's edge): the layer and parameter columns wrap instead.
+    _, log = _pdf(_document(target, lang), tmp_path)
+    over = [float(v) for v in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\) in "
+                                         r"alignment", log)]
+    assert over == [], (target, lang, over)
+
+
+@needs_tex
+@needs_poppler
+@pytest.mark.parametrize("lang", LANGS)
+def test_plot_ticks_are_plain_decimals(lang, tmp_path):
+    # hard σ' peaks at 1/6: its axis was labelled 0, 5·10⁻², 0.1, 0.15.
+    pages, _ = _pdf(_document("hard_sigmoid", lang), tmp_path)
+    text = "".join(pages)
+    assert {"pt": "0,05", "en": "0.05"}[lang] in text
+    assert not re.search(r"5 · 10\s*[−-]\s*2", text), text

@@ -34,6 +34,8 @@ DEBIAN_PACKAGE = {
     "fontenc.sty": "texlive-latex-base",
     "inputenc.sty": "texlive-latex-base",
     "geometry.sty": "texlive-latex-base",
+    "float.sty": "texlive-latex-recommended",
+    "array.sty": "texlive-latex-base",
     "amsmath.sty": "texlive-latex-base",
     "amssymb.sty": "texlive-base",
     "babel.sty": "texlive-latex-base",

@@ -180,6 +180,8 @@ class PropertiesView:
     saturation: tuple[SaturationView, ...]
     symmetric: Number | None
     leaks: tuple[tuple[int, Number], ...]
+    #: A step function's values (its range is this set): LaTeX of each, in order.
+    levels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,7 @@ def properties_view(facts: Facts, lang: Language, printer: DerivePrinter) -> Pro
         saturation=sat,
         symmetric=symmetric,
         leaks=leaks,
+        levels=facts.levels,
     )
 
 

@@ -163,10 +163,21 @@ class Facts:
     window: tuple[float, float]
     f_curve: Curve
     df_curve: Curve
+    #: The values f takes when it is a step function (f' = 0 wherever it is defined), e.g.
+    #: ("0", "1") for the Heaviside step: its range is that set, not the interval between.
+    levels: tuple[str, ...] = ()
 
 
 def _close(a, b, tol=1e-9) -> bool:
     return abs(a - b) <= tol * (1 + abs(a))
+
+
+def _levels(df: sp.Expr, fvals) -> tuple[str, ...]:
+    """The LaTeX of each value a step function takes, in order; () unless f' is zero."""
+    if df != 0:
+        return ()
+    found = sorted({float(v) for _, v in fvals if v is not None})
+    return tuple(sp.latex(sp.nsimplify(v, rational=True)) for v in found) if len(found) > 1 else ()
 
 
 def concrete_values(op: Activation) -> dict[sp.Symbol, sp.Expr]:
@@ -457,4 +468,5 @@ def activation_facts(op: Activation, forward: sp.Expr, derivative: sp.Expr,
         flat,
         saturation, kink_facts, window,
         _curve(F, window, kink_facts, use_df=False), _curve(dF, window, kink_facts, use_df=True),
+        _levels(df, fvals),
     )
