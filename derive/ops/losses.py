@@ -52,6 +52,8 @@ BINARY_CROSS_ENTROPY = register(Loss(
     # PyTorch clamps each log at −100 and the gradient's denominator p(1−p) at its
     # EPSILON = 1e-12, a float32 constant (9.99999996e-13 exactly).
     log_floor=-100.0, grad_floor=9.999999960041972e-13, samples="probabilities",
+    # After a sigmoid, log σ(z) and log(1 − σ(z)) are taken on the logits, stably.
+    fused=(("sigmoid", "binary_cross_entropy_with_logits"),),
     # −y/ŷ + (1 − y)/(1 − ŷ) over one denominator: the y·ŷ terms cancel, leaving ŷ − y.
     rearrange=(
         Rearrange("common_denominator",
@@ -80,21 +82,26 @@ CATEGORICAL_CROSS_ENTROPY = register(Loss(
     name="categorical_cross_entropy", title="Categorical cross-entropy (on probabilities)",
     latex=r"\operatorname{CE}",
     term=-y[n, k] * log(yhat[n, k]), scale=1 / N, pred=yhat, target=y,
-    identities=ONE_HOT_ROWS, samples="probabilities"))
+    identities=ONE_HOT_ROWS, samples="probabilities", classes=True,
+    # After a softmax, the log of the quotient is taken apart: log-sum-exp on the logits.
+    fused=(("softmax", "softmax_cross_entropy"),)))
 
 SPARSE_CATEGORICAL_CROSS_ENTROPY = register(Loss(
     name="sparse_categorical_cross_entropy",
     title="Categorical cross-entropy with integer labels (on probabilities)",
     latex=r"\operatorname{CE}",
     term=-y[n, k] * log(yhat[n, k]), scale=1 / N, pred=yhat, target=y,
-    targets=("index",), samples="probabilities"))
+    targets=("index",), samples="probabilities", classes=True,
+    fused=(("softmax", "softmax_cross_entropy"),)))
 
 SOFTMAX_CROSS_ENTROPY = register(Loss(
     name="softmax_cross_entropy", title="Softmax cross-entropy (on logits)",
     latex=r"\operatorname{CE}\circ\operatorname{softmax}",
     # log softmax(z)[n, k] = z[n, k] − log Σ_j e^{z[n, j]}
     term=-y[n, k] * (z[n, k] - lse(z[n, j], j, K)), scale=1 / N, pred=z, target=y,
-    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits",
+    targets=("dense", "index"), identities=ONE_HOT_ROWS, samples="logits", classes=True,
+    # Written after a softmax layer, it means the same: the softmax is already inside it.
+    fused=(("softmax", "softmax_cross_entropy"),),
     recipe="softmax_of_logits"))
 
 i = sp.Symbol("i", integer=True, nonnegative=True)  # a softmax row's summation index
