@@ -273,3 +273,39 @@ def test_plot_ticks_are_plain_decimals(lang, tmp_path):
     text = "".join(pages)
     assert {"pt": "0,05", "en": "0.05"}[lang] in text
     assert not re.search(r"5 · 10\s*[−-]\s*2", text), text
+
+
+SUBSTITUTE_BACK = {"pt": "substituímos de volta", "en": "we substitute back"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_substitutions_back_are_one_step(lang):
+    # softplus names two inner functions (u = 1 + e^{βx}, v = βx): putting them back is
+    # one line, not the same sentence twice.
+    text = _document("softplus", lang)
+    assert text.count(SUBSTITUTE_BACK[lang]) == 1, text
+    said = text.split(SUBSTITUTE_BACK[lang])[1].split(":")[0]
+    assert {"pt": " e ", "en": " and "}[lang] in said
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_step_functions_range_is_the_set_of_its_values(lang):
+    # The Heaviside step takes 0 and 1 only: its range is {0, 1}, not the interval [0, 1].
+    def range_item(tex):
+        word = {"pt": "A imagem de", "en": "The range of"}[lang]
+        return next(item for item in tex.split(r"\item") if word in item)
+
+    assert r"$\{0, 1\}$" in range_item(_document("heaviside", lang))
+    assert r"\{" not in range_item(_document("sigmoid", lang))
+
+
+@needs_tex
+@needs_poppler
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_slides_network_table_does_not_hyphenate_titles(lang, tmp_path):
+    # A justified narrow column split "totalmente" as "total- mente" with wide gaps.
+    pages, _ = _pdf(_document("examples/mlp_notes.toml", lang, "beamer"), tmp_path)
+    table = next(page for page in pages if {"pt": "parâmetros", "en": "parameters"}[lang]
+                 in page)
+    assert not re.search(r"[a-z]-\n", table), table
+    assert {"pt": "totalmente", "en": "connected"}[lang] in table

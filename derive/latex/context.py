@@ -7,7 +7,7 @@ decimal separator) and formulas printed by :class:`DerivePrinter`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import singledispatch
 
@@ -352,9 +352,22 @@ def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
     )
 
 
+def _one_substitution(steps) -> list[Step]:
+    """Consecutive substitutions back (u = 1 + e^v, then v = βx) as one step: each alone
+    would repeat the same sentence for a line that teaches nothing new."""
+    merged: list[Step] = []
+    for step in steps:
+        if merged and step.rule == merged[-1].rule == "substitute_back":
+            merged[-1] = replace(merged[-1], after=step.after,
+                                 inner=merged[-1].inner + step.inner)
+        else:
+            merged.append(step)
+    return merged
+
+
 def chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
     """Print a chain; ``derivative`` is the result before any form in terms of y."""
-    steps = chain.steps
+    steps = _one_substitution(chain.steps)
     in_output = steps[-1] if steps and steps[-1].rule == "in_terms_of_output" else None
     derivative = in_output.before if in_output is not None else chain.result
     return ChainView(
