@@ -145,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the generated module, checkpoint and curves go (default: run/)")
     r.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--lang", choices=["pt", "en"], default="en",
+                   help="language of the diagnosis (default: en)")
 
     d = sub.add_parser("demo", help="the main job: derive, check, typeset and train, offline")
     d.add_argument("--out", type=Path, default=Path("derive-demo"),
@@ -394,6 +396,7 @@ def cmd_train(args) -> int:
     from derive.network import check_train, load_spec
     from derive.train import dataset_for, evaluate, fit, load_source
     from derive.train.checkpoint import CHECKPOINT, load_checkpoint, run_lock
+    from derive.train.loop import DIAGNOSIS
 
     _check_train_arguments(args)
     spec = load_spec(args.spec)
@@ -430,7 +433,7 @@ def cmd_train(args) -> int:
         try:
             history = fit(module, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           seed=args.seed, out_dir=args.out, resume=args.resume,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, lang=args.lang)
         except KeyboardInterrupt:
             print(f"\ninterrupted; the last checkpoint in {args.out}/ is complete: "
                   "continue with --resume", file=sys.stderr)
@@ -438,7 +441,7 @@ def cmd_train(args) -> int:
         loss, accuracy = evaluate(module, history.params, data.x_test, data.y_test)
         print(f"test loss {loss:.4f}, test accuracy {accuracy:.2%} on {len(data.y_test)} samples")
         for diagnosis in history.diagnoses:
-            print(f"diagnosis: {diagnosis}")
+            print(f"{DIAGNOSIS[args.lang]}: {diagnosis.text(args.lang)}")
         for path in history.files:
             print(f"wrote {path}")
         return 0
