@@ -309,3 +309,23 @@ def test_the_slides_network_table_does_not_hyphenate_titles(lang, tmp_path):
                  in page)
     assert not re.search(r"[a-z]-\n", table), table
     assert {"pt": "totalmente", "en": "connected"}[lang] in table
+
+
+@pytest.mark.parametrize("lang, says, never", [
+    ("pt", "Nenhum termo", ("Todos os termos", "não contêm")),
+    ("en", "No term", ("Every term other than", "does not contain"))])
+@pytest.mark.parametrize("target", ("mse", "dense"))
+def test_dropping_terms_says_no_term_contains(target, lang, says, never):
+    # "Every term other than a does not contain x" reads as a double negative.
+    tex = _document(target, lang)
+    assert says in tex and not any(w in tex for w in never), (target, lang)
+
+
+@pytest.mark.parametrize("lang, one, many", [
+    ("pt", "O hiperparâmetro é", "Os hiperparâmetros são"),
+    ("en", "The hyper-parameter is", "The hyper-parameters are")])
+def test_one_hyper_parameter_is_named_in_the_singular(lang, one, many):
+    # Dropout has one hyper-parameter (p): "Os hiperparâmetros são a probabilidade p".
+    dropout, conv = _document("dropout", lang), _document("conv2d", lang)
+    assert one in dropout and many not in dropout
+    assert many in conv and one not in conv

@@ -353,8 +353,10 @@ def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
 
 
 def _one_substitution(steps) -> list[Step]:
-    """Consecutive substitutions back (u = 1 + e^v, then v = βx) as one step: each alone
-    would repeat the same sentence for a line that teaches nothing new."""
+    """Consecutive substitutions back (u = 1 + e^v, then v = βx) as one step.
+
+    Each alone would repeat the same sentence for a line that teaches nothing new.
+    """
     merged: list[Step] = []
     for step in steps:
         if merged and step.rule == merged[-1].rule == "substitute_back":
