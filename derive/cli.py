@@ -311,15 +311,15 @@ def cmd_minimize(args) -> int:
 
 def cmd_latex(args) -> int:
     """Typeset a derivation (LaTeX or Markdown); with --pdf also compile it."""
-    from derive.latex.document import document_for, write_document
+    from derive.latex.document import write_document
 
     if args.out is not None:
         check_output_file(args.out)
     # A formula (--expr) is the one input that can make the symbolic work run away.
     with time_limit(args.expr, "--expr") if args.expr is not None else nullcontext():
-        doc = document_for(args.target, expr=args.expr, name=args.name,
-                           params=dict(args.param), lang=args.lang, fmt=args.format,
-                           out=args.out, pdf=args.pdf)
+        doc = pipeline.document_for(args.target, expr=args.expr, name=args.name,
+                                    params=dict(args.param), lang=args.lang,
+                                    fmt=args.format, out=args.out, pdf=args.pdf)
     if args.out is None:
         sys.stdout.write(doc.text)
         return 0

@@ -76,7 +76,8 @@ def write_notes(report: DemoReport, lang: str, say) -> None:
     A document that fails is recorded and the others still run; a PDF that fails leaves
     its .tex, so the notes can be compiled by hand once the cause is fixed.
     """
-    from derive.latex.document import document_for, write_document
+    from derive.latex.document import write_document
+    from derive.pipeline import document_for
 
     notes = report.out / "notes"
     pdf = shutil.which("pdflatex") is not None

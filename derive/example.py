@@ -351,7 +351,7 @@ def worked_example(target: str, settings: dict[str, sp.Expr], *, lr: str = DEFAU
     grad_w = _value(grad_s * dsdw)
     grad_b = _value(grad_s * dsdb)
     gd = registry.get("gd", "optimizer")
-    step = gd.expr.xreplace({next(p_.symbol for p_ in gd.params if p_.name == "lr"): rate})
+    step = gd.expr.xreplace({gd.learning_rate.symbol: rate})
     w_new = _value(step.xreplace({w: ws, g: grad_w}))
     b_new = _value(step.xreplace({w: bs, g: grad_b}))
     s_new, yhat_new, loss_new = neuron(w_new, b_new)

@@ -409,7 +409,7 @@ def check_train(train: dict, path: str = "<spec>") -> None:
                     _close(name, list(optimizers)))
     # The optimizer's own hyper-parameters (momentum's mu, Adam's betas...) may be set;
     # its lr is the run's learning rate, already a key of its own.
-    hyper = [p.name for p in optimizers[name].params if p.name != "lr"]
+    hyper = [p.name for p in optimizers[name].params if p != optimizers[name].learning_rate]
     for key in train:
         if key in TRAIN_KEYS or key in hyper:
             continue

@@ -7,10 +7,13 @@ on first use so that ``get("sigmoid")`` works from anywhere.
 from __future__ import annotations
 
 import difflib
+import inspect
 
 from derive.errors import UnknownNameError
 
 _OPS: dict[str, object] = {}
+#: The module that registered each op (``derive.ops.losses``), for generated headers.
+_MODULES: dict[str, str] = {}
 #: The folder of a generated tree each kind of op is written to (generated/activations/).
 FOLDERS = {"activation": "activations", "vector": "activations", "loss": "losses",
            "layer": "layers", "optimizer": "optimizers"}
@@ -41,7 +44,30 @@ def register(op):
         raise ValueError(f"{op.name!r} is declared twice in the catalogue")
     verify_declaration(op)
     _OPS[op.name] = op
+    # Read from the caller rather than a table by kind, so that the file named in a
+    # generated header is where the declaration is, wherever it is moved.
+    caller = inspect.currentframe().f_back
+    _MODULES[op.name] = caller.f_globals.get("__name__", "") if caller else ""
     return op
+
+
+def declared_in(op) -> str | None:
+    """The file that declares a catalogue op, as a path from the repository root.
+
+    Parameters
+    ----------
+    op : record
+        A declaration.
+
+    Returns
+    -------
+    str or None
+        E.g. ``"derive/ops/losses.py"``; None for an op not in the catalogue (a custom
+        formula) or registered from outside a module.
+
+    """
+    module = _MODULES.get(op.name) if _OPS.get(op.name) == op else None
+    return module.replace(".", "/") + ".py" if module and module != "__main__" else None
 
 
 def _load_catalogue() -> None:

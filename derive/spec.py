@@ -14,6 +14,12 @@ import sympy as sp
 x = sp.Symbol("x", real=True)
 #: The output of an elementwise activation, used by derivatives written in terms of it.
 y = sp.Symbol("y", real=True)
+#: Batch size and number of classes/outputs of an indexed declaration (a loss's sums).
+N = sp.Symbol("N", integer=True, positive=True)
+K = sp.Symbol("K", integer=True, positive=True)
+#: Summation indices of declarations (n over the batch, k and j over classes); the
+#: calculus works in these same symbols (:mod:`derive.calculus.indexed`).
+n, k, j = sp.symbols("n k j", integer=True, nonnegative=True)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,17 @@ class Param:
     def name(self) -> str:
         """The Python name of the parameter in generated code's public functions."""
         return self.keyword or self.symbol.name
+
+
+#: What a caller passes at every call of an op that declares noise: whether to draw the
+#: random terms (training) or use their evaluation values, and the seed the draws are a
+#: function of. Each default's type is the argument's type (a flag, an integer).
+DRAW_MODE = (
+    Param(sp.Symbol("training", integer=True, nonnegative=True), False, latex="",
+          keyword="training", per_call=True),
+    Param(sp.Symbol("seed", integer=True, nonnegative=True), 0, latex="", keyword="seed",
+          per_call=True),
+)
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,11 @@ class Activation:
         """Whether training mode draws random numbers."""
         return bool(self.noise)
 
+    @property
+    def per_call(self) -> tuple[Param, ...]:
+        """The parameters a caller passes at every call: :data:`DRAW_MODE` if it draws."""
+        return DRAW_MODE if self.noise else ()
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -268,8 +290,6 @@ class Loss:
     @property
     def expr(self) -> sp.Expr:
         """The whole loss as a SymPy expression with symbolic N and K."""
-        from derive.calculus.indexed import K, N, k, n
-
         return self.scale * sp.Sum(sp.Sum(self.term, (k, 0, K - 1)), (n, 0, N - 1))
 
 
@@ -378,6 +398,10 @@ class Layer:
     in_networks : bool
         Whether network specs may use the layer (batch statistics need a training and an
         evaluation mode that networks do not have yet).
+    matrix_form : bool
+        Whether the layer is the affine map s = W x + b of a weight matrix, so that a
+        network of such layers can be written in the notes' matrix formulas
+        (δ⁽ˡ⁾ = ((W⁽ˡ⁺¹⁾)ᵀ δ⁽ˡ⁺¹⁾) ⊙ f'(s⁽ˡ⁾), ∂E/∂W⁽ˡ⁾ = δ⁽ˡ⁾ (x⁽ˡ⁻¹⁾)ᵀ).
     """
 
     name: str
@@ -396,6 +420,7 @@ class Layer:
     buffers: tuple = ()
     spec_keys: tuple[SpecKey, ...] = ()
     in_networks: bool = True
+    matrix_form: bool = False
     kind: str = field(default="layer", init=False)
 
     @property
@@ -463,6 +488,8 @@ w = sp.Symbol("w", real=True)
 g = sp.Symbol("g", real=True)
 #: The optimizer's step count, 1 on the first update (as PyTorch counts it).
 t = sp.Symbol("t", positive=True, integer=True)
+#: The learning rate, every optimizer's first parameter (ε in seed 004, α in 003).
+lr = sp.Symbol("lr", positive=True)
 
 
 @dataclass(frozen=True)
@@ -536,6 +563,11 @@ class Optimizer:
     def defaults(self) -> dict[sp.Symbol, float]:
         """Parameter symbols mapped to their default values."""
         return {p.symbol: p.default for p in self.params}
+
+    @property
+    def learning_rate(self) -> Param:
+        """The learning rate: the first parameter (checked when the op is registered)."""
+        return self.params[0]
 
     @property
     def expr(self) -> sp.Expr:

@@ -119,6 +119,9 @@ def layer_violations(edge: Edge, standalone: frozenset[str]) -> list[str]:
         if not (top(t) in STDLIB or (s == "derive.files" and t == "derive.errors")):
             rules.append("files.py and errors.py depend on the standard library only "
                          "(files.py on errors.py too)")
+    if s == "derive.spec" and not (top(t) in STDLIB or top(t) == "sympy"):
+        rules.append("spec.py holds the records: it imports the standard library and SymPy "
+                     "only")
     if within(s, "derive.ops") and top(t) == "derive" and not within(
             t, "derive.ops", "derive.spec", "derive.registry", "derive.calculus"):
         rules.append("ops/ holds declarations: it imports spec, registry and calculus only")
@@ -208,6 +211,7 @@ def _edges_of(source: str, code: str) -> list[Edge]:
     ("derive.train.loop", "import sympy as sp\n", "SymPy or Jinja2"),
     ("derive.train.report", "from derive.codegen.emit import render_layer\n", "standalone"),
     ("derive.files", "import numpy as np\n", "standard library only"),
+    ("derive.spec", "def f():\n    from derive.calculus.indexed import K\n", "spec.py"),
 ])
 def test_each_rule_catches_its_edge(source, code, broken):
     standalone = standalone_modules()

@@ -18,10 +18,10 @@ from derive.cli import main
 from derive.example import parse_settings, worked_example
 from derive.latex import render
 from derive.latex.context import document_view
-from derive.latex.document import document_for
 from derive.latex.network import explicit_formulas
 from derive.latex.render import language
 from derive.network import load_spec, parse_spec
+from derive.pipeline import document_for
 from derive.registry import all_ops, get
 
 LANGS = ("pt", "en")

@@ -20,8 +20,8 @@ import pytest
 
 from derive import registry
 from derive.errors import DeriveError
-from derive.latex.document import document_for
 from derive.latex.lines import LINE, aligned, fit, split, width
+from derive.pipeline import document_for
 
 LANGS = ("pt", "en")
 HERE = Path(__file__).resolve().parent.parent

@@ -22,8 +22,9 @@ from derive import registry
 from derive.errors import DeriveError
 from derive.latex import compile_pdf
 from derive.latex.context import inline_title, op_title
-from derive.latex.document import document_for, example_document
+from derive.latex.document import example_document
 from derive.latex.render import language
+from derive.pipeline import document_for
 
 LANGS = ("pt", "en")
 NETWORKS = ("examples/mlp_notes.toml", "examples/cnn_small.toml")

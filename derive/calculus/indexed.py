@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import sympy as sp
 
-#: Batch size and number of classes/outputs.
-N = sp.Symbol("N", integer=True, positive=True)
-K = sp.Symbol("K", integer=True, positive=True)
-#: Summation indices of declarations (n over the batch, k and j over classes).
-n, k, j = sp.symbols("n k j", integer=True, nonnegative=True)
+#: Batch size, number of classes/outputs and the summation indices of declarations,
+#: defined with the records the declarations are written in.
+from derive.spec import K, N, j, k, n  # noqa: F401
+
 #: Free indices of a gradient: ∂L/∂z[p, q].
 p, q = sp.symbols("p q", integer=True, nonnegative=True)
 
@@ -89,9 +88,16 @@ class ArgMax(sp.Expr):
         return rf"\operatorname{{arg\,max}}_{{{indices}}} {printer._print(self.body)}"
 
 
+#: Each named softmax array and the array it is the softmax of (see :func:`softmax_of`).
+_SOFTMAX_ARGS: dict[sp.IndexedBase, sp.IndexedBase] = {}
+
+
 def softmax_of(base: sp.IndexedBase) -> sp.IndexedBase:
     """The array softmax(base), as an indexed object whose name prints as such."""
-    return sp.IndexedBase(f"softmax({base})", real=True)
+    named = sp.IndexedBase(f"softmax({base})", real=True)
+    # Recorded, so that unname_softmax recognises it by what it is, not by its spelling.
+    _SOFTMAX_ARGS[named] = base
+    return named
 
 
 def _expand(e: sp.Expr) -> sp.Expr:
@@ -241,10 +247,10 @@ def unname_softmax(expr: sp.Expr) -> sp.Expr:
     """Inverse of :func:`name_softmax`, for lowering: softmax(z)[p, q] → exp(z − lse)."""
 
     def is_named(e):
-        return isinstance(e, sp.Indexed) and str(e.base).startswith("softmax(")
+        return isinstance(e, sp.Indexed) and e.base in _SOFTMAX_ARGS
 
     def to_exp(e):
-        base = sp.IndexedBase(str(e.base)[len("softmax("):-1], real=True)
+        base = _SOFTMAX_ARGS[e.base]
         *row, col = e.indices
         return sp.exp(base[(*row, col)] - lse(base[(*row, j)], j, K))
 

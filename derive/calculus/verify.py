@@ -142,13 +142,13 @@ def _(op: Optimizer) -> None:
     DeclarationError
         Naming the optimizer and what is inconsistent.
     """
-    from derive.spec import g, t, w
+    from derive.spec import g, lr, t, w
 
     where = f"optimizer {op.name!r}"
     params = [p.symbol for p in op.params]
     slots = [s.symbol for s in op.state]
     targets = [target for target, _ in op.updates]
-    if not params or params[0].name != "lr":
+    if not params or params[0] != lr:
         raise DeclarationError("the first parameter must be the learning rate lr.",
                                where=where, fix="Declare Param(lr, default) first.")
     if not targets or targets[-1] != w or targets.count(w) != 1:

@@ -22,6 +22,7 @@ from derive.codegen.ir import (
 from derive.codegen.loops import (
     Contraction,
     Scatter,
+    local_names,
     loop_indices,
     statement_exprs,
     substitute,
@@ -167,16 +168,17 @@ def render_activation(m: ActivationModule, command: str) -> str:
     draw_lines = [_draw_line(d, printer) for d in m.draws]
     helpers = runtime_helpers(printer.helpers)
     names = [param_name(p.name) for p in m.params]
-    mode = ["training", "seed"] if m.draws else []
+    mode = [p.name for p in m.mode]
     casts = [f'_scalar("{p.name}", {n})' for p, n in zip(m.params, names, strict=True)]
-    casts += ["bool(training)", "int(seed)"] if m.draws else []
+    # A per-call argument is cast to its default's type (bool(training), int(seed)).
+    casts += [f"{type(p.default).__name__}({p.name})" for p in m.mode]
     sums = list(m.backward.output_names[1:])
     context = {
         "m": m,
         "cache_name": cache_name("activations", m.name),
         "header": header_lines(m.source, command),
         "param_sig": "".join(f", {p.name}={p.default!r}" for p in m.params),
-        "mode_sig": ", training=False, seed=0" if m.draws else "",
+        "mode_sig": "".join(f", {p.name}={p.default!r}" for p in m.mode),
         "public_args": "".join(f", {n}" for n in [p.name for p in m.params] + mode),
         "private_params": "".join(f", {n}" for n in names + mode),
         "kernel_params": "".join(f", {n}" for n in names + mode),
@@ -441,9 +443,9 @@ def kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
         used |= set().union(*(sp.sympify(e).free_symbols for e in _exprs(st)))
     for _, dims, _ in kernel.allocations:
         used |= set().union(*(sp.sympify(d).free_symbols for d in dims))
-    loop_vars = set().union(*(loop_indices(st) for st in kernel.statements))
-    sizes = sorted((s for s in used if isinstance(s, sp.Symbol) and s not in loop_vars
-                    and s not in kernel.hyper and not str(s).startswith("acc")), key=str)
+    bound = set().union(*(loop_indices(st) | local_names(st) for st in kernel.statements))
+    sizes = sorted((s for s in used if isinstance(s, sp.Symbol) and s not in bound
+                    and s not in kernel.hyper), key=str)
     bind = []
     for size in sizes:
         for array in kernel.arrays:

@@ -65,6 +65,8 @@ class ActivationModule:
     backward: ElementFunction
     uses_output: bool
     formulas: tuple[tuple[str, str], ...]
+    #: The per-call parameters (:attr:`derive.spec.Activation.per_call`): the draw mode.
+    mode: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -539,6 +539,15 @@ def loop_indices(statement) -> set:
     return found
 
 
+def local_names(statement) -> set:
+    """The scalars a statement assigns itself (its accumulators), which a kernel never binds."""
+    found = {acc.target for acc in getattr(statement, "accumulators", ())}
+    if isinstance(statement, Contraction):
+        for inner in _inner_statements(statement):
+            found |= local_names(inner)
+    return found
+
+
 def substitute(statement, mapping: dict):
     """A loop nest or scatter with ``mapping`` (e.g. a stride of 1) substituted."""
 

@@ -128,6 +128,7 @@ def lower_activation(derivation: ActivationDerivation, source: str) -> Activatio
         backward=backward,
         uses_output=derivation.in_output is not None,
         formulas=tuple(formulas),
+        mode=op.per_call,
     )
 
 

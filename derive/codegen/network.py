@@ -319,7 +319,7 @@ def optimizer_context(spec: NetworkSpec, params: list[str]) -> dict:
         g_name = p_name.replace("p_", "g_", 1)
         slots = [f"s_{p_name[2:]}_{slot}" for slot in slot_names]
         flat = [f"{a}.reshape({a}.size)" for a in (p_name, g_name, *slots)]
-        hyper = [_optimizer_value(p_, spec.train) for p_ in module.params]
+        hyper = [_optimizer_value(p_, op, spec.train) for p_ in op.params]
         step = ["step[0]"] if module.uses_step else []
         updates.append(f"_update({', '.join(flat + hyper + step)})")
     return {
@@ -335,8 +335,11 @@ def optimizer_context(spec: NetworkSpec, params: list[str]) -> dict:
     }
 
 
-def _optimizer_value(param, train: dict) -> str:
-    return "lr" if param.name == "lr" else repr(float(train.get(param.name, param.default)))
+def _optimizer_value(param, op, train: dict) -> str:
+    # The learning rate is the update's argument lr (a schedule may change it each epoch).
+    if param == op.learning_rate:
+        return "lr"
+    return repr(float(train.get(param.name, param.default)))
 
 
 def _target_doc(spec: NetworkSpec, encoding: str) -> str:

@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from derive import registry
 from derive.errors import DeriveError
 from derive.files import atomic_write, command_line, comment_text
 from derive.latex.compile import compile_pdf
@@ -43,31 +42,25 @@ def _header_text(text: str, fmt: str) -> str:
     return text.replace(">", "&gt;") if fmt == "markdown" else text
 
 
-def document_for(target: str | None, *, expr: str | None = None, name: str | None = None,
-                 params: dict[str, float] | None = None, lang: str = "pt",
-                 fmt: str = "article", out: Path | None = None, pdf: bool = False) -> Document:
-    """Render the document ``derive latex`` asks for.
+def check_options(fmt: str, out: Path | None, pdf: bool) -> None:
+    """Refuse contradictory output options of ``derive latex``.
 
     Parameters
     ----------
-    target : str or None
-        A catalogue name or a network spec (a ``.toml`` file); None with ``expr``.
-    expr, name, params : optional
-        A custom activation (see :func:`derive.pipeline.custom_activation`).
-    lang, fmt : str
-        Language and format.
-    out : Path, optional
-        Where the document will be written (named in its header).
+    fmt : str
+        The format asked for.
+    out : Path or None
+        Where the document is to be written.
     pdf : bool
-        Whether a PDF is wanted (checked against the format and ``out``).
+        Whether a PDF is wanted.
 
     Raises
     ------
     DeriveError
-        For contradictory options, unknown names and unacceptable formulas.
+        For a PDF of a Markdown file or a fragment, ``-o`` naming the PDF, or ``--pdf``
+        without ``-o``.
 
     """
-    params = params or {}
     where = "derive latex"
     if pdf and fmt == "markdown":
         raise DeriveError("--pdf compiles LaTeX; the markdown format has nothing to compile.",
@@ -81,33 +74,39 @@ def document_for(target: str | None, *, expr: str | None = None, name: str | Non
     if pdf and out is None:
         raise DeriveError("--pdf needs -o FILE: the PDF is written beside it.", where=where,
                           fix="Add e.g. -o sigmoid.tex.")
-    if expr is not None:
-        from derive.pipeline import custom_activation
 
-        if target is not None:
-            raise DeriveError("give a catalogue name or --expr, not both.", where=where)
-        if not name:
-            raise DeriveError("--expr needs --name.", where=where, fix="Add e.g. --name my_act.")
-        op = custom_activation(expr, name, params)
-        words = ["--expr", expr, "--name", name]
-        for p, v in params.items():
-            words += ["--param", f"{p}={v!r}"]
-        source = f"the formula {expr!r}"
-    else:
-        if name or params:
-            raise DeriveError("--name and --param go with --expr.", where=where)
-        if target is None:
-            raise DeriveError("nothing to typeset.", where=where,
-                              fix="Give a catalogue name (see `derive list`) or --expr.")
-        if target.endswith(".toml") or os.sep in target:
-            from derive.network import load_spec
 
-            op = load_spec(target)
-            source = f"the network spec {target}"
-        else:
-            op = registry.get(target)
-            source = default_source(op)
-        words = [target]
+def typeset(op, words: list[str], source: str | None = None, *, lang: str = "pt",
+            fmt: str = "article", out: Path | None = None, pdf: bool = False) -> Document:
+    """Render the document of a declaration or a network (``derive latex``).
+
+    The caller picks the record (a catalogue entry, a custom activation, a network spec:
+    :func:`derive.pipeline.document_for`); this renders it with its header.
+
+    Parameters
+    ----------
+    op : record
+        The declaration or network to typeset.
+    words : list of str
+        The arguments of ``derive latex`` before the options, for the header's
+        regeneration line.
+    source : str, optional
+        Where ``op`` came from; by default, the catalogue file that declares it.
+    lang, fmt : str
+        Language and format.
+    out : Path, optional
+        Where the document will be written (named in its header).
+    pdf : bool
+        Whether a PDF is wanted (checked against the format and ``out``).
+
+    Raises
+    ------
+    DeriveError
+        For contradictory options.
+
+    """
+    check_options(fmt, out, pdf)
+    source = source or default_source(op)
     text = render(op, fmt, lang, source=_header_text(source, fmt),
                   command=_header_text(_command(words, lang, fmt, out), fmt))
     return Document(op.name, fmt, text)

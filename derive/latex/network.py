@@ -151,7 +151,8 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         names, syms = _renamer(layer.op, layer.spec.index + 1)
         symbols |= syms
         renames[layer.spec.index] = names
-    dense_only = all(layer.type == "dense" for layer in spec.layers)
+    # The notes' matrix formulas hold when every layer declares itself s = W x + b.
+    dense_only = all(layer.op.matrix_form for layer in plan.layers)
     formulas = explicit_formulas(spec, symbols)[0] if dense_only else []
     # The output x⁽ᴸ⁾ is named before the printer copies the names.
     symbols[f"x{len(spec.layers)}"] = rf"x^{{({len(spec.layers)})}}"
@@ -257,9 +258,9 @@ def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
     return tuple(views)
 
 
-def _delta_base(names: dict):
+def _delta_base(names: dict, op):
     """The renamed δ of a layer (its upstream gradient array)."""
-    return next(v for k_, v in names.items() if k_.label.name.startswith("d_"))
+    return names[derivation_steps(op).upstream]
 
 
 def output_delta(plan: NetworkPlan, renames: dict, symbols: dict, pr) -> tuple[Formula, ...]:
@@ -275,7 +276,7 @@ def output_delta(plan: NetworkPlan, renames: dict, symbols: dict, pr) -> tuple[F
     dense = next((v for v in derived.variants if v.encoding == "dense"), derived.variants[0])
     top = renames[last.spec.index]
     s_top = top[last.op.out.base]
-    delta_top = _delta_base(top)
+    delta_top = _delta_base(top, last.op)
     units = last.spec.out_shape[0] if len(last.spec.out_shape) == 1 else None
     at = {K: units} if units else {}
     gradient = dense.gradient.xreplace({p: n, q: j}).xreplace(at)
@@ -321,7 +322,7 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                                         spec.type))
                 below = plan.layers[spec.index - 1]
                 below_names = renames[below.spec.index]
-                delta = _delta_base(below_names)
+                delta = _delta_base(below_names, below.op)
                 s_below = below_names[below.op.out.base]
                 index = element.indices
                 x_below = element.base

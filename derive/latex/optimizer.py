@@ -113,7 +113,7 @@ def worked_run(op: Optimizer, steps: int = RUN_STEPS, lr=RUN_LR):
     ``lr``; the arithmetic is SymPy's, evaluated in 30 digits.
     """
     values = {p.symbol: sp.Rational(repr(float(p.default))) for p in op.params}
-    values[next(p.symbol for p in op.params if p.name == "lr")] = lr
+    values[op.learning_rate.symbol] = lr
     state = {s.symbol: sp.Rational(repr(float(s.init))) for s in op.state}
     weight = RUN_START
     rows = []
@@ -144,7 +144,7 @@ def _(op: Optimizer, lang: Language) -> OptimizerView:
 
     run = tuple(RunRow(step, num(w0), num(g0), num(w1), num(f1))
                 for step, w0, g0, w1, f1 in worked_run(op))
-    lr = next(p for p in op.params if p.name == "lr")
+    lr = op.learning_rate
     return OptimizerView(
         kind="optimizer",
         name=op.name,

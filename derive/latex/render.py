@@ -21,7 +21,7 @@ from derive.latex import (  # noqa: F401  (register their views)
 )
 from derive.latex.context import Language, document_view
 from derive.latex.lines import fit
-from derive.registry import FOLDERS
+from derive.registry import declared_in
 
 LANGUAGES = ("pt", "en")
 FORMATS = ("article", "beamer", "fragment", "markdown")
@@ -79,7 +79,8 @@ def language(code: str) -> Language:
 
 def default_source(op) -> str:
     """Where a catalogue declaration lives, for the generated file's header."""
-    return f"the declaration {op.name!r} in derive/ops/{FOLDERS.get(op.kind, op.kind)}.py"
+    path = declared_in(op)
+    return f"the declaration {op.name!r}" + (f" in {path}" if path else "")
 
 
 def default_command(op, fmt: str, lang: str) -> str:

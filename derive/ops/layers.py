@@ -46,7 +46,7 @@ DENSE = register(Layer(
     name="dense", title="Dense (fully connected)", latex=r"\operatorname{dense}",
     out=s[n, o], expr=Sum(Wt[o, i] * x[n, i], (i, 0, I - 1)) + bias[o],
     arrays=((x, (N, I)), (Wt, (O, I)), (bias, (O,)), (s, (N, O))),
-    inputs=(x,), weights=(Wt, bias), spec_keys=(SpecKey("units", (O,)),)))
+    inputs=(x,), weights=(Wt, bias), spec_keys=(SpecKey("units", (O,)),), matrix_form=True))
 
 CONV2D = register(Layer(
     name="conv2d", title="2-D convolution (cross-correlation)", latex=r"\operatorname{conv}",

@@ -13,10 +13,9 @@ import sympy as sp
 from sympy import Rational, sqrt
 
 from derive.registry import register
-from derive.spec import Optimizer, Param, Slot, g, t, w
+from derive.spec import Optimizer, Param, Slot, g, lr, t, w
 
-# Hyper-parameters. The learning rate is called lr everywhere (ε in seed 004, α in 003).
-lr = sp.Symbol("lr", positive=True)
+# Hyper-parameters. The learning rate lr comes with the records (derive.spec).
 mu = sp.Symbol("mu", nonnegative=True)
 alpha = sp.Symbol("alpha", nonnegative=True)
 rho = sp.Symbol("rho", nonnegative=True)
