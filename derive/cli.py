@@ -12,6 +12,7 @@ from derive import pipeline, registry
 from derive.errors import DeriveError
 from derive.files import check_output_file
 from derive.formula import time_limit
+from derive.trainspec import NORMALISATIONS
 
 DEFAULT_OUT = Path("generated")
 
@@ -85,11 +86,24 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--start", metavar="W1,W2,...",
                    help="start point, one number per variable in natural order (w1, w2, ...; "
                         "x, y); write --start=-1,2 when it begins with a minus")
-    m.add_argument("--method", default="gd", help="gd, momentum (Polyak) or newton")
+    m.add_argument("--method", default="gd",
+                   help="any optimizer of the catalogue (gd, momentum, nesterov, adagrad, "
+                        "rmsprop, adam, ...: see `derive list`) or newton (default: gd)")
     m.add_argument("--lr", type=float, default=None,
                    help="step size (default: 0.01; 1 for newton)")
     m.add_argument("--steps", type=int, default=10, help="number of steps (default: 10)")
-    m.add_argument("--momentum", type=float, default=0.9, help="beta of --method momentum")
+    m.add_argument("--momentum", type=float, default=None,
+                   help="mu of --method momentum or nesterov (default: 0.9)")
+    m.add_argument("--param", type=_parameter, action="append", default=[],
+                   metavar="NAME=VALUE",
+                   help="another setting of the method, e.g. --param beta1=0.8")
+    m.add_argument("--tol", type=float, default=None,
+                   help="stop when |grad f| <= TOL (default: when it falls to 1e-12 of its "
+                        "value at the start)")
+    m.add_argument("--noise", type=float, default=0.0, metavar="SIGMA",
+                   help="add Gaussian noise of this standard deviation to every gradient "
+                        "component: a stochastic gradient, as in SGD (default: 0)")
+    m.add_argument("--seed", type=int, default=0, help="seed of --noise (default: 0)")
     m.add_argument("-o", "--out", type=Path, default=None,
                    help="write path.csv and path.png (contour plot) into this directory")
 
@@ -138,8 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--optimizer", default=None, help="override the spec's optimizer")
     r.add_argument("--lr", type=float, default=None)
     r.add_argument("--seed", type=int, default=None)
-    r.add_argument("--normalise", default=None, choices=["minmax", "zscore", "l2", "none"],
-                   help="input normalisation, fitted on the training set (default: the "
+    r.add_argument("--normalise", default=None, choices=NORMALISATIONS,
+                   help="input normalisation, fitted on the training set: minmax (global), "
+                        "feature_minmax ([0, 1] per feature), feature_minmax_signed ([-1, 1] "
+                        "per feature), pixels (x/255), zscore, l2 or none (default: the "
                         "spec's train.normalisation, else minmax)")
     r.add_argument("--out", type=Path, default=Path("run"),
                    help="where the generated module, checkpoint and curves go (default: run/)")
@@ -296,15 +312,25 @@ def cmd_minimize(args) -> int:
             raise DeriveError(f"no start point given for {names}.", where="derive minimize",
                               fix=f"Add --start with one number per variable ({names}).")
         start = minimize.parse_start(args.start, objective)
-        run = minimize.minimize(objective, start, method=args.method, lr=args.lr,
-                                steps=args.steps, momentum=args.momentum)
+        options = {"method": args.method, "lr": args.lr, "steps": args.steps,
+                   "momentum": args.momentum, "params": dict(args.param), "tol": args.tol}
+        run = minimize.minimize(objective, start, noise=args.noise, seed=args.seed,
+                                **options)
+        # With noise, the plot shows the exact-gradient path beside it (GD versus SGD);
+        # if that path cannot be computed (Newton meets a singular Hessian), it is left out.
+        exact = None
+        if args.noise and args.out is not None:
+            try:
+                exact = minimize.minimize(objective, start, **options)
+            except DeriveError:
+                exact = None
     print(minimize.header(run))
     for step in run.steps:
         print(minimize.step_line(step))
     if run.stopped:
         print(run.stopped)
     if args.out is not None:
-        for path in minimize.write_trajectory(run, args.out):
+        for path in minimize.write_trajectory(run, args.out, compare=exact):
             print(f"wrote {path}")
     return 0
 

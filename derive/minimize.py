@@ -23,14 +23,20 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
+from derive import registry, spec
 from derive.calculus.functions import NAMED_FUNCTIONS
 from derive.errors import DeriveError, FormulaError
 from derive.files import atomic_write
 from derive.formula import CONSTANTS, MAX_LENGTH, functions, parse_formula
+from derive.spec import Optimizer
 
-METHODS = ("gd", "momentum", "newton")
-#: The step size each method uses when none is given (Newton's natural step is 1).
-DEFAULT_LR = {"gd": 0.01, "momentum": 0.01, "newton": 1.0}
+#: Newton's method needs the Hessian, which no catalogue optimizer uses: it is this lab's
+#: own method, next to every optimizer declared in :mod:`derive.ops.optimizers`.
+NEWTON = "newton"
+#: The step size when none is given: the notes' 0.01 for every declared optimizer, 1 for
+#: Newton's method (its natural step).
+DEFAULT_LR = 0.01
+NEWTON_LR = 1.0
 MAX_VARIABLES = 20
 MAX_STEPS = 100_000
 #: Tree sizes beyond which a gradient, or the gradient a Hessian is derived from, is
@@ -39,8 +45,19 @@ MAX_GRADIENT_SIZE = 50_000
 MAX_HESSIAN_SOURCE = 1_000
 #: Largest condition number of a Hessian that Newton's method will invert.
 MAX_CONDITION = 1e12
-#: Stop when ‖∇f‖ falls to this fraction of its starting value (or to exactly 0).
+#: Without --tol: stop when ‖∇f‖ falls to this fraction of its starting value (or to 0).
 TOLERANCE = 1e-12
+#: A gradient this many times larger than at the start (or than 1) means the run diverges;
+#: stopping here says so long before the numbers overflow.
+DIVERGED = 1e10
+#: Hessian eigenvalues within this fraction of the largest one count as zero when a
+#: stationary point is classified (rounding leaves ~1e-16 where the exact value is 0).
+FLAT = 1e-8
+
+
+def methods() -> tuple[str, ...]:
+    """Every method ``derive minimize`` runs: the declared optimizers, then Newton's."""
+    return (*(op.name for op in registry.all_ops("optimizer")), NEWTON)
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,24 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Stationary:
+    """A point where the gradient vanished, classified by the Hessian's eigenvalues.
+
+    Attributes
+    ----------
+    kind : str
+        ``minimum`` (all eigenvalues positive), ``maximum`` (all negative), ``saddle``
+        (both signs) or ``flat`` (some are zero: second derivatives cannot decide).
+    eigenvalues : tuple of float
+        The Hessian's eigenvalues there, ascending.
+
+    """
+
+    kind: str
+    eigenvalues: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Trajectory:
     """A minimisation run.
 
@@ -89,24 +124,38 @@ class Trajectory:
     ----------
     objective : Objective
     method : str
-        ``gd``, ``momentum`` or ``newton``.
+        A declared optimizer's name, or ``newton``.
     lr : float
         Step size (learning rate).
-    momentum : float
-        β of the momentum method (unused by the others).
+    params : tuple of (str, float)
+        The method's other hyper-parameters, as used (β of momentum, Adam's β₁, …).
     steps : tuple of Step
-        Start first.
+        Start first. ``grad_norm`` is the exact gradient's norm, also when the steps
+        followed a noisy one.
     stopped : str
-        Why it ended before the requested number of steps ("" if it did not).
+        Why it ended before the requested number of steps, and what kind of point it
+        reached ("" if it simply ran all of them).
+    noise : float
+        Standard deviation of the noise added to each gradient component (0: exact).
+    seed : int
+        Seed of that noise.
+    tol : float or None
+        The ‖∇f‖ at or below which it stops (None: 1e-12 times the starting ‖∇f‖).
+    point : Stationary or None
+        What the last point is, when the gradient vanished there.
 
     """
 
     objective: Objective
     method: str
     lr: float
-    momentum: float
+    params: tuple[tuple[str, float], ...]
     steps: tuple[Step, ...]
     stopped: str = ""
+    noise: float = 0.0
+    seed: int = 0
+    tol: float | None = None
+    point: Stationary | None = None
 
 
 # --- parsing ----------------------------------------------------------------------------
@@ -290,22 +339,128 @@ def _numbers(objective: Objective, newton: bool) -> _Numeric:
     vs = objective.variables
     f = _numeric(objective.expr, vs)
     grad = [_numeric(g, vs) for g in objective.gradient]
-    hessian = None
-    if newton:
-        # Each differentiation multiplies a nested formula's size; a Hessian of a large
-        # gradient takes minutes to build, so it is refused up front, not attempted.
-        if _size(objective.gradient, MAX_HESSIAN_SOURCE) > MAX_HESSIAN_SOURCE:
-            raise FormulaError(
-                "the formula is too large for a symbolic Hessian (its gradient has more "
-                f"than {MAX_HESSIAN_SOURCE} terms).", where=f"formula {objective.text!r}",
-                fix="Use --method gd or momentum for it.")
-        hessian = [[_numeric(_no_dirac(sp.diff(g, v)), vs) for v in vs]
-                   for g in objective.gradient]
-    return _Numeric(f, grad, hessian)
+    return _Numeric(f, grad, _hessian_functions(objective) if newton else None)
+
+
+def _hessian_functions(objective: Objective, *, required: bool = True):
+    """The Hessian's entries as NumPy functions; None when too large and not ``required``."""
+    # Each differentiation multiplies a nested formula's size; a Hessian of a large
+    # gradient takes minutes to build, so it is refused up front, not attempted.
+    if _size(objective.gradient, MAX_HESSIAN_SOURCE) > MAX_HESSIAN_SOURCE:
+        if not required:
+            return None
+        raise FormulaError(
+            "the formula is too large for a symbolic Hessian (its gradient has more "
+            f"than {MAX_HESSIAN_SOURCE} terms).", where=f"formula {objective.text!r}",
+            fix="Use --method gd or momentum for it.")
+    vs = objective.variables
+    return [[_numeric(_no_dirac(sp.diff(g, v)), vs) for v in vs] for g in objective.gradient]
 
 
 def _hessian(num: _Numeric, w: np.ndarray) -> np.ndarray:
     return np.array([[_call(h, w) for h in row] for row in num.hessian])
+
+
+def _eigenvalues(objective: Objective, w: np.ndarray) -> np.ndarray | None:
+    """The Hessian's eigenvalues at w, ascending (None if it cannot be evaluated there)."""
+    entries = _hessian_functions(objective, required=False)
+    if entries is None:
+        return None
+    h = np.array([[_call(e, w) for e in row] for row in entries])
+    if not np.isfinite(h).all():
+        return None
+    return np.linalg.eigvalsh((h + h.T) / 2)
+
+
+def classify(eigenvalues) -> str:
+    """``minimum``, ``maximum``, ``saddle`` or ``flat`` from a Hessian's eigenvalues.
+
+    Eigenvalues within :data:`FLAT` of the largest in size count as zero: a zero
+    eigenvalue means the second derivatives cannot tell (x⁴ and −x⁴ at 0 both have one),
+    unless the others already have both signs, which makes a saddle regardless.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    cut = FLAT * max(1.0, float(np.max(np.abs(lam))))
+    up, down = bool((lam > cut).any()), bool((lam < -cut).any())
+    if up and down:
+        return "saddle"
+    if (np.abs(lam) <= cut).any():
+        return "flat"
+    return "minimum" if up else "maximum"
+
+
+# --- the methods: the declared optimizers' update equations, and Newton's step -----------
+
+
+class _Declared:
+    """A declared optimizer's update equations as NumPy functions of whole vectors.
+
+    The equations are per element, so applying them to the vector of all variables at
+    once is the same as applying them to each variable: w, g and the state slots are
+    arrays, the hyper-parameters and the step count t scalars.
+    """
+
+    def __init__(self, op: Optimizer, hyper: dict, n: int):
+        self.values = {p.symbol: hyper[p.symbol.name] for p in op.params}
+        self.values |= {s.symbol: np.full(n, s.init) for s in op.state}
+        self.updates = []
+        for target, rhs in op.updates:
+            args = tuple(sorted(rhs.free_symbols, key=lambda x: x.name))
+            self.updates.append((target, args, _numeric(rhs, args)))
+
+    def step(self, w: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+        values = self.values
+        values |= {spec.w: w, spec.g: g, spec.t: k}
+        for target, args, fn in self.updates:
+            values[target] = np.broadcast_to(fn(*(values[a] for a in args)), w.shape).copy()
+        return values[spec.w]
+
+
+class _Newton:
+    """w ← w − η H⁻¹ g with the symbolic Hessian H."""
+
+    def __init__(self, num: _Numeric, lr: float):
+        self.num, self.lr = num, lr
+
+    def step(self, w: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+        return w - self.lr * _newton_direction(self.num, w, g, k)
+
+
+def method_params(method: str) -> tuple[tuple[str, float], ...]:
+    """A method's hyper-parameters and their defaults, the learning rate first."""
+    if method == NEWTON:
+        return (("lr", NEWTON_LR),)
+    op = registry.get(method, "optimizer")
+    return (("lr", DEFAULT_LR), *((p.symbol.name, p.default) for p in op.params[1:]))
+
+
+def _check_method(method: str) -> None:
+    if method not in methods():
+        raise DeriveError(f"unknown method {method!r}.", where="--method",
+                          fix=f"Use one of: {', '.join(methods())}.")
+
+
+def _check_hyper(method: str, given: dict) -> dict:
+    """The method's hyper-parameters: its defaults, overridden by ``given``, checked."""
+    defaults = dict(method_params(method))
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise DeriveError(f"{method} has no parameter {unknown[0]!r}.", where="--param",
+                          fix=f"Its parameters are: {', '.join(defaults)}.")
+    hyper = defaults | given
+    symbols = {} if method == NEWTON else {
+        p.symbol.name: p for p in registry.get(method, "optimizer").params}
+    for name, value in hyper.items():
+        if not (isinstance(value, int | float) and math.isfinite(value)):
+            raise DeriveError(f"{name} = {value!r} is not a finite number.", where="--param")
+        declared = symbols.get(name)
+        if declared is None:
+            continue
+        if declared.symbol.is_positive and value <= 0:
+            raise DeriveError(f"{name} = {value:g} must be positive.", where="--param")
+        if declared.symbol.is_nonnegative and value < 0:
+            raise DeriveError(f"{name} = {value:g} must not be negative.", where="--param")
+    return hyper
 
 
 # --- descent ------------------------------------------------------------------------------
@@ -315,22 +470,28 @@ def _floats(w: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in w)
 
 
-def _check_options(method: str, lr: float, steps: int, momentum: float) -> None:
-    if method not in METHODS:
-        raise DeriveError(f"unknown method {method!r}.", where="--method",
-                          fix=f"Use one of: {', '.join(METHODS)}.")
+def _check_options(lr, steps, momentum, noise, tol) -> None:
     if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
         raise DeriveError(f"the learning rate {lr!r} is not a positive number.", where="--lr")
     if not (isinstance(steps, int) and 0 <= steps <= MAX_STEPS):
         raise DeriveError(f"{steps!r} steps: give a whole number from 0 to {MAX_STEPS}.",
                           where="--steps")
-    if not (isinstance(momentum, int | float) and 0 <= momentum < 1):
+    if momentum is not None and not (isinstance(momentum, int | float) and 0 <= momentum < 1):
         raise DeriveError(f"the momentum {momentum!r} is not in [0, 1).", where="--momentum")
+    if not (isinstance(noise, int | float) and math.isfinite(noise) and noise >= 0):
+        raise DeriveError(f"the noise {noise!r} is not a number ≥ 0.", where="--noise",
+                          fix="Give the standard deviation of the noise added to each "
+                              "gradient component, e.g. --noise 0.5.")
+    if tol is not None and not (isinstance(tol, int | float) and math.isfinite(tol)
+                                and tol >= 0):
+        raise DeriveError(f"the tolerance {tol!r} is not a number ≥ 0.", where="--tol",
+                          fix="Stop when |grad f| falls to this value, e.g. --tol 1e-6.")
 
 
 def minimize(objective: Objective, start, *, method: str = "gd", lr: float | None = None,
-             steps: int = 10, momentum: float = 0.9) -> Trajectory:
-    """Minimise from ``start`` with gradient descent, momentum, or Newton's method.
+             steps: int = 10, momentum: float | None = None, params: dict | None = None,
+             noise: float = 0.0, seed: int = 0, tol: float | None = None) -> Trajectory:
+    """Minimise from ``start`` with a declared optimizer or Newton's method.
 
     Parameters
     ----------
@@ -339,14 +500,25 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
     start : sequence of float
         One value per variable.
     method : str
-        ``gd``: w ← w − η∇f. ``momentum`` (Polyak): v ← βv − η∇f, w ← w + v.
-        ``newton``: w ← w − η H⁻¹∇f with the symbolic Hessian H.
+        A declared optimizer (``gd``: w ← w − η∇f; ``momentum``: v ← μv − η∇f,
+        w ← w + v; ``adam``, …: its declared update equations, applied to every
+        variable), or ``newton``: w ← w − η H⁻¹∇f with the symbolic Hessian H.
     lr : float, optional
-        η; 0.01 for gd and momentum, 1 for Newton.
+        η; 0.01 for the declared optimizers, 1 for Newton.
     steps : int
         Number of steps (fewer if the gradient vanishes or the iterates diverge).
-    momentum : float
-        β, for ``momentum``.
+    momentum : float, optional
+        μ, for the methods that declare it (``momentum``, ``nesterov``); 0.9 by default.
+    params : dict, optional
+        Any other hyper-parameter of the method by name (``beta1``, ``eps``, …).
+    noise : float
+        Standard deviation of Gaussian noise added to each gradient component before every
+        step: a stand-in for the gradient of a random sample (stochastic gradient
+        descent). 0 follows the exact gradient.
+    seed : int
+        Seed of the noise: the same seed gives the same path.
+    tol : float, optional
+        Stop when ‖∇f‖ ≤ tol (by default when it falls to 1e-12 of its starting value).
 
     Returns
     -------
@@ -359,13 +531,23 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
         singular Hessian.
 
     """
-    lr = DEFAULT_LR.get(method, 0.01) if lr is None else lr
-    _check_options(method, lr, steps, momentum)
+    _check_method(method)
+    given = dict(params or {})
+    # --param lr=... is the learning rate too; an explicit lr (--lr) wins over it.
+    given_lr = given.pop("lr", dict(method_params(method))["lr"])
+    lr = given_lr if lr is None else lr
+    _check_options(lr, steps, momentum, noise, tol)
+    if momentum is not None:
+        if "mu" not in dict(method_params(method)):
+            raise DeriveError(f"{method} has no momentum.", where="--momentum",
+                              fix="Use --method momentum or nesterov with it.")
+        given["mu"] = momentum
+    hyper = _check_hyper(method, given | {"lr": lr})
     w = np.array(start, dtype=np.float64)
     if w.shape != (len(objective.variables),):
         raise DeriveError(f"the start has {w.size} values, the formula "
                           f"{len(objective.variables)} variables.", where="--start")
-    num = _numbers(objective, method == "newton")
+    num = _numbers(objective, method == NEWTON)
     f, g = num.value(w), num.gradient(w)
     if not (math.isfinite(f) and np.isfinite(g).all()):
         raise DeriveError(f"f or its gradient is not finite at the start w = {_vector(w)}.",
@@ -373,33 +555,96 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
                           fix="Start inside the formula's domain (e.g. log needs a positive "
                               "argument) and where its values do not overflow.")
     g0 = _norm(g)
+    limit = TOLERANCE * g0 if tol is None else tol
     path = [Step(0, _floats(w), f, g0)]
-    if g0 == 0:
-        return Trajectory(objective, method, float(lr), float(momentum), tuple(path),
-                          "the gradient is zero at the start: it is a stationary point.")
-    velocity = np.zeros_like(w)
-    stopped = ""
+    shown = tuple((k, v) for k, v in hyper.items() if k != "lr")
+    record = {"objective": objective, "method": method, "lr": float(lr), "params": shown,
+              "noise": float(noise), "seed": int(seed), "tol": tol}
+    if g0 == 0 or g0 <= limit:
+        point = _stationary(objective, w)
+        return Trajectory(steps=tuple(path), point=point, **record,
+                          stopped=f"the gradient is {'zero' if g0 == 0 else 'within --tol'} "
+                                  f"at the start: it is a stationary point. {_says(point)}")
+    rule = (_Newton(num, lr) if method == NEWTON else
+            _Declared(registry.get(method, "optimizer"), hyper, len(w)))
+    rng = np.random.default_rng(seed)
+    stopped, point = "", None
     for k in range(1, steps + 1):
+        step_g = g + noise * rng.standard_normal(g.shape) if noise else g
         with np.errstate(all="ignore"):  # overflow shows as inf, reported below
-            if method == "gd":
-                w = w + -lr * g  # the notes' delta_w = -lr * grad(w); w = w + delta_w
-            elif method == "momentum":
-                velocity = momentum * velocity - lr * g
-                w = w + velocity
-            else:
-                w = w - lr * _newton_direction(num, w, g, k)
+            w = rule.step(w, step_g, k)
         f, g = num.value(w), num.gradient(w)
         norm = _norm(g)
         path.append(Step(k, _floats(w), f, norm))
-        if not (math.isfinite(f) and math.isfinite(norm) and np.isfinite(w).all()):
-            stopped = (f"diverged at step {k}: f(w) is no longer finite. The step is too "
-                       f"large: lower --lr (now {lr:g}).")
+        finite = math.isfinite(f) and math.isfinite(norm) and np.isfinite(w).all()
+        if not finite or norm > DIVERGED * max(g0, 1.0):
+            stopped = _diverged(objective, method, lr, path, finite)
             break
-        if norm == 0 or norm <= TOLERANCE * g0:
-            if k < steps:
-                stopped = f"converged at step {k}: the gradient vanished."
+        if norm <= limit:
+            point = _stationary(objective, w)
+            if k < steps or point is not None and point.kind != "minimum":
+                stopped = _converged(k, norm, tol, point)
             break
-    return Trajectory(objective, method, float(lr), float(momentum), tuple(path), stopped)
+    return Trajectory(steps=tuple(path), stopped=stopped, point=point, **record)
+
+
+def _stationary(objective: Objective, w: np.ndarray) -> Stationary | None:
+    lam = _eigenvalues(objective, w)
+    return None if lam is None else Stationary(classify(lam), _floats(lam))
+
+
+#: What each kind of stationary point means, said to the student; {lam} is replaced by
+#: the eigenvalues.
+_KINDS = {
+    "minimum": "It is a minimum: the Hessian's eigenvalues ({lam}) are all positive, so f "
+               "curves upward in every direction.",
+    "maximum": "It is a maximum, not a minimum: the Hessian's eigenvalues ({lam}) are all "
+               "negative, so f curves downward in every direction; descent only stopped "
+               "because it started exactly where the gradient points nowhere else.",
+    "saddle": "It is a saddle point, not a minimum: the Hessian's eigenvalues ({lam}) have "
+              "both signs, so f curves upward along some directions and downward along "
+              "others. Newton's method heads for any point where the gradient is zero; "
+              "gradient descent started off the saddle's ridge moves away from it.",
+    "flat": "The second derivatives cannot tell what it is: the Hessian has a zero "
+            "eigenvalue ({lam}), as x**4 and -x**4 both do at 0; look at f's higher "
+            "derivatives or at its plot.",
+}
+
+
+def _says(point: Stationary | None) -> str:
+    if point is None:
+        return "(its Hessian could not be evaluated there, so it is not classified.)"
+    return _KINDS[point.kind].format(lam=", ".join(f"{v:.4g}" for v in point.eigenvalues))
+
+
+def _converged(k: int, norm: float, tol, point: Stationary | None) -> str:
+    why = ("the gradient vanished" if tol is None
+           else f"|grad f| = {norm:.3g} is within --tol {tol:g}")
+    if point is not None and point.kind != "minimum":
+        return f"stopped at step {k}: {why}, at a stationary point. {_says(point)}"
+    return f"converged at step {k}: {why}. {_says(point)}"
+
+
+def _diverged(objective: Objective, method: str, lr: float, path: list[Step],
+              finite: bool) -> str:
+    k, last = path[-1].k, path[-1]
+    what = "f(w) is no longer finite" if not finite else (
+        f"|grad f| grew from {path[0].grad_norm:.3g} to {last.grad_norm:.3g}")
+    if last.f < path[0].f or last.f == -math.inf:
+        return (f"diverged at step {k}: {what}, and f kept decreasing: f has no minimum "
+                "in that direction (it decreases without bound), so no learning rate "
+                "finds one. Start elsewhere, or minimise a function that is bounded below.")
+    lam = _eigenvalues(objective, np.array(path[0].w))
+    bound = ""
+    if lam is not None and lam[-1] > 0:
+        big = float(lam[-1])
+        bound = (f" At the start the Hessian's largest eigenvalue is L = {big:.4g}; on a "
+                 f"quadratic with that curvature gradient descent converges only when "
+                 f"η < 2/L = {2 / big:.4g}.")
+        if method == NEWTON:
+            bound = ""
+    return (f"diverged at step {k}: {what}. The step is too large, so each step lands "
+            f"farther from the minimum than the last: lower --lr (now {lr:g}).{bound}")
 
 
 def _newton_direction(num: _Numeric, w: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
@@ -429,9 +674,12 @@ def _vector(w) -> str:
 
 def header(run: Trajectory) -> str:
     """The line before the steps: what is minimised, how, from where."""
-    how = f"{run.method}, lr = {run.lr:g}"
-    if run.method == "momentum":
-        how += f", momentum = {run.momentum:g}"
+    how = ", ".join([run.method, f"lr = {run.lr:g}",
+                     *(f"{name} = {value:g}" for name, value in run.params)])
+    if run.noise:
+        how += f", with gradient noise of standard deviation {run.noise:g} (seed {run.seed})"
+    if run.tol is not None:
+        how += f", until |grad f| <= {run.tol:g}"
     f = f"f({', '.join(run.objective.names)}) = {run.objective.expr}"
     return f"minimise {f} by {how}"
 
@@ -469,9 +717,17 @@ def _grid_values(f, *axes) -> np.ndarray:
     return np.broadcast_to(z, np.broadcast(*axes).shape)
 
 
-def trajectory_png(run: Trajectory) -> bytes | None:
+def _label(run: Trajectory, runs: int) -> str:
+    if run.noise:
+        return f"{run.method}, noisy gradient (σ = {run.noise:g})"
+    return f"{run.method}, exact gradient" if runs > 1 else f"{run.method} path"
+
+
+def trajectory_png(run: Trajectory, compare: Trajectory | None = None) -> bytes | None:
     """The path over a contour plot of f (2 variables) or over f's graph (1 variable).
 
+    ``compare``, another run on the same formula (e.g. the same method with the exact
+    gradient beside a noisy one: the notes' GD-versus-SGD figure), is drawn too.
     Returns None for three or more variables.
     """
     n = len(run.objective.variables)
@@ -483,7 +739,9 @@ def trajectory_png(run: Trajectory) -> bytes | None:
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    pts = np.array([s.w for s in run.steps if np.isfinite(s.w).all()])
+    runs = [run] if compare is None else [compare, run]
+    paths = [np.array([s.w for s in r.steps if np.isfinite(s.w).all()]) for r in runs]
+    pts = np.concatenate(paths)
     f = _numeric(run.objective.expr, run.objective.variables)
     names = run.objective.names
     if n == 2:
@@ -497,8 +755,10 @@ def trajectory_png(run: Trajectory) -> bytes | None:
                 cs = ax.contour(gx, gy, np.where(np.isfinite(z), z, np.nan), levels=levels,
                                 cmap="viridis", linewidths=0.8)
                 ax.clabel(cs, inline=True, fontsize=7, fmt="%.3g")
-        ax.plot(pts[:, 0], pts[:, 1], "o-", color="tab:red", markersize=3, linewidth=1.2,
-                label=f"{run.method} path")
+        for r, path, colour in zip(runs, paths, ("dimgray", "tab:red")[-len(runs):],
+                                   strict=True):
+            ax.plot(path[:, 0], path[:, 1], "o-", color=colour, markersize=3,
+                    linewidth=1.2, label=_label(r, len(runs)))
         ax.plot(pts[0, 0], pts[0, 1], "s", color="black", label="start")
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
@@ -507,8 +767,10 @@ def trajectory_png(run: Trajectory) -> bytes | None:
         x0, x1 = _window(pts[:, 0])
         grid = np.linspace(x0, x1, 401)
         ax.plot(grid, _grid_values(f, grid), color="tab:blue", label="f")
-        ax.plot(pts[:, 0], [s.f for s in run.steps[:len(pts)]], "o-", color="tab:red",
-                markersize=3, label=f"{run.method} path")
+        for r, path, colour in zip(runs, paths, ("dimgray", "tab:red")[-len(runs):],
+                                   strict=True):
+            ax.plot(path[:, 0], [s.f for s in r.steps[:len(path)]], "o-", color=colour,
+                    markersize=3, label=_label(r, len(runs)))
         ax.set_xlabel(names[0])
         ax.set_ylabel("f")
     ax.set_title(f"f = {run.objective.text}\n{run.method}, lr = {run.lr:g}, "
@@ -519,12 +781,17 @@ def trajectory_png(run: Trajectory) -> bytes | None:
     return buffer.getvalue()
 
 
-def write_trajectory(run: Trajectory, out_dir: Path) -> list[Path]:
-    """Write ``path.csv`` and (1 or 2 variables) ``path.png`` atomically into ``out_dir``."""
+def write_trajectory(run: Trajectory, out_dir: Path,
+                     compare: Trajectory | None = None) -> list[Path]:
+    """Write ``path.csv`` and (1 or 2 variables) ``path.png`` atomically into ``out_dir``.
+
+    ``compare`` is drawn in the plot beside ``run`` (see :func:`trajectory_png`); the CSV
+    holds ``run`` only.
+    """
     out_dir = Path(out_dir)
     written = [out_dir / "path.csv"]
     atomic_write(written[0], trajectory_csv(run))
-    png = trajectory_png(run)
+    png = trajectory_png(run, compare)
     if png is not None:
         written.append(out_dir / "path.png")
         atomic_write(written[1], png)

@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 import sympy as sp
 
+from derive import registry, spec
+from derive.calculus.verify import evaluate
 from derive.cli import main
 from derive.errors import DeriveError, FormulaError
 from derive.minimize import (
+    NEWTON,
+    classify,
+    header,
+    methods,
     minimize,
     parse_objective,
     parse_start,
@@ -153,8 +159,13 @@ def test_start_outside_the_domain():
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"method": "adam"}, "unknown method"), ({"lr": -1}, "learning rate"),
+    ({"method": "lbfgs"}, "unknown method"), ({"lr": -1}, "learning rate"),
     ({"steps": -3}, "steps"), ({"momentum": 1.0}, "momentum"),
+    ({"momentum": 0.5}, "gd has no momentum"), ({"params": {"beta1": 0.9}}, "no parameter"),
+    ({"method": "adam", "params": {"eps": 0.0}}, "eps = 0 must be positive"),
+    ({"method": "adam", "params": {"beta1": -0.1}}, "must not be negative"),
+    ({"noise": -1.0}, "noise"), ({"noise": float("inf")}, "noise"),
+    ({"tol": -1e-3}, "tolerance"), ({"tol": float("nan")}, "tolerance"),
 ])
 def test_bad_options(options, words):
     with pytest.raises(DeriveError, match=words):
@@ -207,7 +218,14 @@ def test_cli_writes_the_path_with_out(tmp_path, capsys):
     (["w1**2 + w2**2", "--start", "10"], "--start: 1 number(s) given"),
     (["w1**2 + w2**2", "--start", "a,b"], "not a list of numbers"),
     (["w1**2 + w2**2"], "no start point given for w1, w2"),
-    (["w1**2 + w2**2", "--start", "1,1", "--method", "adam"], "unknown method"),
+    (["w1**2 + w2**2", "--start", "1,1", "--method", "lbfgs"], "unknown method"),
+    (["x**2", "--start", "1", "--method", "adam", "--param", "beta3=1"], "no parameter"),
+    (["x**2", "--start", "1", "--param", "lr"], "NAME=NUMBER"),
+    (["x**2", "--start", "1", "--momentum", "0.5"], "gd has no momentum"),
+    (["x**2", "--start", "1", "--tol=-1"], "--tol"),
+    (["x**2", "--start", "1", "--tol", "ten"], "invalid float value"),
+    (["x**2", "--start", "1", "--noise=-2"], "--noise"),
+    (["x**2", "--start", "1", "--seed", "1.5"], "invalid int value"),
     (["w1**2 + w2", "--start", "1,1", "--method", "newton"], "Hessian is singular"),
     (["open('f')", "--start", "1"], "'open' is not an allowed function"),
     (["x**", "--start", "1"], "not a formula"),
@@ -261,3 +279,179 @@ def test_max_and_named_functions_evaluate_on_scalars_and_grids(tmp_path):
 def test_a_stationary_start_stops_at_once():
     run = minimize(parse_objective("x**2 + y**2"), [0, 0], steps=10)
     assert len(run.steps) == 1 and "stationary" in run.stopped
+
+
+# --- every declared optimizer, noise, tolerance, divergence, stationary points ------------
+
+G, T, W = spec.g, spec.t, spec.w
+
+#: A tilted, stretched bowl: minimum at (1, -2), Hessian [[2, 1], [1, 8]].
+BOWL = "(w1 - 1)**2 + 4*(w2 + 2)**2 + (w1 - 1)*(w2 + 2)"
+#: Step sizes that suit each method on BOWL (adaptive methods take steps of about lr).
+BOWL_LR = {"gd": 0.1, "momentum": 0.05, "momentum_rumelhart": 0.05, "nesterov": 0.05,
+           "adagrad": 0.5, "rmsprop": 0.01, "adam": 0.05, "nadam": 0.05, "adamw": 0.05,
+           NEWTON: 1.0}
+
+
+def test_methods_are_the_declared_optimizers_and_newton():
+    assert methods() == (*(op.name for op in registry.all_ops("optimizer")), NEWTON)
+    assert set(BOWL_LR) == set(methods())  # a new optimizer needs a row here
+
+
+@pytest.mark.parametrize("method", methods())
+def test_every_method_reaches_the_minimum_of_a_quadratic(method):
+    params = {"weight_decay": 0.0} if method == "adamw" else {}  # else the fixed point moves
+    run = minimize(parse_objective(BOWL), [4.0, 3.0], method=method, lr=BOWL_LR[method],
+                   steps=5000, tol=1e-9, params=params)
+    np.testing.assert_allclose(run.steps[-1].w, [1.0, -2.0], atol=1e-8)
+    assert run.steps[-1].grad_norm <= 1e-9 < run.steps[-2].grad_norm
+    assert run.stopped.startswith(f"converged at step {len(run.steps) - 1}")
+    assert run.point.kind == "minimum" and "It is a minimum" in run.stopped
+    # The Hessian [[2, 1], [1, 8]]'s eigenvalues, computed independently.
+    np.testing.assert_allclose(run.point.eigenvalues, np.linalg.eigvalsh([[2, 1], [1, 8]]))
+
+
+@pytest.mark.parametrize("method, lr", [("nesterov", 1e-3), (NEWTON, 1.0)])
+def test_rosenbrocks_valley(method, lr):
+    run = minimize(parse_objective("(1 - x)**2 + 100*(y - x**2)**2"), [-1.2, 1.0],
+                   method=method, lr=lr, steps=40_000, tol=1e-6)
+    np.testing.assert_allclose(run.steps[-1].w, [1.0, 1.0], atol=1e-5)
+    assert "converged" in run.stopped and run.point.kind == "minimum"
+
+
+@pytest.mark.parametrize("method", [m for m in methods() if m != NEWTON])
+def test_each_step_is_the_declared_update(method):
+    """The path follows the declaration's equations, evaluated here in 30 digits."""
+    op = registry.get(method, "optimizer")
+    obj = parse_objective(BOWL)
+    run = minimize(obj, [4.0, 3.0], method=method, lr=0.02, steps=4)
+    grad = [sp.lambdify(obj.variables, gi) for gi in obj.gradient]
+    state = [op.defaults | {p.symbol: 0.02 for p in op.params[:1]}
+             | {s.symbol: s.init for s in op.state} for _ in range(2)]
+    x = [4.0, 3.0]
+    for k, step in enumerate(run.steps[1:], start=1):
+        gk = [float(fn(*x)) for fn in grad]
+        for i in range(2):
+            state[i] |= {W: x[i], G: gk[i], T: k}
+            for target, rhs in op.updates:
+                state[i][target] = evaluate(rhs, state[i])
+        x = [state[0][W], state[1][W]]
+        np.testing.assert_allclose(step.w, x, rtol=1e-13)
+
+
+def test_hyper_parameters_reach_the_update():
+    obj = parse_objective("x**2")
+    one = minimize(obj, [1.0], method="momentum", lr=0.1, momentum=0.5, steps=2)
+    two = minimize(obj, [1.0], method="momentum", lr=0.1, params={"mu": 0.5}, steps=2)
+    assert one.steps == two.steps and one.params == (("mu", 0.5),)
+    three = minimize(obj, [1.0], method="momentum", params={"mu": 0.5, "lr": 0.1}, steps=2)
+    assert three.steps == two.steps and three.lr == 0.1
+    # v1 = -0.2, w1 = 0.8; v2 = 0.5 v1 - 0.1 * 1.6 = -0.26, w2 = 0.54
+    assert two.steps[2].w == pytest.approx((0.54,), rel=1e-14)
+    adam = minimize(obj, [1.0], method="adam", params={"beta1": 0.0, "beta2": 0.0}, lr=0.1,
+                    steps=1)  # m̂ = g, ŝ = g²: one step of lr·sign(g)
+    assert adam.steps[1].w[0] == pytest.approx(0.9, rel=1e-7)
+    assert header(adam).endswith("by adam, lr = 0.1, beta1 = 0, beta2 = 0, eps = 1e-08")
+
+
+def test_noise_is_seeded_and_only_enters_the_step():
+    obj = parse_objective("w1**2 + w2**2")
+    a = minimize(obj, [10, 10], lr=0.1, steps=20, noise=2.0, seed=7)
+    b = minimize(obj, [10, 10], lr=0.1, steps=20, noise=2.0, seed=7)
+    c = minimize(obj, [10, 10], lr=0.1, steps=20, noise=2.0, seed=8)
+    exact = minimize(obj, [10, 10], lr=0.1, steps=20)
+    assert a.steps == b.steps and a.steps != c.steps and a.steps != exact.steps
+    assert minimize(obj, [10, 10], lr=0.1, steps=20, noise=0.0, seed=7).steps == exact.steps
+    xi = np.random.default_rng(7).standard_normal(2)
+    first = np.array([10.0, 10.0]) - 0.1 * (np.array([20.0, 20.0]) + 2.0 * xi)
+    np.testing.assert_allclose(a.steps[1].w, first, rtol=1e-15)
+    # |grad f| is the exact gradient's norm at the point reached, not the noisy one's.
+    assert a.steps[1].grad_norm == pytest.approx(np.linalg.norm(2 * first), rel=1e-14)
+    assert "gradient noise of standard deviation 2 (seed 7)" in header(a)
+
+
+def test_noise_keeps_the_path_wandering_near_the_minimum():
+    obj = parse_objective("w1**2 + w2**2")
+    noisy = minimize(obj, [10, 10], lr=0.1, steps=300, noise=1.0, seed=0)
+    exact = minimize(obj, [10, 10], lr=0.1, steps=300)
+    assert "converged" in exact.stopped and noisy.stopped == ""
+    tail = np.array([s.w for s in noisy.steps[-100:]])
+    assert 0.05 < np.abs(tail).mean() < 1.0  # it hovers around 0, never settles
+
+
+def test_tol_is_respected():
+    obj = parse_objective(BOWL)
+    runs = {tol: minimize(obj, [4.0, 3.0], lr=0.1, steps=5000, tol=tol)
+            for tol in (1e-1, 1e-4, 1e-8)}
+    for tol, run in runs.items():
+        norms = [s.grad_norm for s in run.steps]
+        assert norms[-1] <= tol and all(n > tol for n in norms[:-1])
+        assert f"within --tol {tol:g}" in run.stopped
+    assert len(runs[1e-1].steps) < len(runs[1e-4].steps) < len(runs[1e-8].steps)
+    start = minimize(obj, [4.0, 3.0], steps=10, tol=1e3)
+    assert len(start.steps) == 1 and "within --tol at the start" in start.stopped
+
+
+def test_divergence_names_the_learning_rate_bound():
+    obj = parse_objective("3*x**2 + x*y + 2*y**2")
+    bound = 2 / np.linalg.eigvalsh([[6.0, 1.0], [1.0, 4.0]])[-1]
+    over = minimize(obj, [1.0, 1.0], lr=1.05 * bound, steps=5000)
+    assert over.stopped.startswith("diverged at step") and len(over.steps) < 5000
+    assert f"η < 2/L = {bound:.4g}" in over.stopped and "lower --lr" in over.stopped
+    under = minimize(obj, [1.0, 1.0], lr=0.95 * bound, steps=5000)
+    assert under.stopped.startswith("converged")
+
+
+def test_a_function_unbounded_below_is_not_blamed_on_the_learning_rate():
+    run = minimize(parse_objective("x**3 + y**2"), [-1.0, 1.0], lr=0.1, steps=5000)
+    assert run.stopped.startswith("diverged") and "decreases without bound" in run.stopped
+    assert "lower --lr" not in run.stopped
+
+
+def test_newton_at_a_saddle_is_not_converged():
+    run = minimize(parse_objective("x**2 - y**2"), [1.0, 1.0], method=NEWTON, steps=5)
+    assert run.steps[-1].w == (0.0, 0.0) and run.point.kind == "saddle"
+    assert "saddle point, not a minimum" in run.stopped and "converged" not in run.stopped
+    assert run.point.eigenvalues == (-2.0, 2.0)
+
+
+def test_descent_on_a_ridge_ends_at_the_saddle_and_says_so():
+    run = minimize(parse_objective("x**2 - y**2"), [1.0, 0.0], lr=0.1, steps=1000)
+    assert run.point.kind == "saddle" and run.stopped.startswith("stopped at step")
+
+
+@pytest.mark.parametrize("formula, kind", [
+    ("x**2 + y**2", "minimum"), ("-(x**2) - 3*y**2", "maximum"), ("x*y", "saddle"),
+    ("x**4 + y**2", "flat"), ("-(x**4) - y**2", "flat"), ("x**4 - y**2", "flat"),
+    ("x**2 - y**2 + x**4", "saddle"),
+])
+def test_a_stationary_start_is_classified(formula, kind):
+    run = minimize(parse_objective(formula), [0.0, 0.0])
+    assert run.point.kind == kind and len(run.steps) == 1
+
+
+def test_classify_by_eigenvalue_signs():
+    assert classify([1e-3, 5.0]) == "minimum"
+    assert classify([-5.0, -1e-3]) == "maximum"
+    assert classify([-1.0, 0.0, 1.0]) == "saddle"
+    assert classify([1e-17, 2.0]) == "flat"  # rounding noise is zero
+
+
+def test_cli_new_options(tmp_path, capsys):
+    assert main(["minimize", "x**2 - y**2", "--start", "1,1", "--method", "newton"]) == 0
+    out = capsys.readouterr().out
+    assert "saddle point, not a minimum" in out and "converged" not in out
+    assert main(["minimize", "(x-1)**2 + 2*y**2", "--start", "3,1", "--method", "adam",
+                 "--lr", "0.05", "--param", "beta1=0.8", "--tol", "1e-6",
+                 "--steps", "5000"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("by adam, lr = 0.05, beta1 = 0.8, beta2 = 0.999, eps = 1e-08, "
+                           "until |grad f| <= 1e-06")
+    assert out[-1].startswith("converged at step") and "It is a minimum" in out[-1]
+    assert main(["minimize", "w1**2 + 10*w2**2", "--start=-8,3", "--lr", "0.04", "--steps",
+                 "30", "--noise", "2", "--seed", "1", "-o", str(tmp_path)]) == 0
+    assert (tmp_path / "path.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (tmp_path / "path.csv").read_text().splitlines()
+    run = minimize(parse_objective("w1**2 + 10*w2**2"), [-8, 3], lr=0.04, steps=30,
+                   noise=2.0, seed=1)
+    assert rows[1:] == trajectory_csv(run).splitlines()[1:]
