@@ -329,3 +329,12 @@ def test_one_hyper_parameter_is_named_in_the_singular(lang, one, many):
     dropout, conv = _document("dropout", lang), _document("conv2d", lang)
     assert one in dropout and many not in dropout
     assert many in conv and one not in conv
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_softmax_kernel_form_keeps_the_derivations_letters(lang):
+    # It was x̄_{p,q} = (ȳ_{p,q} − Σ ȳ_{p,k} y_{p,k}) y_{p,q}: four new letters for the
+    # z, g, n and j of the derivation just above.
+    tex = _document("softmax", lang)
+    assert r"\frac{\partial E}{\partial {z}_{n,j}} = \left({g}_{n,j} - " in tex
+    assert r"\bar{y}" not in tex and r"\bar{x}" not in tex and "_{p," not in tex

@@ -462,6 +462,8 @@ class VectorView:
     vjp_result: str
     kernel_lhs: str
     kernel: str
+    #: The arriving gradient's letter (g), as the kernel's sentence names it.
+    upstream_symbol: str = ""
 
 
 def _hidden_chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
@@ -492,7 +494,11 @@ def _(op: VectorFunction, lang: Language) -> VectorView:
     n, j, k, _, _ = loss_indices()
     upstream = op.upstream[case, k]
     kernel = derive_vector(op).vjp_in_output
-    kernel_printer = indexed_printer(lang, {"d_y": r"\bar{y}", "d_x": r"\bar{x}"})
+    # The kernel's form in the derivation's own letters: case n, output j, the arriving
+    # gradient by the same name as above (g), the result as ∂E/∂z (not p, q, ȳ, x̄).
+    kernel_printer = indexed_printer(lang, {"d_y": printer.doprint(op.upstream.label)})
+    if kernel is not None:
+        kernel = kernel.xreplace({p: n, q: j})
     return VectorView(
         kind="vector",
         name=op.name,
@@ -509,6 +515,7 @@ def _(op: VectorFunction, lang: Language) -> VectorView:
         vjp=_hidden_chain_view(steps.vjp, printer),
         vjp_lhs=pr(steps.vjp.start),
         vjp_result=pr(steps.vjp.result),
-        kernel_lhs=kernel_printer.doprint(sp.IndexedBase("d_x", real=True)[p, q]),
+        kernel_lhs=kernel_printer.doprint(D(sp.Symbol("E"), op.arg[n, j])),
         kernel=kernel_printer.doprint(kernel) if kernel is not None else "",
+        upstream_symbol=printer.doprint(op.upstream.label),
     )
