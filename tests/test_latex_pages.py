@@ -259,9 +259,10 @@ def test_the_network_table_fits_the_page(target, lang, tmp_path):
     # The convolution's kernel shape pushed the parameter column past the right margin
     # (cut off at the page's edge): the layer and parameter columns wrap instead.
     _, log = _pdf(_document(target, lang), tmp_path)
-    over = [float(v) for v in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\) in "
-                                         r"alignment", log)]
-    assert over == [], (target, lang, over)
+    # The table sits in a paragraph (center): any line wider than the text, not only a
+    # row of an alignment, is a page element past the margin.
+    over = [float(v) for v in re.findall(r"Overfull \\hbox \(([0-9.]+)pt too wide\)", log)]
+    assert [v for v in over if v > 1] == [], (target, lang, over)
 
 
 @needs_tex
