@@ -339,3 +339,16 @@ def test_softmax_kernel_form_keeps_the_derivations_letters(lang):
     tex = _document("softmax", lang)
     assert r"\frac{\partial E}{\partial {z}_{n,j}} = \left({g}_{n,j} - " in tex
     assert r"\bar{y}" not in tex and r"\bar{x}" not in tex and "_{p," not in tex
+
+
+@needs_tex
+@needs_poppler
+@pytest.mark.parametrize("lang, intro, box", [
+    ("pt", "Dentro do laço de treinamento", "Algoritmo 1"),
+    ("en", "Inside the training loop", "Algorithm 1")])
+def test_the_algorithm_box_is_on_the_page_that_announces_it(lang, intro, box, tmp_path):
+    # Nadam's box did not fit under its sentence: the sentence ended page 1, the box
+    # opened page 2.
+    pages, _ = _pdf(_document("nadam", lang), tmp_path)
+    where = [i for i, page in enumerate(pages) if intro in page]
+    assert len(where) == 1 and box in pages[where[0]], (lang, where)
