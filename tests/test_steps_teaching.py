@@ -265,7 +265,7 @@ def test_normalisation_weights_are_derived_step_by_step(name, lang):
     """γ and β are read by the output only, so their chains are written out (issue 13)."""
     steps = derivation_steps(get(name))
     chained = {g.array.label.name: g for g in steps.gradients if g.chain is not None}
-    assert set(chained) == {"gamma", "beta"}
+    assert set(chained) == {"x", "gamma", "beta"}
     assert chained["gamma"].chain.rules()[:3] == ("chain_layer", "connected", "definition")
     text = article(name, lang)
     gamma, xhat = r"{\gamma}", r"{\hat{x}}"
@@ -275,3 +275,84 @@ def test_normalisation_weights_are_derived_step_by_step(name, lang):
     box = text.index(rf"\boxed{{\frac{{\partial E}}{{\partial {gamma}_")
     assert text.index(rf"\left[{gamma}_") < box
     assert rf"{xhat}_" in text[box:text.index(r"\end{equation}", box)]
+
+
+
+def _box(text: str, lhs: str) -> str:
+    """The boxed result whose left-hand side starts with ``lhs``."""
+    start = text.index(rf"\boxed{{\frac{{\partial E}}{{\partial {lhs}")
+    return text[start:text.index(r"\end{equation}", start)]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_batch_norm_derives_every_gradient_through_its_steps(lang):
+    """x̂, σ², μ and x step by step (issue 13): (σ² + ε)^{3/2}, Σ(x − μ) = 0 dropped, m."""
+    steps = derivation_steps(get("batch_norm"))
+    for g in steps.intermediates + steps.gradients:
+        assert g.chain is not None, g.array
+    rules = {g.array.label.name: g.chain.rules() for g in steps.intermediates + steps.gradients}
+    assert rules["var"][:2] == rules["mu"][:2] == rules["x"][:2] == ("chain_steps",
+                                                                      "definition")
+    assert rules["mu"][-1] == "zero_sum" and "zero_sum" not in rules["var"] + rules["x"]
+    text = article("batch_norm", lang)
+    var, mu = r"\sigma^{2}_{c}", r"{\mu}_{c}"
+    # ∂E/∂σ² = −1/(2 (ε + σ²)^{3/2}) Σ (x − μ) ∂E/∂x̂, without the expanded denominator
+    assert r"2 \left(\varepsilon + \sigma^{2}_{c}\right)^{\frac{3}{2}}" in _box(text, var)
+    assert r"2 \varepsilon \sqrt{" not in text
+    # the deviations from the mean add up to zero, said and shown before ∂E/∂μ's box
+    zero = (r"\left({x}_{n,c,h,w} - {\mu}_{c}\right) = \sum_{n=1}^{N} \sum_{h=1}^{H} "
+            r"\sum_{w=1}^{W} {x}_{n,c,h,w} - m {\mu}_{c} = 0")
+    assert zero in text
+    assert ("somam zero" if lang == "pt" else "add up to zero") in text
+    assert text.index(zero) < text.index(_box(text, mu))
+    # so ∂E/∂μ has no ∂E/∂σ² term; the count is m = N·H·W, never a product H N W
+    assert r"\partial \sigma^{2}" not in _box(text, mu)
+    assert r"m = N \cdot H \cdot W" in text
+    assert "H N W" not in text and r"\frac{1}{m}" in text
+    # ∂E/∂x: the three steps that read x, each with its gradient
+    box = _box(text, "{x}")
+    for part in (r"\frac{\partial E}{\partial \mu_{c}}",
+                 r"\frac{\partial E}{\partial \sigma^{2}_{c}}",
+                 r"\frac{\partial E}{\partial \hat{x}_{n,c,h,w}}"):
+        assert part in box
+
+
+def test_batch_norm_zero_sum_is_checked_with_mu_the_mean():
+    """Σ(x − μ) = 0 passes because μ is valued as the mean; a sum that is not zero fails."""
+    steps = derivation_steps(get("batch_norm"))
+    intermediates = {g.array.label.name: g for g in steps.intermediates}
+    chain = intermediates["mu"].chain
+    check_chain(chain)
+    (identity,) = chain.steps[-1].identities
+    assert identity[-1] == 0
+    # Σ (x − μ) ∂E/∂x̂ (the sum in ∂E/∂σ²) is not zero: quoting it as zero is caught
+    not_zero = next(iter(intermediates["var"].result.atoms(sp.Sum)))
+    with pytest.raises(StepError, match="quotes"):
+        check_chain(with_step(chain, len(chain.steps) - 1, identities=((not_zero, sp.S.Zero),)))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_max_pool_routes_delta_to_the_arg_max_step_by_step(lang):
+    """The window's flat index a is explained and δ is routed to its position (issue 13)."""
+    (g,) = derivation_steps(get("max_pool2d")).gradients
+    assert g.route == "routed"
+    assert g.chain.rules() == ("chain_layer", "connected", "definition", "kronecker")
+    text = article("max_pool2d", lang)
+    assert r"\lfloor a / k \rfloor" in text and r"a \bmod k" in text
+    assert r"\operatorname{arg\,max}" in text
+    box = _box(text, "{x}")
+    assert r"\left\lfloor {a}_{n,c,h,w}" in box or r"\lfloor {a}_{n,c,h,w}" in box
+    assert ("posição $a$ do máximo" if lang == "pt" else "position $a$ of the window's maximum"
+            ) in text
+
+
+def test_max_pool_check_uses_the_arg_max_of_the_window():
+    """The check values a as each window's arg-max: δ sent one row too high is caught."""
+    chain = derivation_steps(get("max_pool2d")).gradients[0].chain
+    check_chain(chain)
+    last = chain.steps[-1].after
+    r = sp.Symbol("r", integer=True, nonnegative=True)
+    shifted = last.xreplace({r: r - 1})
+    assert shifted != last
+    with pytest.raises(StepError):
+        check_chain(with_step(chain, len(chain.steps) - 1, after=shifted))

@@ -408,6 +408,8 @@ def _(op: Layer, lang: Language) -> LayerView:
 
     upstream_el = steps.upstream[steps.out.indices]
     sizes = tuple((pr(s), pr(v)) for s, v in op.sizes)
+    # A named count reads as the product of the sizes in the input's order: N·H·W.
+    sizes += tuple((pr(s), r" \cdot ".join(pr(f) for f in v.args)) for s, v in steps.counts)
     padded = ""
     if op.padding is not None:
         padded_base, original, _ = op.padding

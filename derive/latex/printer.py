@@ -93,6 +93,18 @@ def _matrix_precedence(a) -> int:
     return precedence_traditional(a)
 
 
+def _sign_out_of_sums(expr: sp.Expr) -> sp.Expr:
+    """Σ(−a) as −Σ a, so that the sign is seen by the product or sum around it.
+
+    Printed inside, a·Σ(−b) would read a − Σ b, and c + Σ(−b) would read c + −Σ b.
+    """
+    return expr.replace(
+        lambda e: isinstance(e, sp.Sum) and isinstance(e.function, sp.Mul)
+        and e.function.could_extract_minus_sign()
+        and not (-e.function).could_extract_minus_sign(),
+        lambda e: -sp.Sum(-e.function, *e.limits))
+
+
 class DerivePrinter(LatexPrinter):
     r"""LaTeX for derive's derivations.
 
@@ -195,6 +207,8 @@ class DerivePrinter(LatexPrinter):
         return rf"{operator}\left[{self._print(arg)}\right]"
 
     def _print_Mul(self, expr):
+        signed = _sign_out_of_sums(expr)
+        expr = signed if isinstance(signed, sp.Mul) else expr
         factors = sp.Mul.make_args(expr)
         derivatives = [f for f in factors if isinstance(f, sp.Derivative)]
         if not derivatives and any(isinstance(f, sp.Sum | OpenSum) for f in factors):
@@ -406,6 +420,8 @@ class DerivePrinter(LatexPrinter):
     # --- sums, cases, logic ----------------------------------------------------------
 
     def _print_Add(self, expr, order=None):
+        signed = _sign_out_of_sums(expr)
+        expr = signed if isinstance(signed, sp.Add) else expr
         terms = list(self._as_ordered_terms(expr, order="none"))
         # Lead with a positive term where there is one: 1 − tanh², not −tanh² + 1.
         if terms[0].could_extract_minus_sign():

@@ -9,6 +9,7 @@ unchecked.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import replace
@@ -52,7 +53,9 @@ def _value(expr: sp.Expr, at: dict) -> complex | None:
         v = complex(evaluate(expr, at))
     except (TypeError, ValueError):
         try:
-            v = complex(sp.N(expr.xreplace({k: sp.Float(t, 30) for k, t in at.items()}), 30))
+            v = complex(sp.N(expr.xreplace({
+                k: sp.Integer(t) if isinstance(t, int) else sp.Float(t, 30)
+                for k, t in at.items()}), 30))
         except (TypeError, ValueError):
             return None
     return v if math.isfinite(v.real) and math.isfinite(v.imag) else None
@@ -183,21 +186,58 @@ def _expand_names(expr: sp.Expr, expansions) -> sp.Expr:
     return expr
 
 
+def _defined(chain: StepChain) -> dict:
+    """Intermediate arrays of a layer (marked ``"defined"``) → their definitions."""
+    marked = {base for base, kind in chain.samples if kind == "defined"}
+    return {k: v for k, v in chain.expansions if k in marked}
+
+
+def _expand_differentiated(expr: sp.Expr, defined: dict) -> sp.Expr:
+    # An intermediate is replaced by its definition only where it is differentiated,
+    # ∂t/∂A with the other intermediates held, as backpropagation takes each step.
+    return expr.replace(
+        lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, sp.Indexed)
+        and e.expr.base in defined,
+        lambda e: sp.Derivative(defined[e.expr.base](*e.expr.indices), *e.variables))
+
+
 def materialise_indexed(expr: sp.Expr, chain: StepChain) -> sp.Expr:
     """An indexed expression at the chain's instance, ready to evaluate.
 
     Names are expanded, sums unrolled, derivatives done and inner functions replaced by
-    what they stand for.
+    what they stand for. Intermediates marked ``"defined"`` are expanded only where
+    they are differentiated (their values come from their definitions instead:
+    :func:`indexed_points`).
     """
     at = dict(chain.instance)
-    expr = plain_sums(_expand_names(expr, chain.expansions)).xreplace(at).doit()
+    defined = _defined(chain)
+    if defined:
+        chain = replace(chain, expansions=tuple((k, v) for k, v in chain.expansions
+                                                if k not in defined))
+        expr = _expand_differentiated(expr, defined)
     inners = dict(chain.definitions)
+    # A derivative with respect to an inner function u is taken first and u replaced
+    # while the sums are still closed: u may stand for a summand (u = x_{n,c} − μ_c).
+    expr = expr.replace(
+        lambda e: isinstance(e, sp.Derivative) and any(v in inners for v in e.variables),
+        lambda e: e.doit())
     for _ in range(len(inners) + 1):
         new = expr.xreplace(inners)
         if new == expr:
             break
         expr = new
-    return plain_sums(_expand_names(expr, chain.expansions)).xreplace(at).doit()
+    expr = plain_sums(_expand_names(expr, chain.expansions)).xreplace(at).doit()
+    for _ in range(len(inners) + 1):
+        new = expr.xreplace(inners)
+        if new == expr:
+            break
+        expr = new
+    expr = plain_sums(_expand_names(expr, chain.expansions)).xreplace(at).doit()
+    # Integer division in an index (a window's ⌊a/k⌋) evaluates once a is a number.
+    from derive.calculus.indexed import floordiv
+
+    return expr.replace(lambda e: isinstance(e, floordiv),
+                        lambda e: sp.floor(e.args[0] / e.args[1]))
 
 
 def _indexed_concrete(chain: StepChain, exprs) -> list:
@@ -221,12 +261,29 @@ def indexed_points(chain: StepChain, concrete, n: int = CHECK_POINTS, seed: int 
     """Seeded values for every array element and scalar of the concrete expressions.
 
     Elements are drawn in (0.1, 0.9) (inside every logarithm's domain); arrays marked
-    ``"rows"`` are normalised so that each row sums to one (one-hot-like targets).
+    ``"rows"`` are normalised so that each row sums to one (one-hot-like targets);
+    arrays marked ``"defined"`` (a layer's mean, variance) take the values their
+    definitions give, in the order marked, so that a step may use what the definition
+    implies (the deviations from the mean add up to zero).
     """
-    atoms = sorted(set().union(*(e.atoms(sp.Indexed) for e in concrete)),
-                   key=sp.default_sort_key)
+    defined = _defined(chain)
+    at = dict(chain.instance)
+    atoms = set().union(*(e.atoms(sp.Indexed) for e in concrete))
+    bodies = {}
+    for a in sorted(atoms, key=sp.default_sort_key):
+        if a.base in defined:
+            bodies[a] = plain_sums(defined[a.base](*a.indices)).xreplace(at).doit()
+    for _ in range(len(defined)):
+        new = set().union(atoms, *(_body_atoms(b) for b in bodies.values()))
+        for a in new - set(bodies):
+            if a.base in defined:
+                bodies[a] = plain_sums(defined[a.base](*a.indices)).xreplace(at).doit()
+        atoms = new
+    order = [base for base, kind in chain.samples if kind == "defined"]
+    atoms = sorted(atoms, key=sp.default_sort_key)
     scalars = set().union(*(e.xreplace(_indexed_atoms_to_symbols(e)).free_symbols
-                            for e in concrete)) - {_atom_symbol(a) for a in atoms}
+                            for e in [*concrete, *bodies.values()]))
+    scalars -= {_atom_symbol(a) for a in atoms}
     rows = {base for base, kind in chain.samples if kind == "rows"}
     rng = np.random.default_rng(seed)
     points = []
@@ -240,8 +297,47 @@ def indexed_points(chain: StepChain, concrete, n: int = CHECK_POINTS, seed: int 
         for a in atoms:
             if a.base in rows:
                 values[a] /= totals[(a.base, a.indices[:-1])]
+        for base in order:
+            for a in atoms:
+                if a.base == base:
+                    values[a] = _defined_value(bodies[a], {**scalar, **values})
         points.append({**scalar, **{_atom_symbol(a): v for a, v in values.items()}})
     return points
+
+
+def _window(e):
+    """The points of an arg-max's window, row-major (its flat positions in order)."""
+    ranges = [range(int(lo), int(hi) + 1) for _, lo, hi in e.limits]
+    for point in itertools.product(*ranges):
+        yield dict(zip([lim[0] for lim in e.limits], point, strict=True))
+
+
+def _body_atoms(body: sp.Expr) -> set:
+    """The elements a definition reads, those of an arg-max's window included."""
+    from derive.calculus.indexed import ArgMax
+
+    atoms = {a for a in body.atoms(sp.Indexed) if all(i.is_number for i in a.indices)}
+    for e in body.atoms(ArgMax):
+        for at in _window(e):
+            atoms |= e.body.xreplace(at).atoms(sp.Indexed)
+    return atoms
+
+
+def _defined_value(body: sp.Expr, values: dict) -> float:
+    """The value of an intermediate's definition at drawn values (an arg-max by search)."""
+    from derive.calculus.indexed import ArgMax
+
+    def search(e):
+        best, position = None, 0
+        for flat, at in enumerate(_window(e)):
+            v = float(e.body.xreplace(at).xreplace(values))
+            if best is None or v > best:  # the first maximum, as PyTorch
+                best, position = v, flat
+        return sp.Integer(position)
+
+    value = body.replace(lambda e: isinstance(e, ArgMax), search).xreplace(values)
+    # An index stays an exact integer, so that ⌊a/k⌋ and a mod k select exactly.
+    return int(value) if value.is_Integer else float(value)
 
 
 def check_equal(a: sp.Expr, b: sp.Expr, chain: StepChain, what: str) -> None:

@@ -13,6 +13,7 @@ from functools import cache
 
 import sympy as sp
 
+from derive.calculus.indexed import ArgMax
 from derive.calculus.steps.checking import check_equal
 from derive.calculus.steps.recording import Recorder, derivation_steps
 from derive.calculus.steps.records import (
@@ -22,6 +23,7 @@ from derive.calculus.steps.records import (
     LayerSteps,
     NoRuleError,
     OpenSum,
+    StepError,
 )
 from derive.spec import Layer
 
@@ -109,7 +111,8 @@ def layer_instance(op, element: sp.Indexed | None = None) -> dict:
     return at
 
 
-def _layer_gradient(op, array, names, out, expr, upstream, engine) -> GradientSteps:
+def _layer_gradient(op, array, names, out, expr, upstream, engine,
+                    counts=None, defined=None) -> GradientSteps:
     """∂E/∂A, recorded: the chain rule through the outputs, then the connected ones.
 
     Then the rule table (the sum opened, as in the notes), or SymPy's Kronecker deltas
@@ -141,11 +144,23 @@ def _layer_gradient(op, array, names, out, expr, upstream, engine) -> GradientSt
     pairing = sp.Sum(upstream[tuple(pairing_idx)] * out_base[tuple(pairing_idx)],
                      *[(pair[i], 0, shape[i] - 1) for i in out_indices])
     instance = layer_instance(op, element)
+    for size, name in (counts or {}).items():
+        instance[name] = int(size.xreplace(instance))
+    if any(body.has(ArgMax) for body in (defined or {}).values()):
+        # An element in the middle of the input lies in several windows, so that it is
+        # the maximum of some at the check points (a corner rarely is, and the check
+        # would compare zeros).
+        dims = op.shape(element.base)
+        for pos, index in enumerate(element.indices):
+            instance[index] = int(sp.sympify(dims[pos]).xreplace(instance)) // 2
 
     def recorder():
+        # Intermediates (an arg-max) take the values their definitions give.
         rec = Recorder(D(LOSS_NAME, element), element,
-                       expansions=((LOSS_NAME, pairing), (out_base, definition)),
-                       instance=tuple(instance.items()))
+                       expansions=((LOSS_NAME, pairing), (out_base, definition),
+                                   *(defined or {}).items()),
+                       instance=tuple(instance.items()),
+                       samples=tuple((base, "defined") for base in defined or {}))
         rec.step("chain_layer", sp.Sum(
             upstream[tuple(pairing_idx)] * D(out_base[tuple(pairing_idx)], element),
             *[(pair[i], 0, shape[i] - 1) for i in out_indices]))
@@ -172,9 +187,12 @@ def _layer_gradient(op, array, names, out, expr, upstream, engine) -> GradientSt
     except NoRuleError:
         rec, local, kept, limits = recorder()
         raw = upstream[tuple(kept)] * sp.diff(local, element)
-        rec.step("kronecker", sp.Sum(raw, *limits) if limits else raw)
-        rec.step("eliminate_deltas", printed_engine)
-        route = "kronecker"
+        raw = sp.Sum(raw, *limits) if limits else raw
+        rec.step("kronecker", raw)
+        route = "routed"  # the brackets stay: they test a position computed from data
+        if printed_engine != raw:
+            rec.step("eliminate_deltas", printed_engine)
+            route = "kronecker"
     chain = rec.chain()
     check_equal(chain.result, printed_engine, chain, f"∂E/∂{element} of {op.name}")
     result = chain.result
@@ -183,42 +201,203 @@ def _layer_gradient(op, array, names, out, expr, upstream, engine) -> GradientSt
     return GradientSteps(array, element, chain, result, route)
 
 
+def _simplify(expr: sp.Expr) -> sp.Expr:
+    """Every factor that does not depend on a sum's index taken out of the sum.
+
+    The summand is factored first (2μ − 2x becomes −2(x − μ)), so what stays inside
+    is the part that changes from term to term.
+    """
+    def pull(e):
+        indices = {lim[0] for lim in e.limits}
+        factors = sp.Mul.make_args(sp.factor_terms(e.function))
+        outside = [f for f in factors if not f.free_symbols & indices]
+        inside = sp.Mul(*[f for f in factors if f.free_symbols & indices])
+        varying = [t for t in sp.Add.make_args(inside) if t.free_symbols & indices]
+        if all(t.could_extract_minus_sign() for t in varying):
+            return -sp.Mul(*outside) * sp.Sum(-inside, *e.limits)
+        return sp.Mul(*outside) * sp.Sum(inside, *e.limits)
+
+    return expr.replace(lambda e: isinstance(e, sp.Sum), pull)
+
+
+def _through_steps(op, array, element, readers, upstreams, instance, engine,
+                   defined, counts) -> GradientSteps:
+    """∂E/∂A for an array read by intermediate steps: the chain through each of them.
+
+    Backpropagation takes the steps in reverse order, so the gradient of every step
+    that reads A is known; ∂E/∂A adds, over those steps, their gradient times their
+    derivative with respect to A (the other intermediates held). Terms that vanish
+    because an intermediate is what its definition says (Σ (x − μ) = 0) are dropped
+    in a step of their own, with the identity quoted and checked.
+    """
+    free = set(element.indices)
+    terms, inside, inner, expansions_e = [], [], [], []
+    for target, body in readers:
+        out_indices = list(target.indices)
+        pair = {i: (_primed(i) if i in free else i) for i in out_indices}
+        fixed: dict = {}
+        for a in body.atoms(sp.Indexed):
+            if a.base != array:
+                continue
+            for pos, index in enumerate(a.indices):
+                if index in out_indices:
+                    fixed[index] = element.indices[pos]
+        shape = dict(zip(out_indices, op.shape(target.base), strict=True))
+        renamed = _rename_bound(body, free | set(pair.values()))
+        up = upstreams[target.base]
+        pairing_idx = tuple(pair[i] for i in out_indices)
+        limits_all = [(pair[i], 0, shape[i] - 1) for i in out_indices]
+        expansions_e.append(sp.Sum(up[pairing_idx] * renamed.xreplace(
+            {i: pair[i] for i in out_indices}), *limits_all))
+        kept = tuple(fixed.get(i, pair[i]) for i in out_indices)
+        limits = [(pair[i], 0, shape[i] - 1) for i in out_indices if i not in fixed]
+        term = up[kept] * D(target.base[kept], element)
+        terms.append(sp.Sum(term, *limits) if limits else term)
+        local = renamed.xreplace(dict(zip(out_indices, kept, strict=True)))
+        d_local = up[kept] * D(local, element)
+        inside.append(sp.Sum(d_local, *limits) if limits else d_local)
+        inner.append((target.base[kept], local))
+    pairing = sp.Add(*expansions_e)
+    rec = Recorder(D(LOSS_NAME, element), element,
+                   expansions=((LOSS_NAME, pairing), *defined.items()),
+                   instance=tuple(instance.items()),
+                   samples=tuple((base, "defined") for base in defined))
+    rec.step("chain_steps", sp.Add(*terms), quote=tuple(t for t, _ in inner))
+    rec.step("definition", sp.Add(*inside), inner=tuple(inner))
+    rec.auto()
+    simple = _simplify(rec.current).subs(counts)
+    if simple != rec.current:
+        rec.step("common_factor", simple)
+    # A term whose sum is zero once the intermediates are what they are defined as.
+    zero = _zero_sums(rec.current, rec, defined, counts)
+    if zero:
+        kept_terms = [t for t in sp.Add.make_args(rec.current)
+                      if not any(t.has(z[0]) for z in zero)]
+        rec.step("zero_sum", sp.Add(*kept_terms), identities=tuple(zero))
+    chain = rec.chain()
+    check_equal(chain.result, engine, chain, f"∂E/∂{element} of {op.name}")
+    return GradientSteps(array, element, chain, chain.result, "rules")
+
+
+def _zero_sums(expr, rec, defined, counts) -> list:
+    """Sums of ``expr`` that vanish by an intermediate's definition, with the reason.
+
+    Σ (x − μ) over the elements μ is the mean of: Σ x − m·μ, zero since m·μ = Σ x.
+    """
+    found = []
+    for s in sorted(expr.atoms(sp.Sum), key=sp.default_sort_key):
+        if not any(a.base in defined for a in s.atoms(sp.Indexed)):
+            continue
+        indices = {lim[0] for lim in s.limits}
+        split = sp.Add(*[sp.Sum(t, *s.limits) if t.free_symbols & indices
+                         else sp.Sum(t, *s.limits).doit()
+                         for t in sp.Add.make_args(sp.expand(s.function))])
+        split = split.subs(counts)
+        probe = Recorder(s, rec.var, expansions=rec.expansions, instance=rec.instance,
+                         samples=rec.samples)
+        probe.step("rewrite", sp.S.Zero)
+        try:
+            probe.chain()
+        except StepError:
+            continue
+        found.append((s, split, sp.S.Zero))
+    return found
+
+
 @derivation_steps.register
 def _(op: Layer) -> LayerSteps:
     return _layer_steps(op)
 
 
+def _counts(steps) -> dict:
+    """Element counts a step divides by (N·H·W for a mean over a channel) → m.
+
+    A product of sizes that is the number of terms of a sum it divides is named, so
+    the page reads 1/m and states m = N·H·W once.
+    """
+    used = {s.name for _, e in steps for s in e.free_symbols}
+    counts = {}
+    for _, e in steps:
+        for s in e.atoms(sp.Sum):
+            size = sp.Mul(*[hi - lo + 1 for _, lo, hi in s.limits])
+            if len(sp.Mul.make_args(size)) > 1 and e.has(1 / size) and size not in counts:
+                name = next(n for n in ("m", "M", "m_1", "m_2") if n not in used)
+                used.add(name)
+                counts[size] = sp.Symbol(name, integer=True, positive=True)
+    return counts
+
+
 @cache
 def _layer_steps(op: Layer) -> LayerSteps:
-    from derive.calculus.derivation import FREE, derive_layer
+    from derive.calculus.derivation import FREE, derive_layer, gradient_array
 
     derivation = derive_layer(op)
     names = layer_index_names(op)
     out = op.out.xreplace(names)
     expr = op.expr.xreplace(names)
     steps = tuple((t.xreplace(names), e.xreplace(names)) for t, e in op.steps)
+    counts = _counts(steps)
+    steps = tuple((t, e.subs(counts)) for t, e in steps)
     upstream = derivation.upstream
     reads = [e for _, e in steps] + [expr]
+    differentiable = {g.array for g in derivation.intermediates}
+    upstreams = {out.base: upstream} | {a: gradient_array(a) for a in differentiable}
+    # Readers of an array: the steps backpropagation goes through (not an arg-max).
+    all_steps = [(t, e) for t, e in steps if t.base in differentiable] + [(out, expr)]
+    # Each intermediate's definition, for the checks; its summation indices renamed
+    # apart from every index a chain fixes (n, n').
+    defined = {}
+    for t, e in steps:
+        if t.base in differentiable or e.has(ArgMax):
+            args = sp.symbols(f"a0:{len(t.indices)}", integer=True)
+            body = _rename_bound(_rename_bound(e, _bound(e)), _bound(e) | {
+                _primed(i) for i in _bound(e)})
+            defined[t.base] = sp.Lambda(args, body.xreplace(dict(zip(t.indices, args,
+                                                                       strict=True))))
+
+    def gradient(array, engine, fallback):
+        readers = [(t, e) for t, e in all_steps if e.has(array)]
+        padded = bool(op.padding) and array == op.padding[1]
+        if padded or not readers:
+            return fallback()
+        if readers == [(out, expr)]:
+            return _layer_gradient(op, array, names, out, expr, upstream, engine, counts,
+                                   defined)
+        element = _free_element(op, array, names, reads)
+        instance = layer_instance(op, element)
+        for size, name in counts.items():
+            instance[name] = int(size.xreplace(instance))
+        printed = _engine_printed(engine, names, element, FREE).subs(counts)
+        return _through_steps(op, array, element, readers, upstreams, instance, printed,
+                              defined, counts)
+
     gradients = []
     for array in op.inputs + op.weights:
         engine = derivation.gradient(array).expr
-        # The chain through the outputs alone holds for an array no step reads (γ and β
-        # of a normalisation, read by the output next to the intermediate x̂).
-        read_by_steps = any(e.has(array) for _, e in op.steps)
-        padded = bool(op.padding) and array == op.padding[1]
-        if not read_by_steps and not padded:
-            gradients.append(_layer_gradient(op, array, names, out, expr, upstream, engine))
-        else:
+
+        def fallback(array=array, engine=engine):
             element = _free_element(op, array, names, reads)
-            gradients.append(GradientSteps(array, element, None,
-                                           _engine_printed(engine, names, element, FREE),
-                                           "derived"))
+            return GradientSteps(array, element, None,
+                                 _engine_printed(engine, names, element, FREE), "derived")
+
+        gradients.append(gradient(array, engine, fallback))
     intermediates = []
     for g in derivation.intermediates:
         target = next(t for t, _ in steps if t.base == g.array)
         element = g.array[target.indices]
-        intermediates.append(GradientSteps(g.array, element, None,
-                                           _engine_printed(g.expr, names, element, FREE),
-                                           "derived"))
-    return LayerSteps(op, out, expr, steps, upstream, tuple(gradients), tuple(intermediates))
 
+        def fallback(g=g, element=element):
+            return GradientSteps(g.array, element, None,
+                                 _engine_printed(g.expr, names, element, FREE), "derived")
+
+        intermediates.append(gradient(g.array, g.expr, fallback))
+    named = tuple((name, sp.Mul(*sorted(sp.Mul.make_args(size), key=_shape_order(op)),
+                                evaluate=False)) for size, name in counts.items())
+    return LayerSteps(op, out, expr, steps, upstream, tuple(gradients), tuple(intermediates),
+                      named)
+
+
+def _shape_order(op):
+    """Sizes in the order the input's shape lists them (N·H·W, not H·N·W)."""
+    order = [d for _, shape in op.arrays for d in shape]
+    return lambda s: order.index(s) if s in order else len(order)

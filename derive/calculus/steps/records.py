@@ -26,6 +26,8 @@ RULES = (
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",
     "factor_out", "one_hot", "name_output", "back_to_index",
     "chain_layer", "connected", "kronecker", "eliminate_deltas",
+    # layers computed in steps: through the steps that read an array; a sum that is zero
+    "chain_steps", "zero_sum",
     # row-wise vector functions (softmax): the Jacobian and its product with a gradient
     "delta", "split_terms", "common_factor", "jacobian", "distribute", "delta_sum",
     "name_softmax",
@@ -319,7 +321,9 @@ class GradientSteps:
         The gradient: the chain's result, checked equal to the engine's.
     route : str
         ``"rules"`` (the sum opened, as in the notes), ``"kronecker"`` (SymPy's
-        Kronecker deltas, eliminated) or ``"derived"`` (the engine's result only).
+        Kronecker deltas, eliminated), ``"routed"`` (deltas that test a position the
+        data chose, an arg-max, left standing) or ``"derived"`` (the engine's result
+        only).
     """
 
     array: sp.IndexedBase
@@ -358,6 +362,8 @@ class LayerSteps:
     upstream: sp.IndexedBase
     gradients: tuple[GradientSteps, ...]
     intermediates: tuple[GradientSteps, ...]
+    #: Counts the steps divide by, named: ((m, N·H·W),) — printed with the sizes.
+    counts: tuple = ()
 
 
 
