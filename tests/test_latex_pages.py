@@ -117,6 +117,14 @@ def test_derivation_lines_are_not_numbered(lang):
         assert not re.search(r"\\begin\{align\}[^$]*?\\intertext", tex), op.name
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_optimizer_updates_carry_no_numbers_nothing_refers_to(lang):
+    # Nadam printed eight equation numbers for its update lines, none of them referred to.
+    for op in registry.all_ops("optimizer"):
+        tex = _document(op.name, lang)
+        assert r"\eqref" not in tex and _numbered(tex) == 0, op.name
+
+
 # --- indices counted from 1 ---------------------------------------------------------------
 
 
