@@ -46,7 +46,13 @@ from derive.errors import (
     OutputError,
     StaleFilesError,
 )
-from derive.files import atomic_write, command_line, module_name_clash, write_if_changed
+from derive.files import (
+    atomic_write,
+    check_output_file,
+    command_line,
+    module_name_clash,
+    write_if_changed,
+)
 from derive.formula import check_identifier, parse_formula
 from derive.registry import FOLDERS
 from derive.spec import (
@@ -210,9 +216,14 @@ def write_targets(targets: list[Target], force: bool = False,
         When a written module does not import (naming it and Python's error).
 
     """
+    targets = with_runtime(targets)
+    # Every path is checked before the first is written: a refused module must not leave
+    # the runtime it would have imported behind.
+    for t in targets:
+        check_output_file(t.path)
     previous: dict[Path, bytes | None] = {}
     written = []
-    for t in with_runtime(targets):
+    for t in targets:
         old = t.path.read_bytes() if verify and t.path.is_file() else None
         changed = write_if_changed(t.path, t.text, force=force)
         if changed:

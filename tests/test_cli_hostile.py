@@ -453,7 +453,7 @@ FUZZ = [
     (["minimize", "x**2", "--start", "1", "--lr", "inf"], "--lr"),
     (["minimize", "x**2", "--start", "1", "--lr", "-1"], "--lr"),
     (["minimize", "x**2", "--start", "1", "--method", ""], "--method"),
-    (["minimize", "x**2", "--start", "1", "--method", "adam"], "'adam'"),
+    (["minimize", "x**2", "--start", "1", "--method", "adamz"], "'adamz'"),
     (["minimize", "x**2", "--start", "1", "--method", "momentum", "--momentum", "nan"],
      "--momentum"),
     (["minimize", "x**2", "--start", "1", "--method", "momentum", "--momentum", "1"],
