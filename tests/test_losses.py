@@ -183,3 +183,23 @@ def test_bad_targets_are_refused():
         m.forward(np.zeros((2, 3)), np.zeros((2, 4)))
     with pytest.raises(TypeError, match="integer class labels"):
         module(get("sparse_categorical_cross_entropy")).forward(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_a_root_of_a_square_is_not_expanded_into_cancelling_terms(tmp_path):
+    # √(1 + (ŷ − y)²) used to reach the kernel as √(1 + ŷ² − 2ŷy + y²): at ŷ ≈ y ≈ 1e8 the
+    # radicand cancelled to garbage and the gradient came out inf (pseudo-Huber).
+    import importlib.util
+
+    from derive.cli import main
+
+    assert main(["kernels", "--expr", "sqrt(1 + (pred - target)**2) - 1", "--kind", "loss",
+                 "--name", "root_of_square", "-o", str(tmp_path)]) == 0
+    spec = importlib.util.spec_from_file_location("root_of_square",
+                                                  tmp_path / "root_of_square.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    pred = np.array([[1e8 + 0.5, 1e8 - 2, 1e8 + 1e-3]])
+    target = np.full_like(pred, 1e8)
+    d = pred - target
+    np.testing.assert_allclose(module.backward(pred, target), d / np.sqrt(1 + d * d) / d.size,
+                               rtol=1e-12)

@@ -101,8 +101,25 @@ def softmax_of(base: sp.IndexedBase) -> sp.IndexedBase:
 
 
 def _expand(e: sp.Expr) -> sp.Expr:
-    # Distribute products over sums, but keep exp(a − b) whole: it is the softmax.
-    return sp.expand(e, power_exp=False, power_base=False, log=False)
+    # Distribute products over sums, but keep exp(a − b) whole: it is the softmax. A
+    # function's argument and a root's radicand stay as written too: expanding
+    # √(1 + (ŷ − y)²) into √(1 + ŷ² − 2ŷy + y²) cancels catastrophically (inf at ŷ ≈ y ≈ 1e8).
+    kept = {}
+
+    def keep(node):
+        kept.setdefault(node, sp.Dummy())
+        return kept[node]
+
+    opaque = e.replace(
+        lambda a: (isinstance(a, sp.Function) and not isinstance(a, sp.KroneckerDelta))
+        or (isinstance(a, sp.Pow) and not a.exp.is_Integer),
+        keep)
+    expanded = sp.expand(opaque, power_exp=False, power_base=False, log=False)
+    back = {d: node for node, d in kept.items()}
+    # Kept nodes may hold kept nodes (replace works from the leaves up): undo level by level.
+    while expanded.has(*back):
+        expanded = expanded.xreplace(back)
+    return expanded
 
 
 def _deltas_out_of_piecewise(e: sp.Expr) -> sp.Expr:
