@@ -25,6 +25,7 @@ from derive.calculus.functions import (
 from derive.calculus.stability import rewrites, stabilise
 from derive.codegen import runtime
 from derive.codegen.printer import UnsupportedError, numba_code
+from derive.errors import DeriveError
 from derive.formula import SYMPY_FUNCTIONS, functions, parse_formula
 from derive.latex.numeric import compile_numeric
 from derive.latex.printer import WORDS, DerivePrinter
@@ -202,27 +203,30 @@ def test_minimize_uses_its_numpy_value(fn):
 # --- a new named function is one declaration ---------------------------------------------------
 
 
-def _hypot1_from_sqrt(e):
+def _example_hypot_from_sqrt(e):
     # √(u² + 1) squares u first and overflows for |u| > 1e154; hypot does not.
     if isinstance(e, sp.Pow) and e.exp == sp.S.Half and isinstance(e.base, sp.Add) \
             and len(e.base.args) == 2 and sp.S.One in e.base.args:
         (square,) = [a for a in e.base.args if a is not sp.S.One]
         if isinstance(square, sp.Pow) and square.exp == 2:
-            return NAMED_FUNCTIONS["hypot1"](square.base)
+            return NAMED_FUNCTIONS["example_hypot"](square.base)
     return None
 
 
 @pytest.fixture
-def hypot1():
-    """√(u² + 1), declared as a new named function would be; unregistered afterwards."""
+def example_hypot():
+    """√(u² + 1), declared as a new named function would be; unregistered afterwards.
 
-    class hypot1(NamedFunction):  # noqa: N801
-        formula_name = "hypot1"
-        numba_name = "hypot1"
-        numba_helpers = ("hypot1",)
+    Named example_hypot, not hypot1: a real catalogue function may take that name.
+    """
+
+    class example_hypot(NamedFunction):  # noqa: N801
+        formula_name = "example_hypot"
+        numba_name = "example_hypot"
+        numba_helpers = ("example_hypot",)
         latex_name = r"\operatorname{hyp}"
         explicit_in = sp.Pow
-        stable_rewrites = (StableRewrite("hypot1", "u² overflows", _hypot1_from_sqrt,
+        stable_rewrites = (StableRewrite("example_hypot", "u² overflows", _example_hypot_from_sqrt,
                                          lambda v: sp.sqrt(v**2 + 1)),)
         numpy_value = staticmethod(lambda u: np.hypot(u, 1.0))
         mpmath_value = staticmethod(lambda u: mpmath.hypot(u, 1))
@@ -234,21 +238,22 @@ def hypot1():
             return sp.sqrt(arg**2 + 1)
 
     try:
-        yield hypot1
+        yield example_hypot
     finally:
-        del NAMED_FUNCTIONS["hypot1"]
+        del NAMED_FUNCTIONS["example_hypot"]
 
 
-def test_a_new_named_function_needs_only_its_declaration(hypot1):
+def test_a_new_named_function_needs_only_its_declaration(example_hypot):
     x = sp.Symbol("x", real=True)
-    assert parse_formula("hypot1(x)", {"x": x}) == hypot1(x)
-    assert numba_code(hypot1(x)) == ("hypot1(x)", {"hypot1"})
-    assert latex_printer().doprint(hypot1(x)) == r"\operatorname{hyp}(x)"
-    assert stabilise(sp.sqrt(x**2 + 1) * sp.exp(x)) == hypot1(x) * sp.exp(x)
-    assert "hypot1" in [rule.name for rule in rewrites()]
-    assert explicit(hypot1(x)) == sp.sqrt(x**2 + 1)
-    assert float(compile_numeric(hypot1(x), x)(3.0)) == pytest.approx(math.sqrt(10), rel=1e-15)
-    run = minimize(parse_objective("hypot1(w1)"), [3.0], steps=1, lr=0.5)
+    assert parse_formula("example_hypot(x)", {"x": x}) == example_hypot(x)
+    assert numba_code(example_hypot(x)) == ("example_hypot(x)", {"example_hypot"})
+    assert latex_printer().doprint(example_hypot(x)) == r"\operatorname{hyp}(x)"
+    assert stabilise(sp.sqrt(x**2 + 1) * sp.exp(x)) == example_hypot(x) * sp.exp(x)
+    assert "example_hypot" in [rule.name for rule in rewrites()]
+    assert explicit(example_hypot(x)) == sp.sqrt(x**2 + 1)
+    value = float(compile_numeric(example_hypot(x), x)(3.0))
+    assert value == pytest.approx(math.sqrt(10), rel=1e-15)
+    run = minimize(parse_objective("example_hypot(w1)"), [3.0], steps=1, lr=0.5)
     assert run.steps[0].f == pytest.approx(math.sqrt(10), rel=1e-15)
     assert run.steps[1].w[0] == pytest.approx(3.0 - 0.5 * 3.0 / math.sqrt(10), rel=1e-15)
 
@@ -267,6 +272,8 @@ def test_a_forgotten_fact_is_named_with_where_to_add_it():
             numba_code(half_declared(x))
         with pytest.raises(MissingFactError, match="latex_name"):
             latex_printer().doprint(half_declared(x))
+        # A user's declaration error: the CLI says what to add (exit 2), not "internal error".
+        assert issubclass(MissingFactError, DeriveError)
     finally:
         del NAMED_FUNCTIONS["half_declared"]
 

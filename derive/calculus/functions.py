@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import mpmath
 import sympy as sp
 
+from derive.errors import DeclarationError
+
 
 @dataclass(frozen=True)
 class StableRewrite:
@@ -45,8 +47,12 @@ class StableRewrite:
     unsafe: Callable[[sp.Symbol], sp.Expr]
 
 
-class MissingFactError(AttributeError):
-    """A named function was read for a fact its class does not declare."""
+class MissingFactError(DeclarationError, AttributeError):
+    """A named function was read for a fact its class does not declare.
+
+    A declaration error (the CLI says what to add, exit 2, not an internal error), and an
+    ``AttributeError`` so that ``hasattr`` answers False for the fact.
+    """
 
 
 class _Fact:
@@ -65,8 +71,9 @@ class _Fact:
     def __get__(self, instance, owner):
         raise MissingFactError(
             f"the named function {owner.__name__!r} does not declare {self.name} "
-            f"({self.what}): add `{self.name} = ...` to its class in "
-            f"derive/calculus/functions.py (None if it has none)")
+            f"({self.what}).",
+            fix=f"Add `{self.name} = ...` to its class in derive/calculus/functions.py "
+                "(None if it has none).")
 
 
 #: Every named function, by class name, in the order the classes are defined.
