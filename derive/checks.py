@@ -72,7 +72,8 @@ def load_module(path: Path) -> ModuleType:
     if not path.is_file():
         raise DeriveError(
             "the generated module does not exist.", where=str(path),
-            fix="Generate it first with `derive kernels NAME` (or --all).",
+            fix="Generate it first with `derive kernels NAME` (or --all); if it was "
+                "written elsewhere with -o DIR, check it there with `derive check NAME -o DIR`.",
         )
     # The path's digest keeps same-named modules of two folders from replacing each other.
     digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:12]

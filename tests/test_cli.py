@@ -139,3 +139,10 @@ def test_custom_loss_refuses_x_and_missing_pred(capsys):
     assert main(["kernels", "--kind", "loss", "--expr", "target**2", "--name", "a",
                  "-o", "/tmp/a"]) == 2
     assert "depend on pred" in capsys.readouterr().err
+
+
+def test_check_of_a_module_not_generated_names_both_places(tmp_path, capsys):
+    # A module generated with -o elsewhere is checked with -o too: the message says so.
+    assert main(["check", "relu", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "derive kernels" in err and "-o DIR" in err and len(err.strip().splitlines()) == 1
