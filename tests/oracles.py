@@ -67,7 +67,8 @@ class OptimizerOracle:
 
 #: The message of a missing entry, the same in every test that meets one.
 MISSING = ("no PyTorch reference for {name!r}: add one to tests/oracles.py, "
-           "or mark it as having none")
+           "or mark it as having none (NoReference(\"why\") in the kind's table: "
+           "ACTIVATIONS, LOSSES, LAYERS, OPTIMIZERS or VECTORS)")
 
 
 ACTIVATIONS = {

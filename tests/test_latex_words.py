@@ -85,7 +85,9 @@ FORBIDDEN = {
 
 def test_every_catalogue_op_has_a_portuguese_title():
     titles = language("pt").words["titles"]
-    assert [op.name for op in registry.all_ops() if op.name not in titles] == []
+    missing = [op.name for op in registry.all_ops() if op.name not in titles]
+    assert missing == [], (f"no Portuguese title for {missing}: add each to the `titles` "
+                           "table of derive/templates/latex/pt/words.tex.jinja")
 
 
 @pytest.mark.parametrize("kind, word", [("loss", "Função de custo"),
