@@ -141,7 +141,7 @@ def test_document_compiles_with_its_title_and_sections(documents, target, lang, 
 NOTES_STEPS = {
     "pt": ["suprimimos a soma sobre os casos", "Abrimos a soma", "Nenhum termo além de",
            "a regra da cadeia", "Voltando ao índice j"],
-    "en": ["we drop the sum over the cases", "We open the sum", "Every term other than",
+    "en": ["we drop the sum over the cases", "We open the sum", "No term other than",
            "the chain rule", "Returning to the index j"],
 }
 
@@ -402,12 +402,14 @@ def test_jupyter_layers_show_steps_results_and_the_notes_formulas():
     assert len(displays(dense)) == 5  # definition, ∂E/∂x, ∂E/∂W, ∂E/∂b, one case at a time
     assert r"\text{chain rule through the outputs}" in dense
     assert r"& \frac{\partial E}{\partial {W}_{j,i}} = {\delta}_{j} {x}_{i}" in dense
-    # Batch norm: the definition, ∂E/∂γ and ∂E/∂β step by step, then the results
-    # derived through its intermediate steps.
+    # Batch norm: the definition, then ∂E/∂x (through μ and σ²), ∂E/∂γ and ∂E/∂β, each
+    # step by step.
     norm = displays(jupyter(get("batch_norm")))
-    assert len(norm) == 4 and r"\sigma^{2}_{c} &= \frac{1}{H N W}" in norm[0]
-    assert r"\frac{\partial E}{\partial {\gamma}_{c}} &= " in norm[1]
-    assert r"\frac{\partial E}{\partial \sigma^{2}_{c}} &= " in norm[3]
+    assert len(norm) == 4 and r"\sigma^{2}_{c} &= \frac{1}{m}" in norm[0]  # m = N·H·W
+    assert r"\frac{\partial E}{\partial {x}_{n,c,h,w}} &= " in norm[1]
+    assert r"\frac{\partial E}{\partial \sigma^{2}_{c}}" in norm[1]  # x's gradient goes through σ²
+    assert r"\frac{\partial E}{\partial {\gamma}_{c}} &= " in norm[2]
+    assert r"\frac{\partial E}{\partial {\beta}_{c}} &= " in norm[3]
     sparse = jupyter(get("sparse_categorical_cross_entropy"))
     assert r"\left[j = t\right]" in displays(sparse)[-1]
 
