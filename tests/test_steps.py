@@ -139,7 +139,9 @@ def test_every_rule_is_exercised():
     for op in LOSSES:
         see(derivation_steps(op).chain)
     for op in LAYERS:
-        for g in derivation_steps(op).gradients:
+        layer = derivation_steps(op)
+        # Intermediate arrays (batch norm's x̂, σ², μ) carry chains of their own.
+        for g in (*layer.gradients, *layer.intermediates):
             if g.chain is not None:
                 see(g.chain)
     for op in all_ops("vector"):
