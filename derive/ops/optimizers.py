@@ -146,22 +146,18 @@ NADAM = register(Optimizer(
 
 weight_decay = sp.Symbol("weight_decay", nonnegative=True)
 
+# The decay shrinks w towards 0 whatever the gradient: declared, so that the check
+# "a zero gradient leaves w alone" becomes "moves it by exactly this".
+_decoupled_decay = -lr * weight_decay * w
+_adam_step = ADAM.updates[-1]
+
 ADAMW = register(Optimizer(
     name="adamw", title="AdamW (Adam with decoupled weight decay)", latex=r"\mathrm{AdamW}",
-    params=(_lr(1e-3), Param(beta1, 0.9, latex=r"\beta_1"),
-            Param(beta2, 0.999, latex=r"\beta_2"), Param(eps, 1e-8, latex=r"\varepsilon"),
-            Param(weight_decay, 1e-2, latex=r"\lambda")),
-    state=(Slot(m, latex="m"), Slot(s, latex="s")),
-    updates=(
-        (m, beta1 * m + (1 - beta1) * g),
-        (s, beta2 * s + (1 - beta2) * g**2),
-        (m_hat, m / (1 - beta1**t)),
-        (s_hat, s / (1 - beta2**t)),
-        (w, w - lr * weight_decay * w - lr * m_hat / (sqrt(s_hat) + eps)),
-    ),
-    # The decay shrinks w towards 0 whatever the gradient: declared, so that the check
-    # "a zero gradient leaves w alone" becomes "moves it by exactly this".
-    decay=-lr * weight_decay * w,
+    # Adam's hyper-parameters, state and moments; only the last update gains the decay.
+    params=(*ADAM.params, Param(weight_decay, 1e-2, latex=r"\lambda")),
+    state=ADAM.state,
+    updates=(*ADAM.updates[:-1], (_adam_step[0], _adam_step[1] + _decoupled_decay)),
+    decay=_decoupled_decay,
     reference="Loshchilov and Hutter (2019), as torch.optim.AdamW computes it: w is first "
               "shrunk by the factor 1 − ηλ, then takes Adam's bias-corrected step. Unlike "
               "an L2 penalty added to the gradient, the decay is not divided by √ŝ, so "
