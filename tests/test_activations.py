@@ -12,6 +12,7 @@ from derive.calculus.derivation import derive_activation
 from derive.calculus.functions import explicit
 from derive.calculus.verify import evaluate, sample_points
 from derive.checks import finite_difference_check
+from derive.latex.numeric import compile_numeric
 from derive.registry import all_ops
 from derive.spec import x, y
 
@@ -126,6 +127,29 @@ def test_finite_for_every_finite_input(op):
         d_x = grads[0] if isinstance(grads, tuple) else grads
         assert np.all(np.isfinite(y_)), dict(zip(xs, y_, strict=True))
         assert np.all(np.isfinite(d_x)), dict(zip(xs, d_x, strict=True))
+
+
+@pytest.mark.parametrize("op", [op for op in OPS if not op.stochastic],
+                         ids=[op.name for op in OPS if not op.stochastic])
+def test_extreme_inputs_equal_the_exact_values(op):
+    # Finite is not enough: a naive x/sqrt(1 + x**2) is finite at 1e200 but returns 0,
+    # not 1. Far from every kink, the kernels must equal the declaration evaluated in
+    # 50 digits (mpmath, whose exponents do not overflow), at the largest and smallest
+    # magnitudes a float64 holds. The absolute tolerance admits σ'(30) = σ(1 − σ)
+    # computed from the output (9.348e-14 for 9.358e-14, as PyTorch computes it too)
+    # and nothing that loses a whole value.
+    kinks = derive_activation(op).kinks
+    xs = np.array([v for v in EXTREMES if all(abs(v - k) > 1e-3 for k in kinks)])
+    defaults = dict(op.defaults)
+    forward = op.expr.subs(defaults)
+    derivative = sp.diff(op.expr, x).subs(defaults)
+    want_y = np.array([float(compile_numeric(forward, x)(v)) for v in xs])
+    want_d = np.array([float(compile_numeric(derivative, x)(v)) for v in xs])
+    y_ = module(op).forward(xs, **params_of(op))
+    grads = module(op).backward(xs, y_, np.ones_like(xs), **params_of(op))
+    d_x = grads[0] if isinstance(grads, tuple) else grads
+    np.testing.assert_allclose(y_, want_y, rtol=1e-9, atol=1e-12, err_msg="forward")
+    np.testing.assert_allclose(d_x, want_d, rtol=1e-9, atol=1e-12, err_msg="derivative")
 
 
 @pytest.mark.parametrize("op", OPS, ids=IDS)
