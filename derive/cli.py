@@ -465,6 +465,8 @@ def cmd_train(args) -> int:
                   "continue with --resume", file=sys.stderr)
             return 130
         loss, accuracy = evaluate(module, history.params, data.x_test, data.y_test)
+        if history.best_epoch and history.stopped:
+            print(history.stopped)  # early stopping: where it stopped, which epoch was best
         print(f"test loss {loss:.4f}, test accuracy {accuracy:.2%} on {len(data.y_test)} samples")
         for diagnosis in history.diagnoses:
             print(f"{DIAGNOSIS[args.lang]}: {diagnosis.text(args.lang)}")

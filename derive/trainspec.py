@@ -18,3 +18,10 @@ SCHEDULES = {
     "exponential": ("gamma", "k"),
     "cosine": ("t_max", "eta_min"),
 }
+
+#: ``early_stopping`` table of ``[train]``: its keys and their defaults (those of Keras'
+#: EarlyStopping; ``restore_best`` is its ``restore_best_weights``).
+EARLY_STOPPING = {"patience": 5, "min_delta": 0.0, "monitor": "val_loss", "restore_best": True}
+#: What early stopping may watch → whether it is minimised (a loss) or maximised (an
+#: accuracy). Both are measured on the validation set.
+MONITORS = {"val_loss": "min", "val_accuracy": "max"}

@@ -1,8 +1,11 @@
 """Checkpoints: everything a run needs to continue bit for bit, in one atomic ``.npz``.
 
 A checkpoint holds the parameters, the optimizer state, the number of epochs done, the
-shuffling generator's state, the history so far, and the run's configuration (so that
-resuming with different options is refused rather than silently not reproducible). It is
+shuffling generator's state, the history so far, the run's configuration (so that
+resuming with different options is refused rather than silently not reproducible), the
+input normalisation fitted on the training samples (so that new inputs are scaled as the
+network was trained: :func:`derive.train.predict`), and early stopping's counters with
+the best epoch's parameters. It is
 written through :func:`derive.files.atomic_write`: a run killed at any moment
 leaves the previous checkpoint or the new one, never a truncated file.
 
@@ -22,13 +25,14 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from derive.errors import DeriveError
 from derive.files import atomic_write
+from derive.train.data import Normaliser
 from derive.train.report import FIELDS, LAYER_FIELDS, EpochRecord, LayerRecord
 
 CHECKPOINT = "checkpoint.npz"
@@ -37,7 +41,7 @@ FORMAT = 1
 LOCK = "train.lock"
 #: Configuration keys that checkpoints did not always record: an older checkpoint without
 #: them is compared on the rest (its parameters' and state's shapes still are).
-LATER_KEYS = ("network", "loss", "optimizer")
+LATER_KEYS = ("network", "loss", "optimizer", "normalisation")
 #: A lock file younger than this with no process id in it is being written, not stale.
 FRESH_SECONDS = 5.0
 
@@ -58,6 +62,14 @@ class Checkpoint:
         The history so far.
     config : dict
         The options that must match to resume (JSON-able values).
+    normaliser : Normaliser or None
+        The input normalisation the run trained with (None in checkpoints written before
+        it was recorded).
+    early_stopping : dict
+        Early stopping's counters (``best_epoch``, ``best``, ``wait``, ``stopped``); empty
+        without early stopping.
+    best_params : list of ndarray
+        The best epoch's parameters, kept for early stopping's ``restore_best``.
 
     """
 
@@ -67,6 +79,9 @@ class Checkpoint:
     rng_state: dict
     records: tuple[EpochRecord, ...]
     config: dict
+    normaliser: Normaliser | None = None
+    early_stopping: dict = field(default_factory=dict)
+    best_params: list[np.ndarray] = field(default_factory=list)
 
 
 def checkpoint_bytes(ck: Checkpoint) -> bytes:
@@ -82,9 +97,16 @@ def checkpoint_bytes(ck: Checkpoint) -> bytes:
         # Every record of a run measures the same layers, named once here.
         "layers": [layer.name for layer in ck.records[0].layers] if ck.records else [],
         "layer_fields": list(LAYER_FIELDS),
+        "normalisation": ck.normaliser.method if ck.normaliser is not None else None,
+        "early_stopping": ck.early_stopping,
+        "n_best": len(ck.best_params),
     }
     arrays = {f"param_{i}": np.asarray(p) for i, p in enumerate(ck.params)}
     arrays |= {f"state_{i}": np.asarray(s) for i, s in enumerate(ck.state)}
+    arrays |= {f"best_{i}": np.asarray(p) for i, p in enumerate(ck.best_params)}
+    if ck.normaliser is not None:
+        arrays["norm_shift"] = np.asarray(ck.normaliser.shift, dtype=np.float64)
+        arrays["norm_scale"] = np.asarray(ck.normaliser.scale, dtype=np.float64)
     arrays["records"] = np.array([r.values() for r in ck.records], dtype=np.float64
                                  ).reshape(len(ck.records), len(FIELDS))
     arrays["layer_records"] = np.array(
@@ -128,6 +150,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
                       for i in range(int(meta["n_params"]))]
             state = [np.require(npz[f"state_{i}"], requirements="CW")
                      for i in range(int(meta["n_state"]))]
+            # Checkpoints written before these were recorded have none of them.
+            best = [np.require(npz[f"best_{i}"], requirements="CW")
+                    for i in range(int(meta.get("n_best", 0)))]
+            normaliser = None
+            if meta.get("normalisation") is not None:
+                normaliser = Normaliser(str(meta["normalisation"]), npz["norm_shift"],
+                                        npz["norm_scale"])
             table = npz["records"]
             # Checkpoints written before per-layer records have none.
             layer_table = (npz["layer_records"] if "layer_records" in npz.files
@@ -144,7 +173,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
         # The shuffling generator's state must be one a generator accepts, now rather
         # than in the middle of resuming.
         np.random.default_rng().bit_generator.state = meta["rng_state"]
-        return Checkpoint(epoch, params, state, meta["rng_state"], records, meta["config"])
+        stopping = meta.get("early_stopping") or {}
+        if not isinstance(stopping, dict):
+            raise ValueError("its early-stopping counters are not a table")
+        return Checkpoint(epoch, params, state, meta["rng_state"], records, meta["config"],
+                          normaliser, stopping, best)
     except DeriveError:
         raise
     except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile,

@@ -4,8 +4,8 @@ The loop is the notes' algorithm 6.1 — shuffle every epoch, mini-batches (the 
 partial one included), one fused ``train_step`` per batch, then evaluate — plus what
 makes a run observable and safe: per-epoch loss, accuracy and gradient norm, each layer's
 gradient norm, update ratio and dead and saturated units, the diagnosis of the notes'
-table, learning curves, and an atomic checkpoint after every epoch from which
-``resume=True`` continues bit for bit.
+table, learning curves, early stopping (:mod:`derive.train.stopping`), and an atomic
+checkpoint after every epoch from which ``resume=True`` continues bit for bit.
 
 A network module is anything with the generated modules' interface::
 
@@ -45,7 +45,7 @@ from derive.train.checkpoint import (
     run_lock,
     save_checkpoint,
 )
-from derive.train.data import Dataset, split_validation
+from derive.train.data import Dataset, normalise, split_validation, to_input_shape
 from derive.train.progress import Progress
 from derive.train.report import (
     CURVES_CSV,
@@ -58,6 +58,7 @@ from derive.train.report import (
     write_curves,
 )
 from derive.train.schedules import from_spec, lr_at
+from derive.train.stopping import EarlyStopping, Watch, early_stopping_from, stopped_line
 
 REQUIRED = ("init_params", "init_state", "predict", "loss_and_grad", "train_step",
             "INPUT_SHAPE")
@@ -90,7 +91,12 @@ class History:
     resumed_from : int
         Epochs loaded from a checkpoint (0 for a fresh run).
     stopped : str
-        Why training stopped before ``epochs`` ("" when it did not).
+        Why training stopped before ``epochs`` ("" when it did not): a non-finite loss,
+        or early stopping (its line, in the run's language).
+    best_epoch : int
+        With early stopping, the best epoch of the monitored value (1-based; 0 without).
+        When early stopping ended the run with ``restore_best``, ``params`` are that
+        epoch's.
 
     """
 
@@ -101,6 +107,7 @@ class History:
     files: tuple[Path, ...] = ()
     resumed_from: int = 0
     stopped: str = ""
+    best_epoch: int = 0
 
     def column(self, name: str) -> np.ndarray:
         """One field of every record, e.g. ``history.column("val_loss")``."""
@@ -399,7 +406,8 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         lr: float | None = None, seed: int | None = None, schedule=None,
         validation_split: float | None = None, out_dir: Path | str | None = None,
         resume: bool = False, progress: bool = True, stream: TextIO | None = None,
-        shuffle_validation: bool = False, lang: str = "en") -> History:
+        shuffle_validation: bool = False, lang: str = "en",
+        early_stopping=None) -> History:
     """Train a network module on a data set.
 
     Parameters
@@ -437,7 +445,12 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
         With ``validation_split``: a seeded random subset instead of the last fraction.
     lang : str
         Language of the diagnosis lines on ``stream``: ``en`` or ``pt`` (the History
-        holds both).
+        holds both), and of the early-stopping line.
+    early_stopping : optional
+        A table of ``patience``, ``min_delta``, ``monitor`` (``val_loss`` or
+        ``val_accuracy``) and ``restore_best`` (see :mod:`derive.train.stopping`), True
+        for the defaults, or False for none; None uses ``TRAIN``'s ``early_stopping``.
+        It needs validation samples.
 
     Returns
     -------
@@ -458,6 +471,7 @@ def fit(module, data: Dataset, *, epochs: int | None = None, batch_size: int | N
     data = _with_validation(data, validation_split, options["seed"], shuffle_validation)
     if len(data.x_train) == 0:
         raise DeriveError("the data set has no training samples.", where=data.name)
+    options["stopping"] = _early_stopping(module, data, early_stopping)
     if resume and out_dir is None:
         raise DeriveError("resuming needs the directory of the run's checkpoint.",
                           where="resume", fix="Pass --out DIR (the run's output directory).")
@@ -484,6 +498,26 @@ def _options(module, epochs, batch_size, lr, seed, schedule) -> dict:
             "schedule": schedule, "rate": lr_schedule(schedule, lr, epochs)}
 
 
+def _early_stopping(module, data: Dataset, given) -> EarlyStopping | None:
+    """The run's early stopping (the call's, else ``TRAIN``'s), checked against the data."""
+    table = getattr(module, "TRAIN", {}) or {}
+    settings = early_stopping_from(table.get("early_stopping") if given is None else given)
+    if settings is None:
+        return None
+    if len(data.x_val) == 0:
+        raise DeriveError(
+            f"early stopping watches {settings.monitor} on the validation set, and this "
+            "data set holds no validation samples (without them the training loss keeps "
+            "falling and would never say when to stop).", where="early_stopping",
+            fix="Hold some out (validation_split, e.g. 0.1), or train without early "
+                "stopping.")
+    if settings.monitor == "val_accuracy" and not _is_classifier(module, data.y_val):
+        raise DeriveError("this network does not classify, so there is no accuracy to "
+                          "watch.", where="early_stopping.monitor",
+                          fix="Use monitor = 'val_loss'.")
+    return settings
+
+
 @dataclass
 class _Run:
     """What a run carries from epoch to epoch, and what its checkpoint holds."""
@@ -493,37 +527,55 @@ class _Run:
     rng: np.random.Generator
     records: list[EpochRecord]
     config: dict
+    normaliser: object = None
+    watch: Watch | None = None
 
     def checkpoint(self) -> Checkpoint:
+        watch = self.watch
         return Checkpoint(len(self.records), self.params, self.state,
-                          self.rng.bit_generator.state, tuple(self.records), self.config)
+                          self.rng.bit_generator.state, tuple(self.records), self.config,
+                          self.normaliser, watch.counters() if watch else {},
+                          (watch.best_params or []) if watch else [])
 
 
 def _run_config(module, data: Dataset, *, epochs: int, batch_size: int, lr: float,
-                seed: int, schedule) -> dict:
+                seed: int, schedule, stopping: EarlyStopping | None) -> dict:
     """What a checkpoint records of the run, so that resuming differently is refused."""
     x, y = data.x_train, data.y_train
-    return {
+    # Only a run with early stopping records it: checkpoints of runs without it keep
+    # their configuration, and resuming one with early stopping added is refused.
+    extra = {} if stopping is None else {"early_stopping": stopping.describe()}
+    return extra | {
         "batch_size": batch_size, "lr": lr, "seed": seed, "epochs": epochs,
         "schedule": _describe_schedule(schedule, lr, epochs),
         "param_names": list(getattr(module, "PARAM_NAMES", [])),
         **_describe_module(module),
         "n_train": len(x), "n_val": len(data.x_val),
         "data": _fingerprint(x, y, data.x_val, data.y_val),
+        "normalisation": data.normaliser.method,
     }
 
 
 def _start(module, data: Dataset, out: Path | None, resume: bool, report: Progress,
-           seed: int, config: dict) -> _Run:
+           seed: int, config: dict, stopping: EarlyStopping | None) -> _Run:
     """A fresh run from the seed, or the one ``out``'s checkpoint holds."""
     params = module.init_params(seed, data.x_train.dtype)
-    run = _Run(params, module.init_state(params), np.random.default_rng(seed), [], config)
+    run = _Run(params, module.init_state(params), np.random.default_rng(seed), [], config,
+               data.normaliser, None if stopping is None else Watch(stopping))
     if resume:
         where = str(out / CHECKPOINT)
         ck = load_checkpoint(out / CHECKPOINT)
         check_compatible(ck, config, run.params, where, run.state)
+        if ck.early_stopping.get("stopped"):
+            raise DeriveError(
+                f"early stopping ended this run at epoch {ck.epoch} (best epoch "
+                f"{ck.early_stopping.get('best_epoch')}): there is nothing to continue.",
+                where=where, fix="Start a new run in another --out (with a larger patience "
+                                 "to train longer).")
         run.params, run.state, run.records = ck.params, ck.state, list(ck.records)
         run.rng.bit_generator.state = ck.rng_state
+        if run.watch is not None:
+            run.watch.restore(ck.early_stopping, ck.best_params)
         report.message(f"resuming from {where} after epoch {ck.epoch}")
     return run
 
@@ -575,23 +627,25 @@ def _stop_message(loss: float, epoch: int, out: Path | None) -> str:
     return f"the loss became {loss} in epoch {epoch + 1}; training stopped.{kept}"
 
 
-def _final_curves(module, data: Dataset, out: Path, records: list[EpochRecord]) -> list[Path]:
+def _final_curves(module, data: Dataset, out: Path, records: list[EpochRecord],
+                  best: int | None) -> list[Path]:
     """Write the curves with their plot; return the files the run leaves in ``out``."""
     # The file's stem is the spec's name; __name__ is the module's cache name.
     source = getattr(module, "__file__", None)
     title = f"{Path(source).stem if source else 'network'} on {data.name}"
-    curves = write_curves(records, out, title=title)
+    curves = write_curves(records, out, title=title, best=best)
     return [p for p in (out / CHECKPOINT, *curves) if p.exists()]
 
 
 def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progress, *,
            epochs: int, batch_size: int, lr: float, seed: int, schedule,
-           rate: Schedule, lang: str) -> History:
+           rate: Schedule, lang: str, stopping: EarlyStopping | None) -> History:
     """The loop of :func:`fit`, once the options are checked and the folder is locked."""
     config = {} if out is None else _run_config(
         module, data, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        schedule=schedule)
-    run = _start(module, data, out, resume, report, seed, config)
+        schedule=schedule, stopping=stopping)
+    run = _start(module, data, out, resume, report, seed, config, stopping)
+    watch = run.watch
     resumed_from = len(run.records)
     # The gradient norm is measured on the same fixed batch every epoch, so its curve
     # shows the optimisation, not sampling noise; it uses no random numbers (resume).
@@ -612,15 +666,75 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
         report.epoch_done(record)
         if stopped:
             break
+        if watch is not None and watch.update(record.epoch, getattr(record, watch.settings
+                                                                    .monitor), run.params):
+            stopped = stopped_line(watch, record.epoch, lang)
+            if watch.best_params is not None:
+                run.params = [p.copy() for p in watch.best_params]
         if out is not None:
             files = [save_checkpoint(out / CHECKPOINT, run.checkpoint()),
-                     *write_curves(run.records, out, png=False)]
+                     *write_curves(run.records, out, png=False, best=_best(watch))]
+        if stopped:
+            break
     if out is not None and run.records:
-        files = _final_curves(module, data, out, run.records)
+        files = _final_curves(module, data, out, run.records, _best(watch))
     diagnoses = diagnose(run.records)
     if stopped:
         report.message(stopped)
     for d in diagnoses:
         report.message(f"{DIAGNOSIS[lang]}: {d.text(lang)}")
     return History(tuple(run.records), run.params, run.state, diagnoses, tuple(files),
-                   resumed_from, stopped)
+                   resumed_from, stopped, watch.best_epoch if watch else 0)
+
+
+def _best(watch: Watch | None) -> int | None:
+    """The epoch curves mark as the best: None without early stopping, else 0 or more."""
+    return None if watch is None else watch.best_epoch
+
+
+# --- predicting ----------------------------------------------------------------------------
+
+
+def predict(module, x: np.ndarray, checkpoint: Checkpoint | Path | str,
+            batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """The network's outputs on raw samples, scaled as the checkpointed run scaled its own.
+
+    Parameters
+    ----------
+    module
+        The network module the run trained.
+    x : ndarray
+        Samples as the data source gives them (not normalised), batch first.
+    checkpoint : Checkpoint or path
+        A run's checkpoint (or its file): its parameters and its input normalisation,
+        whose statistics were fitted on that run's training samples.
+    batch_size : int
+        Samples per pass; only memory depends on it.
+
+    Returns
+    -------
+    ndarray
+        ``module.predict`` on the normalised samples.
+
+    Raises
+    ------
+    DeriveError
+        When the checkpoint does not record its normalisation (written by an older
+        derive), or the samples do not fit the network's input.
+
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(Path(checkpoint))
+    if ck.normaliser is None:
+        raise DeriveError("this checkpoint does not record the input normalisation its run "
+                          "trained with, so new samples cannot be scaled the same way.",
+                          where=str(checkpoint) if not isinstance(checkpoint, Checkpoint)
+                          else "checkpoint",
+                          fix="Train again with this derive (the checkpoint then records "
+                              "it), or normalise the samples yourself.")
+    dtype = ck.params[0].dtype if ck.params else np.float64
+    shaped = to_input_shape(normalise(ck.normaliser, np.asarray(x, dtype=np.float64)),
+                            tuple(module.INPUT_SHAPE), "samples", dtype)
+    with np.errstate(all="ignore"):
+        parts = [np.asarray(module.predict(ck.params, shaped[b:b + batch_size]))
+                 for b in range(0, len(shaped), batch_size)]
+    return np.concatenate(parts) if parts else np.empty((0,))

@@ -353,17 +353,22 @@ def diagnose(records: Sequence[EpochRecord]) -> tuple[Diagnosis, ...]:
 # --- learning curves ---------------------------------------------------------------------
 
 
-def curves_csv(records: Sequence[EpochRecord]) -> str:
+def curves_csv(records: Sequence[EpochRecord], best: int | None = None) -> str:
     """The history as CSV text, one row an epoch (floats in full precision).
 
-    The scalar fields come first; then, per layer, ``<layer>.grad_norm``,
-    ``<layer>.update_ratio``, ``<layer>.dead`` and ``<layer>.saturated``, named after the
-    first record's layers (a record that lacks them leaves its cells empty).
+    The scalar fields come first; with early stopping (``best`` not None), a column
+    ``best``, 1 on the best epoch's row and 0 elsewhere; then, per layer,
+    ``<layer>.grad_norm``, ``<layer>.update_ratio``, ``<layer>.dead`` and
+    ``<layer>.saturated``, named after the first record's layers (a record that lacks
+    them leaves its cells empty).
     """
     names = [layer.name for layer in records[0].layers] if records else []
-    lines = [",".join([*FIELDS, *(f"{n}.{m}" for n in names for m in LAYER_FIELDS)])]
+    marked = ["best"] if best is not None else []
+    lines = [",".join([*FIELDS, *marked,
+                       *(f"{n}.{m}" for n in names for m in LAYER_FIELDS)])]
     for r in records:
         cells = [str(v) if isinstance(v, int) else repr(float(v)) for v in r.values()]
+        cells += [str(int(r.epoch == best))] if marked else []
         by_name = {layer.name: layer for layer in r.layers}
         for n in names:
             layer = by_name.get(n)
@@ -372,11 +377,14 @@ def curves_csv(records: Sequence[EpochRecord]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
+def curves_png(records: Sequence[EpochRecord], title: str = "",
+               best: int | None = None) -> bytes:
     """Learning curves — loss, accuracy, gradient norm per epoch — as PNG bytes.
 
     With per-layer records, a second row plots each layer's gradient norm, update ratio,
-    and dead and saturated fractions, coloured from the first layer to the last.
+    and dead and saturated fractions, coloured from the first layer to the last. A
+    ``best`` epoch (early stopping's) is marked on the loss and accuracy plots by a
+    dashed vertical line.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -400,6 +408,11 @@ def curves_png(records: Sequence[EpochRecord], title: str = "") -> bytes:
     plot(ax_acc, "train_accuracy", "training")
     plot(ax_acc, "val_accuracy", "validation")
     plot(ax_grad, "grad_norm", "‖∇L‖")
+    if best:
+        for ax in (ax_loss, ax_acc):
+            if ax.lines:  # no accuracy plot for regression: no line on an empty one
+                ax.axvline(best, color="tab:red", linestyle="--", linewidth=1,
+                           label=f"best epoch ({best})")
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy"), (ax_grad, "gradient norm")):
         ax.set_xlabel("epoch")
         ax.set_title(name)
@@ -457,8 +470,11 @@ def _plot_layers(axes, records: Sequence[EpochRecord], names: list[str]) -> None
 
 
 def write_curves(records: Sequence[EpochRecord], out_dir: Path, *, png: bool = True,
-                 title: str = "") -> list[Path]:
+                 title: str = "", best: int | None = None) -> list[Path]:
     """Write ``curves.csv`` (and ``curves.png``) into ``out_dir``, each atomically.
+
+    ``best``, early stopping's best epoch (None without early stopping), is marked in
+    both (see :func:`curves_csv` and :func:`curves_png`).
 
     Returns
     -------
@@ -468,8 +484,8 @@ def write_curves(records: Sequence[EpochRecord], out_dir: Path, *, png: bool = T
     """
     out_dir = Path(out_dir)
     written = [out_dir / CURVES_CSV]
-    atomic_write(written[0], curves_csv(records))
+    atomic_write(written[0], curves_csv(records, best))
     if png and records:
         written.append(out_dir / CURVES_PNG)
-        atomic_write(written[1], curves_png(records, title))
+        atomic_write(written[1], curves_png(records, title, best))
     return written
