@@ -168,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out", type=Path, default=Path("derive-demo"),
                    help="output directory (default: derive-demo/)")
     d.add_argument("--lang", choices=["pt", "en"], default="pt",
-                   help="language of the lecture notes (default: pt)")
+                   help="language of the lecture notes and of the training diagnosis "
+                        "(default: pt)")
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 

@@ -102,21 +102,29 @@ def write_notes(report: DemoReport, lang: str, say) -> None:
     say(f"  {len(report.notes)} files in {notes}/")
 
 
-def train_network(report: DemoReport, spec_path: Path, say, progress: bool) -> None:
-    """Train the notes' MLP on the bundled digits and evaluate it on held-out data."""
+def train_network(report: DemoReport, spec_path: Path, say, progress: bool,
+                  lang: str = "pt") -> None:
+    """Train the notes' MLP on the bundled digits and evaluate it on held-out data.
+
+    The diagnosis of the run is said in ``lang`` (``pt`` or ``en``), as the notes are.
+    """
     from derive.checks import load_module
     from derive.train import dataset_for, evaluate, fit
+    from derive.train.loop import DIAGNOSIS
 
     target = pipeline.network_target(spec_path, report.out / "generated")
     pipeline.write_targets([target])
     module = load_module(target.path)
     data = dataset_for(module, "digits",
                        normalisation=module.TRAIN.get("normalisation", "minmax"))
-    history = fit(module, data, out_dir=report.out / "training", progress=progress)
+    history = fit(module, data, out_dir=report.out / "training", progress=progress,
+                  lang=lang)
     _, report.test_accuracy = evaluate(module, history.params, data.x_test, data.y_test)
     report.epochs = len(history.records)
+    if history.best_epoch and history.stopped:
+        say(f"  {history.stopped}")
     for diagnosis in history.diagnoses:
-        say(f"  diagnosis: {diagnosis}")
+        say(f"  {DIAGNOSIS[lang]}: {diagnosis.text(lang)}")
 
 
 def run_demo(out: Path, lang: str = "pt", say=print, progress: bool = True) -> DemoReport:
@@ -127,7 +135,7 @@ def run_demo(out: Path, lang: str = "pt", say=print, progress: bool = True) -> D
     out : Path
         Output directory (kernels, notes, training curves and checkpoint).
     lang : str
-        Language of the lecture notes.
+        Language of the lecture notes and of the training's diagnosis.
     say : callable
         Where progress lines go.
     progress : bool
@@ -139,7 +147,7 @@ def run_demo(out: Path, lang: str = "pt", say=print, progress: bool = True) -> D
         ("derive, generate and check the catalogue", lambda: generate_and_check(report, say)),
         ("write the lecture notes", lambda: write_notes(report, lang, say)),
         ("train the notes' MLP on the bundled digits",
-         lambda: train_network(report, spec, say, progress)),
+         lambda: train_network(report, spec, say, progress, lang)),
     ]
     for title, stage in stages:
         say(f"» {title}")

@@ -67,3 +67,30 @@ def test_the_summary_exits_zero_only_when_nothing_failed():
     report.failures.append(("sigmoid.pt.pdf", "pdflatex stopped"))
     assert report.failed
     assert any("FAILED (1)" in line for line in demo.summary(report))
+
+
+@pytest.mark.parametrize(("lang", "word", "text"), [("pt", "diagnóstico", "a perda de treino"),
+                                                    ("en", "diagnosis", "the training loss")])
+def test_the_training_diagnosis_speaks_the_demos_language(tmp_path, monkeypatch, lang, word,
+                                                          text):
+    import derive.train
+    from derive.train import History
+    from derive.train.report import EpochRecord, diagnose
+
+    # A made-up history whose loss stagnates: the run itself is not what is tested.
+    records = tuple(EpochRecord(e, 1e-6, 2.0, 0.1, 2.0, 0.1, 0.1, 0.0) for e in range(1, 6))
+    seen = {}
+
+    def fake_fit(module, data, **options):
+        seen.update(options)
+        return History(records, [], [], diagnose(records))
+
+    monkeypatch.setattr(derive.train, "fit", fake_fit)
+    monkeypatch.setattr(derive.train, "evaluate", lambda *a, **k: (0.0, 0.5))
+    said = []
+    report = demo.DemoReport(out=tmp_path)
+    demo.train_network(report, demo.pipeline.EXAMPLES / demo.NETWORK, said.append, False,
+                       lang)
+    assert seen["lang"] == lang
+    lines = [line.strip() for line in said]
+    assert lines and all(line.startswith(f"{word}: {text}") for line in lines), lines
