@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="add Gaussian noise of this standard deviation to every gradient "
                         "component: a stochastic gradient, as in SGD (default: 0)")
     m.add_argument("--seed", type=int, default=0, help="seed of --noise (default: 0)")
+    m.add_argument("--lang", choices=["pt", "en"], default="en",
+                   help="language of the printed explanation (default: en)")
     m.add_argument("-o", "--out", type=Path, default=None,
                    help="write path.csv and path.png (contour plot) into this directory")
 
@@ -316,7 +318,7 @@ def cmd_minimize(args) -> int:
         options = {"method": args.method, "lr": args.lr, "steps": args.steps,
                    "momentum": args.momentum, "params": dict(args.param), "tol": args.tol}
         run = minimize.minimize(objective, start, noise=args.noise, seed=args.seed,
-                                **options)
+                                lang=args.lang, **options)
         # With noise, the plot shows the exact-gradient path beside it (GD versus SGD);
         # if that path cannot be computed (Newton meets a singular Hessian), it is left out.
         exact = None
@@ -327,7 +329,7 @@ def cmd_minimize(args) -> int:
                 exact = None
     print(minimize.header(run))
     for step in run.steps:
-        print(minimize.step_line(step))
+        print(minimize.step_line(step, args.lang))
     if run.stopped:
         print(run.stopped)
     if args.out is not None:

@@ -53,6 +53,8 @@ DIVERGED = 1e10
 #: Hessian eigenvalues within this fraction of the largest one count as zero when a
 #: stationary point is classified (rounding leaves ~1e-16 where the exact value is 0).
 FLAT = 1e-8
+#: Languages of the printed explanation (``derive minimize --lang``).
+LANGUAGES = ("en", "pt")
 
 
 def methods() -> tuple[str, ...]:
@@ -143,6 +145,8 @@ class Trajectory:
         The ‖∇f‖ at or below which it stops (None: 1e-12 times the starting ‖∇f‖).
     point : Stationary or None
         What the last point is, when the gradient vanished there.
+    lang : str
+        Language of ``stopped`` and of :func:`header`: ``en`` or ``pt``.
 
     """
 
@@ -156,6 +160,7 @@ class Trajectory:
     seed: int = 0
     tol: float | None = None
     point: Stationary | None = None
+    lang: str = "en"
 
 
 # --- parsing ----------------------------------------------------------------------------
@@ -490,7 +495,8 @@ def _check_options(lr, steps, momentum, noise, tol) -> None:
 
 def minimize(objective: Objective, start, *, method: str = "gd", lr: float | None = None,
              steps: int = 10, momentum: float | None = None, params: dict | None = None,
-             noise: float = 0.0, seed: int = 0, tol: float | None = None) -> Trajectory:
+             noise: float = 0.0, seed: int = 0, tol: float | None = None,
+             lang: str = "en") -> Trajectory:
     """Minimise from ``start`` with a declared optimizer or Newton's method.
 
     Parameters
@@ -519,6 +525,8 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
         Seed of the noise: the same seed gives the same path.
     tol : float, optional
         Stop when ‖∇f‖ ≤ tol (by default when it falls to 1e-12 of its starting value).
+    lang : str
+        Language of the explanation of how the run ended: ``en`` or ``pt``.
 
     Returns
     -------
@@ -532,6 +540,9 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
 
     """
     _check_method(method)
+    if lang not in LANGUAGES:
+        raise DeriveError(f"lang = {lang!r} is not a language of the explanation.",
+                          where="--lang", fix=f"Give one of: {', '.join(LANGUAGES)}.")
     given = dict(params or {})
     # --param lr=... is the learning rate too; an explicit lr (--lr) wins over it.
     given_lr = given.pop("lr", dict(method_params(method))["lr"])
@@ -559,12 +570,14 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
     path = [Step(0, _floats(w), f, g0)]
     shown = tuple((k, v) for k, v in hyper.items() if k != "lr")
     record = {"objective": objective, "method": method, "lr": float(lr), "params": shown,
-              "noise": float(noise), "seed": int(seed), "tol": tol}
+              "noise": float(noise), "seed": int(seed), "tol": tol, "lang": lang}
+    words = _WORDS[lang]
     if g0 == 0 or g0 <= limit:
         point = _stationary(objective, w)
         return Trajectory(steps=tuple(path), point=point, **record,
-                          stopped=f"the gradient is {'zero' if g0 == 0 else 'within --tol'} "
-                                  f"at the start: it is a stationary point. {_says(point)}")
+                          stopped=words["at start"].format(
+                              how=words["zero" if g0 == 0 else "within tol"],
+                              says=_says(point, lang)))
     rule = (_Newton(num, lr) if method == NEWTON else
             _Declared(registry.get(method, "optimizer"), hyper, len(w)))
     rng = np.random.default_rng(seed)
@@ -578,12 +591,12 @@ def minimize(objective: Objective, start, *, method: str = "gd", lr: float | Non
         path.append(Step(k, _floats(w), f, norm))
         finite = math.isfinite(f) and math.isfinite(norm) and np.isfinite(w).all()
         if not finite or norm > DIVERGED * max(g0, 1.0):
-            stopped = _diverged(objective, method, lr, path, finite)
+            stopped = _diverged(objective, method, lr, path, finite, lang)
             break
         if norm <= limit:
             point = _stationary(objective, w)
             if k < steps or point is not None and point.kind != "minimum":
-                stopped = _converged(k, norm, tol, point)
+                stopped = _converged(k, norm, tol, point, lang)
             break
     return Trajectory(steps=tuple(path), stopped=stopped, point=point, **record)
 
@@ -593,58 +606,123 @@ def _stationary(objective: Objective, w: np.ndarray) -> Stationary | None:
     return None if lam is None else Stationary(classify(lam), _floats(lam))
 
 
-#: What each kind of stationary point means, said to the student; {lam} is replaced by
-#: the eigenvalues.
-_KINDS = {
-    "minimum": "It is a minimum: the Hessian's eigenvalues ({lam}) are all positive, so f "
-               "curves upward in every direction.",
-    "maximum": "It is a maximum, not a minimum: the Hessian's eigenvalues ({lam}) are all "
-               "negative, so f curves downward in every direction; descent only stopped "
-               "because it started exactly where the gradient points nowhere else.",
-    "saddle": "It is a saddle point, not a minimum: the Hessian's eigenvalues ({lam}) have "
-              "both signs, so f curves upward along some directions and downward along "
-              "others. Newton's method heads for any point where the gradient is zero; "
-              "gradient descent started off the saddle's ridge moves away from it.",
-    "flat": "The second derivatives cannot tell what it is: the Hessian has a zero "
-            "eigenvalue ({lam}), as x**4 and -x**4 both do at 0; look at f's higher "
-            "derivatives or at its plot.",
+#: Everything the run says of how it ended, per language: what each kind of stationary
+#: point means ({lam} is replaced by the eigenvalues), why it stopped, why it diverged.
+_WORDS = {
+    "en": {
+        "minimum": "It is a minimum: the Hessian's eigenvalues ({lam}) are all positive, so "
+                   "f curves upward in every direction.",
+        "maximum": "It is a maximum, not a minimum: the Hessian's eigenvalues ({lam}) are "
+                   "all negative, so f curves downward in every direction; descent only "
+                   "stopped because it started exactly where the gradient points nowhere "
+                   "else.",
+        "saddle": "It is a saddle point, not a minimum: the Hessian's eigenvalues ({lam}) "
+                  "have both signs, so f curves upward along some directions and downward "
+                  "along others. Newton's method heads for any point where the gradient is "
+                  "zero; gradient descent started off the saddle's ridge moves away from it.",
+        "flat": "The second derivatives cannot tell what it is: the Hessian has a zero "
+                "eigenvalue ({lam}), as x**4 and -x**4 both do at 0; look at f's higher "
+                "derivatives or at its plot.",
+        "unclassified": "(its Hessian could not be evaluated there, so it is not "
+                        "classified.)",
+        "at start": "the gradient is {how} at the start: it is a stationary point. {says}",
+        "zero": "zero",
+        "within tol": "within --tol",
+        "vanished": "the gradient vanished",
+        "tol": "|grad f| = {norm:.3g} is within --tol {tol:g}",
+        "stopped": "stopped at step {k}: {why}, at a stationary point. {says}",
+        "converged": "converged at step {k}: {why}. {says}",
+        "not finite": "f(w) is no longer finite",
+        "grew": "|grad f| grew from {first:.3g} to {last:.3g}",
+        "unbounded": "diverged at step {k}: {what}, and f kept decreasing: f has no minimum "
+                     "in that direction (it decreases without bound), so no learning rate "
+                     "finds one. Start elsewhere, or minimise a function that is bounded "
+                     "below.",
+        "bound": " At the start the Hessian's largest eigenvalue is L = {big:.4g}; on a "
+                 "quadratic with that curvature gradient descent converges only when "
+                 "η < 2/L = {eta:.4g}.",
+        "diverged": "diverged at step {k}: {what}. The step is too large, so each step lands "
+                    "farther from the minimum than the last: lower --lr (now {lr:g}).{bound}",
+        "header": "minimise {f} by {how}",
+        "noise": "with gradient noise of standard deviation {noise:g} (seed {seed})",
+        "until": "until |grad f| <= {tol:g}",
+        "start": "start",
+        "step": "step {k}",
+    },
+    "pt": {
+        "minimum": "É um mínimo: os autovalores da hessiana ({lam}) são todos positivos, "
+                   "então f se curva para cima em todas as direções.",
+        "maximum": "É um máximo, não um mínimo: os autovalores da hessiana ({lam}) são todos "
+                   "negativos, então f se curva para baixo em todas as direções; a descida "
+                   "só parou porque partiu exatamente de um ponto onde o gradiente não "
+                   "aponta para lugar nenhum.",
+        "saddle": "É um ponto de sela, não um mínimo: os autovalores da hessiana ({lam}) têm "
+                  "os dois sinais, então f se curva para cima em algumas direções e para "
+                  "baixo em outras. O método de Newton vai para qualquer ponto onde o "
+                  "gradiente é zero; a descida do gradiente que parte fora da crista da sela "
+                  "se afasta dela.",
+        "flat": "As derivadas segundas não dizem que ponto é esse: a hessiana tem um "
+                "autovalor nulo ({lam}), como x**4 e -x**4 em 0; olhe as derivadas de ordem "
+                "mais alta de f ou o seu gráfico.",
+        "unclassified": "(não foi possível calcular a hessiana nesse ponto, então ele não "
+                        "foi classificado.)",
+        "at start": "o gradiente {how} no ponto inicial: é um ponto estacionário. {says}",
+        "zero": "é zero",
+        "within tol": "já está dentro de --tol",
+        "vanished": "o gradiente se anulou",
+        "tol": "|grad f| = {norm:.3g} está dentro de --tol {tol:g}",
+        "stopped": "parou no passo {k}: {why}, num ponto estacionário. {says}",
+        "converged": "convergiu no passo {k}: {why}. {says}",
+        "not finite": "f(w) deixou de ser finito",
+        "grew": "|grad f| cresceu de {first:.3g} para {last:.3g}",
+        "unbounded": "divergiu no passo {k}: {what}, e f continuou diminuindo: f não tem "
+                     "mínimo nessa direção (decresce sem limite), então nenhuma taxa de "
+                     "aprendizado encontra um. Comece de outro ponto, ou minimize uma função "
+                     "limitada inferiormente.",
+        "bound": " No ponto inicial, o maior autovalor da hessiana é L = {big:.4g}; numa "
+                 "quadrática com essa curvatura, a descida do gradiente só converge quando "
+                 "η < 2/L = {eta:.4g}.",
+        "diverged": "divergiu no passo {k}: {what}. O passo é grande demais, e cada passo "
+                    "cai mais longe do mínimo que o anterior: reduza --lr (agora "
+                    "{lr:g}).{bound}",
+        "header": "minimizar {f} com {how}",
+        "noise": "com ruído gaussiano de desvio padrão {noise:g} no gradiente (semente "
+                 "{seed})",
+        "until": "até |grad f| <= {tol:g}",
+        "start": "início",
+        "step": "passo {k}",
+    },
 }
 
 
-def _says(point: Stationary | None) -> str:
+def _says(point: Stationary | None, lang: str = "en") -> str:
+    words = _WORDS[lang]
     if point is None:
-        return "(its Hessian could not be evaluated there, so it is not classified.)"
-    return _KINDS[point.kind].format(lam=", ".join(f"{v:.4g}" for v in point.eigenvalues))
+        return words["unclassified"]
+    return words[point.kind].format(lam=", ".join(f"{v:.4g}" for v in point.eigenvalues))
 
 
-def _converged(k: int, norm: float, tol, point: Stationary | None) -> str:
-    why = ("the gradient vanished" if tol is None
-           else f"|grad f| = {norm:.3g} is within --tol {tol:g}")
-    if point is not None and point.kind != "minimum":
-        return f"stopped at step {k}: {why}, at a stationary point. {_says(point)}"
-    return f"converged at step {k}: {why}. {_says(point)}"
+def _converged(k: int, norm: float, tol, point: Stationary | None, lang: str = "en") -> str:
+    words = _WORDS[lang]
+    why = words["vanished"] if tol is None else words["tol"].format(norm=norm, tol=tol)
+    kind = "stopped" if point is not None and point.kind != "minimum" else "converged"
+    return words[kind].format(k=k, why=why, says=_says(point, lang))
 
 
 def _diverged(objective: Objective, method: str, lr: float, path: list[Step],
-              finite: bool) -> str:
+              finite: bool, lang: str = "en") -> str:
+    words = _WORDS[lang]
     k, last = path[-1].k, path[-1]
-    what = "f(w) is no longer finite" if not finite else (
-        f"|grad f| grew from {path[0].grad_norm:.3g} to {last.grad_norm:.3g}")
+    what = words["not finite"] if not finite else words["grew"].format(
+        first=path[0].grad_norm, last=last.grad_norm)
     if last.f < path[0].f or last.f == -math.inf:
-        return (f"diverged at step {k}: {what}, and f kept decreasing: f has no minimum "
-                "in that direction (it decreases without bound), so no learning rate "
-                "finds one. Start elsewhere, or minimise a function that is bounded below.")
+        return words["unbounded"].format(k=k, what=what)
     lam = _eigenvalues(objective, np.array(path[0].w))
     bound = ""
-    if lam is not None and lam[-1] > 0:
+    if lam is not None and lam[-1] > 0 and method != NEWTON:
         big = float(lam[-1])
-        bound = (f" At the start the Hessian's largest eigenvalue is L = {big:.4g}; on a "
-                 f"quadratic with that curvature gradient descent converges only when "
-                 f"η < 2/L = {2 / big:.4g}.")
-        if method == NEWTON:
-            bound = ""
-    return (f"diverged at step {k}: {what}. The step is too large, so each step lands "
-            f"farther from the minimum than the last: lower --lr (now {lr:g}).{bound}")
+        bound = words["bound"].format(big=big, eta=2 / big)
+    return words["diverged"].format(k=k, what=what, lr=lr, bound=bound)
 
 
 def _newton_direction(num: _Numeric, w: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
@@ -673,20 +751,22 @@ def _vector(w) -> str:
 
 
 def header(run: Trajectory) -> str:
-    """The line before the steps: what is minimised, how, from where."""
+    """The line before the steps: what is minimised, how, from where (in ``run.lang``)."""
+    words = _WORDS[run.lang]
     how = ", ".join([run.method, f"lr = {run.lr:g}",
                      *(f"{name} = {value:g}" for name, value in run.params)])
     if run.noise:
-        how += f", with gradient noise of standard deviation {run.noise:g} (seed {run.seed})"
+        how += ", " + words["noise"].format(noise=run.noise, seed=run.seed)
     if run.tol is not None:
-        how += f", until |grad f| <= {run.tol:g}"
+        how += ", " + words["until"].format(tol=run.tol)
     f = f"f({', '.join(run.objective.names)}) = {run.objective.expr}"
-    return f"minimise {f} by {how}"
+    return words["header"].format(f=f, how=how)
 
 
-def step_line(step: Step) -> str:
+def step_line(step: Step, lang: str = "en") -> str:
     """One step as the notes print it: ``f = 192.08; w = [9.8 9.8]`` plus ‖∇f‖."""
-    label = "start" if step.k == 0 else f"step {step.k}"
+    words = _WORDS[lang]
+    label = words["start"] if step.k == 0 else words["step"].format(k=step.k)
     return (f"{label:>10}: f = {step.f:.12g}; w = {_vector(step.w)}; "
             f"|grad f| = {step.grad_norm:.6g}")
 

@@ -1,5 +1,6 @@
 """`derive minimize`: the notes' gradient-descent demo on any formula."""
 
+import re
 import subprocess
 import sys
 import time
@@ -455,3 +456,53 @@ def test_cli_new_options(tmp_path, capsys):
     run = minimize(parse_objective("w1**2 + 10*w2**2"), [-8, 3], lr=0.04, steps=30,
                    noise=2.0, seed=1)
     assert rows[1:] == trajectory_csv(run).splitlines()[1:]
+
+
+# --- --lang: the explanation in Portuguese ----------------------------------------------------
+
+#: English words the Portuguese explanation must not contain.
+ENGLISH = ("step", "the ", "minimise", "saddle", "converged", "diverged", "gradient ",
+           "Hessian", "eigenvalue", "start")
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["x**2 - y**2", "--start=0.5,0", "--method", "newton"],
+     ["minimizar f(x, y) = x**2 - y**2 com newton", "passo 1:", "parou no passo 1",
+      "ponto de sela, não um mínimo", "autovalores da hessiana (-2, 2)"]),
+    (["w1**2 + 10*w2**2", "--start=1,1", "--lr", "0.2", "--steps", "60"],
+     ["divergiu no passo", "reduza --lr (agora 0.2)", "η < 2/L = 0.1"]),
+    (["x**2", "--start=1", "--lr", "0.1", "--steps", "500", "--tol", "1e-3"],
+     ["convergiu no passo", "está dentro de --tol 0.001", "É um mínimo"]),
+    (["x**2 + y**2", "--start=0,0", "--noise", "0.1"],
+     ["ruído gaussiano de desvio padrão 0.1", "o gradiente é zero no ponto inicial",
+      "início:"]),
+    (["x + y", "--start=0,0", "--lr", "1", "--steps", "10000"],
+     []),
+])
+def test_cli_explains_in_portuguese_with_lang_pt(capsys, argv, words):
+    assert main(["minimize", *argv, "--lang", "pt"]) == 0
+    pt = capsys.readouterr().out
+    for word in words:
+        assert word in pt, (word, pt)
+    for word in ENGLISH:
+        assert word not in pt, (word, pt)
+    # The same run in English (the default) says the same numbers in other words.
+    assert main(["minimize", *argv]) == 0
+    en = capsys.readouterr().out
+    assert en != pt and en.count("\n") == pt.count("\n")
+    numbers = [re.findall(r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?", text)
+               for text in (en, pt)]
+    assert numbers[0] == numbers[1]
+
+
+def test_an_unbounded_function_is_explained_in_portuguese():
+    run = minimize(parse_objective("x**3"), [-1.0], lr=0.1, steps=10_000, lang="pt")
+    assert run.stopped.startswith("divergiu no passo") and "decresce sem limite" in run.stopped
+    assert header(run).startswith("minimizar f(x) = x**3 com gd")
+
+
+def test_an_unknown_language_is_refused():
+    with pytest.raises(DeriveError, match="--lang"):
+        minimize(parse_objective("x**2"), [1.0], lang="fr")
+    assert step_line(minimize(parse_objective("x**2"), [1.0]).steps[0]).strip().startswith(
+        "start:")
