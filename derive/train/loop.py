@@ -45,7 +45,7 @@ from derive.train.checkpoint import (
     run_lock,
     save_checkpoint,
 )
-from derive.train.data import Dataset, normalise, split_validation, to_input_shape
+from derive.train.data import Dataset, Normaliser, normalise, split_validation, to_input_shape
 from derive.train.progress import Progress
 from derive.train.report import (
     CURVES_CSV,
@@ -527,7 +527,7 @@ class _Run:
     rng: np.random.Generator
     records: list[EpochRecord]
     config: dict
-    normaliser: object = None
+    normaliser: Normaliser | None = None
     watch: Watch | None = None
 
     def checkpoint(self) -> Checkpoint:
@@ -666,8 +666,8 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
         report.epoch_done(record)
         if stopped:
             break
-        if watch is not None and watch.update(record.epoch, getattr(record, watch.settings
-                                                                    .monitor), run.params):
+        monitored = getattr(record, watch.settings.monitor) if watch else math.nan
+        if watch is not None and watch.update(record.epoch, monitored, run.params):
             stopped = stopped_line(watch, record.epoch, lang)
             if watch.best_params is not None:
                 run.params = [p.copy() for p in watch.best_params]
