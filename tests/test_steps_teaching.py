@@ -356,3 +356,24 @@ def test_max_pool_check_uses_the_arg_max_of_the_window():
     assert shifted != last
     with pytest.raises(StepError):
         check_chain(with_step(chain, len(chain.steps) - 1, after=shifted))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_batch_norm_folds_its_regrouping_steps(lang):
+    """∂E/∂x and ∂E/∂μ in at most 8 steps: constant factors, sum rules and the second of
+    two alike sums are clauses of the step before them, every step still checked."""
+    steps = derivation_steps(get("batch_norm"))
+    chains = {g.array.label.name: g.chain for g in steps.intermediates + steps.gradients}
+    for name in ("x", "mu", "var"):
+        rules = chains[name].rules()
+        assert len(rules) <= 8, (name, rules)
+        assert "constant_factor" not in rules and rules.count("open_sum") <= 1, rules
+        check_chain(chains[name])
+    # what was folded is said: the power step of ∂E/∂x names the sum rule and ∂x/∂x = 1
+    power = next(s for s in chains["x"].steps if s.rule == "power")
+    assert [rule for rule, _ in power.folded][-1] == "identity"
+    assert "sum" in dict(power.folded)
+    text = article("batch_norm", lang)
+    said = ("os fatores constantes saem das derivadas" if lang == "pt"
+            else "constant factors come out of the derivatives")
+    assert said in text

@@ -9,6 +9,7 @@ eliminated. Each result is checked equal to the engine's
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 import sympy as sp
@@ -265,6 +266,7 @@ def _through_steps(op, array, element, readers, upstreams, instance, engine,
     rec.step("chain_steps", sp.Add(*terms), quote=tuple(t for t, _ in inner))
     rec.step("definition", sp.Add(*inside), inner=tuple(inner))
     rec.auto()
+    rec.steps[:] = fold_regrouping(rec.steps)
     simple = _simplify(rec.current).subs(counts)
     if simple != rec.current:
         rec.step("common_factor", simple)
@@ -277,6 +279,56 @@ def _through_steps(op, array, element, readers, upstreams, instance, engine,
     chain = rec.chain()
     check_equal(chain.result, engine, chain, f"∂E/∂{element} of {op.name}")
     return GradientSteps(array, element, chain, chain.result, "rules")
+
+
+#: Rules that only regroup: a constant factor out of a derivative, the derivative of a sum
+#: split into the derivatives of its terms. Through a layer's steps the expression has a
+#: term per step, and the rule table applies these to each term in turn; they teach
+#: nothing after the first time, so they become clauses of the step before them.
+REGROUPING = ("constant_factor", "sum")
+#: Rules that, applied to a second sum right after the first, say nothing new: the second
+#: application is a clause of the first ("likewise, of the other sum only ... remains").
+REPEATED = ("open_sum", "constant_terms")
+
+
+def fold_regrouping(steps) -> list:
+    """The steps with the regrouping ones folded into the step before them.
+
+    A folded step keeps its rule, focus and quotes, ends where the last step folded into
+    it ends, and lists the folded rules (``Step.folded``) so the prose names them in a
+    clause; equality with its predecessor is checked like any other step's.
+
+    Parameters
+    ----------
+    steps : list of Step
+        A chain's steps, in order.
+
+    Returns
+    -------
+    list of Step
+        Fewer steps, from the same first expression to the same last one.
+
+    """
+    out: list = []
+    for s in steps:
+        fold = out and (s.rule in REGROUPING
+                        or (s.rule in REPEATED and s.rule == out[-1].rule))
+        if not fold:
+            out.append(s)
+            continue
+        # The node a clause names: the term an opened sum keeps, else the one rewritten.
+        node = s.quote[0] if s.rule == "constant_terms" and s.quote else s.focus
+        out[-1] = replace(out[-1], after=s.after,
+                          folded=_clauses(out[-1].folded + ((s.rule, node),) + s.folded))
+    return out
+
+
+def _clauses(folded) -> tuple:
+    """Each folded rule once (its first node), d/dx x = 1 last: it closes the sentence."""
+    seen: dict = {}
+    for rule, node in folded:
+        seen.setdefault(rule, node)
+    return tuple(sorted(seen.items(), key=lambda item: item[0] == "identity"))
 
 
 def _zero_sums(expr, rec, defined, counts) -> list:
