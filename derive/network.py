@@ -22,7 +22,7 @@ from derive.errors import DeriveError
 from derive.files import module_name_clash
 from derive.formula import check_identifier
 from derive.netplan import LayerSpec, NetworkSpec, fused_loss
-from derive.trainspec import NORMALISATIONS, SCHEDULES
+from derive.trainspec import EARLY_STOPPING, MONITORS, NORMALISATIONS, SCHEDULES
 
 __all__ = ["LayerSpec", "NetworkSpec", "SpecError", "check_train", "load_spec", "parse_spec"]
 
@@ -45,7 +45,7 @@ NETWORK_KEYS = ("name", "input_shape", "loss", "init")
 #: (:meth:`derive.spec.Layer.network_keys`).
 LAYER_COMMON_KEYS = ("type", "activation")
 #: [train] keys besides the optimizer's own hyper-parameters (``mu``, ``beta1``, ...).
-TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation")
+TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation", "early_stopping")
 #: Each schedule parameter's kind: "count" an integer ≥ 1, "fraction" a number in (0, 1],
 #: "rate" a number ≥ 0, "exponent" a number in (0, 700] (e^−k underflows to 0 past 745).
 #: Optimizer hyper-parameters with a range narrower than "a number ≥ 0": Adam's and
@@ -329,6 +329,7 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
                     "Write it as a [train] table, e.g. [train] with epochs = 5 under it.")
     train = dict(TRAIN_DEFAULTS) | given
     check_train(train, path)
+    _check_monitor(path, train, loss_op)
     init = _init(path, network.get("init", "xavier_uniform"))
     return NetworkSpec(name, path, tuple(shape), tuple(layers), loss, train, init)
 
@@ -438,6 +439,50 @@ def check_train(train: dict, path: str = "<spec>") -> None:
             _number(path, f"train.{key}", train[key], key,
                     OPTIMIZER_PARAMETERS.get(key, "rate"))
     _check_schedule(path, train["schedule"])
+    if "early_stopping" in train:
+        _check_early_stopping(path, train["early_stopping"], train["validation_split"])
+
+
+def _check_early_stopping(path, table, validation_split) -> None:
+    """Refuse an ``early_stopping`` table that is not :data:`EARLY_STOPPING`'s keys.
+
+    ``early_stopping = true`` is the table of defaults, ``false`` no early stopping.
+    """
+    where = "train.early_stopping"
+    if table is False:
+        return
+    table = {} if table is True else table
+    if not isinstance(table, dict):
+        raise _fail(path, where, f"must be a table (or true for the defaults), got "
+                    f"{table!r}.", 'E.g. early_stopping = {patience = 5, monitor = "val_loss"}.')
+    _check_keys(path, where, table, list(EARLY_STOPPING), "early_stopping")
+    if "patience" in table:
+        _int(path, f"{where}.patience", table["patience"], "patience", maximum=MAX_EPOCHS)
+    if "min_delta" in table:
+        _number(path, f"{where}.min_delta", table["min_delta"], "min_delta", "rate")
+    monitor = table.get("monitor", EARLY_STOPPING["monitor"])
+    if not isinstance(monitor, str) or monitor not in MONITORS:
+        raise _fail(path, f"{where}.monitor", "early stopping watches "
+                    f"{' or '.join(MONITORS)} (on the validation set), not {monitor!r}.",
+                    _close(monitor, list(MONITORS)))
+    if not isinstance(table.get("restore_best", True), bool):
+        raise _fail(path, f"{where}.restore_best", "restore_best must be true or false, "
+                    f"got {table['restore_best']!r}.")
+    if validation_split == 0:
+        raise _fail(path, where, f"early stopping watches {monitor} on the validation set, "
+                    "and validation_split = 0 holds no samples out for it (the training "
+                    "loss keeps falling, so it would never say when to stop).",
+                    "Set validation_split, e.g. 0.1, or remove early_stopping.")
+
+
+def _check_monitor(path, train: dict, loss_op) -> None:
+    """Refuse early stopping on an accuracy the network does not measure (regression)."""
+    table = train.get("early_stopping")
+    if isinstance(table, dict) and table.get("monitor") == "val_accuracy" \
+            and not loss_op.classes:
+        raise _fail(path, "train.early_stopping.monitor",
+                    f"the loss {loss_op.name} does not classify, so there is no accuracy "
+                    "to watch.", 'Use monitor = "val_loss".')
 
 
 def _check_schedule(path, schedule) -> None:
