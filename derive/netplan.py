@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from derive import registry
+from derive.ops.regularisers import CLIPS, regulariser_for, strength_keys
 
 
 @dataclass(frozen=True)
@@ -97,12 +98,18 @@ class NetworkPlan:
     output_activation : Activation, VectorFunction or None
         The last layer's activation when the computed loss takes it in; ``predict``
         applies it, and the δ at the output is the fused loss's gradient.
+    regulariser : Regulariser or None
+        The penalty whose gradient training adds to the weights' (``[train]`` l1, l2).
+    clip : Clip or None
+        The rule that limits the loss's gradient first (``[train]`` clip_value, clip_norm).
     """
 
     layers: tuple[LayerPlan, ...]
     loss: object
     computed_loss: object
     output_activation: object | None
+    regulariser: object | None = None
+    clip: object | None = None
 
     @property
     def fused(self) -> bool:
@@ -166,4 +173,7 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
     return NetworkPlan(
         layers=tuple(layers), loss=loss,
         computed_loss=registry.get(fused, "loss") if fused else loss,
-        output_activation=registry.get(last.activation) if fused else None)
+        output_activation=registry.get(last.activation) if fused else None,
+        # A strength of 0 penalises nothing: the module is then the unregularised one.
+        regulariser=regulariser_for(key for key in strength_keys() if spec.train.get(key)),
+        clip=next((rule for rule in CLIPS if rule.name in spec.train), None))

@@ -22,6 +22,7 @@ from derive.errors import DeriveError
 from derive.files import module_name_clash
 from derive.formula import check_identifier
 from derive.netplan import LayerSpec, NetworkSpec, fused_loss
+from derive.ops.regularisers import CLIPS, strength_keys
 from derive.trainspec import EARLY_STOPPING, MONITORS, NORMALISATIONS, SCHEDULES
 
 __all__ = ["LayerSpec", "NetworkSpec", "SpecError", "check_train", "load_spec", "parse_spec"]
@@ -45,7 +46,8 @@ NETWORK_KEYS = ("name", "input_shape", "loss", "init")
 #: (:meth:`derive.spec.Layer.network_keys`).
 LAYER_COMMON_KEYS = ("type", "activation")
 #: [train] keys besides the optimizer's own hyper-parameters (``mu``, ``beta1``, ...).
-TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation", "early_stopping")
+TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation", "early_stopping", *strength_keys(),
+              "regularise_biases", *(rule.name for rule in CLIPS))
 #: Each schedule parameter's kind: "count" an integer ≥ 1, "fraction" a number in (0, 1],
 #: "rate" a number ≥ 0, "exponent" a number in (0, 700] (e^−k underflows to 0 past 745).
 #: Optimizer hyper-parameters with a range narrower than "a number ≥ 0": Adam's and
@@ -416,9 +418,13 @@ def check_train(train: dict, path: str = "<spec>") -> None:
             continue
         owners = [op for op, o in optimizers.items() if key in {p.name for p in o.params}]
         if owners:
+            decays = any(key in {s.name for s in optimizers[o].decay.free_symbols}
+                         for o in owners)
             raise _fail(path, f"train.{key}", f"{key} is a parameter of "
                         f"{' and '.join(owners)}, not of {name}.",
-                        f"Drop it, or use optimizer = {owners[0]!r}.")
+                        f"Drop it, or use optimizer = {owners[0]!r}"
+                        + (", or l2 for a penalty added to the gradient (PyTorch's "
+                           "weight_decay of SGD and Adam)." if decays else "."))
         _check_keys(path, "train", {key: None}, [*TRAIN_KEYS, *hyper], "[train]")
     _number(path, "train.lr", train["lr"], "lr")
     _int(path, "train.batch_size", train["batch_size"], "batch_size")
@@ -439,6 +445,7 @@ def check_train(train: dict, path: str = "<spec>") -> None:
             _number(path, f"train.{key}", train[key], key,
                     OPTIMIZER_PARAMETERS.get(key, "rate"))
     _check_schedule(path, train["schedule"])
+    _check_regularisation(path, train)
     if "early_stopping" in train:
         _check_early_stopping(path, train["early_stopping"], train["validation_split"])
 
@@ -483,6 +490,23 @@ def _check_monitor(path, train: dict, loss_op) -> None:
         raise _fail(path, "train.early_stopping.monitor",
                     f"the loss {loss_op.name} does not classify, so there is no accuracy "
                     "to watch.", 'Use monitor = "val_loss".')
+
+
+def _check_regularisation(path, train) -> None:
+    """Refuse penalty strengths below 0, thresholds of 0 or below, and two clip rules."""
+    for key in strength_keys():
+        if key in train:
+            _number(path, f"train.{key}", train[key], key, "rate")
+    clips = [rule.name for rule in CLIPS if rule.name in train]
+    for key in clips:
+        _number(path, f"train.{key}", train[key], key)
+    if len(clips) > 1:
+        raise _fail(path, f"train.{clips[1]}", f"{' and '.join(clips)} are both set; a run "
+                    "clips its gradients one way.", f"Keep one of {', '.join(clips)}.")
+    biases = train.get("regularise_biases", False)
+    if not isinstance(biases, bool):
+        raise _fail(path, "train.regularise_biases",
+                    f"regularise_biases must be true or false, got {biases!r}.")
 
 
 def _check_schedule(path, schedule) -> None:

@@ -595,3 +595,86 @@ class Optimizer:
             if rhs.free_symbols & out:
                 out.add(target)
         return frozenset(out)
+
+
+#: The L2 norm of every gradient of one step taken together (what clipping by norm reads).
+grad_norm = sp.Symbol("grad_norm", nonnegative=True)
+#: The sum, over every element of every gradient of one step, of a clip rule's summand.
+grad_total = sp.Symbol("grad_total", nonnegative=True)
+
+
+@dataclass(frozen=True)
+class Regulariser:
+    """A penalty on every element of the weights, added to the loss while training.
+
+    Training then minimises E + Σ R(w) over the regularised elements, so the gradient of
+    each gains ∂R/∂w, derived from :attr:`penalty` (never written by hand). The reported
+    loss stays E, the data's.
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`.
+    penalty : sympy.Expr
+        R(w) for one element :data:`w`, in :data:`w` and the strengths. A kink is written
+        with ``Abs``: its derivative ``sign(w)`` is 0 at w = 0, PyTorch's subgradient.
+    strengths : tuple of Param
+        The strengths λ, each set by the ``[train]`` key of its name (``l1``, ``l2``); a
+        spec that sets exactly these keys gets this regulariser.
+    reference : str
+        Where the convention comes from and what it equals in PyTorch.
+    """
+
+    name: str
+    title: str
+    latex: str
+    penalty: sp.Expr
+    strengths: tuple[Param, ...]
+    reference: str = ""
+    kind: str = field(default="regulariser", init=False)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The strengths (for code shared with the other records)."""
+        return self.strengths
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A rule that limits the gradient of the loss before the optimizer reads it.
+
+    Parameters
+    ----------
+    name, title, latex : str
+        As for :class:`Activation`; ``name`` is the rule's ``[train]`` key.
+    threshold : Param
+        The limit c, set by that key.
+    clipped : sympy.Expr
+        The clipped element, in :data:`g`, the threshold and, for a rule over every
+        gradient at once, its per-step statistic.
+    summand : sympy.Expr, optional
+        What the rule sums over every element of every gradient of a step, in :data:`g`
+        (g² for the global norm); None for an elementwise rule.
+    statistic : tuple of (sympy.Symbol, sympy.Expr), optional
+        The per-step value ``clipped`` reads and how it follows from that sum,
+        :data:`grad_total` (``(grad_norm, sqrt(grad_total))``).
+    reference : str
+        What it equals in PyTorch.
+    """
+
+    name: str
+    title: str
+    latex: str
+    threshold: Param
+    clipped: sp.Expr
+    summand: sp.Expr | None = None
+    statistic: tuple[sp.Symbol, sp.Expr] | None = None
+    reference: str = ""
+    kind: str = field(default="clip", init=False)
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        """The threshold, then the per-step statistic as a per-call argument."""
+        if self.statistic is None:
+            return (self.threshold,)
+        return (self.threshold, Param(self.statistic[0], 0.0, per_call=True))

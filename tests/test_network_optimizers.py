@@ -26,6 +26,9 @@ RTOL, ATOL = 1e-9, 1e-12
 HYPER = {"lr": 0.03, "mu": 0.8, "alpha": 0.7, "rho": 0.9, "beta1": 0.85, "beta2": 0.99,
          "eps": 1e-7, "momentum_decay": 0.01, "weight_decay": 0.05}
 
+#: regularise_biases = true: torch.optim applies AdamW's decay to every parameter it is
+#: given, biases included, and so does the optimizer module (a network spares its biases
+#: by default, which tests/test_regularisation.py checks with parameter groups).
 SPEC = """
 [network]
 name = "net_{name}"
@@ -43,6 +46,7 @@ units = 3
 
 [train]
 optimizer = "{name}"
+regularise_biases = true
 {hyper}
 """
 

@@ -65,7 +65,11 @@ CASES = [
     # weight_decay is a hyper-parameter of adamw only: with gd it is refused, naming both.
     ("train weight_decay", train("weight_decay = 0.1"),
      ["train.weight_decay", "adamw", "not of gd", "optimizer"]),
-    ("train clip_norm", train("clip_norm = 1.0"), ["train.clip_norm", "Known keys:"]),
+    # Clipping and penalties are settings now: a threshold of 0 or a strength below 0 is not.
+    ("train clip_norm", train("clip_norm = 0"), ["train.clip_norm", "a number > 0"]),
+    ("train l2 negative", train("l2 = -0.1"), ["train.l2", "a number ≥ 0"]),
+    ("train two clips", train("clip_norm = 1.0\nclip_value = 0.5"),
+     ["train.clip_norm", "clip_value and clip_norm"]),
     ("train early_stopping", train("early_stopping = 5"),
      ["train.early_stopping", "must be a table"]),
     ("train early_stopping key", train("early_stopping = {patiance = 5}"),

@@ -29,6 +29,11 @@ from derive.calculus.derivation import (
     derive_loss,
     derive_vector,
 )
+from derive.calculus.regularise import (
+    penalty_gradient,
+    regularised,
+    weight_only_params,
+)
 from derive.codegen.emit import (
     ELEMENT_NAMES,
     cache_name,
@@ -51,7 +56,7 @@ from derive.codegen.lower import (
 from derive.codegen.optimizer import lower_optimizer, render_update, slot_init
 from derive.codegen.printer import NumbaPrinter
 from derive.netplan import NetworkPlan, NetworkSpec
-from derive.spec import Activation, VectorFunction
+from derive.spec import Activation, VectorFunction, g, grad_total
 
 #: Initialisers: name → (bound or standard deviation as Python text in fan_in, fan_out, kind).
 INITS = {
@@ -308,37 +313,107 @@ def parameter_context(spec: NetworkSpec) -> dict:
             "params": args, "grads": [name.replace("p_", "g_", 1) for name in args]}
 
 
-def optimizer_context(spec: NetworkSpec, params: list[str]) -> dict:
-    """The optimizer's embedded update kernel, its state's set-up and the update calls."""
-    op = registry.get(spec.train["optimizer"], "optimizer")
+def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
+    """The optimizer's embedded update kernel, its state's set-up and the update calls.
+
+    ``parameters`` is :func:`parameter_context`'s. With a regulariser or a clip rule in
+    the plan, the update reads g ← clip(g) + ∂R/∂w
+    (:func:`~derive.calculus.regularise.regularised`) in its one elementwise pass; the
+    strengths and a decoupled decay are passed as 0 for the parameters
+    :func:`unpenalised` names.
+    """
+    params = parameters["params"]
+    declared = registry.get(spec.train["optimizer"], "optimizer")
+    plan = spec.plan
+    op = regularised(declared, plan.regulariser, plan.clip)
+    weights_only = weight_only_params(declared, plan.regulariser)
     module = lower_optimizer(op, "network")
     source, helpers = render_update(module, {p.symbol: p.name for p in op.params}, "_update")
     slot_names = [s.name for s in module.slots]
     updates = []
-    for p_name in params:
+    for p_name, spared in zip(params, unpenalised(spec, parameters), strict=True):
         g_name = p_name.replace("p_", "g_", 1)
         slots = [f"s_{p_name[2:]}_{slot}" for slot in slot_names]
         flat = [f"{a}.reshape({a}.size)" for a in (p_name, g_name, *slots)]
-        hyper = [_optimizer_value(p_, op, spec.train) for p_ in op.params]
+        hyper = ["0.0" if spared and p_.symbol in weights_only
+                 else _optimizer_value(p_, op, spec.train) for p_ in op.params]
         step = ["step[0]"] if module.uses_step else []
         updates.append(f"_update({', '.join(flat + hyper + step)})")
     return {
         "optimizer": op.name,
         "optimizer_source": source,
-        "optimizer_params": {p_.name: p_.default for p_ in module.params},
+        "optimizer_params": {p_.name: float(p_.default) for p_ in declared.params},
         "slots": slot_names,
         "per_step": [s.per_step for s in module.slots],
         "slot_inits": ", ".join(slot_init(s, "p") for s in module.slots),
         "slot_args": [f"s_{name[2:]}_{slot}" for name in params for slot in slot_names],
         "updates": updates,
         "helpers": helpers,
-    }
+        "training_notes": training_notes(
+            spec, declared, not spec.train.get("regularise_biases", False)),
+    } | clip_context(plan.clip, [p.replace("p_", "g_", 1) for p in params])
+
+
+def unpenalised(spec: NetworkSpec, parameters: dict) -> list[bool]:
+    """Which parameters no penalty or decay shrinks, in order.
+
+    The biases (1-D parameters, ``parameters["biases"]``) unless the spec sets
+    ``regularise_biases = true``, and arrays that are not learnt (``parameters
+    ["trainable"]`` false: running statistics), whose value a penalty must not move.
+    """
+    n = len(parameters["params"])
+    biases = parameters["biases"] if not spec.train.get("regularise_biases", False) \
+        else [False] * n
+    learnt = parameters.get("trainable") or [True] * n
+    return [bias or not trained for bias, trained in zip(biases, learnt, strict=True)]
+
+
+def training_notes(spec: NetworkSpec, op, spare_biases: bool) -> list[str]:
+    """The module docstring's lines on what a step does to the loss's gradient."""
+    plan, train = spec.plan, spec.train
+    where = "the weights (not the 1-D biases)" if spare_biases else "every parameter"
+    notes = []
+    if plan.clip is not None:
+        notes.append(f"train_step clips the loss's gradients first: {plan.clip.title.lower()}"
+                     f" ({plan.clip.name} = {train[plan.clip.name]!r}).")
+    if plan.regulariser is not None:
+        reg = plan.regulariser
+        values = ", ".join(f"{p.name} = {train[p.name]!r}" for p in reg.strengths)
+        notes += [f"Then it adds the gradient of a penalty R to {where}:",
+                  f"    {reg.title}: R(w) = {reg.penalty}, dR/dw = {penalty_gradient(reg)},",
+                  f"    {values}."]
+    if weight_only_params(op) & set(op.defaults):
+        notes.append(f"The {op.name} decay {op.decay} applies to {where}.")
+    if notes:
+        notes.append("The loss train_step returns is the data loss alone, without R.")
+    return notes
+
+
+def clip_context(clip, grads: list[str]) -> dict:
+    """The pass over every gradient a clip rule needs before the updates, if any.
+
+    Clipping by norm reads one number of the whole step (‖g‖ over all gradients): the
+    rule's summand, summed by ``_gradient_total`` over each gradient array, then its
+    statistic. An elementwise rule needs nothing before the update.
+    """
+    if clip is None or clip.summand is None:
+        return {"clip_source": "", "clip_lines": []}
+    source = environment().get_template("kernels/_gradient_total.jinja").render(
+        summand=NumbaPrinter({g: "g[i]"}).doprint(clip.summand))
+    total = " + ".join(f"_gradient_total({a}.reshape({a}.size))" for a in grads) or "0.0"
+    symbol, value = clip.statistic
+    return {"clip_source": source,
+            "clip_lines": [f"{grad_total.name} = {total}",
+                           f"{symbol.name} = {NumbaPrinter().doprint(value)}"]}
 
 
 def _optimizer_value(param, op, train: dict) -> str:
-    # The learning rate is the update's argument lr (a schedule may change it each epoch).
+    # The learning rate is the update's argument lr (a schedule may change it each epoch);
+    # a per-call value (the gradients' norm) is a variable of the train step.
     if param == op.learning_rate:
         return "lr"
+    if param.per_call:
+        return param.name
     return repr(float(train.get(param.name, param.default)))
 
 
@@ -388,7 +463,7 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     activations, row_functions = _output_functions(plan)
     loss = loss_context(plan)
     params = parameter_context(spec)
-    optimizer = optimizer_context(spec, params["params"])
+    optimizer = optimizer_context(spec, params)
     helpers = runtime_helpers(
         printer.helpers | loss["helpers"] | optimizer["helpers"]
         | set().union(*(f["helpers"] for f in activations + row_functions)))
