@@ -38,8 +38,8 @@ TRAIN_DEFAULTS = {
 }
 
 # The keys each table may hold. A key outside them is a mistake (a misspelling, or a
-# setting derive does not have, like momentum = 0.9 for adam): ignoring it would train
-# something other than what the file says, so it is refused.
+# setting derive does not have, like weight_decay): ignoring it would train something
+# other than what the file says, so it is refused.
 TOP_KEYS = ("network", "layers", "train", "loss")
 NETWORK_KEYS = ("name", "input_shape", "loss", "init")
 #: Keys of every layer; each layer type's own come from its declaration

@@ -3,7 +3,10 @@
 The updates are printed from the declaration's ordered assignments; the algorithm box
 lists them inside the training loop, like the notes' "Algorithm 2"; the worked run
 applies them with SymPy, in 30 digits, to f(w) = w² from w = 1, so every number in the
-table is computed from the same equations that are printed.
+table is computed from the same equations that are printed. The run's learning rate is
+``RUN_LR`` unless its first step would move w more than half-way to the minimum (RMSProp's
+first step at η = 0.1 is η/√(1 − ρ) = 1: w lands on 0 and the table shows only rounding);
+then it is the declared default.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ RUN_STEPS = 4
 RUN_LR = sp.Rational(1, 10)
 RUN_START = sp.Integer(1)
 RUN_DIGITS = 30
+#: A first step longer than this fraction of |w − 0| makes the run a jump, not a descent.
+RUN_MAX_FIRST_STEP = sp.Rational(1, 2)
 
 
 @dataclass(frozen=True)
@@ -93,25 +98,81 @@ class OptimizerView:
     algorithm_ref: str = ""
 
 
+class UpdatePrinter(DerivePrinter):
+    r"""The printer of update equations, written as the notes write them.
+
+    The weight comes first (w + v, not v + w) and the hyper-parameters first in a
+    fraction's numerator (\frac{\eta g}{…}, not g\eta).
+    """
+
+    def _as_ordered_terms(self, expr, order=None):
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        # t + 1, not 1 + t; but 1 − β₂ᵗ stays as written.
+        if terms[0].is_Number and terms[0] > 0 and not any(
+                t_.could_extract_minus_sign() for t_ in terms[1:]):
+            terms.append(terms.pop(0))
+        if w in terms:
+            terms.remove(w)
+            terms.insert(0, w)
+        return terms
+
+    def _print_Mul(self, expr):
+        numer, denom = sp.fraction(expr, exact=True)
+        lead = self._settings["lead"]
+        if denom == 1 or denom.is_Number or not any(
+                s_.name in lead for s_ in numer.free_symbols):
+            return super()._print_Mul(expr)
+        sign = ""
+        if numer.could_extract_minus_sign():
+            sign, numer = "-", -numer
+        return rf"{sign}\frac{{{self._print(numer)}}}{{{self._print(denom)}}}"
+
+
 def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
     """The printer of an optimizer: its parameters' and slots' declared LaTeX."""
     symbols = dict(NOTATION)
     symbols.update({p.symbol.name: p.latex for p in op.params if p.latex})
     symbols.update({s.symbol.name: s.latex for s in op.state if s.latex})
-    return DerivePrinter({
+    return UpdatePrinter({
         "symbols": symbols,
         "words": {w_: lang.words[w_] for w_ in WORDS},
         "separator": lang.separator,
-        "lead": tuple(p.symbol.name for p in op.params),
+        # Hyper-parameters, then the named intermediates in the order they are computed:
+        # \eta \mu_{t+1} m, not \eta m \mu_{t+1}.
+        "lead": tuple(p.symbol.name for p in op.params)
+        + tuple(target.name for target, _ in op.updates if target != w),
     })
 
 
-def worked_run(op: Optimizer, steps: int = RUN_STEPS, lr=RUN_LR):
+def run_rate(op: Optimizer):
+    """The worked run's learning rate.
+
+    Parameters
+    ----------
+    op : Optimizer
+        The declaration.
+
+    Returns
+    -------
+    sympy.Rational
+        ``RUN_LR``, or the declared default where the first step at ``RUN_LR`` would
+        cover more than ``RUN_MAX_FIRST_STEP`` of the way to the minimum (a run that
+        lands on w ≈ 0 at once teaches nothing).
+    """
+    (_, w0, _, w1, _), = worked_run(op, 1, RUN_LR)
+    if abs(w1 - w0) > RUN_MAX_FIRST_STEP * abs(w0):
+        return sp.Rational(repr(float(op.learning_rate.default)))
+    return RUN_LR
+
+
+def worked_run(op: Optimizer, steps: int = RUN_STEPS, lr=None):
     """Apply the update equations to f(w) = w² from w = 1: (t, w, g, w_new, f(w_new)) rows.
 
     The hyper-parameters are the declared defaults (exact decimals), the learning rate
-    ``lr``; the arithmetic is SymPy's, evaluated in 30 digits.
+    ``lr`` (by default, :func:`run_rate`); the arithmetic is SymPy's, evaluated in 30 digits.
     """
+    if lr is None:
+        lr = run_rate(op)
     values = {p.symbol: sp.Rational(repr(float(p.default))) for p in op.params}
     values[op.learning_rate.symbol] = lr
     state = {s.symbol: sp.Rational(repr(float(s.init))) for s in op.state}
@@ -142,8 +203,9 @@ def _(op: Optimizer, lang: Language) -> OptimizerView:
     def num(v):
         return number(float(v), lang).tex
 
+    rate = run_rate(op)
     run = tuple(RunRow(step, num(w0), num(g0), num(w1), num(f1))
-                for step, w0, g0, w1, f1 in worked_run(op))
+                for step, w0, g0, w1, f1 in worked_run(op, lr=rate))
     lr = op.learning_rate
     return OptimizerView(
         kind="optimizer",
@@ -156,7 +218,7 @@ def _(op: Optimizer, lang: Language) -> OptimizerView:
         updates=updates,
         uses_step=op.uses_step,
         run=run,
-        run_lr=num(RUN_LR),
+        run_lr=num(rate),
         run_f="w^{2}",
         note=op_words(op, lang, "optimizer_notes"),
         algorithm_ref=op_words(op, lang, "algorithm_refs"),
