@@ -38,6 +38,12 @@ class LayerSpec:
         Learnable arrays: name and shape.
     sizes : tuple of (sympy.Symbol, int)
         Every size of the declaration with this layer's value (the batch N aside).
+    activation_params : tuple of (str, tuple)
+        The activation's learnable parameters (PReLU's α): name and shape, one value or
+        one per channel.
+    buffers : tuple of (str, tuple, float)
+        Arrays kept with the parameters but not learnt (batch normalisation's running
+        statistics): name, shape and value before training.
     """
 
     index: int
@@ -48,6 +54,8 @@ class LayerSpec:
     out_shape: tuple
     params: tuple
     sizes: tuple = ()
+    activation_params: tuple = ()
+    buffers: tuple = ()
 
     @property
     def label(self) -> str:

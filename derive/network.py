@@ -38,8 +38,8 @@ TRAIN_DEFAULTS = {
 }
 
 # The keys each table may hold. A key outside them is a mistake (a misspelling, or a
-# setting derive does not have, like weight_decay): ignoring it would train something
-# other than what the file says, so it is refused.
+# setting derive does not have, like momentum = 0.9 for adam): ignoring it would train
+# something other than what the file says, so it is refused.
 TOP_KEYS = ("network", "layers", "train", "loss")
 NETWORK_KEYS = ("name", "input_shape", "loss", "init")
 #: Keys of every layer; each layer type's own come from its declaration
@@ -157,14 +157,14 @@ def _layer_shapes(path, where, op, options, in_shape):
     layer below gives, its :meth:`~derive.spec.Layer.network_keys` the others, and its
     computed sizes and arrays' shapes the rest. A layer type needs no code here.
     """
-    symbols = op.shape(op.source)[1:]
-    if len(symbols) != len(in_shape):
+    sizes = op.input_sizes(in_shape)
+    if sizes is None:
+        symbols = op.shape(op.source)[1:]
         need, fix = _INPUT_NEEDS.get(len(symbols), (
             f"an input of shape ({', '.join(map(str, symbols))})", "Check the layers before it."))
         got = f"shape {in_shape}" if len(symbols) == 1 else f"{in_shape}"
         raise _fail(path, where, f"{op.name} needs {need}, got {got}.", fix)
-    sizes = dict(zip(symbols, in_shape, strict=True))
-    hyper_params = {p.symbol: p for p in op.hyper}
+    hyper_params = {p.symbol: p for p in (*op.hyper, *op.running_params)}
     hyper = {}
     for key in op.network_keys():
         value = options.get(key.name)
@@ -183,7 +183,7 @@ def _layer_shapes(path, where, op, options, in_shape):
         if param is not None:
             hyper[param.name] = value
     try:
-        out_shape, params = op.network_shapes(sizes)
+        out_shape, params = op.network_shapes(sizes, in_shape)
     except ValueError as exc:  # the declaration misses a spec key: its author's mistake
         raise _fail(path, f"{where}.type", f"{exc}.") from None
     if min(out_shape, default=1) < 1 or any(v < 1 for s, v in sizes.items()
@@ -290,19 +290,23 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
             supported = [name for name in known_layers if registry.get(name).in_networks]
             raise _fail(path, f"{where}.type", f"layer type {kind!r} is not supported in "
                         "networks yet.", f"Use one of: {', '.join(supported)}.")
-        _check_keys(path, where, entry,
-                    LAYER_COMMON_KEYS + tuple(key.name for key in op.network_keys()),
-                    f"a {kind} layer")
         activation = entry.get("activation")
         if activation is not None:
             _check_activation(path, f"{where}.activation", activation,
                               last=index == len(layers_data) - 1)
+        per_channel = _per_channel_keys(activation)
+        _check_keys(path, where, entry,
+                    LAYER_COMMON_KEYS + tuple(key.name for key in op.network_keys())
+                    + tuple(per_channel), f"a {kind} layer"
+                    + (f" with activation {activation}" if per_channel else ""))
         hyper, out_shape, params, sizes = _layer_shapes(path, where, op, entry, in_shape)
-        n_params += sum(_size(param_shape) for _, param_shape in params)
+        learnt = _activation_params(path, where, entry, per_channel, out_shape)
+        buffers = _buffers(op, dict(sizes))
+        n_params += sum(_size(shape) for _, shape in params + learnt)
         n_activations += _size(out_shape)
         _check_size(path, where, n_params, n_activations)
         layers.append(LayerSpec(index, kind, activation, hyper, in_shape, out_shape, params,
-                                sizes))
+                                sizes, learnt, buffers))
         in_shape = out_shape
     if "loss" in network and "loss" in data:
         raise _fail(path, "loss", "the loss is given twice, in [network] and at the top.",
@@ -336,6 +340,42 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     return NetworkSpec(name, path, tuple(shape), tuple(layers), loss, train, init)
 
 
+def _per_channel_keys(activation: str | None) -> dict:
+    """``<param>_per_channel`` key → parameter, for each learnable one of the activation.
+
+    PReLU's ``alpha_per_channel`` gives it one α per channel, as ``torch.nn.PReLU``'s
+    ``num_parameters``.
+    """
+    if activation is None or not _elementwise(activation):
+        return {}
+    return {f"{p.name}_per_channel": p for p in registry.get(activation).learnable}
+
+
+def _activation_params(path, where, entry, per_channel: dict, out_shape) -> tuple:
+    """(name, shape) of the activation's learnable parameters.
+
+    One value each, or one per channel (the output's first axis) when the spec says
+    ``<param>_per_channel = true``.
+    """
+    learnt = []
+    for key, param in per_channel.items():
+        value = entry.get(key, False)
+        if not isinstance(value, bool):
+            raise _fail(path, f"{where}.{key}", f"{key} must be true or false, got {value!r}.")
+        learnt.append((param.name, (out_shape[0],) if value else (1,)))
+    return tuple(learnt)
+
+
+def _buffers(op, sizes: dict) -> tuple:
+    """(name, shape, initial value) of what the layer's evaluation declaration keeps."""
+    if op.evaluation is None:
+        return ()
+    evaluation = registry.get(op.evaluation, "layer")
+    inits = dict(evaluation.inits)
+    return tuple((b.label.name, evaluation.numbers(evaluation.shape(b), sizes), inits[b])
+                 for b in evaluation.buffers)
+
+
 def _elementwise(activation: str) -> bool:
     return registry.get(activation).kind == "activation"
 
@@ -348,8 +388,9 @@ def _losses_fusing(activation: str) -> list:
 def _check_activation(path, where, activation, last: bool) -> None:
     """Refuse an activation networks cannot compute where the spec puts it.
 
-    Elementwise activations run after any layer, unless they learn or draw; a row-wise
-    function (softmax) only as the last one, inside a loss that declares it fused.
+    Elementwise activations run after any layer (learning their parameters, drawing in
+    training); a row-wise function (softmax) only as the last one, inside a loss that
+    declares it fused.
     """
     elementwise = [op.name for op in registry.all_ops("activation")]
     fusable = [name for op in registry.all_ops("loss") for name, _ in op.fused]
@@ -359,13 +400,8 @@ def _check_activation(path, where, activation, last: bool) -> None:
         raise _fail(path, where, f"unknown activation {activation!r}.",
                     f"Did you mean {' or '.join(close)}?" if close
                     else "Run `derive list` to see them.")
-    op = registry.get(activation)
-    if not _elementwise(activation):
-        if not last:
-            raise _fail(path, where, f"{activation} is only supported on the last layer.")
-    elif op.learnable or op.stochastic:
-        raise _fail(path, where, f"{activation} has learnable or random parameters, which "
-                    "networks do not support yet.", "Use relu, leaky_relu, elu, tanh, ...")
+    if not _elementwise(activation) and not last:
+        raise _fail(path, where, f"{activation} is only supported on the last layer.")
 
 
 def _size(shape) -> int:

@@ -6,6 +6,7 @@ LaTeX, its tests — is computed from it by later stages.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -44,6 +45,10 @@ class Param:
     per_call : bool
         Whether the caller passes a new value at every call (dropout's training flag and
         seed), rather than a setting fixed once (a spec's stride or eps).
+    stream : bool
+        Whether it is the seed of random draws: a network gives each layer (and each
+        layer's activation) its own stream of the run's seed, so that two layers never
+        draw the same numbers.
 
     """
 
@@ -54,6 +59,7 @@ class Param:
     keyword: str = ""
     below: float | None = None
     per_call: bool = False
+    stream: bool = False
 
     @property
     def name(self) -> str:
@@ -68,7 +74,7 @@ DRAW_MODE = (
     Param(sp.Symbol("training", integer=True, nonnegative=True), False, latex="",
           keyword="training", per_call=True),
     Param(sp.Symbol("seed", integer=True, nonnegative=True), 0, latex="", keyword="seed",
-          per_call=True),
+          per_call=True, stream=True),
 )
 
 
@@ -396,8 +402,27 @@ class Layer:
         :attr:`Param.per_call` is a key too, under its keyword. From these and the input's
         shape a network works out every size of the layer (:meth:`network_keys`).
     in_networks : bool
-        Whether network specs may use the layer (batch statistics need a training and an
-        evaluation mode that networks do not have yet).
+        Whether network specs may use the layer on its own (batch normalisation with
+        running statistics is used only as another layer's :attr:`evaluation`).
+    any_input : str, optional
+        How a network feeds it an input whose shape is not the declared one; its output
+        then has the input's shape. ``"flat"``: every axis after the batch is read as
+        the declaration's one (dropout after a convolution); ``"unit_axes"``: the
+        declared axes the input lacks have size 1 (batch normalisation over (C,) or
+        (C, L), as ``torch.nn.BatchNorm1d``).
+    evaluation : str, optional
+        The declaration a network computes instead in evaluation mode (batch statistics
+        in training, running statistics in evaluation); it reads the same input and
+        weights, and its :attr:`buffers` are kept with the network's parameters.
+    running : tuple of (Indexed, Expr)
+        How a training step updates the evaluation declaration's buffers: each buffer
+        element and its new value, in the buffer itself and this declaration's steps
+        (running mean and unbiased variance with momentum).
+    running_params : tuple of Param
+        The parameters of :attr:`running` (the momentum); a spec may set each by keyword.
+    inits : tuple of (IndexedBase, float)
+        Arrays a network starts at a constant rather than at random or 0: a scale γ at
+        1, running statistics at 0 and 1, as PyTorch starts them.
     matrix_form : bool
         Whether the layer is the affine map s = W x + b of a weight matrix, so that a
         network of such layers can be written in the notes' matrix formulas
@@ -421,6 +446,11 @@ class Layer:
     spec_keys: tuple[SpecKey, ...] = ()
     in_networks: bool = True
     matrix_form: bool = False
+    any_input: str | None = None
+    evaluation: str | None = None
+    running: tuple = ()
+    running_params: tuple[Param, ...] = ()
+    inits: tuple = ()
     kind: str = field(default="layer", init=False)
 
     @property
@@ -448,12 +478,27 @@ class Layer:
         hyper = [p for p in self.hyper if not p.per_call]
         names = {p.name for p in hyper}
         keys = [key for key in self.spec_keys if key.name not in names]
-        for p in hyper:
+        for p in (*hyper, *self.running_params):
             key = given.get(p.name)
             keys.append(SpecKey(p.name, (p.symbol,), p.default if key is None else key.default))
         return tuple(keys)
 
-    def network_shapes(self, sizes: dict) -> tuple[tuple, tuple]:
+    def input_sizes(self, in_shape: tuple) -> dict | None:
+        """The declared input's sizes when a network feeds it ``in_shape``, or None.
+
+        An input of the declared number of axes gives its sizes one to one; another is
+        read as :attr:`any_input` says, or not at all (None).
+        """
+        symbols = self.shape(self.source)[1:]
+        if self.any_input == "flat" and len(symbols) == 1:
+            return {symbols[0]: math.prod(in_shape)}
+        if self.any_input == "unit_axes" and len(in_shape) <= len(symbols):
+            in_shape = tuple(in_shape) + (1,) * (len(symbols) - len(in_shape))
+        if len(symbols) != len(in_shape):
+            return None
+        return dict(zip(symbols, in_shape, strict=True))
+
+    def network_shapes(self, sizes: dict, in_shape: tuple | None = None) -> tuple[tuple, tuple]:
         """Per-example output shape and ``(name, shape)`` of each weight, given the sizes.
 
         Parameters
@@ -461,25 +506,38 @@ class Layer:
         sizes : dict
             Size symbol → value, for the input's sizes and every :meth:`network_keys`
             key; the declaration's computed :attr:`sizes` are added in place.
+        in_shape : tuple of int, optional
+            What the network feeds the layer: a layer that reads :attr:`any_input` gives
+            an output of this shape.
 
         Raises
         ------
         ValueError
             Naming a size that nothing sets (the declaration needs a spec key for it).
         """
-        def numbers(shape):
-            dims = [sp.sympify(sp.sympify(d).xreplace(sizes)) for d in shape]
-            unset = sorted({s.name for d in dims for s in d.free_symbols})
-            if unset:
-                raise ValueError(f"nothing sets the size {', '.join(unset)} of {self.name}: "
-                                 "its declaration needs a SpecKey for it (see Layer.spec_keys)")
-            return tuple(int(d) for d in dims)
-
         for size, expr in self.sizes:
-            sizes[size] = numbers((expr,))[0]
-        out = numbers((self.view or self.shape(self.out.base))[1:])
-        weights = tuple((w.label.name, numbers(self.shape(w))) for w in self.weights)
+            sizes[size] = self.numbers((expr,), sizes)[0]
+        out = self.numbers((self.view or self.shape(self.out.base))[1:], sizes)
+        if self.any_input is not None and in_shape is not None:
+            out = tuple(in_shape)
+        weights = tuple((w.label.name, self.numbers(self.shape(w), sizes))
+                        for w in self.weights)
         return out, weights
+
+    def numbers(self, shape, sizes: dict) -> tuple[int, ...]:
+        """A declared shape's dimensions as integers, given the sizes.
+
+        Raises
+        ------
+        ValueError
+            Naming a size that nothing sets (the declaration needs a spec key for it).
+        """
+        dims = [sp.sympify(sp.sympify(d).xreplace(sizes)) for d in shape]
+        unset = sorted({s.name for d in dims for s in d.free_symbols})
+        if unset:
+            raise ValueError(f"nothing sets the size {', '.join(unset)} of {self.name}: "
+                             "its declaration needs a SpecKey for it (see Layer.spec_keys)")
+        return tuple(int(d) for d in dims)
 
 
 #: The weight an optimizer updates, one element of a parameter array.

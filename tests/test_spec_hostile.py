@@ -174,7 +174,7 @@ CASES = [
     ("eps string", layer('eps = "a"', kind="layer_norm"), ["layers[0].eps"]),
     ("eps zero", layer("eps = 0", kind="layer_norm"), ["layers[0].eps"]),
     ("eps inf", layer("eps = inf", kind="layer_norm"), ["layers[0].eps", "finite"]),
-    ("unsupported layer", layer(kind="batch_norm"), ["layers[0].type", "not supported"]),
+    ("unsupported layer", layer(kind="batch_norm_inference"), ["layers[0].type", "not supported"]),
     # a spec that parsed, then failed when its module was written
     ("softmax without cross-entropy", layer("units = 3", 'activation = "softmax"'),
      ["layers[0].activation", "softmax", "cross-entropy"]),

@@ -97,7 +97,12 @@ def element_context(fn: ElementFunction, printer: NumbaPrinter) -> dict:
     }
 
 
-def _draw_line(draw, printer: NumbaPrinter) -> str:
+def draw_line(draw, printer: NumbaPrinter) -> str:
+    """The line that sets a draw's symbol for element ``offset + i``.
+
+    Drawn in training mode from (``seed``, position), its evaluation value otherwise.
+    """
+
     def p(e):
         return printer.doprint(fold_constants(sp.sympify(e)))
 
@@ -165,7 +170,7 @@ def render_activation(m: ActivationModule, command: str) -> str:
     renamed = {s: param_name(p.name) for s, p in zip(m.forward.inputs[1:], m.params, strict=False)}
     printer = NumbaPrinter(ELEMENT_NAMES | renamed)
     elements = [element_context(fn, printer) for fn in (m.forward, m.backward)]
-    draw_lines = [_draw_line(d, printer) for d in m.draws]
+    draw_lines = [draw_line(d, printer) for d in m.draws]
     helpers = runtime_helpers(printer.helpers)
     names = [param_name(p.name) for p in m.params]
     mode = [p.name for p in m.mode]

@@ -306,6 +306,22 @@ def _allocation(op, array, integer=False):
     return (array, tuple(op.shape(declared_array(op, array))), integer)
 
 
+def lower_running(op) -> LayerKernel:
+    """A training forward kernel that also updates the layer's running buffers.
+
+    The layer's steps and output as :func:`lower_layer`'s forward computes them, then each
+    of ``op.running`` (buffer element ← its new value, from the steps just computed), in
+    place. ``op`` declares the buffers among its arrays, and the running expressions hold
+    numbers for their parameters (the momentum).
+    """
+    buffers = [t.base for t, _ in op.running]
+    steps = [(t.base, t.indices, e) for t, e in op.steps]
+    return _kernel("_forward", op, list(op.inputs) + list(op.weights) + buffers + [op.out.base],
+                   steps + [(op.out.base, op.out.indices, op.expr)]
+                   + [(t.base, t.indices, e) for t, e in op.running],
+                   [_allocation(op, t.base, e.has(ArgMax)) for t, e in op.steps])
+
+
 def lower_layer(derivation: LayerDerivation, source: str,
                 input_gradients: bool = True) -> LayerModule:
     """Lower a layer's steps and derived gradients to a forward and a backward kernel.

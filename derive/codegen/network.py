@@ -38,6 +38,7 @@ from derive.codegen.emit import (
     ELEMENT_NAMES,
     cache_name,
     docstring_text,
+    draw_line,
     element_context,
     environment,
     header_lines,
@@ -51,6 +52,7 @@ from derive.codegen.lower import (
     lower_activation,
     lower_layer,
     lower_loss,
+    lower_running,
     lower_vector,
 )
 from derive.codegen.optimizer import lower_optimizer, render_update, slot_init
@@ -101,46 +103,70 @@ class NetworkLayout:
     output: str  # the buffer the loss reads
     output_grad: str  # the buffer the loss's gradient goes to
     prediction: str  # what the forward pass alone returns
-    # (layer, activation, index of z{l}, index of out{l} in buffers) for every layer that
-    # applies its activation elementwise, so a trainer can watch σ'(s) per layer.
+    # (layer, activation, index of z{l}, index of out{l} in buffers, the backward's other
+    # arguments in evaluation mode) for every layer that applies its activation
+    # elementwise, so a trainer can watch σ'(s) per layer.
     activated: tuple = ()
 
 
 def lay_out(plan: NetworkPlan) -> NetworkLayout:
     """Lay out buffers and kernel calls for a network (see :class:`NetworkLayout`)."""
     views, forward, backward_by_layer, buffers = [], [], [], {}
-    kernels, activated = {}, []
+    kernels, activated, n_params = {}, [], 0
     for layer_plan in plan.layers:
         layer, op = layer_plan.spec, layer_plan.op
         i = layer.index
         first = not layer_plan.wants_input_gradient
-        key = (op.name, first, not layer_plan.trains)
-        if key not in kernels:
-            module = lower_layer(derive_layer(op), "network", input_gradients=not first)
-            suffix = "_backward_weights" if first else "_backward"
-            kernels[key] = (_rename(module.forward, f"_{op.name}_forward"),
-                            _rename(module.backward, f"_{op.name}{suffix}")
-                            if layer_plan.trains else None,
-                            op)
-        fwd, bwd, _ = kernels[key]
+        fwd, bwd = _kernels_of(op, first, layer_plan.trains, kernels)
+        # A layer with an evaluation declaration (batch norm) runs it in evaluation mode,
+        # and in training a forward that also moves the running buffers.
+        evaluation = registry.get(op.evaluation, "layer") if op.evaluation else None
+        if evaluation is not None:
+            eval_fwd, eval_bwd = _kernels_of(evaluation, first, layer_plan.trains, kernels)
+            running = _running_op(op, evaluation)
+            if ("running", op.name) not in kernels:
+                kernels["running", op.name] = (
+                    _rename(lower_running(running), f"_{op.name}_forward_running"), None,
+                    running)
+            fwd = kernels["running", op.name][0]
         padded = op.padding[0] if op.padding else None
         source, d_source = ("x", "d_x") if i == 0 else (f"out{i - 1}", f"d_out{i - 1}")
         z, d_z = f"z{i}", f"d_z{i}"
         # A view (flatten) declares its output with the input's axes; the others their own.
         z_shape = layer.in_shape if op.view is not None else layer.out_shape
         buffers |= {z: z_shape, d_z: z_shape}
-        names = {op.out.base: z, sp.IndexedBase(f"d_{op.out.base}", real=True): d_z}
+        names = {}
+        sizes = dict(layer.sizes)
+        # A layer that reads any input (dropout after a convolution) sees the buffers
+        # in its declared shape: a reshape of the contiguous buffer, no copy.
+        out_declared = op.numbers(op.shape(op.out.base)[1:], sizes)
+        names[op.out.base] = _seen_as(z, z_shape, out_declared)
+        names[sp.IndexedBase(f"d_{op.out.base}", real=True)] = _seen_as(d_z, z_shape,
+                                                                        out_declared)
         for array in op.inputs:
-            names[array] = f"xpad{i}" if array == padded else source
-            names[gradient_array(array)] = f"d_xpad{i}" if array == padded else d_source
+            declared = op.numbers(op.shape(array)[1:], sizes)
+            names[array] = (f"xpad{i}" if array == padded
+                            else _seen_as(source, layer.in_shape, declared))
+            names[gradient_array(array)] = (f"d_xpad{i}" if array == padded
+                                            else _seen_as(d_source, layer.in_shape, declared))
         for (pname, _), array in zip(layer.params, op.weights, strict=True):
             names[array] = f"p_{layer.label}_{pname}"
             names[gradient_array(array)] = f"g_{layer.label}_{pname}"
-        values = {p_.symbol: _hyper_value(p_, layer.hyper) for p_ in op.hyper}
+        for (pname, _, _), array in zip(layer.buffers, evaluation.buffers if evaluation
+                                        else (), strict=True):
+            names[array] = f"p_{layer.label}_{pname}"
+        values = {p_.symbol: _hyper_value(p_, layer.hyper, stream(i, 0))
+                  for p_ in (*op.hyper, *op.running_params)}
 
         def call(kernel, values=values, names=names):
             args = [names[a] for a in kernel.arrays] + [values[h] for h in kernel.hyper]
             return f"{kernel.name}({', '.join(args)})"
+
+        def by_mode(training, evaluating, evaluation=evaluation, call=call):
+            """Lines that call ``training`` in training mode and ``evaluating`` otherwise."""
+            if evaluation is None:
+                return [call(training)]
+            return ["if training:", f"    {call(training)}", "else:", f"    {call(evaluating)}"]
 
         if padded is not None:
             pad = layer.hyper[_padding_param(op).name]
@@ -149,26 +175,38 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
                                  for d in op.shape(padded)[1:])
             buffers |= {f"xpad{i}": padded_shape, f"d_xpad{i}": padded_shape}
             forward.append(f"_pad_into({source}, xpad{i}, {pad})")
-        forward.append(call(fwd))
+        forward += by_mode(fwd, evaluation and eval_fwd)
         steps_back = []
         shape = "(N, " + ", ".join(map(str, layer.out_shape)) + ")"
         if layer_plan.activation is not None:
             act = layer_plan.activation
             buffers |= {f"out{i}": layer.out_shape, f"d_out{i}": layer.out_shape}
-            forward.append(f"_{act.name}_apply({z}, out{i})")
-            activated.append((i, act.name, z, f"out{i}"))
-            steps_back.append(f"_{act.name}_apply_backward({z}, out{i}, d_out{i}, {d_z})")
+            # Its learnable parameters follow the layer's weights in the parameter list.
+            learnt = [(f"p_{layer.label}_{name}", n_params + len(layer.params) + k)
+                      for k, (name, _) in enumerate(layer.activation_params)]
+            mode = [stream(i, 1) if p_.stream else p_.name for p_ in act.per_call]
+            args = _arguments([name for name, _ in learnt] + mode)
+            back = _arguments([a for name, _ in learnt
+                               for a in (name, name.replace("p_", "g_", 1))] + mode)
+            # activation_slopes: the parameters' values, a scratch gradient, evaluation mode.
+            slope_args = _arguments([a for _, k in learnt
+                                     for a in (f"params[{k}]", f"np.zeros_like(params[{k}])")]
+                                    + ["0"] * len(mode))
+            forward.append(f"_{act.name}_apply({z}, out{i}{args})")
+            activated.append((i, act.name, z, f"out{i}", slope_args))
+            steps_back.append(f"_{act.name}_apply_backward({z}, out{i}, d_out{i}, {d_z}{back})")
         else:
             # No activation: the output is the layer's result itself, seen flat if needed.
             views += [f"out{i} = {z}.reshape({shape})", f"d_out{i} = {d_z}.reshape({shape})"]
         if layer_plan.trains:
-            steps_back.append(call(bwd))
+            steps_back += by_mode(bwd, evaluation and eval_bwd)
         else:
             steps_back = []
         if padded is not None and not first:
             steps_back.append(f"_crop_into(d_xpad{i}, {d_source}, "
                               f"{layer.hyper[_padding_param(op).name]})")
         backward_by_layer.append(steps_back)
+        n_params += len(layer.params) + len(layer.activation_params) + len(layer.buffers)
     backward = [line for steps in reversed(backward_by_layer) for line in steps]
     last = plan.layers[-1].spec.index
     output = f"out{last}"
@@ -179,10 +217,38 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
         predict = [f"outputs = np.empty_like({output})",
                    output_call(plan.output_activation, output, prediction)]
     where = list(buffers).index
-    activated = tuple((i, name, where(z), where(out)) for i, name, z, out in activated)
+    activated = tuple((i, name, where(z), where(out), args)
+                      for i, name, z, out, args in activated)
     return NetworkLayout(tuple(views), tuple(forward), tuple(backward), tuple(predict),
                          buffers, tuple(kernels.values()), output, f"d_out{last}", prediction,
                          activated)
+
+
+def _kernels_of(op, first: bool, trains: bool, kernels: dict) -> tuple:
+    """A layer type's forward and backward kernels (None if it does not train).
+
+    Each is lowered once per use: a first layer's backward computes the weights'
+    gradients only.
+    """
+    key = (op.name, first, not trains)
+    if key not in kernels:
+        module = lower_layer(derive_layer(op), "network", input_gradients=not first)
+        suffix = "_backward_weights" if first else "_backward"
+        kernels[key] = (_rename(module.forward, f"_{op.name}_forward"),
+                        _rename(module.backward, f"_{op.name}{suffix}") if trains else None,
+                        op)
+    return kernels[key][:2]
+
+
+def _running_op(op, evaluation):
+    """``op`` as :func:`lower_running` reads it.
+
+    Its evaluation declaration's buffers join its arrays, and the running parameters
+    (the momentum) its hyper-parameters.
+    """
+    return dataclasses.replace(
+        op, arrays=op.arrays + tuple((b, evaluation.shape(b)) for b in evaluation.buffers),
+        hyper=op.hyper + op.running_params)
 
 
 def padding_context(plan: NetworkPlan) -> dict | None:
@@ -207,12 +273,32 @@ def _padding_param(op):
     return next(p for p in op.hyper if p.symbol == amount)
 
 
-def _hyper_value(param, given: dict) -> str:
-    # A per-call parameter (dropout's mode and seed) is an argument of the network's
-    # functions of the same name; every other hyper-parameter is a constant.
+def _hyper_value(param, given: dict, seed: str) -> str:
+    # A per-call parameter (dropout's mode) is an argument of the network's functions of
+    # the same name, except the seed of draws, which is the layer's own stream of it;
+    # every other hyper-parameter is a constant.
+    if param.stream:
+        return seed
     if param.per_call:
         return param.name
     return repr(given.get(param.name, param.default))
+
+
+#: Streams of the run's seed a network hands out: two per layer (the layer's draws and
+#: its activation's), more than a network has layers.
+STREAMS = 256
+
+
+def stream(index: int, part: int) -> str:
+    """The seed of layer ``index``'s draws (``part`` 0) or its activation's (1)."""
+    return f"seed * {STREAMS} + {2 * index + part}"
+
+
+def _seen_as(buffer: str, shape: tuple, declared: tuple) -> str:
+    """A buffer of per-example ``shape`` as a kernel declared for ``declared`` reads it."""
+    if tuple(shape) == tuple(declared):
+        return buffer
+    return f"{buffer}.reshape((N, {', '.join(map(str, declared))}))"
 
 
 # ---- the activation the loss takes in, applied by the forward pass alone -----------------
@@ -236,14 +322,40 @@ def _(op: VectorFunction, source: str, target: str) -> str:
 
 
 def activation_context(act: Activation) -> dict:
-    """An activation's derived element functions, as the network template embeds them."""
-    printer = NumbaPrinter(ELEMENT_NAMES)
+    """An activation's derived element functions, as the network template embeds them.
+
+    A fixed parameter is a constant of the network; a learnable one an array of one
+    value or of one per channel (axis 1 of the layer's output), read at each element's
+    channel and given its gradient summed over the rest. Draws follow the network's
+    mode: drawn from the layer's seed in training, their evaluation value otherwise.
+    """
+    names = {p.symbol: f"p_{p.name}" for p in act.params}
+    printer = NumbaPrinter(ELEMENT_NAMES | names)
     lowered = lower_activation(derive_activation(act), "network")
+    learnable = [names[p.symbol] for p in act.learnable]
+    index = {n: f"(i // {n}_inner) % {n}.size" for n in learnable}
+    setup = [f"{names[p.symbol]} = {float(p.default)!r}" for p in act.params
+             if not p.learnable]
+    setup += [f"{n}_inner = max(1, z.size // (z.shape[0] * {n}.size))" for n in learnable]
+    draws = [draw_line(d, printer) for d in lowered.draws]
+    if draws:
+        setup.append("offset = 0  # a draw's position is the element's in the whole array")
+    element = [f"{names[p.symbol]}[{index[names[p.symbol]]}]" if p.learnable
+               else names[p.symbol] for p in act.params]
+    element += [printer.doprint(d.target) for d in lowered.draws]
+    mode = "".join(f", {p.name}" for p in act.per_call)
+    sums = lowered.backward.output_names[1:]
     return {
         "name": act.name,
         "forward": element_context(lowered.forward, printer),
         "backward": element_context(lowered.backward, printer),
-        "params": "".join(f", {p.default!r}" for p in act.params),
+        "setup": setup,
+        "draws": draws,
+        "element_args": "".join(f", {e}" for e in element),
+        "apply_args": "".join(f", {n}" for n in learnable) + mode,
+        "backward_args": "".join(f", {n}, g_{n}" for n in learnable) + mode,
+        "targets": ", ".join(["d_z_flat[i]", *(f"{s}_i" for s in sums)]),
+        "sums": [(f"g_{n}", index[n], f"{s}_i") for n, s in zip(learnable, sums, strict=True)],
         "helpers": printer.helpers,
     }
 
@@ -298,10 +410,23 @@ def loss_context(plan: NetworkPlan) -> dict:
 
 
 def parameter_context(spec: NetworkSpec) -> dict:
-    """Names, shapes, fans and argument names of every parameter array, in order."""
-    names, shapes, fans, biases, args = [], [], [], [], []
+    """Names, shapes, fans and argument names of every parameter array, in order.
+
+    Each layer's weights (at random, 0 for a bias, or the constant the declaration's
+    ``inits`` gives, γ = 1), then its activation's learnable parameters (at their declared
+    value), then the arrays it keeps without learning them (running statistics, at their
+    declared value; their gradient stays 0 and no update touches them).
+    """
+    names, shapes, fans, biases, args, inits, trainable = [], [], [], [], [], [], []
     for layer in spec.layers:
-        for pname, shape in layer.params:
+        activation = registry.get(layer.activation) if layer.activation_params else None
+        values = {p.name: float(p.default) for p in activation.params} if activation else {}
+        starts = {a.label.name: value for a, value in registry.get(layer.type, "layer").inits}
+        arrays = ([(pname, shape, starts.get(pname), True) for pname, shape in layer.params]
+                  + [(pname, shape, values[pname], True)
+                     for pname, shape in layer.activation_params]
+                  + [(pname, shape, init, False) for pname, shape, init in layer.buffers])
+        for pname, shape, init, learnt in arrays:
             names.append(f"{layer.label}.{pname}")
             shapes.append(shape)
             receptive = math.prod(shape[2:])
@@ -309,8 +434,11 @@ def parameter_context(spec: NetworkSpec) -> dict:
                         else (shape[0], shape[0]))
             biases.append(len(shape) == 1)
             args.append(f"p_{layer.label}_{pname}")
+            inits.append(init)
+            trainable.append(learnt)
     return {"param_names": names, "param_shapes": shapes, "fans": fans, "biases": biases,
-            "params": args, "grads": [name.replace("p_", "g_", 1) for name in args]}
+            "params": args, "grads": [name.replace("p_", "g_", 1) for name in args],
+            "inits": inits, "trainable": trainable}
 
 
 def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
@@ -464,6 +592,9 @@ def render_network(spec: NetworkSpec, command: str) -> str:
     loss = loss_context(plan)
     params = parameter_context(spec)
     optimizer = optimizer_context(spec, params)
+    # What a layer keeps without learning it (running statistics) is not updated.
+    optimizer["updates"] = [u for u, learnt in zip(optimizer["updates"], params["trainable"],
+                                                    strict=True) if learnt]
     helpers = runtime_helpers(
         printer.helpers | loss["helpers"] | optimizer["helpers"]
         | set().union(*(f["helpers"] for f in activations + row_functions)))

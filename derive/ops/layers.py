@@ -102,6 +102,9 @@ EPS = Param(eps, 1e-5, latex=r"\varepsilon", keyword="eps")
 gamma, beta = IndexedBase("gamma", real=True), IndexedBase("beta", real=True)
 mean, var, xhat = (IndexedBase(name, real=True) for name in ("mu", "var", "xhat"))
 M = N * H * W  # elements per channel
+running_mean = IndexedBase("running_mean", real=True)
+running_var = IndexedBase("running_var", real=True)
+momentum = sp.Symbol("momentum", nonnegative=True)
 
 BATCH_NORM = register(Layer(
     name="batch_norm", title="Batch normalisation (batch statistics)",
@@ -116,11 +119,16 @@ BATCH_NORM = register(Layer(
     arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (mean, (C,)), (var, (C,)),
             (xhat, (N, C, H, W)), (y, (N, C, H, W))),
     inputs=(x,), weights=(gamma, beta), hyper=(EPS,),
-    # Evaluation uses running statistics, a mode networks do not have yet.
-    in_networks=False))
+    # In a network: over (C,) or (C, L) as BatchNorm1d, over (C, H, W) as BatchNorm2d;
+    # evaluation normalises with the running statistics, which every training step moves
+    # towards the batch's (the variance unbiased), as torch.nn.BatchNorm does.
+    any_input="unit_axes", evaluation="batch_norm_inference",
+    running=((running_mean[c], (1 - momentum) * running_mean[c] + momentum * mean[c]),
+             (running_var[c], (1 - momentum) * running_var[c]
+              + momentum * var[c] * M / (M - 1))),
+    running_params=(Param(momentum, 0.1, latex="m", keyword="momentum", below=1.0),),
+    inits=((gamma, 1.0),)))
 
-running_mean = IndexedBase("running_mean", real=True)
-running_var = IndexedBase("running_var", real=True)
 BATCH_NORM_INFERENCE = register(Layer(
     name="batch_norm_inference", title="Batch normalisation (running statistics)",
     latex=r"\operatorname{BN}",
@@ -130,7 +138,8 @@ BATCH_NORM_INFERENCE = register(Layer(
     arrays=((x, (N, C, H, W)), (gamma, (C,)), (beta, (C,)), (running_mean, (C,)),
             (running_var, (C,)), (y, (N, C, H, W))),
     inputs=(x,), weights=(gamma, beta), buffers=(running_mean, running_var), hyper=(EPS,),
-    in_networks=False))
+    # A network computes it in evaluation mode in place of batch_norm, not on its own.
+    in_networks=False, inits=((gamma, 1.0), (running_mean, 0.0), (running_var, 1.0))))
 
 D = sp.Symbol("D", integer=True, positive=True)  # features normalised together
 k = sp.Symbol("k", integer=True, nonnegative=True)
@@ -145,7 +154,7 @@ LAYER_NORM = register(Layer(
     out=y[n, k], expr=gamma[k] * xhat[n, k] + beta[k],
     arrays=((x, (N, D)), (gamma, (D,)), (beta, (D,)), (mean, (N,)), (var, (N,)),
             (xhat, (N, D)), (y, (N, D))),
-    inputs=(x,), weights=(gamma, beta), hyper=(EPS,)))
+    inputs=(x,), weights=(gamma, beta), hyper=(EPS,), inits=((gamma, 1.0),)))
 
 p_drop = sp.Symbol("p_drop", nonnegative=True)
 training = sp.Symbol("training", integer=True, nonnegative=True)
@@ -164,7 +173,9 @@ DROPOUT = register(Layer(
     inputs=(x,),
     hyper=(Param(p_drop, 0.5, latex="p", keyword="p", below=1.0),
            Param(training, 1, latex="", keyword="training", per_call=True),
-           Param(seed, 0, latex="", keyword="seed", per_call=True))))
+           Param(seed, 0, latex="", keyword="seed", per_call=True, stream=True)),
+    # Each element is dropped on its own, so a network may put it after any layer.
+    any_input="flat"))
 
 # Sizes of a sequence: length, padded length, filter width, output length.
 L, LP, KL, OL = _sizes("L LP KL OL")
