@@ -15,12 +15,13 @@ import sympy as sp
 
 from derive import registry
 from derive.calculus.derivation import derive_activation, derive_loss
-from derive.calculus.indexed import K, N, p, q, softmax_of
+from derive.calculus.indexed import ArgMax, K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer, plain_indices
 from derive.netplan import NetworkPlan, NetworkSpec
+from derive.spec import y
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,14 @@ class NetLayerView:
     out_shape: str
     params: tuple[tuple[str, str], ...]
     forward: tuple[tuple[str, str], ...]
-    padded: bool
+    #: A layer that reads its input zero-padded: the padded array's symbol (x̃⁽⁰⁾), the
+    #: input it pads, the zeros added on each side and the padded shape; else "".
+    padded: str = ""
+    unpadded: str = ""
+    padding: str = ""
+    padded_shape: str = ""
+    #: A pooling layer's arg-max element (a⁽ˡ⁾_{n,c,h,w}), which the text defines; else "".
+    argmax: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,11 @@ def _renamer(op, number: int):
     for w in op.weights:
         tex = NOTATION.get(w.label.name, w.label.name)
         rename(w, f"w{number}_{w.label.name}", rf"{tex}^{{({number})}}")
+    # Arrays a layer computes on the way (a pooling window's arg-max a): shown in the
+    # forward pass, so they carry the layer's number like the others.
+    for t, _ in steps.steps:
+        tex = NOTATION.get(t.base.label.name, t.base.label.name)
+        rename(t.base, f"i{number}_{t.base.label.name}", rf"{tex}^{{({number})}}")
     return names, symbols
 
 
@@ -230,20 +243,38 @@ def activation_views(plan: NetworkPlan, lang: Language) -> tuple[dict, tuple[Act
             d = derive_activation(act)
             views[act.name] = ActView(
                 act.name, act.latex, act_printer.doprint(d.derivative),
-                act_printer.doprint(d.in_output) if d.in_output is not None else "")
+                _in_layer_output(d.in_output, act_printer))
     return functions, tuple(views.values())
 
 
+def _in_layer_output(form, printer) -> str:
+    """The derivative in terms of the output, named x⁽ˡ⁾ (y is the network's target)."""
+    if form is None:
+        return ""
+    output = sp.Symbol("x^{(l)}", real=True)
+    return printer.doprint(form.xreplace({y: output}))
+
+
 def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
-    """Each layer's forward equations: s⁽ˡ⁾ from the layer below, then x⁽ˡ⁾ = f(s⁽ˡ⁾)."""
+    """Each layer's forward equations, in the order they are computed.
+
+    Its intermediate arrays (a pooling window's arg-max), s⁽ˡ⁾ from the layer below,
+    then x⁽ˡ⁾ = f(s⁽ˡ⁾).
+    """
     views = []
     for layer in plan.layers:
         spec, op = layer.spec, layer.op
         number = spec.index + 1
         steps = derivation_steps(op)
         names = renames[spec.index]
+        sizes = layer_sizes(op, spec)
+        # Switches printed as nothing (training) take their defaults, as in the layer's
+        # own document.
+        hidden = {h.symbol: h.default for h in op.hyper if not h.latex}
         out = steps.out.xreplace(names)
-        forward = [(pr(out), pr(steps.expr.xreplace(names).xreplace(layer_sizes(op, spec))))]
+        forward = [(pr(t.xreplace(names)), pr(e.xreplace(names).xreplace(sizes).xreplace(hidden)))
+                   for t, e in steps.steps]
+        forward.append((pr(out), pr(steps.expr.xreplace(names).xreplace(sizes))))
         symbol = registry.get(spec.activation).latex if spec.activation else ""
         if spec.activation:
             forward.append((rf"x^{{({number})}}", rf"{symbol}\left(s^{{({number})}}\right)"))
@@ -254,8 +285,21 @@ def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
             symbol, _shape(spec.in_shape), _shape(spec.out_shape),
             tuple((rf"{NOTATION.get(n_, n_)}^{{({number})}}", _shape(s))
                   for n_, s in spec.params),
-            tuple(forward), op.padding is not None))
+            tuple(forward), *_padding(op, spec, names, pr),
+            next((pr(t.xreplace(names)) for t, e in steps.steps if e.has(ArgMax)), "")))
     return tuple(views)
+
+
+def _padding(op, spec, names: dict, pr) -> tuple[str, str, str, str]:
+    """(x̃⁽ˡ⁻¹⁾, x⁽ˡ⁻¹⁾, the zeros per side, the padded shape) of a padded layer, or ""s."""
+    if op.padding is None:
+        return "", "", "", ""
+    padded, original, amount = op.padding
+    sizes = layer_sizes(op, spec)
+    shape = [sp.sympify(d).xreplace(sizes) for d in op.shape(padded)]
+    tex = NOTATION.get(original.label.name, original.label.name)
+    return (pr(names[padded].label), rf"{tex}^{{({spec.index})}}", pr(amount.xreplace(sizes)),
+            _shape(shape[1:]))
 
 
 def _delta_base(names: dict, op):
@@ -364,7 +408,7 @@ def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
     sizes = [spec.input_shape[0]] + [layer.out_shape[0] for layer in layers]
     for l_ in range(depth + 1):
         names[("x", l_)] = sp.MatrixSymbol(f"xv{l_}", sizes[l_], 1)
-        symbols[f"xv{l_}"] = "x" if l_ == 0 else rf"x^{{({l_})}}"
+        symbols[f"xv{l_}"] = rf"x^{{({l_})}}"
     for layer in layers:
         l_ = layer.index + 1
         names[("W", l_)] = sp.MatrixSymbol(f"Wm{l_}", sizes[l_], sizes[l_ - 1])
