@@ -221,6 +221,9 @@ class ActivationView:
     #: What the course notes say about this function's definition and its saturation.
     definition_note: str = ""
     saturation_note: str = ""
+    #: The derivative as the program computes it, when that is a branch-by-branch
+    #: spelling only for overflow (bent identity); the page boxes the plain one.
+    computed: str = ""
 
 
 # --- titles ---------------------------------------------------------------------------
@@ -509,9 +512,26 @@ def document_view(op, lang: Language):
     )
 
 
+def lecture_chain(op: Activation, chain: StepChain) -> tuple[StepChain, sp.Expr | None]:
+    """The chain ending where a lecture ends it, and the form the program computes instead.
+
+    A declaration written in branches only to avoid overflow, and shown without them
+    (``shown_as``), ends its chain with a rewrite into those branches. That is how the
+    program computes the derivative, not algebra for the student: the chain stops before
+    it, and the branches are returned to be mentioned as the program's form.
+    """
+    last = chain.steps[-1] if chain.steps else None
+    shown = op.shown_as[0] if op.shown_as else None
+    if (shown is None or shown.has(sp.Piecewise) or last is None or last.rule != "rewrite"
+            or not last.after.has(sp.Piecewise) or last.before.has(sp.Piecewise)):
+        return chain, None
+    return replace(chain, steps=chain.steps[:-1]), last.after
+
+
 @document_view.register
 def _(op: Activation, lang: Language) -> ActivationView:
     steps = derivation_steps(op)
+    derivative, computed = lecture_chain(op, steps.derivative)
     derivation = derive_activation(op)
     printer = printer_for(op, lang)
     partial = printer_for(op, lang, partial=True)
@@ -538,7 +558,7 @@ def _(op: Activation, lang: Language) -> ActivationView:
         definition=" = ".join(printer.doprint(form) for form in steps.shown),
         params=params,
         noise=noise,
-        derivative=chain_view(steps.derivative, printer),
+        derivative=chain_view(derivative, printer),
         param_chains=tuple((by_name[p.name], chain_view(c, partial)) for p, c in steps.params),
         # A kink only of the formula (softsign's |x|, where both sides have slope 1) is no
         # point to discuss; one that is smooth only at the defaults (ELU, α = 1) is.
@@ -550,5 +570,6 @@ def _(op: Activation, lang: Language) -> ActivationView:
         remarks=op.remarks,
         definition_note=op_words(op, lang, "definition_notes"),
         saturation_note=op_words(op, lang, "saturation_notes"),
+        computed=printer.doprint(computed) if computed is not None else "",
     )
 

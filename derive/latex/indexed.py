@@ -64,6 +64,9 @@ NOTATION = {
     "WP": r"\tilde{W}",
     "OH": r"H_{\mathrm{out}}",
     "OW": r"W_{\mathrm{out}}",
+    "KL": "k",
+    "LP": r"\tilde{L}",
+    "OL": r"L_{\mathrm{out}}",
 }
 #: A uniform draw in [0, 1) at an element's position (dropout's mask).
 DRAW = sp.IndexedBase("u", real=True)
