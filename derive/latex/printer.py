@@ -163,6 +163,10 @@ class DerivePrinter(LatexPrinter):
         known = self._settings["symbols"].get(expr.name)
         if known is not None:
             return known
+        wrt = self._settings["gradients"].get(expr.name)
+        if wrt is not None:
+            # A gradient array's element without indices (one case: ∂E/∂μ, not d_mu).
+            return rf"\frac{{\partial {self._settings['loss']}}}{{\partial {wrt}}}"
         if expr.name.endswith("_"):
             return super()._print_Symbol(sp.Symbol(expr.name.rstrip("_")), style)
         return super()._print_Symbol(expr, style)
@@ -481,7 +485,12 @@ class DerivePrinter(LatexPrinter):
         for e, c in expr.args:
             cond = (words["piecewise_otherwise"] if c == sp.true
                     else rf"{words['piecewise_if']}{self._print(c)}")
-            rows.append(rf"{self._print(e)} & {cond}")
+            value = self._print(e)
+            # cases sets its values in text style: a fraction there prints at script size
+            # (δ_{n,c,h,w}/k² unreadable); in display style it prints at full size.
+            if r"\frac" in value:
+                value = rf"\displaystyle {value}"
+            rows.append(rf"{value} & {cond}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
 
     def _print_Or(self, expr):
