@@ -52,6 +52,7 @@ from derive.calculus.steps.loss import (
     ROW,
     loss_indices,
     loss_script,
+    prediction_first,
     printed_term,
 )
 from derive.calculus.steps.recording import Recorder, derivation_steps, record_derivative
@@ -99,6 +100,7 @@ __all__ = [
     "check_identities", "check_points", "depends", "derivation_steps", "fold_trivial",
     "function_rule", "function_symbol", "indexed_points", "layer_index_names",
     "layer_instance", "local_rule", "loss_indices", "loss_script", "materialise",
-    "materialise_indexed", "named_identities", "plain_sums", "printed_term",
+    "materialise_indexed", "named_identities", "plain_sums", "prediction_first",
+    "printed_term",
     "record_derivative", "rule_for", "sympified", "trivial_rule", "with_step",
 ]

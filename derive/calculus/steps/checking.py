@@ -241,12 +241,7 @@ def materialise_indexed(expr: sp.Expr, chain: StepChain) -> sp.Expr:
 
 
 def _indexed_concrete(chain: StepChain, exprs) -> list:
-    concrete, renames = [], {}
-    for i, e in enumerate(exprs):
-        if i > 0 and chain.steps[i - 1].rule == "back_to_index":
-            renames.update(dict(chain.steps[i - 1].inner))
-        concrete.append(materialise_indexed(e.xreplace(renames), chain))
-    return concrete
+    return [materialise_indexed(e, chain) for e in exprs]
 
 
 def _atom_symbol(a: sp.Indexed) -> sp.Symbol:

@@ -56,11 +56,34 @@ def _loss_recorder(op, var, name, whole, *, rows: bool):
                     instance=tuple(instance.items()), samples=samples, case=CASE)
 
 
+#: Odd functions a result may end in; f(y − ŷ) is finished as −f(ŷ − y).
+ODD = (sp.sign, sp.tanh)
+
+
+def prediction_first(expr: sp.Expr, var) -> sp.Expr | None:
+    """``expr`` with every odd f(a) that falls as ``var`` grows written −f(−a), or None.
+
+    A result read as a function of ŷ − y compares with the mean squared error's
+    2(ŷ − y). SymPy would turn f(ŷ − y) straight back into −f(y − ŷ), so the argument
+    is kept unevaluated; it prints as the plain difference.
+    """
+    odd = {e: -e.func(sp.UnevaluatedExpr(-e.args[0]))
+           for e in expr.atoms(*ODD) if e.args[0].diff(var).is_negative}
+    return expr.xreplace(odd) if odd else None
+
+
+def _odd_identities(expr: sp.Expr) -> tuple:
+    a = sp.Symbol("a", real=True)
+    funcs = sorted({e.func for e in expr.atoms(*ODD)}, key=str)
+    return tuple((f(sp.UnevaluatedExpr(-a)), -f(a)) for f in funcs)
+
+
 def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
-    """The declared algebra, the engine's form when shorter, then back to index j.
+    """The declared algebra, the engine's form when shorter, odd functions of ŷ − y.
 
     The declaration's :class:`~derive.spec.Rearrange` forms are derivatives of the
-    summand; here they are multiplied by the scale and written for the case c.
+    summand; here they are multiplied by the scale and written for the case c. The
+    chain ends at the output k it was taken for: that is the result the page boxes.
     """
     n, j, k, _, _ = loss_indices()
     for r in getattr(op, "rearrange", ()):
@@ -69,9 +92,11 @@ def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
                                   for identity in sympified(r.identities)))
     if sp.count_ops(engine) < sp.count_ops(rec.current) and engine != rec.current:
         rec.step("rewrite", engine, identities=named_identities(rec.current, engine))
-    rec.step("back_to_index", rec.current.xreplace({k: j}), inner=((j, k),))
+    odd = prediction_first(rec.current, var)
+    if odd is not None:
+        rec.step("odd", odd, identities=_odd_identities(odd))
     chain = rec.chain()
-    check_equal(chain.steps[-2].after, engine, chain, f"the gradient of {rec.start}")
+    check_equal(chain.steps[-1].after, engine, chain, f"the gradient of {rec.start}")
     return chain
 
 
@@ -124,9 +149,8 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
     rec.step("name_output", named, inner=((yhat[CASE, k], softmax(CASE, k)),))
     if named != (yhat[CASE, k] - y[CASE, k]) / N:
         rec.step("rewrite", (yhat[CASE, k] - y[CASE, k]) / N)
-    rec.step("back_to_index", rec.current.xreplace({k: j}), inner=((j, k),))
     chain = rec.chain()
-    check_equal(chain.steps[-2].after, engine, chain, f"the gradient of {op.name}")
+    check_equal(chain.steps[-1].after, engine, chain, f"the gradient of {op.name}")
     return chain
 
 
@@ -213,11 +237,11 @@ def _loss_steps(op: Loss) -> LossSteps:
         engine = _dense_gradient(op)
     chain = loss_script(op)(op, name, whole, engine)
     index = next((v for v in derivation.variants if v.encoding == "index"), None)
-    index_gradient = None if index is None else _printed(index.gradient, {"p": CASE, "q": j})
+    index_gradient = None if index is None else _printed(index.gradient, {"p": CASE, "q": k})
     rows = tuple((v.encoding, v.row_value.xreplace({j: ROW}).xreplace({k: j}))
                  for v in derivation.variants)
     shown = chain.steps[0].inner[0][1] if chain.steps[0].inner else whole
-    return LossSteps(op, name, shown, chain, engine.xreplace({k: j}), index_gradient, rows)
+    return LossSteps(op, name, shown, chain, engine, index_gradient, rows)
 
 
 def _dense_gradient(op: Loss) -> sp.Expr:

@@ -24,7 +24,7 @@ RULES = (
     "rewrite", "in_terms_of_output",
     # over indexed sums (losses, layers): the notes' way of differentiating Σ
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",
-    "factor_out", "one_hot", "name_output", "back_to_index",
+    "factor_out", "one_hot", "name_output", "odd",
     "chain_layer", "connected", "kronecker", "eliminate_deltas",
     # layers computed in steps: through the steps that read an array; a sum that is zero
     "chain_steps", "zero_sum",
@@ -286,7 +286,7 @@ class LossSteps:
         The loss as the derivation starts from it (the declaration, or e.g. the
         cross-entropy of the softmax), with the printed indices.
     chain : StepChain
-        ∂L/∂pred[c, k], ending (after "back to index j") in the gradient of output j.
+        ∂L/∂pred[c, k], ending in the gradient of the output k it was taken for.
     engine : sympy.Expr
         The engine's dense gradient (what the kernel computes) with the printed indices.
     index_gradient : sympy.Expr or None
