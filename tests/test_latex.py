@@ -161,7 +161,7 @@ def test_markdown_has_dollar_blocks_and_the_results():
 def test_markdown_in_portuguese():
     text = render(get("relu"), "markdown", "pt")
     assert "# Unidade linear retificada (ReLU): derivada passo a passo" in text
-    assert "caso contrário" in text and "convenção do PyTorch" in text
+    assert "caso contrário" in text and "adotamos por convenção" in text
     assert "a derivada é exatamente zero" in text
 
 

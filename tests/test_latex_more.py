@@ -140,9 +140,9 @@ def test_document_compiles_with_its_title_and_sections(documents, target, lang, 
 
 NOTES_STEPS = {
     "pt": ["suprimimos a soma sobre os casos", "Abrimos a soma", "Nenhum termo além de",
-           "a regra da cadeia", "Voltando ao índice j"],
+           "a regra da cadeia", "Terminadas as derivadas"],
     "en": ["we drop the sum over the cases", "We open the sum", "No term other than",
-           "the chain rule", "Returning to the index j"],
+           "the chain rule", "With the derivatives done"],
 }
 
 
@@ -151,7 +151,7 @@ NOTES_STEPS = {
 @pytest.mark.parametrize("lang", LANGS)
 def test_half_sum_of_squares_follows_the_notes_in_order(documents, lang, fmt):
     text = flat(documents, "sse_half", lang, fmt)
-    in_order(text, NOTES_STEPS[lang] + ["∂E∂ŷj = ŷj−yj"])
+    in_order(text, NOTES_STEPS[lang] + ["∂E∂ŷk = ŷk−yk"])
     assert "(ŷ1−y1)2+···+(ŷk−yk)2+···+(ŷK−yK)2" in text  # the opened sum, from 1
     assert "u=ŷk−yk" in text  # the named inner function
 
@@ -161,7 +161,7 @@ def test_half_sum_of_squares_follows_the_notes_in_order(documents, lang, fmt):
 def test_mse_ends_in_twice_the_error_over_the_elements(documents, lang):
     for fmt in COMPILED:
         text = flat(documents, "mse", lang, fmt)
-        in_order(text, NOTES_STEPS[lang] + ["2(ŷj−yj)KN"])
+        in_order(text, NOTES_STEPS[lang] + ["2(ŷk−yk)KN"])
 
 
 @needs_tex
@@ -170,8 +170,8 @@ def test_softmax_cross_entropy_uses_one_hot_targets_and_ends_in_yhat_minus_y(doc
     one = {"pt": "Os alvos de um caso somam um", "en": "The targets of a case add up to one"}
     for fmt in COMPILED:
         text = flat(documents, "softmax_cross_entropy", lang, fmt)
-        in_order(text, [one[lang], "yj=1", "ŷk−ykN", "∂L∂zj=ŷj−yjN"])
-        assert "ŷj−[j=t]N" in text  # integer labels
+        in_order(text, [one[lang], "yj=1", "∂L∂zk=ŷk−ykN"])
+        assert "ŷk−[k=t]N" in text  # integer labels
 
 
 @needs_tex

@@ -333,17 +333,16 @@ def test_batch_norm_zero_sum_is_checked_with_mu_the_mean():
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_max_pool_routes_delta_to_the_arg_max_step_by_step(lang):
-    """The window's flat index a is explained and δ is routed to its position (issue 13)."""
+    """The maximum's row and column r*, u* are explained and δ is routed there (issue 13)."""
     (g,) = derivation_steps(get("max_pool2d")).gradients
     assert g.route == "routed"
     assert g.chain.rules() == ("chain_layer", "connected", "definition", "kronecker")
     text = article("max_pool2d", lang)
-    assert r"\lfloor a / k \rfloor" in text and r"a \bmod k" in text
-    assert r"\operatorname{arg\,max}" in text
+    assert r"\left(r^{*}, u^{*}\right) &= " in text and r"\operatorname{arg\,max}" in text
     box = _box(text, "{x}")
-    assert r"\left\lfloor {a}_{n,c,h,w}" in box or r"\lfloor {a}_{n,c,h,w}" in box
-    assert ("posição $a$ do máximo" if lang == "pt" else "position $a$ of the window's maximum"
-            ) in text
+    assert r"\left[r = r^{*}\right]" in box and r"\left[u = u^{*}\right]" in box
+    assert ("a linha e a coluna do máximo" if lang == "pt"
+            else "the row and the column of the maximum") in text
 
 
 def test_max_pool_check_uses_the_arg_max_of_the_window():

@@ -14,6 +14,7 @@ from functools import singledispatch
 import sympy as sp
 
 from derive.calculus.derivation import derive_activation
+from derive.calculus.functions import NamedFunction
 from derive.calculus.steps import Step, StepChain, derivation_steps
 from derive.errors import DeriveError
 from derive.latex.facts import (
@@ -186,6 +187,8 @@ class PropertiesView:
     leaks: tuple[tuple[int, Number], ...]
     #: A step function's values (its range is this set): LaTeX of each, in order.
     levels: tuple[str, ...] = ()
+    #: f' > 0 everywhere checked: f is increasing, not merely non-decreasing.
+    strictly_increasing: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,14 @@ class ActivationView:
     #: What the course notes say about this function's definition and its saturation.
     definition_note: str = ""
     saturation_note: str = ""
+    #: The derivative as the program computes it, when that is a branch-by-branch
+    #: spelling only for overflow (bent identity); the page boxes the plain one.
+    computed: str = ""
+    #: Where f jumps, as a condition on x (x ≠ 0): the derivative holds off it.
+    except_at: str = ""
+    #: The named functions the derivation uses besides f itself, (name, LaTeX
+    #: definition), e.g. ("sigmoid", "\\sigma(u) = ..."), so the page can define them.
+    named: tuple[tuple[str, str], ...] = ()
 
 
 # --- titles ---------------------------------------------------------------------------
@@ -446,6 +457,7 @@ def properties_view(facts: Facts, lang: Language, printer: DerivePrinter) -> Pro
         symmetric=symmetric,
         leaks=leaks,
         levels=facts.levels,
+        strictly_increasing=facts.strictly_increasing,
     )
 
 
@@ -513,9 +525,61 @@ def document_view(op, lang: Language):
     )
 
 
+def _except_at(kinks, lang: Language) -> str:
+    r"""The points where f jumps as a condition on x: ``x \neq 0``, ``x \notin \{a, b\}``."""
+    jumps = [number(k.at, lang).tex for k in kinks if not k.continuous]
+    if not jumps:
+        return ""
+    if len(jumps) == 1:
+        return rf"x \neq {jumps[0]}"
+    return rf"x \notin \{{{', '.join(jumps)}\}}"
+
+
+def named_definitions(op: Activation, steps, printer: DerivePrinter
+                      ) -> tuple[tuple[str, str], ...]:
+    """The named functions (σ, softplus, Φ) a derivation uses, each with its definition.
+
+    A document that writes σ(x) or softplus(x) in its definition or its steps says what
+    they are; the op's own function (the sigmoid's σ) is defined by the document itself.
+    """
+    exprs = list(steps.shown) + [e for s in steps.derivative.steps
+                                 for e in (s.after, *[i for ident in s.identities
+                                                      for i in ident])]
+    found: dict[str, type] = {}
+    for e in exprs:
+        if not isinstance(e, sp.Basic):
+            continue
+        for node in e.atoms(NamedFunction):
+            kind = type(node)
+            if kind.explicit_in is not None and kind.latex_name != op.latex:
+                found.setdefault(kind.__name__, kind)
+    u = sp.Symbol("u", real=True)
+    return tuple(
+        (name, f"{printer.doprint(kind(u))} = {printer.doprint(kind(u).rewrite(kind.explicit_in))}")
+        for name, kind in sorted(found.items())
+    )
+
+
+def lecture_chain(op: Activation, chain: StepChain) -> tuple[StepChain, sp.Expr | None]:
+    """The chain ending where a lecture ends it, and the form the program computes instead.
+
+    A declaration written in branches only to avoid overflow, and shown without them
+    (``shown_as``), ends its chain with a rewrite into those branches. That is how the
+    program computes the derivative, not algebra for the student: the chain stops before
+    it, and the branches are returned to be mentioned as the program's form.
+    """
+    last = chain.steps[-1] if chain.steps else None
+    shown = op.shown_as[0] if op.shown_as else None
+    if (shown is None or shown.has(sp.Piecewise) or last is None or last.rule != "rewrite"
+            or not last.after.has(sp.Piecewise) or last.before.has(sp.Piecewise)):
+        return chain, None
+    return replace(chain, steps=chain.steps[:-1]), last.after
+
+
 @document_view.register
 def _(op: Activation, lang: Language) -> ActivationView:
     steps = derivation_steps(op)
+    derivative, computed = lecture_chain(op, steps.derivative)
     derivation = derive_activation(op)
     printer = printer_for(op, lang)
     partial = printer_for(op, lang, partial=True)
@@ -542,17 +606,21 @@ def _(op: Activation, lang: Language) -> ActivationView:
         definition=" = ".join(printer.doprint(form) for form in steps.shown),
         params=params,
         noise=noise,
-        derivative=chain_view(steps.derivative, printer),
+        derivative=chain_view(derivative, printer),
         param_chains=tuple((by_name[p.name], chain_view(c, partial)) for p, c in steps.params),
         # A kink only of the formula (softsign's |x|, where both sides have slope 1) is no
         # point to discuss; one that is smooth only at the defaults (ELU, α = 1) is.
+        # A jump (the Heaviside step) is discussed even where both sides are flat.
         kinks=tuple(kink_view(k, lang) for k in facts.kinks
-                    if not k.smooth or op.params),
+                    if not k.smooth or not k.continuous or op.params),
         properties=properties_view(facts, lang, printer),
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
         remarks=op.remarks,
         definition_note=op_words(op, lang, "definition_notes"),
         saturation_note=op_words(op, lang, "saturation_notes"),
+        computed=printer.doprint(computed) if computed is not None else "",
+        except_at=_except_at(facts.kinks, lang),
+        named=named_definitions(op, steps, printer),
     )
 

@@ -65,6 +65,9 @@ NOTATION = {
     "WP": r"\tilde{W}",
     "OH": r"H_{\mathrm{out}}",
     "OW": r"W_{\mathrm{out}}",
+    "KL": "k",
+    "LP": r"\tilde{L}",
+    "OL": r"L_{\mathrm{out}}",
 }
 #: A uniform draw in [0, 1) at an element's position (dropout's mask).
 DRAW = sp.IndexedBase("u", real=True)
@@ -348,6 +351,65 @@ class LayerView:
     mask: bool
     derived: bool
     zero_based: bool = False
+    batch_stats: bool = False
+    padded_axes: int = 0
+    flat: tuple[str, str, str] = ()
+    positions: tuple[tuple[str, str, str, str], ...] = ()
+
+
+class PositionPrinter(DerivePrinter):
+    """A layer's printer that first writes each window position under its own name.
+
+    x_{n,c,r^*,u^*}, not x_{n,c,S h + ⌊a/k⌋, S w + (a mod k)}: a subscript inside a
+    subscript cannot be read.
+    """
+
+    _default_settings = {**DerivePrinter._default_settings, "positions": ()}
+
+    def doprint(self, expr):
+        """Print ``expr`` with the named window positions in place."""
+        return super().doprint(name_positions(sp.sympify(expr), self._settings["positions"]))
+
+
+def name_positions(expr: sp.Expr, positions) -> sp.Expr:
+    """``expr`` with each (definition, element of the arg max, name) written as the name.
+
+    A definition such as S h + ⌊a_{n,c,h,w}/k⌋ is matched at any indices of the arg max
+    (a_{n,c,h',w'} as well as a_{n,c,h,w}).
+    """
+    for definition, arg, name, _ in positions:
+        def named(e, definition=definition, arg=arg, name=name):
+            for el in e.atoms(sp.Indexed):
+                if el.base != arg.base:
+                    continue
+                moved = definition.xreplace(dict(zip(arg.indices, el.indices, strict=True)))
+                rest = sp.expand(e - moved)
+                if not rest.has(arg.base):
+                    return name + rest
+            return e
+
+        expr = expr.replace(lambda e, arg=arg: isinstance(e, sp.Add) and e.has(arg.base), named)
+    return expr
+
+
+def window_positions(op: Layer, steps: LayerSteps):
+    """The row and column (…) of each window's arg max, named after the input's indices.
+
+    (definition, arg-max element, named array) for each index of the output's formula
+    that holds an arg max: S h + ⌊a/k⌋ is r^*, the row of the gradient ∂E/∂x_{n,c,r,u}.
+    """
+    argmaxes = [t for t, e in op.steps if e.has(ArgMax)]
+    if not argmaxes:
+        return ()
+    arg = argmaxes[0]
+    read = next(el for el in steps.expr.atoms(sp.Indexed)
+                if el.base != arg.base and el.has(arg.base))
+    element = next(g.element for g in steps.gradients if g.array == read.base)
+    # r^*, without the indices n, c, h, w it depends on: as a subscript of x's subscript
+    # it could not be read.
+    pairs = enumerate(zip(read.indices, element.indices, strict=True))
+    return tuple((index, arg, sp.Symbol(rf"{named.name}^{{*}}", integer=True), axis)
+                 for axis, (index, named) in pairs if index.has(arg.base))
 
 
 def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter:
@@ -358,11 +420,18 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
     symbols = {upstream: r"\delta"}
     symbols.update({p_.symbol.name: p_.latex for p_ in op.hyper if p_.latex})
     exprs = [steps.expr, *(e for _, e in steps.steps)]
-    return indexed_printer(lang, symbols, gradients, one_based=plain_indices(*exprs))
+    base = indexed_printer(lang, symbols, gradients, one_based=plain_indices(*exprs))
+    settings = {k: v for k, v in base._settings.items()
+                if k in PositionPrinter._default_settings}
+    return PositionPrinter({**settings, "positions": window_positions(op, steps)})
 
 
 def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
-    """A gradient for a batch of one case, the case index dropped: the notes' δ_j x_i."""
+    """A gradient for a batch of one case, the case index dropped: the notes' δ_j x_i.
+
+    The gradient of an intermediate array that loses its only index (d_mu[n] → d_mu)
+    still prints as ∂E/∂μ (the printer knows the gradients' names).
+    """
     one = result.xreplace({N: 1}).doit()
     return hide_case(hide_case(one, sp.Integer(0)), batch)
 
@@ -408,10 +477,17 @@ def _(op: Layer, lang: Language) -> LayerView:
     sizes = tuple((pr(s), pr(v)) for s, v in op.sizes)
     # A named count reads as the product of the sizes in the input's order: N·H·W.
     sizes += tuple((pr(s), r" \cdot ".join(pr(f) for f in v.args)) for s, v in steps.counts)
-    padded = ""
+    padded, padded_axes = "", 0
     if op.padding is not None:
         padded_base, original, _ = op.padding
         padded = pr(padded_base.label)
+        padded_axes = len(dict(op.arrays)[original]) - 2
+    printed_steps = tuple((pr(t), pr(shown(e))) for t, e in steps.steps)
+    positions = printer._settings["positions"]
+    if positions:
+        printed_steps, position_views = _position_steps(steps, positions, pr)
+    else:
+        position_views = ()
     return LayerView(
         kind="layer",
         name=op.name,
@@ -419,7 +495,7 @@ def _(op: Layer, lang: Language) -> LayerView:
         symbol=op.latex,
         out=pr(steps.out),
         definition=pr(steps.expr),
-        steps=tuple((pr(t), pr(shown(e))) for t, e in steps.steps),
+        steps=printed_steps,
         hyper=hyper,
         upstream=pr(upstream_el),
         upstream_def=pr(D(sp.Symbol("E"), steps.out)),
@@ -435,7 +511,69 @@ def _(op: Layer, lang: Language) -> LayerView:
         mask=any(p_.keyword == "p" for p_ in op.hyper),
         derived=any(g.route == "derived" for g in steps.gradients),
         zero_based=not printer._settings["one_based"],
+        # Statistics over the batch when a step's array has no batch index (μ_c, not μ_n).
+        batch_stats=any(batch not in t.indices for t, _ in op.steps),
+        padded_axes=padded_axes,
+        flat=_flat_index(op, steps, printer),
+        positions=position_views,
     )
+
+
+def _position_steps(steps: LayerSteps, positions, pr):
+    """The arg-max step as (r^*, u^*) = arg max over the window, and each position's range.
+
+    Returns the printed steps and, per position, (name, index, first, last): the window
+    of output (h, w) holds rows S h … S h + k − 1.
+    """
+    arg = positions[0][1]
+    names = [name for _, _, name, _ in positions]
+    printed, views = [], []
+    for t, e in steps.steps:
+        argmax = next(iter(e.atoms(ArgMax)), None)
+        if argmax is None or t.base != arg.base:
+            printed.append((pr(t), pr(e)))
+            continue
+        body, limits = argmax.body, []
+        read, = [el for el in body.atoms(sp.Indexed)
+                 if any(el.has(lim[0]) for lim in argmax.limits)]
+        for (_, _, name, axis), named in zip(positions, names, strict=True):
+            index = read.indices[axis]
+            (var, low, high), = [lim for lim in argmax.limits if index.has(lim[0])]
+            plain = sp.Symbol(name.name.split("^")[0], integer=True)
+            body = body.xreplace({index: plain})
+            first, last = index.xreplace({var: low}), index.xreplace({var: high})
+            limits.append((plain, first, last))
+            # The last row as the first plus the window: S h + k − 1, not k − 1 + S h.
+            views.append((pr(named), pr(plain), pr(first), rf"{pr(first)} + {pr(last - first)}"))
+        target = r"\left(" + ", ".join(pr(n_) for n_ in names) + r"\right)"
+        printed.append((target, pr(ArgMax(body, *limits))))
+    return tuple(printed), tuple(views)
+
+
+def _flat_index(op: Layer, steps: LayerSteps, printer) -> tuple[str, str, str]:
+    """For a layer stored flat (flatten): (y_{n,i}, i from the indices, the last i).
+
+    i = (c − 1) H W + (h − 1) W + w when counting from 1.
+    """
+    if op.view is None:
+        return ()
+    pr = printer.doprint
+    shape = dict(op.arrays)[steps.out.base]
+    shift = 1 if printer._settings["one_based"] else 0
+    terms = []
+    for axis, index in enumerate(steps.out.indices[1:], start=1):
+        later = " ".join(pr(size) for size in shape[axis + 1:])
+        if not later:
+            terms.append(pr(index))
+        elif shift:
+            terms.append(rf"\left({pr(index)} - 1\right) {later}")
+        else:
+            terms.append(rf"{pr(index)} {later}")
+    flat = sp.Symbol("i", integer=True)
+    last = " ".join(pr(size) for size in shape[1:])
+    return (pr(steps.out.base[steps.out.indices[0], flat]),
+            rf"{pr(flat)} = " + " + ".join(terms),
+            last if shift else rf"{last} - 1")
 
 
 # --- row-wise vector functions (softmax) ---------------------------------------------------

@@ -163,6 +163,10 @@ class DerivePrinter(LatexPrinter):
         known = self._settings["symbols"].get(expr.name)
         if known is not None:
             return known
+        wrt = self._settings["gradients"].get(expr.name)
+        if wrt is not None:
+            # A gradient array's element without indices (one case: ∂E/∂μ, not d_mu).
+            return rf"\frac{{\partial {self._settings['loss']}}}{{\partial {wrt}}}"
         if expr.name.endswith("_"):
             return super()._print_Symbol(sp.Symbol(expr.name.rstrip("_")), style)
         return super()._print_Symbol(expr, style)
@@ -214,7 +218,8 @@ class DerivePrinter(LatexPrinter):
         if not derivatives and any(isinstance(f, sp.Sum | OpenSum) for f in factors):
             return self._print_sum_product(factors)
         if not derivatives:
-            return self._print_plain_Mul(expr)
+            factored = self._print_over_fractions(expr)
+            return factored if factored is not None else self._print_plain_Mul(expr)
         # Outer derivative first (d/du before d/dx, u before v), joined by ·, so that
         # "d/du e^u · d/dx[-x]" cannot be misread as d/du applied to everything after it.
         derivatives.sort(key=_derivative_order)
@@ -226,9 +231,40 @@ class DerivePrinter(LatexPrinter):
         pieces = [] if numer == 1 else [self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)]
         if denom != 1:
             # ½ · d/du[u²], not a derivative inside a fraction.
-            pieces = [rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}"]
+            pieces = [self._coefficient(numer, denom)]
         pieces += [self._print(d) for d in derivatives]
         return sign + r" \cdot ".join(pieces)
+
+    def _print_over_fractions(self, expr) -> str | None:
+        r"""\frac{1}{K N}\left(\frac{a}{u} - \frac{b}{v}\right), not a fraction of fractions.
+
+        A numerator that holds fractions (or derivatives, which print as fractions) would
+        print them inside another fraction, in script size: the denominator goes in
+        front instead, as a coefficient. None when the numerator holds no fraction.
+        """
+        numer, denom = sp.fraction(expr, exact=True)
+        if denom == 1 or numer == 1:
+            return None
+        if not _holds_fraction(numer, self._settings["gradients"]):
+            return None
+        sign = ""
+        if numer.could_extract_minus_sign():
+            sign, numer = "-", -numer
+        tex = self._print(numer)
+        if isinstance(numer, sp.Add) or tex.startswith("-"):
+            tex = rf"\left({tex}\right)"
+        return rf"{sign}\frac{{1}}{{{self._print(denom)}}} {tex}"
+
+    def _coefficient(self, numer, denom) -> str:
+        r"""numer/denom as a coefficient, never a fraction of fractions.
+
+        \frac{1}{m} \frac{\partial E}{\partial A} when numer prints a fraction, else
+        \frac{numer}{denom}.
+        """
+        if not _holds_fraction(numer, self._settings["gradients"]):
+            return rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}"
+        tex = self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)
+        return rf"\frac{{1}}{{{self._print(denom)}}} {tex}"
 
     def _print_plain_Mul(self, expr) -> str:
         r"""SymPy's product, except that functions follow array elements: y_j \ln ŷ_j."""
@@ -288,7 +324,7 @@ class DerivePrinter(LatexPrinter):
             sign, numer = "-", -numer
         pieces = []
         if denom != 1:
-            pieces.append(rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}")
+            pieces.append(self._coefficient(numer, denom))
         elif numer != 1:
             pieces.append(self.parenthesize(numer, PRECEDENCE["Mul"], strict=True))
         for i, f in enumerate(sums):
@@ -449,7 +485,12 @@ class DerivePrinter(LatexPrinter):
         for e, c in expr.args:
             cond = (words["piecewise_otherwise"] if c == sp.true
                     else rf"{words['piecewise_if']}{self._print(c)}")
-            rows.append(rf"{self._print(e)} & {cond}")
+            value = self._print(e)
+            # cases sets its values in text style: a fraction there prints at script size
+            # (δ_{n,c,h,w}/k² unreadable); in display style it prints at full size.
+            if r"\frac" in value:
+                value = rf"\displaystyle {value}"
+            rows.append(rf"{value} & {cond}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
 
     def _print_Or(self, expr):
@@ -457,19 +498,35 @@ class DerivePrinter(LatexPrinter):
         return self._settings["words"]["logical_or"].join(self._print(a) for a in args)
 
     def _print_And(self, expr):
-        chained = _chained_inequality(expr)
-        if chained is not None:
-            low, low_op, var, high_op, high = chained
-            return (rf"{self._print(low)} {low_op} {self._print(var)} "
-                    rf"{high_op} {self._print(high)}")
+        # Two bounds on one variable read as one range: S h ≤ r ≤ S h + k_h − 1, not
+        # k_h ≥ 1 + r − S h and S h − r ≤ 0 apart.
+        parts = []
+        for part in _ranges(expr.args):
+            if isinstance(part, tuple):
+                low, low_op, var, high_op, high = part
+                parts.append(rf"{self._print(low)} {low_op} {self._print(var)} "
+                             rf"{high_op} {self._print_upper(low, high)}")
+            else:
+                parts.append(self._print(part))
         word = self._settings["words"]["logical_and"]
-        conditions = [self._print(a) for a in expr.args]
-        if len(conditions) < 3:
-            return word.join(conditions)
-        # Three or more conditions (a convolution's bounds) one to a row, so that the
-        # cases block stays within the line, on a slide too.
-        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(conditions)
+        if len(parts) < 2 or len(parts) == 2 and len(expr.args) == 2:
+            return word.join(parts)
+        # Two ranges or more (a convolution's bounds) one to a row, so that the cases
+        # block stays within the line, on a slide too.
+        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(parts)
                 + r"\end{array}")
+
+    def _print_upper(self, low, high) -> str:
+        """A range's upper bound, from its lower one when that reads as a window.
+
+        S h + k_h − 1 (the start, then the width), not k_h − 1 + S h as SymPy orders it.
+        """
+        width = sp.expand(high - low)
+        if low.is_number or width.free_symbols & low.free_symbols:
+            return self._print(high)
+        if width.could_extract_minus_sign():
+            return rf"{self._print(low)} - {self.parenthesize(-width, PRECEDENCE['Add'])}"
+        return rf"{self._print(low)} + {self._print(width)}"
 
     # --- functions as a lecture writes them ------------------------------------------
 
@@ -487,6 +544,28 @@ class DerivePrinter(LatexPrinter):
         return format_number(float(expr), self._settings["separator"])
 
 
+def _holds_fraction(expr, gradients=()) -> bool:
+    """Whether ``expr`` prints a fraction at its own level (not in an exponent).
+
+    Elements of the arrays named in ``gradients`` print as ∂E/∂A: fractions too.
+    """
+    if isinstance(expr, sp.Derivative):
+        return True
+    if isinstance(expr, sp.Indexed):
+        return expr.base.label.name in gradients
+    if isinstance(expr, sp.Symbol):
+        return expr.name in gradients
+    if isinstance(expr, sp.Rational):
+        return not expr.is_Integer
+    if isinstance(expr, sp.Pow):
+        return bool(expr.exp.is_negative) or _holds_fraction(expr.base, gradients)
+    if isinstance(expr, sp.Add | sp.Mul):
+        return any(_holds_fraction(a, gradients) for a in expr.args)
+    if isinstance(expr, sp.Piecewise):
+        return any(_holds_fraction(e, gradients) for e, _ in expr.args)
+    return False
+
+
 def _derivative_order(d: sp.Derivative):
     name = d.variables[0].name if isinstance(d.variables[0], sp.Symbol) else ""
     base, _, suffix = name.partition("_")
@@ -502,20 +581,70 @@ def _bound_order(rel):
     return (1, 0.0)
 
 
-def _chained_inequality(expr):
-    r"""``a < x`` ∧ ``x ≤ b`` as (a, "<", x, "\leq", b), when it is one."""
-    if len(expr.args) != 2:
+#: A relation's sign as printed in a range: strict or not.
+_RANGE_OPS = {False: r"\leq", True: "<"}
+
+
+def _as_nonnegative(rel):
+    """``rel`` as (d, strict) meaning d ≥ 0 (or d > 0), or None if it is no inequality."""
+    if isinstance(rel, sp.LessThan | sp.StrictLessThan):
+        return rel.rhs - rel.lhs, isinstance(rel, sp.StrictLessThan)
+    if isinstance(rel, sp.GreaterThan | sp.StrictGreaterThan):
+        return rel.lhs - rel.rhs, isinstance(rel, sp.StrictGreaterThan)
+    return None
+
+
+def _bound(rel, var):
+    """(+1, lower bound) or (−1, upper bound) that ``rel`` puts on ``var``, or None.
+
+    Only where ``var`` appears alone, with coefficient ±1 (r in r − S h ≥ 0).
+    """
+    form = _as_nonnegative(rel)
+    if form is None:
         return None
-    ops = {sp.StrictLessThan: "<", sp.LessThan: r"\leq"}
-    lows, highs = [], []
-    for rel in expr.args:
-        rel = rel.reversed if isinstance(rel, (sp.StrictGreaterThan, sp.GreaterThan)) else rel
-        if type(rel) not in ops:
-            return None
-        if rel.lhs.is_number:
-            lows.append((rel.lhs, ops[type(rel)], rel.rhs))
-        elif rel.rhs.is_number:
-            highs.append((rel.lhs, ops[type(rel)], rel.rhs))
-    if len(lows) != 1 or len(highs) != 1 or lows[0][2] != highs[0][0]:
+    d, _ = form
+    slope = sp.diff(d, var)
+    if slope not in (1, -1) or d.has(sp.Piecewise):
         return None
-    return lows[0][0], lows[0][1], lows[0][2], highs[0][1], highs[0][2]
+    # d = slope·var + rest ≥ 0: var ≥ −rest when slope is 1, var ≤ rest when it is −1.
+    rest = sp.expand(d - slope * var)
+    return int(slope), -rest if slope == 1 else rest
+
+
+def _range(low_rel, high_rel):
+    """``low_rel`` ∧ ``high_rel`` as (low, op, var, op, high) when they bound one variable."""
+    a, b = _as_nonnegative(low_rel), _as_nonnegative(high_rel)
+    if a is None or b is None:
+        return None
+    shared = sorted(a[0].free_symbols & b[0].free_symbols, key=sp.default_sort_key)
+    for var in shared:
+        lower, upper = _bound(low_rel, var), _bound(high_rel, var)
+        if lower and upper and lower[0] == 1 and upper[0] == -1:
+            return lower[1], _RANGE_OPS[a[1]], var, _RANGE_OPS[b[1]], upper[1]
+    return None
+
+
+def _ranges(relations):
+    r"""The conditions of a conjunction, pairs that bound one variable as ranges.
+
+    ``-3 < x`` ∧ ``x \leq 3`` gives (−3, "<", x, "\leq", 3); what has no partner stays as
+    it is, in its place.
+    """
+    relations = list(relations)
+    used: set[int] = set()
+    parts = []
+    for i, rel in enumerate(relations):
+        if i in used:
+            continue
+        for j in range(len(relations)):
+            if j == i or j in used:
+                continue
+            found = _range(rel, relations[j]) or _range(relations[j], rel)
+            if found is not None:
+                used.update((i, j))
+                parts.append(found)
+                break
+        else:
+            used.add(i)
+            parts.append(rel)
+    return parts

@@ -184,6 +184,7 @@ def _layer_gradient(op, array, names, out, expr, upstream, engine,
     rec, local, kept, limits = recorder()
     try:
         rec.auto()
+        rec.steps[:] = fold_trivial_runs(rec.steps)
         route = "rules"
     except NoRuleError:
         rec, local, kept, limits = recorder()
@@ -289,6 +290,29 @@ REGROUPING = ("constant_factor", "sum")
 #: Rules that, applied to a second sum right after the first, say nothing new: the second
 #: application is a clause of the first ("likewise, of the other sum only ... remains").
 REPEATED = ("open_sum", "constant_terms")
+#: Rules that teach nothing on a line of their own in a layer's gradient: after the
+#: substitution (and the opened sum) they only regroup and close with ∂x/∂x = 1.
+TRIVIAL = (*REGROUPING, "constant", "identity")
+
+
+def fold_trivial_runs(steps) -> list:
+    """The steps with each run of trivial ones (:data:`TRIVIAL`) made one step.
+
+    The first of a run keeps its rule and names the others in a clause ("the derivative
+    of a constant is zero and ∂b/∂b = 1"); the steps before it (the substitution, which
+    teaches) stay as they are, except that a closing ∂x/∂x = 1 is always a clause of the
+    step before it. Equality is checked like any other step's.
+    """
+    out: list = []
+    for s in steps:
+        # ∂x/∂x = 1 closes whatever step comes before it (flatten: the substitution).
+        if out and (s.rule == "identity" or s.rule in TRIVIAL and out[-1].rule in TRIVIAL):
+            node = s.focus
+            out[-1] = replace(out[-1], after=s.after,
+                              folded=_clauses(out[-1].folded + ((s.rule, node),) + s.folded))
+        else:
+            out.append(s)
+    return out
 
 
 def fold_regrouping(steps) -> list:

@@ -1,0 +1,154 @@
+"""Optimizer documents as a student reads them (issue 13, the reader's findings).
+
+Full-size fractions in the algorithm box, no library calls on the page, worked runs that
+descend rather than jump to w ≈ 0, one sentence for one hyper-parameter, the weight first
+in its update, a worked run that opens with a word, and on the slides the weight update
+on the frame of the quantities it uses, with what t counts said under them.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from functools import cache
+
+import pytest
+
+from derive import registry
+from derive.latex.optimizer import RUN_MAX_FIRST_STEP, worked_run
+from derive.pipeline import document_for
+
+LANGS = ("pt", "en")
+FORMATS = ("article", "beamer")
+OPTIMIZERS = [op.name for op in registry.all_ops("optimizer")]
+needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+
+
+@cache
+def _body(name: str, lang: str, fmt: str) -> str:
+    text = document_for(name, lang=lang, fmt=fmt).text
+    body = text.split(r"\begin{document}", 1)[-1]
+    return re.sub(r"(?<!\\)%.*", "", body)
+
+
+def _algorithm(body: str) -> str:
+    """The lines of the algorithm box (every tabbing of the document)."""
+    boxes = re.findall(r"\\begin\{tabbing\}(.*?)\\end\{tabbing\}", body, re.S)
+    assert boxes, "no algorithm box"
+    return "\n".join(boxes)
+
+
+def _frames(body: str) -> list[str]:
+    return re.findall(r"\\begin\{frame\}(.*?)\\end\{frame\}", body, re.S)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_no_library_calls_on_the_page(name, lang, fmt):
+    body = _body(name, lang, fmt)
+    assert "torch" not in body  # "PyTorch" names the library; torch.optim.X is a call
+    assert "SGD(" not in body and "nesterov=" not in body.lower()
+    assert r"\texttt" not in body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_algorithm_prints_its_fractions_at_full_size(name, lang, fmt):
+    lines = _algorithm(_body(name, lang, fmt))
+    for math in re.findall(r"\$([^$]*)\$", lines):
+        if r"\frac" in math:
+            assert math.lstrip().startswith(r"\displaystyle"), math
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_slides_never_scale_the_algorithm(name, lang):
+    body = _body(name, lang, "beamer")
+    frames = [f for f in _frames(body) if r"\begin{tabbing}" in f]
+    assert frames
+    for frame in frames:
+        assert "adjustbox" not in frame and "scalebox" not in frame
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", LANGS)
+def test_adams_algorithm_slide_keeps_its_full_size_fractions(lang, tmp_path):
+    """Adam's box, with display-style fractions, is set at the text's size on its frame."""
+    (tmp_path / "doc.tex").write_text(document_for("adam", lang=lang, fmt="beamer").text)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                   cwd=tmp_path, capture_output=True, timeout=300, check=False)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    sizes = re.findall(r"derive-algorithm: ([a-z ,-]+?),", log)
+    assert sizes == ["small"], sizes
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_worked_run_descends_step_by_step(name):
+    rows = worked_run(registry.get(name))
+    (_, w0, _, w1, _) = rows[0]
+    assert abs(w1 - w0) <= RUN_MAX_FIRST_STEP * abs(w0)
+    for _, before, _, after, _ in rows:
+        assert abs(after) > 1e-3, rows
+        assert abs(after - before) > 1e-6 * abs(before), rows
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_text_says_what_is_there(name, lang, fmt):
+    op = registry.get(name)
+    body = _body(name, lang, fmt)
+    words = {"pt": ("os demais hiperparâmetros", "Os hiperparâmetros e os seus",
+                    "nesta ordem", "Ele não guarda"),
+             "en": ("the other hyper-parameters", "The hyper-parameters and their",
+                    "in this order", "It keeps no")}[lang]
+    others, plural, order, it = words
+    if len(op.params) == 1:
+        assert others not in body and plural not in body
+    else:
+        assert others in body and plural in body
+    assert (order in body) == (len(op.updates) > 1)
+    assert it not in body
+    # The step is η g, not of size η; β alone is not defined; a schedule is not a timetable.
+    assert "mesmo tamanho" not in body and "same size" not in body
+    assert r"\beta^{t}" not in body
+    assert "cronograma" not in body and "decaimento de peso " not in body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_weight_comes_first_and_the_rate_leads(name, lang, fmt):
+    body = _body(name, lang, fmt)
+    updates = re.findall(r"(?<!\\Delta )(?<![\w\\])w \\leftarrow ([^$}\\]*)", body)
+    assert updates and all(u.startswith("w ") for u in updates), updates
+    assert r"g \eta" not in body and r"\frac{g \eta" not in body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_worked_run_opens_with_a_word(name, lang, fmt):
+    body = _body(name, lang, fmt)
+    opening = {"pt": "atualizações em $f(w)", "en": "updates on $f(w)"}[lang]
+    start = body.index(opening)
+    sentence = body[body.rfind("\n", 0, start) + 1:start].replace(r"\begingroup\small", "")
+    assert re.fullmatch(r"\s*[A-ZÁÉÍÓÚÂÊÔÃÕÇa-zçãéê]+ ", sentence), sentence
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_weight_update_shares_a_frame_with_what_it_uses(name, lang):
+    op = registry.get(name)
+    frames = _frames(_body(name, lang, "beamer"))
+    weight = [f for f in frames if r"{w \leftarrow" in f and r"\begin{tabbing}" not in f]
+    assert len(weight) == 1
+    shown = weight[0].count(r"\leftarrow")
+    assert shown == min(len(op.updates), 5)
+    counts = {"pt": "conta as atualizações", "en": "counts the updates"}[lang]
+    if op.uses_step:
+        assert counts in weight[0]
+        assert sum(counts in f for f in frames) == 1
