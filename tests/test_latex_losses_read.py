@@ -15,8 +15,8 @@ from functools import cache
 import pytest
 
 from derive import registry
-from derive.spec import Loss
 from derive.pipeline import document_for
+from derive.spec import Loss
 
 LANGS = ("pt", "en")
 LOSSES = tuple(op.name for op in registry.all_ops() if isinstance(op, Loss))
