@@ -154,3 +154,11 @@ def test_beamer_result_frames_do_not_open_with_hence(name, lang):
     frames = re.findall(r"\\begin\{frame\}\{" + heading + r"\}\s*(\S+)", text)
     assert frames
     assert not any(f.startswith(("Portanto", "Hence")) for f in frames)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_continuation_line_opens_with_a_spaced_operator(lang):
+    """A broken formula's next line reads "{}+ K…": the plus keeps its binary spacing."""
+    text = body(document("conv2d", lang))
+    assert re.search(r"&\\quad (\\left\. )*\{\}[+-]", text)
+    assert not re.search(r"&\\quad (\\left\. )*[+-]", text)

@@ -210,7 +210,9 @@ def aligned(pieces: list[str]) -> str:
     for k, piece in enumerate(pieces):
         if k and not piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times")):
             piece = r"\cdot " + piece  # a product cut between two factors
-        text = r"\left. " * carry + piece
+        # "{}+ K…": a sign that opens a line is the binary operator it was, spaced as one.
+        binary = k and piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times"))
+        text = r"\left. " * carry + ("{}" if binary else "") + piece
         carry = _open_delimiters(text)
         text += r" \right." * carry
         lines.append(text)
