@@ -152,3 +152,13 @@ def test_the_weight_update_shares_a_frame_with_what_it_uses(name, lang):
     if op.uses_step:
         assert counts in weight[0]
         assert sum(counts in f for f in frames) == 1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_fraction_line_keeps_its_distance(name, lang):
+    """tabbing leaves no space between lines: a fraction's line ends with extra space."""
+    lines = _algorithm(_body(name, lang, "article")).split("\n")
+    for line in lines:
+        if r"\frac" in line:
+            assert line.rstrip().endswith(r"\\[0.5ex]"), line
