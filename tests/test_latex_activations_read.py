@@ -152,3 +152,17 @@ def test_one_sided_saturation_is_singular(lang):
         text = _document(name, lang)
         assert one in text and both not in text, name
     assert both in _document("tanh", lang)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_kink_values_are_stated_in_the_parameters_symbols(lang):
+    sep = {"pt": "{,}", "en": "."}[lang]
+    leaky = _document("leaky_relu", lang)
+    assert r"\operatorname{LReLU}'({0}^-) = \alpha = 0" + sep + "01" in leaky
+    assert r"\operatorname{LReLU}'({0}) = \alpha = 0" + sep + "01" in leaky
+    prelu = _document("prelu", lang)
+    assert r"\operatorname{PReLU}'({0}^-) = \alpha = 0" + sep + "25" in prelu
+    # RReLU's slope is drawn in training: its mean only in evaluation mode.
+    word = {"pt": "na avaliação", "en": "in evaluation mode"}[lang]
+    rrelu = _document("rrelu", lang)
+    assert r"\operatorname{RReLU}'({0}^-) = r \; (= \frac{11}{48} \text{ " + word + "})" in rrelu

@@ -134,6 +134,11 @@ class KinkView:
     continuous: bool
     smooth: bool
     owner: int = 0
+    #: The one-sided values in the parameters' symbols when they depend on them
+    #: ("\\alpha = 0{,}01"); "" when the value is a plain number.
+    sym_left: str = ""
+    sym_at: str = ""
+    sym_right: str = ""
 
 
 @dataclass(frozen=True)
@@ -525,6 +530,41 @@ def document_view(op, lang: Language):
     )
 
 
+def _one_sided(expr: sp.Expr, at: float, side: int) -> sp.Expr:
+    """The derivative just left of ``at`` (side −1), at it (0) or just right (+1), in symbols."""
+    point = sp.nsimplify(at, rational=True)
+    probe = point + side * sp.Rational(1, 10**9)
+
+    def pick(*args):
+        for e, c in args:
+            if bool(c.subs(x, probe)) is True:
+                return e
+        return sp.nan
+
+    return expr.replace(sp.Piecewise, lambda *a: pick(*a)).subs(x, point)
+
+
+def _in_symbols(kink: KinkView, derivative: sp.Expr, at: float, printer: DerivePrinter,
+                noise: frozenset, lang: Language) -> KinkView:
+    """A kink whose one-sided values depend on a parameter states them in its symbol.
+
+    Leaky ReLU's derivation ends in α, so its kink reads LReLU'(0⁻) = α = 0,01, not a
+    bare 0,01 the derivation never wrote. A value drawn at random (RReLU's r) has its
+    number only in evaluation mode, and says so.
+    """
+    def sym(side, number):
+        value = _one_sided(derivative, at, side)
+        if value.has(sp.nan) or not value.free_symbols:
+            return ""
+        if value.free_symbols & noise:
+            word = lang.words["in_evaluation"]
+            return rf"{printer.doprint(value)} \; ({number.rel} {number.tex} \text{{ {word}}})"
+        return f"{printer.doprint(value)} {number.rel} {number.tex}"
+
+    return replace(kink, sym_left=sym(-1, kink.df_left), sym_at=sym(0, kink.df_at),
+                   sym_right=sym(1, kink.df_right))
+
+
 def _except_at(kinks, lang: Language) -> str:
     r"""The points where f jumps as a condition on x: ``x \neq 0``, ``x \notin \{a, b\}``."""
     jumps = [number(k.at, lang).tex for k in kinks if not k.continuous]
@@ -611,8 +651,9 @@ def _(op: Activation, lang: Language) -> ActivationView:
         # A kink only of the formula (softsign's |x|, where both sides have slope 1) is no
         # point to discuss; one that is smooth only at the defaults (ELU, α = 1) is.
         # A jump (the Heaviside step) is discussed even where both sides are flat.
-        kinks=tuple(kink_view(k, lang) for k in facts.kinks
-                    if not k.smooth or not k.continuous or op.params),
+        kinks=tuple(_in_symbols(kink_view(k, lang), derivation.derivative, k.at, printer,
+                                frozenset(n.symbol for n in op.noise), lang)
+                    for k in facts.kinks if not k.smooth or not k.continuous or op.params),
         properties=properties_view(facts, lang, printer),
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
