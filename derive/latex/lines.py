@@ -2,12 +2,13 @@ r"""Wide formulas broken over lines, not shrunk.
 
 A printed formula is LaTeX text; it may break before a ``+``, ``-``, ``\odot`` or
 ``\cdot`` that stands outside every brace (not inside a fraction, a sub- or superscript,
-a ``cases``), preferably outside every ``\left``/``\right`` pair. When a formula
-is wider than its line, :func:`fit` offers LaTeX a second version of it broken at those
-signs, in an ``aligned`` block, and the ``\deriveFit`` macro of the preamble keeps the
-one-line version whenever it fits (TeX measures; the estimate here only chooses where to
-break). A break inside ``\left( ... \right)`` closes the open delimiters with
-``\right.`` at the end of the line and opens them again with ``\left.`` on the next.
+a ``cases``), or before a ``cases`` that is a factor, preferably outside every
+``\left``/``\right`` pair. When a formula is wider than its line, :func:`fit` offers
+LaTeX a second version of it broken at those signs, in an ``aligned`` block, and the
+``\deriveFit`` macro of the preamble keeps the one-line version whenever it fits (TeX
+measures; the estimate here only chooses where to break). A break inside
+``\left( ... \right)`` closes the open delimiters with ``\right.`` at the end of the line
+and opens them again with ``\left.`` on the next.
 """
 
 from __future__ import annotations
@@ -135,6 +136,11 @@ def _breaks(tex: str) -> list[tuple[int, int]]:
                 _enter(groups) if name == "left" else _leave(groups)
                 continue
             if name == "begin":
+                if (depth == 0 and envs == 0 and i > 0 and tex[i - 1] == " "
+                        and tex.startswith(("{cases}", "{dcases}"), m.end())):
+                    # Between a product's factors and a piecewise factor (Σ Σ Σ {cases}):
+                    # the cases, as wide as the rest, get a line of their own.
+                    groups[-1][0].append((i - 1, len(groups) - 1))
                 envs += 1
             elif name == "end":
                 envs -= 1
