@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import sympy as sp
+
 from derive import registry
 from derive.ops.regularisers import CLIPS, regulariser_for, strength_keys
 
@@ -44,6 +46,12 @@ class LayerSpec:
     buffers : tuple of (str, tuple, float)
         Arrays kept with the parameters but not learnt (batch normalisation's running
         statistics): name, shape and value before training.
+    name : str or None
+        The name the spec gives the layer, by which a later layer's ``skip_from`` names it.
+    skip_from : int or None
+        A skip connection: the index of the earlier layer whose output is added to this
+        layer's (``-1`` for the network's input), as :data:`SKIP_SUM` adds them; None
+        when there is none.
     """
 
     index: int
@@ -56,6 +64,8 @@ class LayerSpec:
     sizes: tuple = ()
     activation_params: tuple = ()
     buffers: tuple = ()
+    name: str | None = None
+    skip_from: int | None = None
 
     @property
     def label(self) -> str:
@@ -130,6 +140,45 @@ class NetworkPlan:
         seen = {layer.activation.name: layer.activation for layer in self.layers
                 if layer.activation is not None}
         return tuple(seen.values())
+
+    def skips_into(self, index: int) -> tuple[LayerPlan, ...]:
+        """The layers whose skip connection adds the output of layer ``index`` (-1: the input).
+
+        That output then has more than one reader: the layer above it and each of these
+        sums, and its gradient is the sum of what each sends back (the chain rule).
+        """
+        return tuple(layer for layer in self.layers if layer.spec.skip_from == index)
+
+    @property
+    def skips(self) -> tuple[LayerPlan, ...]:
+        """The layers that add an earlier output to their own, in order."""
+        return tuple(layer for layer in self.layers if layer.spec.skip_from is not None)
+
+
+@dataclass(frozen=True)
+class SkipSum:
+    """The sum a skip connection computes, one element at a time, declared once.
+
+    A layer with a skip connection outputs x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾: :attr:`through` stands
+    for its own output f(s⁽ˡ⁾) (what the layers of the block compute), :attr:`skipped`
+    for the earlier output x⁽ᵏ⁾, :attr:`total` for x⁽ˡ⁾. In the backward pass each term
+    receives the gradient of the total times the sum's partial derivative with respect
+    to it (:meth:`derivative`): the code generator prints both the sum and these
+    products from here, and the documents show the derivative.
+    """
+
+    through: sp.Symbol
+    skipped: sp.Symbol
+    total: sp.Expr
+
+    def derivative(self, term: sp.Symbol) -> sp.Expr:
+        """∂ total / ∂ ``term``, derived by SymPy."""
+        return sp.diff(self.total, term)
+
+
+_THROUGH, _SKIPPED = sp.symbols("a r", real=True)
+#: x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾, element by element.
+SKIP_SUM = SkipSum(_THROUGH, _SKIPPED, _THROUGH + _SKIPPED)
 
 
 def fused_loss(loss, activation: str | None) -> str | None:

@@ -23,7 +23,13 @@ from derive.files import module_name_clash
 from derive.formula import check_identifier
 from derive.netplan import LayerSpec, NetworkSpec, fused_loss
 from derive.ops.regularisers import CLIPS, strength_keys
-from derive.trainspec import EARLY_STOPPING, MONITORS, NORMALISATIONS, SCHEDULES
+from derive.trainspec import (
+    EARLY_STOPPING,
+    MONITORS,
+    NORMALISATIONS,
+    SCHEDULES,
+    single_value_batches,
+)
 
 __all__ = ["LayerSpec", "NetworkSpec", "SpecError", "check_train", "load_spec", "parse_spec"]
 
@@ -43,8 +49,11 @@ TRAIN_DEFAULTS = {
 TOP_KEYS = ("network", "layers", "train", "loss")
 NETWORK_KEYS = ("name", "input_shape", "loss", "init")
 #: Keys of every layer; each layer type's own come from its declaration
-#: (:meth:`derive.spec.Layer.network_keys`).
-LAYER_COMMON_KEYS = ("type", "activation")
+#: (:meth:`derive.spec.Layer.network_keys`). ``name`` names a layer so that a later one's
+#: ``skip_from`` can add its output (see :func:`_skip_from`).
+LAYER_COMMON_KEYS = ("type", "activation", "name", "skip_from")
+#: What ``skip_from`` says to add the network's input itself.
+SKIP_INPUT = "input"
 #: [train] keys besides the optimizer's own hyper-parameters (``mu``, ``beta1``, ...).
 TRAIN_KEYS = (*TRAIN_DEFAULTS, "normalisation", "early_stopping", *strength_keys(),
               "regularise_biases", *(rule.name for rule in CLIPS))
@@ -277,10 +286,9 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     n_activations = _size(in_shape)
     _check_size(path, "network.input_shape", n_params, n_activations)
     known_layers = [op.name for op in registry.all_ops("layer")]
+    names = _layer_names(path, layers_data)
     for index, entry in enumerate(layers_data):
         where = f"layers[{index}]"
-        if not isinstance(entry, dict):
-            raise _fail(path, where, "must be a table.")
         kind = entry.get("type")
         if kind not in known_layers:
             raise _fail(path, f"{where}.type", f"unknown layer type {kind!r}.",
@@ -302,11 +310,13 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
         hyper, out_shape, params, sizes = _layer_shapes(path, where, op, entry, in_shape)
         learnt = _activation_params(path, where, entry, per_channel, out_shape)
         buffers = _buffers(op, dict(sizes))
+        skip = _skip_from(path, index, entry, names, layers, tuple(shape), out_shape)
         n_params += sum(_size(shape) for _, shape in params + learnt)
-        n_activations += _size(out_shape)
+        # A skip connection keeps the sum besides the layer's own output.
+        n_activations += _size(out_shape) * (1 if skip is None else 2)
         _check_size(path, where, n_params, n_activations)
         layers.append(LayerSpec(index, kind, activation, hyper, in_shape, out_shape, params,
-                                sizes, learnt, buffers))
+                                sizes, learnt, buffers, entry.get("name"), skip))
         in_shape = out_shape
     if "loss" in network and "loss" in data:
         raise _fail(path, "loss", "the loss is given twice, in [network] and at the top.",
@@ -329,6 +339,12 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
                     f"{'; '.join(op.title.lower() for op in losses)}), not {loss}.",
                     f"Use loss = {losses[0].name!r}, or another activation."
                     .replace("'", '"'))
+    if layers[-1].skip_from is not None and fused_loss(loss_op, last) is not None:
+        raise _fail(path, f"layers[{len(layers) - 1}].skip_from",
+                    f"the last layer's {last} is computed inside the loss "
+                    f"({registry.get(fused_loss(loss_op, last)).title.lower()}), so there "
+                    "is no output of that layer to add another one to.",
+                    "Put the skip connection on a layer below the last one.")
     given = data.get("train", {})
     if not isinstance(given, dict):
         raise _fail(path, "train", f"must be a table, got {given!r}.",
@@ -336,8 +352,98 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     train = dict(TRAIN_DEFAULTS) | given
     check_train(train, path)
     _check_monitor(path, train, loss_op)
+    check_batch_size(layers, train["batch_size"], f"{path}: train.batch_size")
     init = _init(path, network.get("init", "xavier_uniform"))
     return NetworkSpec(name, path, tuple(shape), tuple(layers), loss, train, init)
+
+
+def check_batch_size(layers, batch_size: int, where: str) -> None:
+    """Refuse a batch size that leaves a batch-statistics layer one value per channel.
+
+    Parameters
+    ----------
+    layers : sequence of LayerSpec
+        The spec's layers; those whose declaration keeps running statistics of its batches
+        (``running``) are checked, the channel axis first in their input shape.
+    batch_size : int
+        Samples per training batch (the spec's, or ``derive train --batch-size``).
+    where : str
+        The field named in the error.
+
+    Raises
+    ------
+    SpecError
+        With the layer, why, and the fix (:func:`~derive.trainspec.single_value_batches`).
+    """
+    normalising = [(layer.index, layer.type, _size(layer.in_shape[1:])) for layer in layers
+                   if registry.get(layer.type, "layer").running]
+    problem = single_value_batches(batch_size, normalising)
+    if problem is not None:
+        raise SpecError(problem[0], where=where, fix=problem[1])
+
+
+def _layer_names(path, layers_data: list) -> dict:
+    """Each named layer's index, after checking every layer is a table and names are unique.
+
+    A name is what a later layer's ``skip_from`` says to add that layer's output.
+    """
+    names: dict = {}
+    for index, entry in enumerate(layers_data):
+        where = f"layers[{index}]"
+        if not isinstance(entry, dict):
+            raise _fail(path, where, "must be a table.")
+        name = entry.get("name")
+        if name is None:
+            continue
+        if not isinstance(name, str) or not name.strip():
+            raise _fail(path, f"{where}.name", f"a layer's name must be a non-empty string, "
+                        f"got {name!r}.", 'E.g. name = "block1".')
+        if name == SKIP_INPUT:
+            raise _fail(path, f"{where}.name", f"{SKIP_INPUT!r} names the network's input "
+                        "in skip_from, not a layer.", 'Choose another name, e.g. "block1".')
+        if name in names:
+            raise _fail(path, f"{where}.name", f"layers[{names[name]}] is already named "
+                        f"{name!r}.", "Give each layer its own name.")
+        names[name] = index
+    return names
+
+
+def _skip_from(path, index: int, entry: dict, names: dict, layers: list, input_shape,
+               out_shape) -> int | None:
+    """The index of the output a layer's ``skip_from`` adds to its own (-1: the input).
+
+    ``skip_from`` names an earlier layer (by its ``name``) or ``"input"``; the output it
+    names must have the layer's output shape, as the two are added element by element.
+    """
+    value = entry.get("skip_from")
+    if value is None:
+        return None
+    where = f"layers[{index}].skip_from"
+    if not isinstance(value, str):
+        raise _fail(path, where, f"skip_from must be the name of an earlier layer or "
+                    f"{SKIP_INPUT!r}, got {value!r}.",
+                    'Name the earlier layer (name = "block1") and write skip_from = "block1".')
+    if value == SKIP_INPUT:
+        source, shape, what = -1, input_shape, "the network's input"
+    elif value in names and names[value] < index:
+        source = names[value]
+        shape, what = layers[source].out_shape, f"layer {value!r} (layers[{source}])"
+    elif value in names:
+        raise _fail(path, where, f"{value!r} is layers[{names[value]}], "
+                    f"{'this layer itself' if names[value] == index else 'above this one'};"
+                    " a skip connection adds the output of an earlier layer.",
+                    f'Name a layer below it, or write skip_from = "{SKIP_INPUT}".')
+    else:
+        earlier = [name for name, i in names.items() if i < index] + [SKIP_INPUT]
+        raise _fail(path, where, f"no earlier layer is named {value!r}.",
+                    _close(value, earlier).replace("'", '"'))
+    if tuple(shape) != tuple(out_shape):
+        raise _fail(path, where, f"layers[{index}] ({entry['type']}) outputs shape "
+                    f"{tuple(out_shape)} but {what} has shape {tuple(shape)}; a skip "
+                    "connection adds two outputs of the same shape.",
+                    "Skip from an output of the same shape, or change the sizes (units, "
+                    "filters) so that the two agree.")
+    return source
 
 
 def _per_channel_keys(activation: str | None) -> dict:

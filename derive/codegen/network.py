@@ -57,7 +57,7 @@ from derive.codegen.lower import (
 )
 from derive.codegen.optimizer import lower_optimizer, render_update, slot_init
 from derive.codegen.printer import NumbaPrinter
-from derive.netplan import NetworkPlan, NetworkSpec
+from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import Activation, VectorFunction, g, grad_total
 
 #: Initialisers: name → (bound or standard deviation as Python text in fan_in, fan_out, kind).
@@ -178,9 +178,16 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
         forward += by_mode(fwd, evaluation and eval_fwd)
         steps_back = []
         shape = "(N, " + ", ".join(map(str, layer.out_shape)) + ")"
+        # With a skip connection out{i} holds the sum f(s) + x^(k); the layer's own output
+        # f(s) goes to act{i} (its activation's backward reads it). The sum's derivative
+        # in its first term is 1, so d_out{i} is also that term's gradient, d_act{i}.
+        skip = layer.skip_from is not None
+        own = f"act{i}" if skip else f"out{i}"
+        if skip:
+            buffers |= {f"out{i}": layer.out_shape}
         if layer_plan.activation is not None:
             act = layer_plan.activation
-            buffers |= {f"out{i}": layer.out_shape, f"d_out{i}": layer.out_shape}
+            buffers |= {own: layer.out_shape, f"d_out{i}": layer.out_shape}
             # Its learnable parameters follow the layer's weights in the parameter list.
             learnt = [(f"p_{layer.label}_{name}", n_params + len(layer.params) + k)
                       for k, (name, _) in enumerate(layer.activation_params)]
@@ -192,12 +199,18 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
             slope_args = _arguments([a for _, k in learnt
                                      for a in (f"params[{k}]", f"np.zeros_like(params[{k}])")]
                                     + ["0"] * len(mode))
-            forward.append(f"_{act.name}_apply({z}, out{i}{args})")
-            activated.append((i, act.name, z, f"out{i}", slope_args))
-            steps_back.append(f"_{act.name}_apply_backward({z}, out{i}, d_out{i}, {d_z}{back})")
+            forward.append(f"_{act.name}_apply({z}, {own}{args})")
+            activated.append((i, act.name, z, own, slope_args))
+            steps_back.append(f"_{act.name}_apply_backward({z}, {own}, d_out{i}, {d_z}{back})")
+            through = own
         else:
             # No activation: the output is the layer's result itself, seen flat if needed.
-            views += [f"out{i} = {z}.reshape({shape})", f"d_out{i} = {d_z}.reshape({shape})"]
+            through = f"{z}.reshape({shape})"
+            views += ([] if skip else [f"out{i} = {through}"]) + [
+                f"d_out{i} = {d_z}.reshape({shape})"]
+        if skip:
+            skipped = "x" if layer.skip_from < 0 else f"out{layer.skip_from}"
+            forward.append(f"_skip_sum({through}, {skipped}, out{i})")
         if layer_plan.trains:
             steps_back += by_mode(bwd, evaluation and eval_bwd)
         else:
@@ -207,6 +220,13 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
                               f"{layer.hyper[_padding_param(op).name]})")
         backward_by_layer.append(steps_back)
         n_params += len(layer.params) + len(layer.activation_params) + len(layer.buffers)
+    # The identity path of each skip connection: once the layer above x^(k) has written
+    # its gradient (the path through the block), each sum that read x^(k) adds its own.
+    for layer_plan in plan.skips:
+        source = layer_plan.spec.skip_from
+        if source >= 0 and plan.layers[source + 1].wants_input_gradient:
+            backward_by_layer[source + 1].append(
+                f"_skip_gradient(d_out{layer_plan.spec.index}, d_out{source})")
     backward = [line for steps in reversed(backward_by_layer) for line in steps]
     last = plan.layers[-1].spec.index
     output = f"out{last}"
@@ -249,6 +269,25 @@ def _running_op(op, evaluation):
     return dataclasses.replace(
         op, arrays=op.arrays + tuple((b, evaluation.shape(b)) for b in evaluation.buffers),
         hyper=op.hyper + op.running_params)
+
+
+def skip_context(plan: NetworkPlan) -> dict | None:
+    """The skip connections' two element kernels, printed from :data:`SKIP_SUM`.
+
+    ``forward`` is the sum x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾ of elements ``a[i]`` and ``b[i]``;
+    ``backward`` what the identity path adds to ∂E/∂x⁽ᵏ⁾: the sum's derivative in x⁽ᵏ⁾
+    times ``d_total[i]``, ∂E/∂x⁽ˡ⁾. None when the network has no skip connection.
+    """
+    if not plan.skips:
+        return None
+    if SKIP_SUM.derivative(SKIP_SUM.through) != 1:
+        # lay_out hands the layer's own output the sum's gradient unchanged.
+        raise NotImplementedError("a skip sum whose derivative in the layer's output is not 1")
+    upstream = sp.Symbol("d_total", real=True)
+    printer = NumbaPrinter({SKIP_SUM.through: "a_flat[i]", SKIP_SUM.skipped: "b_flat[i]",
+                            upstream: "d_total_flat[i]"})
+    return {"forward": printer.doprint(SKIP_SUM.total),
+            "backward": printer.doprint(SKIP_SUM.derivative(SKIP_SUM.skipped) * upstream)}
 
 
 def padding_context(plan: NetworkPlan) -> dict | None:
@@ -564,9 +603,20 @@ def summary_lines(spec: NetworkSpec) -> list[str]:
     return [f"input {spec.input_shape}"] + [
         f"layer {layer.index}: {layer.type} {layer.in_shape} -> {layer.out_shape}"
         + (f", {layer.activation}" if layer.activation else "")
+        + ("" if layer.skip_from is None else " + the input" if layer.skip_from < 0
+           else f" + the output of layer {layer.skip_from}")
         for layer in spec.layers
     ] + [f"loss: {spec.loss}" + (f", computed as {computed} on the logits"
                                   if computed != spec.loss else "")]
+
+
+def _skip_entry(layer) -> dict:
+    """``skip_from`` (the index of the output added, -1 the input) for a layer that has one.
+
+    Listed with the layer's hyper-parameters in the module's LAYERS, so that a tool that
+    rebuilds the network, and a checkpoint's description of it, see the connection.
+    """
+    return {} if layer.skip_from is None else {"skip_from": layer.skip_from}
 
 
 def _arguments(names) -> str:
@@ -625,12 +675,13 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         "row_functions": row_functions,
         "loss": loss,
         "padding": padding_context(plan),
+        "skip": skip_context(plan),
         "params_args": _arguments(params["params"]),
         "grads_args": _arguments(params["grads"]),
         "slot_args": _arguments(optimizer["slot_args"]),
         "buffer_args": _arguments(layout.buffers),
-        "layers": [(layer.type, layer.activation, dict(sorted(layer.hyper.items())))
-                   for layer in spec.layers],
+        "layers": [(layer.type, layer.activation, dict(sorted(
+                       (layer.hyper | _skip_entry(layer)).items()))) for layer in spec.layers],
         "init_scale": init_scale,
         "init_kind": init_kind,
     }

@@ -20,7 +20,7 @@ from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer, plain_indices
-from derive.netplan import NetworkPlan, NetworkSpec
+from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import y
 
 
@@ -45,6 +45,9 @@ class NetLayerView:
     padded_shape: str = ""
     #: A pooling layer's arg-max element (a⁽ˡ⁾_{n,c,h,w}), which the text defines; else "".
     argmax: str = ""
+    #: With a skip connection, the earlier output it adds (x⁽ᵏ⁾) and k; else "" and -1.
+    skip: str = ""
+    skip_from: int = -1
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Formula:
     type: str = ""
     #: The array whose gradient this is (b^{(3)}), for the caption of a parameter's.
     array: str = ""
+    #: The layers whose skip connections add the array (x⁽ᵏ⁾) to their output, in order.
+    sums: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,8 @@ class NetworkView:
     fused_title: str = ""
     #: Whether indices count from 0 (a layer reads at offsets such as S h + i).
     zero_based: bool = False
+    #: The layers with a skip connection, as their views (number, skip, skip_from).
+    skips: tuple[NetLayerView, ...] = ()
 
 
 def _shape(shape) -> str:
@@ -164,11 +171,14 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         names, syms = _renamer(layer.op, layer.spec.index + 1)
         symbols |= syms
         renames[layer.spec.index] = names
-    # The notes' matrix formulas hold when every layer declares itself s = W x + b.
+    # The notes' matrix formulas hold when every layer declares itself s = W x + b; they
+    # multiply one factor per layer, which a skip connection's sum is not.
     dense_only = all(layer.op.matrix_form for layer in plan.layers)
-    formulas = explicit_formulas(spec, symbols)[0] if dense_only else []
-    # The output x⁽ᴸ⁾ is named before the printer copies the names.
-    symbols[f"x{len(spec.layers)}"] = rf"x^{{({len(spec.layers)})}}"
+    formulas = explicit_formulas(spec, symbols)[0] if dense_only and not plan.skips else []
+    # The output x⁽ᴸ⁾, and the outputs of layers with a skip connection (whose gradient
+    # the identity path sends down), are named before the printer copies the names.
+    for number in (len(spec.layers), *(layer.spec.index + 1 for layer in plan.skips)):
+        symbols[f"x{number}"] = rf"x^{{({number})}}"
     # Indices count from 1, as in the notes, unless a layer reads at offsets (S h + i).
     one_based = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
                     for layer in plan.layers)
@@ -203,6 +213,7 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         zero_based=not one_based,
         fused_title=(inline_title(op_title(plan.computed_loss, lang), lang)
                      if plan.fused else ""),
+        skips=tuple(view for view in layer_views if view.skip),
     )
 
 
@@ -276,17 +287,19 @@ def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
                    for t, e in steps.steps]
         forward.append((pr(out), pr(steps.expr.xreplace(names).xreplace(sizes))))
         symbol = registry.get(spec.activation).latex if spec.activation else ""
-        if spec.activation:
-            forward.append((rf"x^{{({number})}}", rf"{symbol}\left(s^{{({number})}}\right)"))
-        else:
-            forward.append((rf"x^{{({number})}}", rf"s^{{({number})}}"))
+        own = (rf"{symbol}\left(s^{{({number})}}\right)" if spec.activation
+               else rf"s^{{({number})}}")
+        # A skip connection adds an earlier output x⁽ᵏ⁾ (x⁽⁰⁾ the input) to the layer's own.
+        skip = "" if spec.skip_from is None else rf"x^{{({spec.skip_from + 1})}}"
+        forward.append((rf"x^{{({number})}}", f"{own} + {skip}" if skip else own))
         views.append(NetLayerView(
             number, spec.type, inline_title(op_title(op, lang), lang), spec.activation or "",
             symbol, _shape(spec.in_shape), _shape(spec.out_shape),
             tuple((rf"{NOTATION.get(n_, n_)}^{{({number})}}", _shape(s))
                   for n_, s in spec.params),
             tuple(forward), *_padding(op, spec, names, pr),
-            next((pr(t.xreplace(names)) for t, e in steps.steps if e.has(ArgMax)), "")))
+            next((pr(t.xreplace(names)) for t, e in steps.steps if e.has(ArgMax)), ""),
+            skip, -1 if spec.skip_from is None else spec.skip_from + 1))
     return tuple(views)
 
 
@@ -362,8 +375,12 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                 backward.append(Formula("weight", number, pr(D(E, element)), pr(result),
                                         spec.type, pr(names[g.array].label)))
             elif number > 1:
-                backward.append(Formula("input", number, pr(D(E, element)), pr(result),
-                                        spec.type))
+                sums = plan.skips_into(spec.index - 1)
+                if sums and not (op.padding is not None and g.array == op.padding[0]):
+                    backward += skip_formulas(element, result, sums, spec, pr)
+                else:
+                    backward.append(Formula("input", number, pr(D(E, element)), pr(result),
+                                            spec.type))
                 below = plan.layers[spec.index - 1]
                 below_names = renames[below.spec.index]
                 delta = _delta_base(below_names, below.op)
@@ -381,6 +398,33 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                     backward.append(Formula("delta_identity", number - 1, pr(delta[index]),
                                             pr(D(E, x_below[index])), below.spec.type))
     return tuple(backward)
+
+
+def skip_formulas(element, result, sums, spec, pr) -> list[Formula]:
+    """∂E/∂x⁽ᵏ⁾ for an output x⁽ᵏ⁾ that skip connections also add to later outputs.
+
+    x⁽ᵏ⁾ is read by the layer above it (``spec``, whose derived input gradient is
+    ``result``) and by each sum x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾ of ``sums``. By the chain rule its
+    gradient adds the path through the block and, for each sum, ∂E/∂x⁽ˡ⁾ times the
+    sum's derivative in x⁽ᵏ⁾ (:data:`~derive.netplan.SKIP_SUM`): first with that
+    derivative written, then with its value.
+    """
+    E = sp.Symbol("E")
+    number = spec.index + 1
+    index = element.indices
+    tops = [sp.IndexedBase(f"x{layer.spec.index + 1}", real=True)[index] for layer in sums]
+    derivative = SKIP_SUM.derivative(SKIP_SUM.skipped)
+
+    def paths(factor):
+        return " + ".join([pr(result)] + [pr(D(E, top) * factor(top)) for top in tops])
+
+    lhs = pr(D(E, element))
+    numbers = tuple(layer.spec.index + 1 for layer in sums)
+    array = rf"x^{{({number - 1})}}"
+    return [Formula("skip_paths", number, lhs, paths(lambda top: D(top, element)),
+                    spec.type, array, numbers),
+            Formula("skip_identity", number, lhs, paths(lambda top: derivative),
+                    spec.type, array, numbers)]
 
 
 def explicit_formulas(spec: NetworkSpec, symbols: dict | None = None):
