@@ -13,7 +13,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from derive.calculus.functions import NAMED_FUNCTIONS, StableRewrite
+from derive.calculus.functions import NAMED_FUNCTIONS, StableRewrite, sigmoid
 
 
 def _log1p_from_log(e):
@@ -44,6 +44,41 @@ def _abs_from_sign(e):
     return None
 
 
+def _log_cosh_from_log(e):
+    # cosh v overflows for |v| > 710 though ln cosh v ≈ |v| − ln 2 is small; with
+    # cosh v = e^{|v|}(1 + e^{−2|v|})/2 the exponential never exceeds 1.
+    if isinstance(e, sp.log) and isinstance(e.args[0], sp.cosh):
+        v = e.args[0].args[0]
+        return sp.Abs(v) + sp.log(1 + sp.exp(-2 * sp.Abs(v))) - sp.log(2)
+    return None
+
+
+def _tanh_from_sigmoid(e):
+    # c(1 − 2σ(−2v)) is c·tanh v, and loses every digit of it for small v (σ ≈ ½ there).
+    if not isinstance(e, sp.Add):
+        return None
+    for c in (a for a in e.args if a.is_Number):
+        for term in e.args:
+            coeff, factor = term.as_independent(sigmoid, as_Add=False)
+            if coeff == -2 * c and isinstance(factor, sigmoid):
+                rest = [a for a in e.args if a not in (term, c)]
+                return sp.Add(*rest) + c * sp.tanh(-factor.args[0] / 2)
+    return None
+
+
+def _odd_from_abs(e):
+    # f(|v|)·sign(v) is f(v) for an odd f (tanh): one call, and no kink at v = 0.
+    if not isinstance(e, sp.Mul):
+        return None
+    for f in e.args:
+        if isinstance(f, sp.tanh) and isinstance(f.args[0], sp.Abs):
+            v = f.args[0].args[0]
+            if sp.sign(v) in e.args:
+                rest = [a for a in e.args if a not in (f, sp.sign(v))]
+                return sp.Mul(*rest) * sp.tanh(v)
+    return None
+
+
 #: Rewrites into SymPy's own stable functions. Each named function declares its own
 #: (:attr:`~derive.calculus.functions.NamedFunction.stable_rewrites`).
 GENERAL_REWRITES: tuple[StableRewrite, ...] = (
@@ -52,6 +87,12 @@ GENERAL_REWRITES: tuple[StableRewrite, ...] = (
     StableRewrite("expm1", "e^{v}−1 cancels for small v", _expm1_from_difference,
                   lambda v: 3 * sp.exp(v) - 3),
     StableRewrite("abs", "u·sign(u) is |u|", _abs_from_sign, lambda v: v * sp.sign(v)),
+    StableRewrite("log-cosh", "cosh(v) overflows for |v| > 710", _log_cosh_from_log,
+                  lambda v: sp.log(sp.cosh(v))),
+    StableRewrite("tanh-sigmoid", "1 − 2σ(−2v) cancels for small v", _tanh_from_sigmoid,
+                  lambda v: 1 - 2 * sigmoid(-2 * v)),
+    StableRewrite("odd-abs", "tanh(|v|)·sign(v) is tanh(v)", _odd_from_abs,
+                  lambda v: sp.tanh(sp.Abs(v)) * sp.sign(v)),
 )
 
 

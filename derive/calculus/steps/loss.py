@@ -9,11 +9,13 @@ the softmax or of the sigmoid taken apart first.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 import sympy as sp
 
 from derive.calculus.steps.checking import check_equal
+from derive.calculus.steps.layer import fold_trivial_runs
 from derive.calculus.steps.recording import Recorder, derivation_steps
 from derive.calculus.steps.records import D, LossSteps, OpenSum, StepChain, sympified
 from derive.calculus.steps.rules import named_identities
@@ -95,15 +97,29 @@ def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
     odd = prediction_first(rec.current, var)
     if odd is not None:
         rec.step("odd", odd, identities=_odd_identities(odd))
+    rec.steps[:] = [_cancelled(s) for s in one_substitution(fold_trivial_runs(rec.steps))]
     chain = rec.chain()
     check_equal(chain.steps[-1].after, engine, chain, f"the gradient of {rec.start}")
     return chain
 
 
-def _generic_loss_chain(op, name, whole, engine) -> StepChain:
-    """Drop the cases, open the sum over outputs, drop its constant terms, then the rules."""
+def one_substitution(steps) -> list:
+    """The steps with consecutive substitutions back (u, then v, ...) made one step.
+
+    Each alone would repeat the same sentence for a line that teaches nothing new.
+    """
+    out: list = []
+    for s in steps:
+        if out and s.rule == out[-1].rule == "substitute_back":
+            out[-1] = replace(out[-1], after=s.after, inner=out[-1].inner + s.inner)
+        else:
+            out.append(s)
+    return out
+
+
+def _one_term(op, name, whole, var) -> Recorder:
+    """Drop the cases, open the sum over outputs and keep its one term in ŷ_k."""
     n, j, k, N, K = loss_indices()
-    var = op.pred[CASE, k]
     term = printed_term(op).xreplace({n: CASE})
     rec = _loss_recorder(op, var, name, whole, rows=False)
     rec.step("definition", D(whole, var), inner=((name, whole),))
@@ -113,7 +129,55 @@ def _generic_loss_chain(op, name, whole, engine) -> StepChain:
         rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var),
                  quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
+    return rec
+
+
+def _cancelled(step):
+    """A power step whose n·u^{n−1} cancels the coefficient 1/n in front of it, saying so.
+
+    ½ · d/du[u²] = ½ · 2u = u: the ½ of the definition is there to cancel that 2, and
+    the line after the rule shows u alone; the step quotes ½ · 2u = u.
+    """
+    if step.rule != "power":
+        return step
+    n, _ = step.result.as_coeff_Mul()
+    for node in sp.preorder_traversal(step.before):
+        if isinstance(node, sp.Mul) and step.focus in node.args:
+            coeff = sp.Mul(*[a for a in node.args if a.is_Rational])
+            if n != 1 and coeff * n == 1:
+                shown = sp.Mul(sp.UnevaluatedExpr(coeff), sp.UnevaluatedExpr(step.result),
+                               evaluate=False)
+                return replace(step, identities=step.identities
+                               + ((shown, coeff * step.result),))
+    return step
+
+
+def _generic_loss_chain(op, name, whole, engine) -> StepChain:
+    """Drop the cases, open the sum over outputs, drop its constant terms, then the rules."""
+    var = op.pred[CASE, loss_indices()[2]]
+    rec = _one_term(op, name, whole, var)
     rec.auto()
+    return _finish_loss(rec, engine, var, op)
+
+
+def _difference_chain(op, name, whole, engine) -> StepChain:
+    """As the notes' recipe, with the error ŷ_k − y_k named u once, before the rules.
+
+    A piecewise summand (Huber) is then differentiated in the same u in every branch,
+    not in ŷ − y in one and y − ŷ in the other.
+    """
+    n, j, k, N, K = loss_indices()
+    var = op.pred[CASE, k]
+    rec = _one_term(op, name, whole, var)
+    term = printed_term(op).xreplace({n: CASE}).xreplace({j: k})
+    error = var - op.target[CASE, k]
+    u = rec.names.fresh()
+    rec.step("constant_factor", op.scale * D(term, var))
+    rec.step("chain", op.scale * D(term.xreplace({var: u + op.target[CASE, k]}), u)
+             * D(error, var), inner=((u, error),))
+    rec.inners.append((u, error))
+    rec.auto()
+    rec.step("substitute_back", rec.current.xreplace({u: error}), inner=((u, error),))
     return _finish_loss(rec, engine, var, op)
 
 
@@ -156,7 +220,7 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
 
 def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     """BCE of σ(z): the logarithms of σ written with ln(1 + e^z), ending in σ(z) − y."""
-    from derive.calculus.functions import sigmoid
+    from derive.calculus.functions import Terms, sigmoid
 
     n, j, k, N, K = loss_indices()
     z, y = op.pred, op.target
@@ -166,10 +230,18 @@ def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     bce = -op.scale * sp.Sum(y[n, j] * sp.log(s) + (1 - y[n, j]) * sp.log(1 - s),
                              (n, 0, N - 1), (j, 0, K - 1))
     rec.step("definition", D(bce, var), inner=((name, bce),))
-    u = sp.Symbol("u", real=True)
-    rec.step("log_sigmoid", D(whole, var), identities=(
-        (sp.log(sigmoid(u)), u - sp.log(1 + sp.exp(u))),
-        (sp.log(1 - sigmoid(u)), -sp.log(1 + sp.exp(u)))))
+    # The identities at the logit itself: u names the inner function further down.
+    zj, yj = z[n, j], y[n, j]
+    softplus_ = sp.log(1 + sp.exp(zj))
+    logs = -op.scale * sp.Sum(yj * (zj - softplus_) + (1 - yj) * -softplus_,
+                              (n, 0, N - 1), (j, 0, K - 1))
+    rec.step("log_sigmoid", D(logs, var), identities=(
+        (sp.log(sigmoid(zj)), zj - softplus_), (sp.log(1 - sigmoid(zj)), -softplus_)))
+    # Multiplied out, the two y·ln(1 + e^z) terms are opposite: they cancel.
+    rec.step("expand", D(-op.scale * sp.Sum(Terms(yj * zj, -yj * softplus_, -softplus_,
+                                                  yj * softplus_),
+                                            (n, 0, N - 1), (j, 0, K - 1)), var))
+    rec.step("cancel", D(whole, var))
     term = printed_term(op).xreplace({n: CASE})
     rec.step("drop_cases", D(op.scale * sp.Sum(term, (j, 0, K - 1)), var))
     kept = (term.xreplace({j: k}), sp.Eq(j, k, evaluate=False))
@@ -183,6 +255,7 @@ def _bce_logits_chain(op, name, whole, engine) -> StepChain:
 #: The derivation scripts, by the recipe a loss declaration names.
 RECIPES = {
     "open_sum": _generic_loss_chain,
+    "named_difference": _difference_chain,
     "softmax_of_logits": _softmax_ce_chain,
     "sigmoid_of_logits": _bce_logits_chain,
 }
