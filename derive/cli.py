@@ -422,7 +422,7 @@ def cmd_train(args) -> int:
     import dataclasses
 
     from derive.checks import load_module
-    from derive.network import check_train, load_spec
+    from derive.network import check_batch_size, check_train, load_spec
     from derive.train import dataset_for, evaluate, fit, load_source
     from derive.train.checkpoint import CHECKPOINT, load_checkpoint, run_lock
     from derive.train.loop import DIAGNOSIS
@@ -434,6 +434,8 @@ def cmd_train(args) -> int:
         spec = dataclasses.replace(spec, train=spec.train | {"optimizer": args.optimizer})
         # The spec's hyper-parameters must be the new optimizer's (mu means nothing to adam).
         check_train(spec.train, f"{args.spec} with --optimizer {args.optimizer}")
+    if args.batch_size is not None:
+        check_batch_size(spec.layers, args.batch_size, f"--batch-size {args.batch_size}")
     with run_lock(args.out):
         checkpoint = args.out / CHECKPOINT
         if not args.resume and checkpoint.exists():

@@ -580,6 +580,27 @@ def _start(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     return run
 
 
+def keeps_batch_statistics(module) -> bool:
+    """Whether a network normalises with its batches' statistics (batch normalisation).
+
+    Its running statistics are the arrays kept with the parameters but not learnt.
+    """
+    return not all(getattr(module, "TRAINABLE", ()))
+
+
+def batch_starts(n: int, batch_size: int, merge_single: bool) -> list[int]:
+    """Where each mini-batch of an epoch starts, in the shuffled order.
+
+    With ``merge_single``, a last batch of one sample joins the batch before it: batch
+    normalisation cannot normalise one value per channel (its variance is 0), so the
+    epoch's last batch holds ``batch_size + 1`` samples instead.
+    """
+    starts = list(range(0, n, batch_size))
+    if merge_single and len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return starts
+
+
 def _step_through_batches(module, run: _Run, data: Dataset, batch_size: int, epoch: int,
                           epoch_lr: float, report: Progress) -> tuple[float, float]:
     """One pass over the shuffled training set, one ``train_step`` per mini-batch.
@@ -591,8 +612,9 @@ def _step_through_batches(module, run: _Run, data: Dataset, batch_size: int, epo
     order = run.rng.permutation(len(x))
     total, done = 0.0, 0
     loss = 0.0
-    for b in range(0, len(x), batch_size):
-        batch = order[b:b + batch_size]
+    starts = batch_starts(len(x), batch_size, keeps_batch_statistics(module))
+    for b, end in zip(starts, [*starts[1:], len(x)], strict=True):
+        batch = order[b:end]
         with np.errstate(all="ignore"):
             loss = float(module.train_step(run.params, run.state, x[batch], y[batch], epoch_lr))
         total += loss * len(batch)
@@ -650,6 +672,12 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     # The gradient norm is measured on the same fixed batch every epoch, so its curve
     # shows the optimisation, not sampling noise; it uses no random numbers (resume).
     grad_batch = (data.x_train[:GRAD_SAMPLE], data.y_train[:GRAD_SAMPLE])
+    n_train = len(data.x_train)
+    if len(batch_starts(n_train, batch_size, keeps_batch_statistics(module))) < -(
+            -n_train // batch_size):
+        report.message(f"{n_train} training samples leave one for the last batch, which batch "
+                       "normalisation cannot normalise: it joins the batch before it "
+                       f"({batch_size + 1} samples)")
     files: list[Path] = []
     stopped = ""
     for epoch in range(len(run.records), epochs):
