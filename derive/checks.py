@@ -403,7 +403,8 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     analytic = module.backward(*arrays, d_out, **hyper)
     names = module.forward.__code__.co_varnames
     results = []
-    for k in range(differentiable):
+    # Integer inputs (token ids) come first and have no gradient.
+    for k in range(len(op.indices), len(op.indices) + differentiable):
         array = arrays[k]
         numeric = np.empty_like(array)
         for index in np.ndindex(array.shape):
@@ -414,25 +415,36 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
             down[k][index] -= h
             numeric[index] = np.sum(d_out * (module.forward(*up, **hyper)
                                              - module.forward(*down, **hyper))) / (2 * h)
-        results.append(_compare(op.name, f"d_{names[k]}", analytic[k], numeric))
+        results.append(_compare(op.name, f"d_{names[k]}", analytic[k - len(op.indices)],
+                                numeric))
     return results
 
 
 def _layer_samples(op: Layer, rng) -> tuple[list[np.ndarray], dict]:
     """Seeded arrays for a layer's public arguments, and its default hyper-parameters."""
-    differentiable = len(op.inputs) + len(op.weights)
+    import sympy as sp
+
+    first, last = len(op.indices), len(op.indices) + len(op.inputs) + len(op.weights)
+    shapes, sizes = _small_layer_shapes(op)
     # Buffers are running variances and means: positive values are valid for both.
-    arrays = [rng.normal(size=s) if k < differentiable else np.abs(rng.normal(size=s)) + 0.5
-              for k, s in enumerate(_small_layer_shapes(op))]
+    arrays = [rng.normal(size=s) if first <= k < last else np.abs(rng.normal(size=s)) + 0.5
+              for k, s in enumerate(shapes)]
+    # Token ids: more tokens than rows of the table, so some repeat.
+    for k, base in enumerate(op.indices):
+        bound = int(sp.sympify(op.index_range(base)).xreplace(sizes))
+        arrays[k] = rng.integers(0, bound, size=shapes[k])
     return arrays, {p.name: p.default for p in op.hyper}
 
 
-def _small_layer_shapes(op: Layer) -> list[tuple[int, ...]]:
-    """Small concrete shapes for a layer's public arrays (spatial axes at least 5)."""
+def _small_layer_shapes(op: Layer) -> tuple[list[tuple[int, ...]], dict]:
+    """Small concrete shapes for a layer's public arrays (spatial axes at least 5).
+
+    Returns them with the sizes they give (size symbol → value).
+    """
     import sympy as sp
 
     padded, original, _ = op.padding or (None, None, None)
-    public = [original if a == padded else a for a in op.inputs]
+    public = list(op.indices) + [original if a == padded else a for a in op.inputs]
     public += list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
     sizes: dict = {}
@@ -447,4 +459,4 @@ def _small_layer_shapes(op: Layer) -> list[tuple[int, ...]]:
                 sizes[d] = max(next(values), 5) if spatial else next(values)
             dims.append(sizes[d])
         concrete.append(tuple(dims))
-    return concrete
+    return concrete, sizes

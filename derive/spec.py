@@ -396,6 +396,11 @@ class Layer:
         chain rule, one delta-form derivation per step.
     buffers : tuple of IndexedBase
         Inputs that are not differentiated (running statistics, dropout masks).
+    indices : tuple of IndexedBase
+        Integer inputs read only as subscripts of other arrays (an embedding's token
+        ids): no gradient flows to them. Calls take them first, as PyTorch's
+        ``embedding(input, weight)`` does; each value must lie inside the axis it
+        subscripts (:meth:`index_range`).
     spec_keys : tuple of SpecKey
         How a network spec sets the sizes the input does not fix (a dense layer's units,
         a convolution's filters and window); every hyper-parameter that is not
@@ -443,6 +448,7 @@ class Layer:
     view: tuple | None = None
     steps: tuple = ()
     buffers: tuple = ()
+    indices: tuple = ()
     spec_keys: tuple[SpecKey, ...] = ()
     in_networks: bool = True
     matrix_form: bool = False
@@ -465,7 +471,20 @@ class Layer:
     @property
     def source(self) -> sp.IndexedBase:
         """The array a network feeds with the layer below's output (before any padding)."""
-        return self.padding[1] if self.padding else self.inputs[0]
+        return self.padding[1] if self.padding else (self.inputs or self.indices)[0]
+
+    def index_range(self, base: sp.IndexedBase) -> sp.Expr:
+        """The size of the axis an integer input subscripts (an embedding's vocabulary V).
+
+        Read from the declaration: the first array element, in its steps or output,
+        whose subscript is an element of ``base``.
+        """
+        for _, expr in (*self.steps, (self.out, self.expr)):
+            for element in sorted(expr.atoms(sp.Indexed), key=sp.default_sort_key):
+                for axis, subscript in enumerate(element.indices):
+                    if base in {a.base for a in sp.sympify(subscript).atoms(sp.Indexed)}:
+                        return self.shape(element.base)[axis]
+        raise ValueError(f"{base} subscripts no array of {self.name}")
 
     def network_keys(self) -> tuple[SpecKey, ...]:
         """A spec's keys for this layer, in the order they are read.
@@ -695,6 +714,11 @@ class Regulariser:
     def params(self) -> tuple[Param, ...]:
         """The strengths (for code shared with the other records)."""
         return self.strengths
+
+    @property
+    def expr(self) -> sp.Expr:
+        """The penalty (what ``derive list`` shows)."""
+        return self.penalty
 
 
 @dataclass(frozen=True)

@@ -183,6 +183,12 @@ LAYERS = {
     # Evaluation mode is the identity; training mode is tested on its own (random mask).
     "dropout": LayerCases(lambda x, p, training, seed: F.dropout(x, p, training=bool(training)),
                           [([(4, 7)], [], {"p": 0.3, "training": 0, "seed": 1})]),
+    # Token ids first (drawn as integers by the tests), then the table; more tokens than
+    # rows, so repeated tokens exercise the scatter-add.
+    "embedding": LayerCases(lambda x, W: F.embedding(x, W),
+                            [([(3, 7)], [(5, 4)], {}), ([(1, 1)], [(1, 2)], {}),
+                             ([(2, 50)], [(9, 3)], {})],
+                            linear=False),
 }
 
 
@@ -218,9 +224,17 @@ OPTIMIZERS = {
         {"m": ("exp_avg", 1.0), "s": ("exp_avg_sq", 1.0)}),
 }
 
+#: Penalties summed over a weight tensor, from the strengths by name; autograd gives the
+#: gradient a training step adds (PyTorch's weight_decay is the l2 one's, λw).
+REGULARISERS = {
+    "l2": lambda w, h: h["l2"] / 2 * (w**2).sum(),
+    "l1": lambda w, h: h["l1"] * w.abs().sum(),
+    "elastic_net": lambda w, h: h["l1"] * w.abs().sum() + h["l2"] / 2 * (w**2).sum(),
+}
+
 #: Every table, by the declaration's kind.
 TABLES = {"activation": ACTIVATIONS, "loss": LOSSES, "vector": VECTORS, "layer": LAYERS,
-          "optimizer": OPTIMIZERS}
+          "optimizer": OPTIMIZERS, "regulariser": REGULARISERS}
 
 
 def reference(op):

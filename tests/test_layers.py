@@ -30,6 +30,15 @@ def arrays_for(op, case, seed=0, dtype=np.float64):
     arrays = [rng.normal(size=s).astype(dtype) for s in inputs + weights]
     for k in oracle(op).positive:  # a running variance, say
         arrays[k] = np.abs(arrays[k]) + 0.5
+    # Integer inputs (token ids) come first: drawn inside the axis they index.
+    padded, original, _ = op.padding or (None, None, None)
+    public = [*op.indices, *(original if a == padded else a for a in op.inputs), *op.weights,
+              *op.buffers]
+    sizes = {d: size for a, arr in zip(public, arrays, strict=False)
+             for d, size in zip(op.shape(a), arr.shape, strict=True)}
+    for k, base in enumerate(op.indices):
+        bound = int(sp.sympify(op.index_range(base)).xreplace(sizes))
+        arrays[k] = rng.integers(0, bound, size=arrays[k].shape)
     return arrays, hyper
 
 
@@ -59,7 +68,8 @@ def test_dense_weight_gradient_goes_to_blas():
 def test_matches_pytorch_forward_and_all_gradients(op, case):
     arrays, hyper = arrays_for(op, case)
     m = module(op)
-    tensors = [torch.tensor(a, requires_grad=k < differentiated(op))
+    first = len(op.indices)  # token ids: no gradient
+    tensors = [torch.tensor(a, requires_grad=first <= k < first + differentiated(op))
                for k, a in enumerate(arrays)]
     want = oracle(op).torch(*tensors, **hyper)
     d_out = np.random.default_rng(9).normal(size=tuple(want.shape))
@@ -68,7 +78,7 @@ def test_matches_pytorch_forward_and_all_gradients(op, case):
     np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-10, atol=1e-12)
     grads = m.backward(*arrays, d_out, **hyper)
     assert len(grads) == differentiated(op)
-    for g, t in zip(grads, tensors[: differentiated(op)], strict=True):
+    for g, t in zip(grads, tensors[first: first + differentiated(op)], strict=True):
         assert g.shape == t.shape
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-12)
 
@@ -100,7 +110,7 @@ def test_finite_differences(op):
 def test_float32_agrees_with_float64(op):
     case = oracle(op).cases[-1]
     a64, hyper = arrays_for(op, case, seed=2)
-    a32 = [a.astype(np.float32) for a in a64]
+    a32 = [a.astype(np.float32) if a.dtype.kind == "f" else a for a in a64]
     m = module(op)
     y32 = m.forward(*a32, **hyper)
     assert y32.dtype == np.float32

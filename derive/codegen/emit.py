@@ -458,7 +458,8 @@ def kernel_source(kernel: LayerKernel, op, printer: NumbaPrinter) -> str:
             if size in dims:
                 bind.append(f"    {size} = {array}.shape[{dims.index(size)}]")
                 break
-    dtype_of = str(kernel.arrays[0])
+    # Integer inputs (token ids) never set the dtype of what the kernel allocates.
+    dtype_of = next(str(a) for a in kernel.arrays if not a.label.is_integer)
     for array, dims, integer in kernel.allocations:
         shape = ", ".join(printer.doprint(d) for d in dims)
         dtype = "np.int64" if integer else f"{dtype_of}.dtype"
@@ -507,7 +508,7 @@ def _layer_wrappers(m: LayerModule) -> dict:
     op = m.op
     padded, original, _ = op.padding or (None, None, None)
     public_inputs = [original if a == padded else a for a in op.inputs]
-    arrays = public_inputs + list(op.weights) + list(op.buffers)
+    arrays = list(op.indices) + public_inputs + list(op.weights) + list(op.buffers)
     shapes = dict(op.arrays)
     hyper = [(p_.name, p_.default, str(p_.symbol), _hyper_check(p_)) for p_ in op.hyper]
 
@@ -521,6 +522,10 @@ def _layer_wrappers(m: LayerModule) -> dict:
     return {
         "arrays": [(str(a), dims(a)) for a in arrays],
         "array_names": [str(a) for a in arrays],
+        # The first real array sets the dtype; integer ones are checked as indices.
+        "dtype_name": next(str(a) for a in arrays if not a.label.is_integer),
+        "index_ranges": [(str(a), size_printer.doprint(op.index_range(a)))
+                         for a in op.indices],
         "hyper": hyper,
         "derived": derived,
         "out_name": str(op.out.base),

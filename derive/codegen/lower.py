@@ -337,7 +337,7 @@ def lower_layer(derivation: LayerDerivation, source: str,
             derivation, intermediates=(),
             gradients=tuple(g for g in derivation.gradients if g.array in weights))
     op = derivation.op
-    inputs = list(op.inputs) + list(op.weights) + list(op.buffers)
+    inputs = list(op.indices) + list(op.inputs) + list(op.weights) + list(op.buffers)
     forward_steps = [(t.base, t.indices, e) for t, e in op.steps]
     step_allocs = [_allocation(op, t.base, e.has(ArgMax)) for t, e in op.steps]
     forward = _kernel("_forward", op, inputs + [op.out.base],

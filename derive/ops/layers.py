@@ -190,3 +190,17 @@ CONV1D = register(Layer(
     sizes=((LP, L + 2 * PADDING.symbol), (OL, (LP - KL) // S + 1)),
     padding=(xp, x, PADDING.symbol),
     spec_keys=(SpecKey("filters", (F,)), SpecKey("kernel_size", (KL,), default=3))))
+
+# Sizes of a sequence of tokens: its length and the vocabulary.
+T, V = _sizes("T V")
+t = _ints("t")
+tokens = IndexedBase("x", integer=True, nonnegative=True)
+EMBEDDING = register(Layer(
+    name="embedding", title="Embedding (table lookup)", latex=r"\operatorname{embed}",
+    # Row x[n, t] of the table is the output at (n, t); a token that occurs twice reads the
+    # same row twice, so its gradient is the sum of both upstream rows (a scatter-add).
+    out=y[n, t, k], expr=Wt[tokens[n, t], k],
+    arrays=((tokens, (N, T)), (Wt, (V, D)), (y, (N, T, D))),
+    inputs=(), indices=(tokens,), weights=(Wt,),
+    # A network would feed it integer tokens, which its data and layout do not carry yet.
+    in_networks=False))
