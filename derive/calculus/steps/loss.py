@@ -15,7 +15,7 @@ from functools import cache
 import sympy as sp
 
 from derive.calculus.steps.checking import check_equal
-from derive.calculus.steps.layer import fold_trivial_runs
+from derive.calculus.steps.layer import TRIVIAL, fold_trivial_runs
 from derive.calculus.steps.recording import Recorder, derivation_steps
 from derive.calculus.steps.records import D, LossSteps, OpenSum, StepChain, sympified
 from derive.calculus.steps.rules import named_identities
@@ -27,6 +27,8 @@ from derive.spec import Loss
 #: output we differentiate by, as in the notes); a softmax row sums over i.
 CASE = sp.Symbol("c", integer=True, nonnegative=True)
 ROW = sp.Symbol("i", integer=True, nonnegative=True)
+#: The class label t_n of case n, as a loss for integer labels is defined with it.
+LABEL = sp.IndexedBase("t", integer=True)
 #: Sizes and indices at which loss derivations are checked.
 LOSS_INSTANCE = {"N": 2, "K": 3, "case": 1, "k": 2}
 #: Opening a sum term by term is shown when the summand is at most this long.
@@ -97,10 +99,37 @@ def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
     odd = prediction_first(rec.current, var)
     if odd is not None:
         rec.step("odd", odd, identities=_odd_identities(odd))
-    rec.steps[:] = [_cancelled(s) for s in one_substitution(fold_trivial_runs(rec.steps))]
+    steps = fold_closing(fold_trivial_runs(rec.steps))
+    rec.steps[:] = [_cancelled(s) for s in one_substitution(steps)]
     chain = rec.chain()
     check_equal(chain.steps[-1].after, engine, chain, f"the gradient of {rec.start}")
     return chain
+
+
+#: Steps that set the derivation up, or whose line a student reads before the branches
+#: are differentiated; a trivial step after them keeps its own line.
+SETUP = ("definition", "drop_cases", "open_sum", "constant_terms", "log_sigmoid", "expand",
+         "cancel", "piecewise")
+
+
+def fold_closing(steps) -> list:
+    """The steps with a trivial one that takes the last derivative said with the rule before.
+
+    ∂/∂ŷ_k[ŷ_k − y_k] = 1 on a line of its own ("= u") teaches nothing: it becomes a
+    clause of the rule before it (the power rule), whose line then shows the result.
+    """
+    out: list = []
+    for s in steps:
+        if (out and s.rule in TRIVIAL and out[-1].rule not in SETUP
+                and not s.after.has(sp.Derivative)):
+            said = {}
+            for rule, node in out[-1].folded + ((s.rule, s.focus),) + s.folded:
+                said.setdefault(rule, node)
+            folded = tuple(sorted(said.items(), key=lambda item: item[0] == "identity"))
+            out[-1] = replace(out[-1], after=s.after, folded=folded)
+        else:
+            out.append(s)
+    return out
 
 
 def one_substitution(steps) -> list:
@@ -207,6 +236,11 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
     rec.step("one_hot", D(-(linear - sp.log(case_row)) / N, var),
              identities=((targets, sp.S.One),))
     rec.auto()
+    # 1/N out, the sum rule, the minus sign out: one line, (1/N)(∂ ln Σ − ∂ Σ y z), so
+    # that no line shows the two terms in the other order. The step's own rule is not
+    # repeated in its clause.
+    rec.steps[:] = [replace(s, folded=tuple(f for f in s.folded if f[0] != s.rule))
+                    for s in fold_trivial_runs(rec.steps)]
     named = rec.current.xreplace({sp.exp(z[CASE, k]) / case_row: yhat[CASE, k]})
     if named == rec.current:
         named = rec.current.subs(sp.exp(z[CASE, k]) / case_row, yhat[CASE, k])
@@ -314,6 +348,13 @@ def _loss_steps(op: Loss) -> LossSteps:
     rows = tuple((v.encoding, v.row_value.xreplace({j: ROW}).xreplace({k: j}))
                  for v in derivation.variants)
     shown = chain.steps[0].inner[0][1] if chain.steps[0].inner else whole
+    if index is not None and dense is None:
+        # Declared for integer labels: defined with the label t_n of each case; the
+        # derivation uses the one-hot form it equals.
+        from derive.calculus.derivation import LABELS
+
+        row = index.row_value.xreplace({LABELS: LABEL})
+        shown = op.scale * sp.Sum(row, (n, 0, N - 1))
     return LossSteps(op, name, shown, chain, engine, index_gradient, rows)
 
 
