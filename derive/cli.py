@@ -236,14 +236,14 @@ def cmd_check(args) -> int:
     from derive.checks import declaration_check, finite_difference_check, load_module
 
     names = _names(args)
-    ops = registry.all_ops() if names is None else [registry.get(n) for n in names]
+    ops = registry.module_ops() if names is None else [registry.get(n) for n in names]
     if not args.out.is_dir():
         raise DeriveError("no such directory.", where=f"derive check -o {args.out}",
                           fix="Give the folder the modules were generated into "
                               "(default: generated/).")
     rows = []
     for op in ops:
-        path = args.out / pipeline.FOLDERS[op.kind] / f"{op.name}.py"
+        path = args.out / registry.folder(op) / f"{op.name}.py"
         try:
             module = load_module(path)
             # Against the declaration first: a module made for another op stops here.

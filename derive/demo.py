@@ -59,8 +59,8 @@ def generate_and_check(report: DemoReport, say) -> None:
     pipeline.write_targets(targets)
     report.kernels = len([t for t in targets if t.path.name != "__init__.py"])
     say(f"  {report.kernels} kernel modules in {generated}/")
-    jobs = [(op.name, generated / pipeline.FOLDERS[op.kind] / f"{op.name}.py")
-            for op in registry.all_ops()]
+    jobs = [(op.name, generated / registry.folder(op) / f"{op.name}.py")
+            for op in registry.module_ops()]
     with ProcessPoolExecutor(max_workers=2) as pool:
         for results in pool.map(_check_one, jobs):
             for name, quantity, passed, _ in results:

@@ -164,10 +164,10 @@ def catalogue_targets(names: list[str] | None, out_dir: Path) -> list[Target]:
     names = None if names is None else [n for n in names if not n.endswith(".toml")]
     if names is None:
         specs = sorted(EXAMPLES.glob("*.toml")) if EXAMPLES.is_dir() else []
-    ops = registry.all_ops() if names is None else [registry.get(n) for n in names]
+    ops = registry.module_ops() if names is None else [registry.get(n) for n in names]
     targets = [network_target(path, out_dir) for path in specs]
     for op in ops:
-        folder = FOLDERS[op.kind]
+        folder = registry.folder(op)
         source = f"the declaration {op.name!r} in {registry.declared_in(op)}"
         command = f"derive kernels {op.name}  (or: derive kernels --all)"
         targets.append(Target(out_dir / folder / f"{op.name}.py",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 
-from derive.errors import UnknownNameError
+from derive.errors import DeriveError, UnknownNameError
 
 _OPS: dict[str, object] = {}
 #: The module that registered each op (``derive.ops.losses``), for generated headers.
@@ -105,3 +105,27 @@ def all_ops(kind: str | None = None) -> list:
     """Every registered declaration (of one kind), in declaration order."""
     _load_catalogue()
     return [op for op in _OPS.values() if kind is None or op.kind == kind]
+
+
+def module_ops() -> list:
+    """Every declaration with a generated module of its own, in declaration order.
+
+    A regulariser has none: its gradient is computed inside a network's training step.
+    """
+    return [op for op in all_ops() if op.kind in FOLDERS]
+
+
+def folder(op) -> str:
+    """The folder of a generated tree that holds an op's module (``activations``).
+
+    Raises
+    ------
+    DeriveError
+        For a kind of op that has no module of its own (a regulariser).
+    """
+    if op.kind not in FOLDERS:
+        raise DeriveError(f"the {op.kind} {op.name!r} has no module of its own: a network "
+                          "computes its gradient inside the training step.", where=op.name,
+                          fix=f"Set it in a network spec's [train] table; `derive latex "
+                              f"{op.name}` typesets its derivation.")
+    return FOLDERS[op.kind]

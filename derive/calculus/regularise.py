@@ -13,11 +13,71 @@ single elementwise pass, with the strengths and the threshold as the kernel's ar
 from __future__ import annotations
 
 import dataclasses
+from functools import cache
 
 import sympy as sp
 
+from derive.calculus.steps import StepChain, derivation_steps, record_derivative
 from derive.errors import DeclarationError
 from derive.spec import Clip, Optimizer, Regulariser, g, w
+
+
+@dataclasses.dataclass(frozen=True)
+class PenaltySteps:
+    """The recorded derivation of a regulariser's penalty.
+
+    Attributes
+    ----------
+    op : Regulariser
+        The declaration.
+    function : sympy.Expr
+        R(w): the name the derivation starts from.
+    derivative : StepChain
+        dR/dw, rule by rule, ending in :func:`penalty_gradient`.
+    """
+
+    op: Regulariser
+    function: sp.Expr
+    derivative: StepChain
+
+
+def penalty_function() -> sp.Expr:
+    """R(w): an undefined function standing for a penalty in printed chains."""
+    return sp.Function("R", real=True)(w)
+
+
+@derivation_steps.register
+def _(op: Regulariser) -> PenaltySteps:
+    return _penalty_steps(op)
+
+
+@cache
+def _penalty_steps(op: Regulariser) -> PenaltySteps:
+    function = penalty_function()
+    avoid = {p.latex for p in op.strengths if p.latex}
+    chain = record_derivative(op.penalty, w, function=function, result=penalty_gradient(op),
+                              avoid=avoid)
+    return PenaltySteps(op, function, chain)
+
+
+def check_regulariser(op: Regulariser) -> None:
+    """Refuse a penalty in other symbols than w and its strengths, or without a derivative.
+
+    Raises
+    ------
+    DeclarationError
+        Naming the regulariser and what is wrong.
+    """
+    stray = op.penalty.free_symbols - {w} - {p.symbol for p in op.strengths}
+    if stray:
+        names = ", ".join(sorted(s.name for s in stray))
+        raise DeclarationError(f"the penalty uses {names}, which is neither w nor a declared "
+                               "strength.", where=f"regulariser {op.name!r}",
+                               fix="Declare it with Param(...) among the strengths.")
+    if w not in op.penalty.free_symbols:
+        raise DeclarationError("the penalty does not depend on w.",
+                               where=f"regulariser {op.name!r}")
+    penalty_gradient(op)
 
 
 def penalty_gradient(reg: Regulariser) -> sp.Expr:

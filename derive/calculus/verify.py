@@ -8,7 +8,16 @@ import numpy as np
 import sympy as sp
 
 from derive.errors import DeclarationError
-from derive.spec import Activation, Layer, Loss, Optimizer, VectorFunction, x, y
+from derive.spec import (
+    Activation,
+    Layer,
+    Loss,
+    Optimizer,
+    Regulariser,
+    VectorFunction,
+    x,
+    y,
+)
 
 
 def evaluate(expr: sp.Expr, values: dict, digits: int = 30) -> float:
@@ -126,6 +135,13 @@ def _(op: Activation) -> None:
                 where=f"activation {op.name!r}",
                 fix="Correct the rule or drop it and let the engine find one.",
             )
+
+
+@verify_declaration.register
+def _(op: Regulariser) -> None:
+    from derive.calculus.regularise import check_regulariser
+
+    check_regulariser(op)
 
 
 @verify_declaration.register

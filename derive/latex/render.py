@@ -18,6 +18,7 @@ from derive.latex import (  # noqa: F401  (register their views)
     indexed,
     network,
     optimizer,
+    penalty,
 )
 from derive.latex.context import Language, document_view
 from derive.latex.lines import fit

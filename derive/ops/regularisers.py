@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sympy as sp
 
+from derive.registry import register
 from derive.spec import Clip, Param, Regulariser, g, grad_norm, grad_total, w
 
 l1 = sp.Symbol("l1", nonnegative=True)
@@ -30,29 +31,29 @@ clip_norm = sp.Symbol("clip_norm", positive=True)
 #: torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing by it.
 NORM_EPS = sp.Rational(1, 10**6)
 
-L2 = Regulariser(
+L2 = register(Regulariser(
     name="l2", title="L2 penalty (weight decay coupled to the gradient)", latex=r"L_2",
     penalty=l2 / 2 * w**2,
     strengths=(Param(l2, 0.0, latex=r"\lambda"),),
     reference="R(w) = (λ/2) w², so ∂R/∂w = λw: the factor ½ makes λ PyTorch's "
               "weight_decay of torch.optim.SGD and torch.optim.Adam, which add λw to the "
-              "gradient inside step().")
+              "gradient inside step()."))
 
-L1 = Regulariser(
+L1 = register(Regulariser(
     name="l1", title="L1 penalty", latex=r"L_1",
     penalty=l1 * sp.Abs(w),
     strengths=(Param(l1, 0.0, latex=r"\lambda"),),
     reference="R(w) = λ|w|, so ∂R/∂w = λ sign(w), with sign(0) = 0 (the subgradient "
               "torch.abs's backward uses). PyTorch has no optimizer option for it: a "
-              "training loop adds λ·sign(w) to each gradient.")
+              "training loop adds λ·sign(w) to each gradient."))
 
-ELASTIC_NET = Regulariser(
+ELASTIC_NET = register(Regulariser(
     name="elastic_net", title="Elastic net (L1 and L2 penalties together)",
     latex=r"L_1 + L_2",
     penalty=L1.penalty + L2.penalty,
     strengths=(Param(l1, 0.0, latex=r"\lambda_1"), Param(l2, 0.0, latex=r"\lambda_2")),
     reference="Zou and Hastie (2005): R(w) = λ₁|w| + (λ₂/2) w², the two penalties with "
-              "their own strengths, set by l1 and l2 together.")
+              "their own strengths, set by l1 and l2 together."))
 
 #: Every regulariser, in the order a spec's keys are matched against their strengths.
 REGULARISERS = (L2, L1, ELASTIC_NET)

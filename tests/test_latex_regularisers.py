@@ -1,0 +1,108 @@
+"""Regularisers in the catalogue: the penalty, its derivative step by step, the update.
+
+Each regulariser is a declaration (derive/ops/regularisers.py) in the catalogue like any
+other op: `derive list` shows it, `derive latex NAME` typesets its penalty R(w), the
+derivative recorded rule by rule (each step checked) and the modified gradient-descent
+update, in Portuguese and English; it has no kernel module of its own.
+"""
+
+import dataclasses
+import shutil
+
+import pytest
+import sympy as sp
+import torch
+from conftest import one_error_line
+from oracles import reference
+
+from derive import registry
+from derive.calculus.regularise import penalty_gradient
+from derive.calculus.steps import StepError, check_chain, derivation_steps
+from derive.cli import main
+from derive.latex.compile import compile_pdf
+from derive.pipeline import document_for
+from derive.spec import w
+
+REGULARISERS = [op.name for op in registry.all_ops("regulariser")]
+LANGS = ("pt", "en")
+needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+
+
+def test_the_catalogue_holds_l2_l1_and_elastic_net(capsys):
+    assert set(REGULARISERS) == {"l2", "l1", "elastic_net"}
+    assert main(["list"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    for name in REGULARISERS:
+        assert "regulariser" in listed[name]
+
+
+@pytest.mark.parametrize("name", REGULARISERS)
+def test_the_recorded_derivative_ends_in_the_penalty_gradient(name):
+    op = registry.get(name)
+    chain = derivation_steps(op).derivative
+    assert chain.steps[0].rule == "definition"
+    assert sp.simplify(chain.steps[-1].after - penalty_gradient(op)) == 0
+    assert sp.simplify(penalty_gradient(op) - sp.diff(op.penalty, w)) == 0
+
+
+def test_the_step_recorder_refuses_a_wrong_step():
+    chain = derivation_steps(registry.get("l2")).derivative
+    last = chain.steps[-1]
+    wrong = dataclasses.replace(last, after=2 * last.after)  # the ½ convention forgotten
+    with pytest.raises(StepError):
+        check_chain(dataclasses.replace(chain, steps=(*chain.steps[:-1], wrong)))
+
+
+@pytest.mark.parametrize("name", REGULARISERS)
+def test_the_penalty_gradient_is_pytorchs_autograd(name):
+    op = registry.get(name)
+    strengths = {p.name: value for p, value in zip(op.strengths, (0.3, 0.7), strict=False)}
+    values = [-1.5, -0.2, 0.0, 0.4, 2.0]
+    weights = torch.tensor(values, dtype=torch.float64, requires_grad=True)
+    reference(op)(weights, strengths).backward()
+    at = {p.symbol: strengths[p.name] for p in op.strengths}
+    ours = [float(penalty_gradient(op).subs(at).subs(w, v)) for v in values]
+    assert ours == pytest.approx(weights.grad.tolist(), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_l2_document_states_the_half_convention_and_the_decay(lang):
+    tex = document_for("l2", lang=lang).text
+    assert r"R(w) = \frac{1}{2} \lambda w^{2}" in tex
+    assert r"\boxed{R'(w) = \lambda w}" in tex
+    assert r"w - \eta \left(g + \lambda w\right)}" in tex
+    assert r"\left(1 - \eta \lambda\right) w - \eta g" in tex
+    assert r"-\eta \lambda w" in tex  # AdamW's decoupled decay, from its declaration
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_l1_document_says_what_sgn_0_is(lang):
+    tex = document_for("l1", lang=lang).text
+    assert r"\boxed{R'(w) = \lambda \operatorname{sgn}(w)}" in tex
+    assert r"\operatorname{sgn}(0) = 0" in tex and "w = 0" in tex
+    assert r"\left(1 - \eta" not in tex  # no decay: the penalty's push is fixed
+
+
+@needs_tex
+@pytest.mark.parametrize("fmt", ["article", "beamer"])
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", REGULARISERS)
+def test_every_regulariser_document_compiles(tmp_path, name, lang, fmt):
+    doc = document_for(name, lang=lang, fmt=fmt)
+    assert "R'(w)" in doc.text
+    pdf = compile_pdf(doc.text, tmp_path / f"{name}.pdf")
+    assert pdf.stat().st_size > 0
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_markdown_shows_the_penalty_and_its_derivative(lang):
+    text = document_for("elastic_net", lang=lang, fmt="markdown").text
+    assert r"R(w) = \lambda_1 \left|{w}\right| + \frac{1}{2} \lambda_2 w^{2}" in text
+    assert r"\boxed{R'(w) = \lambda_2 w + \lambda_1 \operatorname{sgn}(w)}" in text
+
+
+@pytest.mark.parametrize("command", [["kernels", "l2"], ["check", "l1"]])
+def test_a_regulariser_has_no_module_of_its_own(command, tmp_path, capsys):
+    assert main([*command, "-o", str(tmp_path)]) == 2
+    err = one_error_line(capsys)
+    assert "no module of its own" in err and "[train]" in err
