@@ -177,7 +177,8 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     formulas = explicit_formulas(spec, symbols)[0] if dense_only and not plan.skips else []
     # The output x⁽ᴸ⁾, and the outputs of layers with a skip connection (whose gradient
     # the identity path sends down), are named before the printer copies the names.
-    for number in (len(spec.layers), *(layer.spec.index + 1 for layer in plan.skips)):
+    for number in (len(spec.layers), *(layer.spec.index + 1 for layer in plan.skips),
+                   *(layer.spec.skip_from + 1 for layer in plan.skips)):
         symbols[f"x{number}"] = rf"x^{{({number})}}"
     # Indices count from 1, as in the notes, unless a layer reads at offsets (S h + i).
     one_based = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
@@ -388,6 +389,11 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                 index = element.indices
                 x_below = element.base
                 if op.padding is not None and g.array == op.padding[0]:
+                    if sums:  # x⁽ᵏ⁾ is x̃⁽ᵏ⁾ without its border: the block's path is cropped
+                        amount = op.padding[2].xreplace(sizes)
+                        inner = index[:2] + tuple(i + amount for i in index[2:])
+                        source = sp.IndexedBase(f"x{number - 1}", real=True)[index]
+                        backward += skip_formulas(source, D(E, x_below[inner]), sums, spec, pr)
                     continue  # cropped first: the formula below names the unpadded input
                 if below.spec.activation:
                     f = _act_function(number - 1)
