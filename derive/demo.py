@@ -17,7 +17,7 @@ from derive import pipeline, registry
 from derive.errors import DeriveError
 
 #: Lecture notes the demo typesets: one of each kind, as a course would use them.
-NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd")
+NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd", "l2")
 NETWORK = "mlp_notes.toml"
 
 
