@@ -341,6 +341,26 @@ class VectorFunction:
 
 
 @dataclass(frozen=True)
+class Recurrence:
+    """How a layer's output feeds back into its next time step (an RNN's hidden state).
+
+    Parameters
+    ----------
+    time : sympy.Symbol
+        The time index of the declaration's arrays (``t`` in ``h[n, t, o]``).
+    state : sympy.IndexedBase
+        The carried array: the output, read one step back as ``state[..., t - 1, ...]``.
+    initial : sympy.IndexedBase
+        The state before the first step (``h_0``), one of the layer's inputs: its shape
+        is the state's without the time axis.
+    """
+
+    time: sp.Symbol
+    state: sp.IndexedBase
+    initial: sp.IndexedBase
+
+
+@dataclass(frozen=True)
 class SpecKey:
     """A key of a network spec's ``[[layers]]`` table that sets sizes of a layer.
 
@@ -425,6 +445,10 @@ class Layer:
         (running mean and unbiased variance with momentum).
     running_params : tuple of Param
         The parameters of :attr:`running` (the momentum); a spec may set each by keyword.
+    recurrence : Recurrence, optional
+        The output is a state carried through time: each step reads the previous one
+        (see :mod:`derive.calculus.recurrence`, which cuts the declaration into one step
+        and runs backpropagation through time over it).
     inits : tuple of (IndexedBase, float)
         Arrays a network starts at a constant rather than at random or 0: a scale γ at
         1, running statistics at 0 and 1, as PyTorch starts them.
@@ -457,6 +481,7 @@ class Layer:
     running: tuple = ()
     running_params: tuple[Param, ...] = ()
     inits: tuple = ()
+    recurrence: Recurrence | None = None
     kind: str = field(default="layer", init=False)
 
     @property
