@@ -32,6 +32,18 @@ def _boxed(text: str) -> list[str]:
     return re.findall(r"\\boxed\{(.*)\}", text)
 
 
+def _fits(text: str) -> list[str]:
+    """The formula of each \\deriveFit (or the unbroken one of a \\deriveFitBroken)."""
+    out = []
+    for m in re.finditer(r"\\deriveFit(?:Broken)?\[[^]]*\]\{", text):
+        depth, i = 1, m.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        out.append(text[m.end():i - 1])
+    return out
+
+
 def _gradient_section(text: str) -> str:
     """The second section (definition, gradient, program)."""
     return text.split("\\section{")[2]
@@ -58,30 +70,30 @@ def test_the_result_is_printed_once_boxed_for_output_k(name, lang):
 def test_slides_have_one_result_slide_and_no_case_index_once_dropped(name, lang):
     text = _document(name, lang, "beamer")
     frames = text.split("\\begin{frame}")
-    payloads = re.findall(r"\\deriveFit\[[^]]*\]\{(.*)\}", text)
+    payloads = _fits(text)
     boxed = [p[len("\\boxed{"):-1] for p in payloads if p.startswith("\\boxed{")]
     assert boxed and "_{k}}" in boxed[0].split(" = ")[0]
     # The box is the only place with the final formula: no slide before repeats it.
     assert boxed[0] not in payloads
     # Once a right-hand side has dropped the case index c, so has its left-hand side.
     for frame in frames:
-        for line in re.findall(r"\\deriveFit\[[^]]*\]\{(.*)\}", frame):
+        for line in _fits(frame):
             if "_{c," in line.split(" = ", 1)[0] and " = " in line:
                 assert "_{c," in line.split(" = ", 1)[1], line
 
 
 @pytest.mark.parametrize("lang", LANGS)
 @pytest.mark.parametrize("fmt", ("article", "beamer"))
-@pytest.mark.parametrize("name, function", [("mae", r"\operatorname{sgn}"),
-                                            ("huber", r"\delta \operatorname{sgn}"),
-                                            ("log_cosh", r"\tanh")])
-def test_results_read_in_prediction_minus_target(name, function, lang, fmt):
+@pytest.mark.parametrize("name, function, odd", [("mae", r"\operatorname{sgn}", True),
+                                                 ("huber", r"\delta \operatorname{sgn}", False),
+                                                 ("log_cosh", r"\tanh", True)])
+def test_results_read_in_prediction_minus_target(name, function, odd, lang, fmt):
     text = _document(name, lang, fmt)
     boxed = " ".join(_boxed(text))
     assert function + PRED_MINUS_TARGET in boxed
     assert r"- \operatorname{sgn}({y}" not in boxed and r"- \tanh({y}" not in boxed
-    # The step says why: the function is odd.
-    assert {"pt": "função ímpar", "en": "odd function"}[lang] in text
+    # The step says why: the function is odd (Huber's u = ŷ − y needs no such step).
+    assert ({"pt": "função ímpar", "en": "odd function"}[lang] in text) == odd
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -121,3 +133,99 @@ def test_the_bracket_k_equals_t_is_defined_where_it_is_used(name, lang, fmt):
                "en": "Writing $[k = t]$ for that number ($1$ if $k = t$, $0$ otherwise)"}
     # Defined in words before the formula that uses it.
     assert text.index(defined[lang]) < text.index(r"\left[k = t\right]")
+
+
+SUBSTITUTE_BACK = {"pt": "substituímos de volta", "en": "we substitute back"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_log_cosh_is_defined_as_ln_cosh_and_reaches_tanh_by_the_identity(lang, fmt):
+    text = _document("log_cosh", lang, fmt)
+    definition = _fits(text)[0]
+    # The textbook definition, not the stable rewrite (which is the program's business).
+    assert r"\ln(\cosh(" in definition and "softplus" not in definition
+    assert r"\operatorname{log\,cosh}" in text and r"\operatorname{logcosh}" not in text
+    # One inner function per composition, all substituted back in one sentence.
+    assert text.count(SUBSTITUTE_BACK[lang]) == 1
+    assert "z = " not in text
+    # sinh/cosh = tanh is a displayed identity of its own.
+    identity = {"pt": "Usamos a identidade", "en": "We use the identity"}[lang]
+    assert (identity + r" $\displaystyle \frac{\sinh(a)}{\cosh(a)} = \tanh(a)$") in text
+    # The program's gradient is the boxed tanh: no σ left unexplained.
+    program = text[text.index(r"\ell_n"):]
+    assert r"\sigma" not in program and r"\tanh({\hat{y}}_{n,j} - {y}_{n,j})" in program
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_huber_uses_one_inner_function_and_reads_error_below_delta(lang, fmt):
+    text = _document("huber", lang, fmt)
+    assert r"u = {\hat{y}}_{k} - {y}_{k}" in text and "v = " not in text
+    assert r"\delta >" not in text and r"\right| < \delta" in text
+    # The cases block is a factor after 1/(KN), never a numerator over KN.
+    assert r"\frac{1}{K N} \begin{cases}" in text
+    assert not re.search(r"\\frac\{\\begin\{cases\}", text)
+    assert text.count(SUBSTITUTE_BACK[lang]) == 1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("name", ["sse_half", "huber"])
+def test_the_half_cancels_the_two_of_the_power_rule_aloud(name, lang, fmt):
+    text = _document(name, lang, fmt)
+    said = {"pt": "e os fatores se cancelam", "en": "and the factors cancel"}[lang]
+    assert said + r", $\frac{1}{2} \cdot 2 u = u$" in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_bce_program_says_what_log1p_does_without_reusing_u(lang, fmt):
+    text = _document("binary_cross_entropy", lang, fmt)
+    program = text[text.index(r"\ell_n"):]
+    assert r"\operatorname{log1p}(-u)" not in program and r"\ln(1 - u)" not in program
+    assert r"\ln(1 + x)" in program and r"\ln(1 - {\hat{y}}_{n,j})" in program
+    # The printed ℓ is the definition: the program adds safeguards, it does not rearrange.
+    for words in ("reorganizada para ser numericamente", "rearranged to be numerically"):
+        assert words not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_bce_with_logits_shows_the_cancellation_and_sigma(lang, fmt):
+    text = _document("binary_cross_entropy_with_logits", lang, fmt)
+    expanded = {"pt": "Expandimos os produtos", "en": "We multiply out the products"}[lang]
+    cancel = {"pt": "Os termos opostos se cancelam", "en": "The opposite terms cancel"}[lang]
+    assert text.index(expanded) < text.index(cancel)
+    # The identities at the logit, not at a u that later names the inner function.
+    assert r"\ln(1 + e^{u})" not in text and r"\ln(\sigma(u))" not in text
+    assert (r"\frac{e^{{z}_{k}}}{1 + e^{{z}_{k}}} = \frac{1}{1 + e^{- {z}_{k}}} = "
+            r"\sigma({z}_{k})") in text
+
+
+def test_sparse_title_says_on_probabilities_in_both_languages():
+    for lang, words in (("pt", "(sobre probabilidades)"), ("en", "(on probabilities)")):
+        assert words in _document("sparse_categorical_cross_entropy", lang).split(
+            "\\begin{document}")[0]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("name", ["categorical_cross_entropy",
+                                  "sparse_categorical_cross_entropy"])
+def test_cross_entropy_writes_the_target_before_the_logarithm(name, lang, fmt):
+    text = _document(name, lang, fmt)
+    assert r"\ln({\hat{y}}_{k}) {y}_{k}" not in text
+    assert r"\frac{{y}_{k} \ln({\hat{y}}_{k})}{N}" in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_sparse_cross_entropy_is_defined_with_the_integer_label(lang, fmt):
+    text = _document("sparse_categorical_cross_entropy", lang, fmt)
+    definition = _fits(text)[0]
+    assert r"\ln({\hat{y}}_{n,{t}_{n}})" in definition and "{y}_{n,j}" not in definition
+    # The one-hot form the derivation uses is said to be the same function, in words.
+    said = {"pt": "igual a $1$ se $j = t_{n}$ e a $0$ caso contrário",
+            "en": "equal to $1$ if $j = t_{n}$ and to $0$ otherwise"}[lang]
+    assert said in text and text.index(said) < text.index(r"\frac{\partial}")

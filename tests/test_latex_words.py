@@ -177,9 +177,10 @@ def test_numbers_have_sensible_precision():
 
 
 def test_exact_places_read_exactly():
-    assert r"atingido em $x = 0$" in _document("sigmoid", "pt")
-    assert r"atingido em $x = 0$" in _document("selu", "pt")
-    assert r"reached at $x = 2.8$" in _document("wilson_cowan", "en")
+    # An exact maximiser is written as the argument (σ'(0) = 0,25, not σ'(x) = 0,25 at x = 0).
+    assert r"$\sigma'({0}) = 0{,}25$" in _document("sigmoid", "pt")
+    assert r"\operatorname{SELU}'({0}) \approx 1{,}7581" in _document("selu", "pt")
+    assert r"S'({2.8})" in _document("wilson_cowan", "en")
     assert r"atingido em $x \approx 1{,}4142$" in _document("gelu", "pt")
 
 
@@ -201,12 +202,13 @@ def test_sections_only_where_they_apply():
     # A caption mentions dots only where the graph has them.
     assert "Círculo cheio" not in _document("elu", "pt")
     assert "Círculo cheio" in _document("relu", "pt")
-    # Only a kernel that is rearranged for stability says so.
+    # Only a program with numerical safeguards says so.
     for name in ("mse", "sse_half", "hinge", "mae", "huber"):
         for lang in LANGS:
             text = prose(_document(name, lang))
             assert "estável" not in text and "stable" not in text, (name, lang)
-    assert "numericamente estável" in prose(_document("softmax_cross_entropy", "pt"))
+            assert "cuidados numéricos" not in text and "safeguards" not in text
+    assert "cuidados numéricos" in prose(_document("softmax_cross_entropy", "pt"))
 
 
 def test_the_notes_facts():

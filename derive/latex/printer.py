@@ -15,7 +15,7 @@ from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence_traditional
 
-from derive.calculus.functions import NamedFunction
+from derive.calculus.functions import NamedFunction, Terms
 from derive.calculus.indexed import lse
 from derive.calculus.steps import INNER_NAMES, OpenSum
 
@@ -248,12 +248,14 @@ class DerivePrinter(LatexPrinter):
         if not _holds_fraction(numer, self._settings["gradients"]):
             return None
         sign = ""
-        if numer.could_extract_minus_sign():
+        if _leads_with_minus(numer):
             sign, numer = "-", -numer
+        # A number joins the coefficient: 2/m u, not 1/m 2u.
+        coeff, numer = _number_out(numer)
         tex = self._print(numer)
         if isinstance(numer, sp.Add) or tex.startswith("-"):
             tex = rf"\left({tex}\right)"
-        return rf"{sign}\frac{{1}}{{{self._print(denom)}}} {tex}"
+        return rf"{sign}\frac{{{self._print(coeff)}}}{{{self._print(denom)}}} {tex}"
 
     def _coefficient(self, numer, denom) -> str:
         r"""numer/denom as a coefficient, never a fraction of fractions.
@@ -263,8 +265,9 @@ class DerivePrinter(LatexPrinter):
         """
         if not _holds_fraction(numer, self._settings["gradients"]):
             return rf"\frac{{{self._print(numer)}}}{{{self._print(denom)}}}"
+        coeff, numer = _number_out(numer)
         tex = self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)
-        return rf"\frac{{1}}{{{self._print(denom)}}} {tex}"
+        return rf"\frac{{{self._print(coeff)}}}{{{self._print(denom)}}} {tex}"
 
     def _print_plain_Mul(self, expr) -> str:
         r"""SymPy's product, except that functions follow array elements: y_j \ln ŷ_j."""
@@ -276,18 +279,32 @@ class DerivePrinter(LatexPrinter):
         functions = [f for f in factors if isinstance(f, sp.Function)
                      and not isinstance(f, sp.Piecewise)]
         elements = [f for f in factors if isinstance(f, sp.Indexed)]
-        if not functions or not elements or any(
-                isinstance(f, sp.Pow) and f.exp.is_negative or f.is_Rational and not f.is_Integer
-                for f in factors):
+        fraction = any(isinstance(f, sp.Pow) and f.exp.is_negative
+                       or f.is_Rational and not f.is_Integer for f in factors)
+        if fraction and elements and functions:
+            # y_k ln ŷ_k / N, not ln(ŷ_k) y_k / N: the numerator in the order of a product.
+            numer, denom = sp.fraction(expr, exact=True)
+            if denom != 1 and numer.is_Mul and not _holds_fraction(numer):
+                sign = ""
+                if numer.could_extract_minus_sign():
+                    sign, numer = "-", -numer
+                return rf"{sign}\frac{{{self._print_plain_Mul(numer)}}}{{{self._print(denom)}}}"
+        if fraction or not elements:
+            return super()._print_Mul(expr)
+        if not functions and not any(self._is_word(f) for f in factors):
             return super()._print_Mul(expr)
         sign = ""
         if expr.could_extract_minus_sign():
-            sign, factors = "-", sp.Mul.make_args(-expr)
-        first = [f for f in factors if f not in functions]
-        pieces = [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in first]
-        pieces += [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in factors
-                   if f in functions]
-        return sign + " ".join(pieces)
+            sign, expr = "-", -expr
+        # SymPy's order of the factors, functions last (as before the spacing came in).
+        factors = sp.Mul.make_args(expr) if functions else expr.as_ordered_factors()
+        ordered = ([f for f in factors if f not in functions]
+                   + [f for f in factors if f in functions])
+        tex = ""
+        for i, f in enumerate(ordered):
+            piece = self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
+            tex += (self._separator(ordered[i - 1], f) if i else "") + piece
+        return sign + tex
 
     def _print_led_Mul(self, expr, lead) -> str:
         r"""Hyper-parameters first (\eta g, not g \eta), then sums in parentheses, then the rest."""
@@ -374,12 +391,37 @@ class DerivePrinter(LatexPrinter):
     def _print_Factors(self, expr):
         # A split fraction stays split: each factor as written, sums in parentheses,
         # and a dot between two fractions (side by side they would read as one).
+        # A derivative is set off by a dot too (d/dz e^z · Σ, not an operator that seems to
+        # apply to everything after it), and a named element by a thin space.
         texts = [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in expr.args]
         tex = texts[0]
-        for left, right in zip(texts, texts[1:], strict=False):
+        pairs = zip(expr.args, expr.args[1:], texts, texts[1:], strict=False)
+        for a, b, left, right in pairs:
             fractions = left.startswith(r"\frac") and right.startswith(r"\frac")
-            tex += (r" \cdot " if fractions else " ") + right
+            dot = fractions or isinstance(a, sp.Derivative) or isinstance(b, sp.Derivative)
+            tex += (r" \cdot " if dot else self._separator(a, b)) + right
         return tex
+
+    def _is_word(self, factor) -> bool:
+        r"""Whether ``factor`` is an element of an array named by a word (softmax_k).
+
+        Two such names side by side, or a letter beside one, run together in TeX
+        (softmax_jsoftmax_k, g_ksoftmax_k): a product of them is set off by \,.
+        """
+        return isinstance(factor, sp.Indexed) and r"\operatorname" in self._print(factor.base)
+
+    def _separator(self, a, b) -> str:
+        """The space between the factors ``a`` and ``b`` of a product.
+
+        A thin space beside a named element, unless the other factor brings its own
+        space: a parenthesis, a sum sign.
+        """
+        def spaced(f):
+            return isinstance(f, sp.Add | sp.Sum | OpenSum | Terms) or (
+                precedence_traditional(f) < PRECEDENCE["Mul"])
+
+        word = (self._is_word(a) and not spaced(b)) or (self._is_word(b) and not spaced(a))
+        return r" \, " if word else " "
 
     def _print_Terms(self, expr):
         # Written as given, terms not reordered, so that what cancels is seen to cancel.
@@ -493,6 +535,12 @@ class DerivePrinter(LatexPrinter):
             rows.append(rf"{value} & {cond}")
         return r"\begin{cases} " + r" \\ ".join(rows) + r" \end{cases}"
 
+    def _print_StrictGreaterThan(self, expr):
+        # Piecewise makes |u| < δ canonical as δ > |u|; the notes write the error first.
+        if isinstance(expr.rhs, sp.Abs) and isinstance(expr.lhs, sp.Symbol):
+            return rf"{self._print(expr.rhs)} < {self._print(expr.lhs)}"
+        return super()._print_Relational(expr)
+
     def _print_Or(self, expr):
         args = sorted(expr.args, key=_bound_order)
         return self._settings["words"]["logical_or"].join(self._print(a) for a in args)
@@ -504,6 +552,14 @@ class DerivePrinter(LatexPrinter):
         for part in _ranges(expr.args):
             if isinstance(part, tuple):
                 low, low_op, var, high_op, high = part
+                start, base = _window_start(low)
+                if start and not base.is_number:
+                    # Counted from 1, the offset inside the window: 1 ≤ r − S (h − 1) ≤ k_h
+                    # (the index the kernel is read at), shorter than the window's rows.
+                    offset = self._print(sp.Add(var, -base, evaluate=False))
+                    parts.append(rf"{self._print(start)} {low_op} {offset} "
+                                 rf"{high_op} {self._print(sp.expand(high - base))}")
+                    continue
                 parts.append(rf"{self._print(low)} {low_op} {self._print(var)} "
                              rf"{high_op} {self._print_upper(low, high)}")
             else:
@@ -562,8 +618,22 @@ def _holds_fraction(expr, gradients=()) -> bool:
     if isinstance(expr, sp.Add | sp.Mul):
         return any(_holds_fraction(a, gradients) for a in expr.args)
     if isinstance(expr, sp.Piecewise):
-        return any(_holds_fraction(e, gradients) for e, _ in expr.args)
+        # A cases block over a denominator reads badly whatever it holds: 1/(KN)·{cases}.
+        return True
     return False
+
+
+def _leads_with_minus(expr) -> bool:
+    """Whether ``expr`` is printed best with its minus sign in front.
+
+    A difference keeps its sign inside, whatever SymPy's order of its terms: −(a − b)
+    and (b − a) are the same difference, and a chain of steps printed one way on one
+    line and the other way on the next would read as a sign lost. Only a sum of
+    negative terms, −a − b, is written −(a + b).
+    """
+    if isinstance(expr, sp.Add):
+        return all(t.could_extract_minus_sign() for t in expr.args)
+    return expr.could_extract_minus_sign()
 
 
 def _derivative_order(d: sp.Derivative):
@@ -572,6 +642,22 @@ def _derivative_order(d: sp.Derivative):
     if base in INNER_NAMES:
         return (0, int(suffix or 0), INNER_NAMES.index(base))
     return (1, 0, 0)
+
+
+def _number_out(numer):
+    """(a positive whole number, the rest) of a product: 2 u ∂E/∂σ² → (2, u ∂E/∂σ²)."""
+    coeff, rest = sp.sympify(numer).as_coeff_Mul()
+    if coeff.is_Integer and coeff > 1:
+        return coeff, rest
+    return sp.S.One, numer
+
+
+def _window_start(low):
+    """``low`` as (a positive whole number, the rest factored): 1 − S + S h → (1, S (h − 1))."""
+    start, rest = sp.expand(low).as_coeff_Add()
+    if not start.is_Integer or start <= 0 or rest == 0:
+        return sp.S.Zero, low
+    return start, sp.factor_terms(rest)
 
 
 def _bound_order(rel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import Abs, Max, Piecewise, Rational, Wild, exp, log
 
-from derive.calculus.functions import Factors, Terms
+from derive.calculus.functions import Factors, Terms, sigmoid
 from derive.calculus.indexed import K, N, j, k, lse, n
 from derive.registry import register
 from derive.spec import Loss, Param, Rearrange, VectorFunction
@@ -18,6 +18,7 @@ yhat = sp.IndexedBase("yhat", real=True)  # predictions (values or probabilities
 z = sp.IndexedBase("z", real=True)  # logits
 y = sp.IndexedBase("y", real=True)  # targets
 delta = sp.Symbol("delta", positive=True)
+_a = sp.Symbol("a", real=True)  # the argument an identity is quoted at
 
 _row = Wild("row")
 #: One-hot (or probability) target rows sum to one.
@@ -42,7 +43,8 @@ HUBER = register(Loss(
         ((yhat[n, k] - y[n, k]) ** 2 / 2, Abs(yhat[n, k] - y[n, k]) < delta),
         (delta * (Abs(yhat[n, k] - y[n, k]) - delta / 2), True),
     ),
-    scale=1 / (N * K), pred=yhat, target=y))
+    # One inner function u = ŷ − y for both branches (not ŷ − y and y − ŷ).
+    scale=1 / (N * K), pred=yhat, target=y, recipe="named_difference"))
 
 BINARY_CROSS_ENTROPY = register(Loss(
     name="binary_cross_entropy", title="Binary cross-entropy (on probabilities)",
@@ -71,7 +73,13 @@ BINARY_CROSS_ENTROPY_WITH_LOGITS = register(Loss(
     # −[y log σ(z) + (1−y) log(1−σ(z))] written out; the stability rewrites turn
     # log(1 + e^z) into softplus, i.e. max(z,0) − z·y + log1p(e^−|z|).
     term=log(1 + exp(z[n, k])) - z[n, k] * y[n, k],
-    scale=1 / (N * K), pred=z, target=y, samples="logits", recipe="sigmoid_of_logits"))
+    scale=1 / (N * K), pred=z, target=y, samples="logits", recipe="sigmoid_of_logits",
+    # e^z/(1 + e^z), numerator and denominator divided by e^z, is σ(z).
+    rearrange=(
+        Rearrange("use_identity", sigmoid(z[n, k]) - y[n, k],
+                  identities=((exp(z[n, k]) / (1 + exp(z[n, k])), 1 / (1 + exp(-z[n, k])),
+                               sigmoid(z[n, k])),)),
+    )))
 
 HINGE = register(Loss(
     name="hinge", title="Hinge loss (targets ±1)", latex=r"\operatorname{hinge}",
@@ -105,49 +113,53 @@ SOFTMAX_CROSS_ENTROPY = register(Loss(
     recipe="softmax_of_logits"))
 
 i = sp.Symbol("i", integer=True, nonnegative=True)  # a softmax row's summation index
-m = sp.Symbol("m", integer=True, nonnegative=True)  # another case of the batch
 softmax_ = sp.IndexedBase("softmax", real=True)
 upstream = sp.IndexedBase("g", real=True)  # ∂E/∂softmax
 _row_sum = sp.Sum(exp(z[n, i]), (i, 0, K - 1))
 _delta = sp.KroneckerDelta(k, j)
 _sk = exp(z[n, k]) / _row_sum
+_sj = exp(z[n, j]) / _row_sum
 
 SOFTMAX = register(VectorFunction(
     name="softmax", title="Softmax", latex=r"\operatorname{softmax}",
     out=exp(z[n, k] - lse(z[n, j], j, K)), arg=z,
     output=softmax_, shown_as=_sk, upstream=upstream,
     # ∂softmax_k/∂z_j by the quotient rule, e^{z_k} giving δ_kj and the row sum e^{z_j}.
+    # Products are written factor by factor (Factors, Terms), in the order the quotient
+    # rule states them: SymPy would sort the terms and pull a minus sign out in front.
     jacobian=(
         Rearrange("definition", sp.Derivative(_sk, z[n, j]), inner=((softmax_[n, k], _sk),)),
-        Rearrange("quotient", (sp.Derivative(exp(z[n, k]), z[n, j]) * _row_sum
-                               - exp(z[n, k]) * sp.Derivative(_row_sum, z[n, j]))
-                  / _row_sum**2),
-        Rearrange("delta", (_delta * exp(z[n, k]) * _row_sum
-                            - exp(z[n, k]) * sp.Derivative(_row_sum, z[n, j])) / _row_sum**2,
+        Rearrange("quotient", Factors(1 / _row_sum**2, Terms(
+            Factors(sp.Derivative(exp(z[n, k]), z[n, j]), _row_sum),
+            -Factors(exp(z[n, k]), sp.Derivative(_row_sum, z[n, j])))),
+                  quote=(exp(z[n, k]), _row_sum)),
+        Rearrange("delta", Factors(1 / _row_sum**2, Terms(
+            Factors(exp(z[n, k]), _delta, _row_sum),
+            -Factors(exp(z[n, k]), sp.Derivative(_row_sum, z[n, j])))),
                   identities=((sp.Derivative(exp(z[n, k]), z[n, j]), exp(z[n, k]) * _delta),),
                   quote=(_delta, sp.Eq(k, j, evaluate=False))),
-        Rearrange("constant_terms", (_delta * exp(z[n, k]) * _row_sum
-                                     - exp(z[n, k]) * exp(z[n, j])) / _row_sum**2,
+        Rearrange("constant_terms", Terms(Factors(exp(z[n, k]), _delta, _row_sum),
+                                          -Factors(exp(z[n, k]), exp(z[n, j]))) / _row_sum**2,
                   quote=(exp(z[n, j]), sp.Eq(i, j, evaluate=False))),
-        Rearrange("split_terms", Terms(Factors(_delta, _sk),
+        Rearrange("split_terms", Terms(Factors(_sk, _delta),
                                        -Factors(_sk, exp(z[n, j]) / _row_sum))),
-        Rearrange("name_output", _delta * softmax_[n, k] - softmax_[n, k] * softmax_[n, j],
-                  inner=((softmax_[n, k], _sk),)),
+        Rearrange("name_output", Terms(Factors(softmax_[n, k], _delta),
+                                       -Factors(softmax_[n, k], softmax_[n, j])),
+                  inner=((softmax_[n, k], _sk), (softmax_[n, j], _sj))),
         Rearrange("common_factor", Factors(softmax_[n, k], _delta - softmax_[n, j])),
     ),
-    # ∂E/∂z_j: every output k of the case depends on z_j; the δ_kj keeps one term.
+    # ∂E/∂z_j: every output k of the case depends on z_j (those of other cases do not);
+    # the δ_kj keeps one term.
     vjp=(
-        Rearrange("chain_layer", sp.Sum(upstream[m, k] * sp.Derivative(softmax_[m, k], z[n, j]),
-                                        (m, 0, N - 1), (k, 0, K - 1))),
-        Rearrange("connected", sp.Sum(upstream[n, k] * sp.Derivative(softmax_[n, k], z[n, j]),
-                                      (k, 0, K - 1)),
-                  quote=(softmax_[m, k], sp.Eq(m, n, evaluate=False))),
+        Rearrange("chain_layer", sp.Sum(upstream[n, k] * sp.Derivative(softmax_[n, k], z[n, j]),
+                                        (k, 0, K - 1)),
+                  quote=(upstream[n, k],)),
         Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], softmax_[n, k],
                                              _delta - softmax_[n, j]), (k, 0, K - 1))),
         Rearrange("distribute", sp.Sum(upstream[n, k] * softmax_[n, k] * _delta, (k, 0, K - 1))
                   - softmax_[n, j] * sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1))),
-        Rearrange("delta_sum", upstream[n, j] * softmax_[n, j]
-                  - softmax_[n, j] * sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1)),
+        Rearrange("delta_sum", Terms(Factors(softmax_[n, j], upstream[n, j]), -Factors(
+            softmax_[n, j], sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1)))),
                   quote=(_delta, sp.Eq(k, j, evaluate=False))),
         Rearrange("common_factor", Factors(softmax_[n, j], upstream[n, j] - sp.Sum(
             upstream[n, k] * softmax_[n, k], (k, 0, K - 1)))),
@@ -155,7 +167,6 @@ SOFTMAX = register(VectorFunction(
 
 log_softmax_ = sp.IndexedBase("log_softmax", real=True)
 _log_row = sp.log(_row_sum)
-_sj = exp(z[n, j]) / _row_sum
 
 LOG_SOFTMAX = register(VectorFunction(
     name="log_softmax", title="Log-softmax", latex=r"\log\operatorname{softmax}",
@@ -176,15 +187,13 @@ LOG_SOFTMAX = register(VectorFunction(
         Rearrange("name_softmax", _delta - softmax_[n, j], inner=((softmax_[n, j], _sj),),
                   identities=((softmax_[n, j], _sj, exp(log_softmax_[n, j])),)),
     ),
-    # ∂E/∂z_j: every output k of the case depends on z_j; the δ_kj keeps one term.
+    # ∂E/∂z_j: every output k of the case depends on z_j (those of other cases do not);
+    # the δ_kj keeps one term.
     vjp=(
-        Rearrange("chain_layer", sp.Sum(upstream[m, k]
-                                        * sp.Derivative(log_softmax_[m, k], z[n, j]),
-                                        (m, 0, N - 1), (k, 0, K - 1))),
-        Rearrange("connected", sp.Sum(upstream[n, k]
-                                      * sp.Derivative(log_softmax_[n, k], z[n, j]),
-                                      (k, 0, K - 1)),
-                  quote=(log_softmax_[m, k], sp.Eq(m, n, evaluate=False))),
+        Rearrange("chain_layer", sp.Sum(upstream[n, k]
+                                        * sp.Derivative(log_softmax_[n, k], z[n, j]),
+                                        (k, 0, K - 1)),
+                  quote=(upstream[n, k],)),
         Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], _delta - softmax_[n, j]),
                                      (k, 0, K - 1))),
         Rearrange("distribute", sp.Sum(upstream[n, k] * _delta, (k, 0, K - 1))
@@ -195,22 +204,13 @@ LOG_SOFTMAX = register(VectorFunction(
     )))
 
 LOG_COSH = register(Loss(
-    name="log_cosh", title="Log-cosh loss", latex=r"\operatorname{logcosh}",
-    # log cosh d written so that it never overflows: cosh d = e^{|d|}(1 + e^{−2|d|})/2,
-    # hence log cosh d = |d| + log(1 + e^{−2|d|}) − log 2 (finite at d = ±1e4). Its
-    # derivative is tanh d: like the squared error near 0, like the absolute one far away.
-    term=Abs(yhat[n, k] - y[n, k]) + log(1 + exp(-2 * Abs(yhat[n, k] - y[n, k]))) - log(2),
+    name="log_cosh", title="Log-cosh loss", latex=r"\operatorname{log\,cosh}",
+    # ln cosh(ŷ − y): like the squared error near 0, like the absolute one far away. The
+    # stability pass evaluates it as |d| + ln(1 + e^{−2|d|}) − ln 2 (cosh overflows).
+    term=log(sp.cosh(yhat[n, k] - y[n, k])),
     scale=1 / (N * K), pred=yhat, target=y,
-    # sgn(d) − 2 sgn(d) e^{−2|d|}/(1 + e^{−2|d|}) over one denominator is
-    # sgn(d)(1 − e^{−2|d|})/(1 + e^{−2|d|}) = sgn(d) tanh|d| = tanh d.
+    # The chain rule leaves sinh d / cosh d: that is tanh d.
     rearrange=(
-        Rearrange("common_denominator",
-                  sp.sign(yhat[n, k] - y[n, k]) * (1 - exp(-2 * Abs(yhat[n, k] - y[n, k])))
-                  / (1 + exp(-2 * Abs(yhat[n, k] - y[n, k])))),
-        Rearrange("use_identity", sp.tanh(yhat[n, k] - y[n, k]),
-                  identities=((sp.sign(yhat[n, k] - y[n, k])
-                               * (1 - exp(-2 * Abs(yhat[n, k] - y[n, k])))
-                               / (1 + exp(-2 * Abs(yhat[n, k] - y[n, k]))),
-                               sp.sign(yhat[n, k] - y[n, k]) * sp.tanh(Abs(yhat[n, k] - y[n, k])),
-                               sp.tanh(yhat[n, k] - y[n, k])),)),
+        Rearrange("use_identity", -sp.tanh(y[n, k] - yhat[n, k]),
+                  identities=((sp.sinh(_a) / sp.cosh(_a), sp.tanh(_a)),)),
     )))
