@@ -166,3 +166,146 @@ def test_kink_values_are_stated_in_the_parameters_symbols(lang):
     word = {"pt": "na avaliação", "en": "in evaluation mode"}[lang]
     rrelu = _document("rrelu", lang)
     assert r"\operatorname{RReLU}'({0}^-) = r \; (= \frac{11}{48} \text{ " + word + "})" in rrelu
+
+
+# --- second reading (issue 13): the leftovers of the activations reader ----------------
+
+
+def _frames(text: str) -> list[str]:
+    return text.split(r"\begin{frame}")[1:]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_quotient_rule_lines_follow_the_rule_as_stated(lang):
+    # g′h − gh′: h·1 first, then − g·h′ (not 1 − x·h′ + |x|, which hides the rule).
+    softsign = _document("softsign", lang)
+    assert (r"\frac{\left(1 + \left|{x}\right|\right) - x \cdot \frac{d}{dx}"
+            r"\left[1 + \left|{x}\right|\right]}") in softsign
+    assert r"\frac{\left(1 + \left|{x}\right|\right) - x \operatorname{sgn}(x)}" in softsign
+    silu = _document("silu", lang)
+    assert r"\frac{\left(1 + e^{- x}\right) - x \cdot \frac{d}{dx}\left[1 + e^{- x}\right]}" in silu
+    tanh = _document("tanh", lang)
+    assert (r"\frac{\cosh(x) \cdot \frac{d}{dx} \sinh(x) - \sinh(x) \cdot \frac{d}{dx} "
+            r"\cosh(x)}{\cosh^{2}(x)}") in tanh
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_tanh_reaches_one_minus_tanh_squared_in_one_pass(lang):
+    text = _document("tanh", lang)
+    # (cosh² − sinh²)/cosh² once, then 1 − sinh²/cosh², then 1 − tanh²: no detour via sech².
+    assert text.count(r"\frac{\cosh^{2}(x) - \sinh^{2}(x)}{\cosh^{2}(x)}") == 1
+    assert r"1 - \frac{\sinh^{2}(x)}{\cosh^{2}(x)}" in text
+    box = text.index(r"\boxed{\tanh'(x) = 1 - \tanh^{2}(x)}")
+    assert "sech" not in text[:box]
+    assert {"pt": "Dividimos cada termo do numerador pelo denominador",
+            "en": "We divide each term of the numerator by the denominator"}[lang] in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_linear_inner_function_takes_one_chain_rule_line(lang):
+    # d/dx e^{βx} = β e^{βx} in one line, no name v, no substitution back of it.
+    softplus = _document("softplus", lang)
+    assert r"\frac{d}{dx} e^{\beta x} = \beta e^{\beta x}" in softplus
+    assert r"v = \beta x" not in softplus
+    assert {"pt": "pela regra da cadeia", "en": "by the chain rule"}[lang] in softplus
+    sigmoid = _document("sigmoid", lang)
+    assert r"\frac{d}{dx} e^{- x} = - e^{- x}" in sigmoid
+    assert r"u = - x" not in sigmoid
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_output_forms_show_their_algebra(lang):
+    softplus = _document("softplus", lang)
+    assert r"e^{\beta y} = 1 + e^{\beta x}" in softplus
+    assert r"\frac{e^{\beta y} - 1}{e^{\beta y}} = 1 - e^{- \beta y}" in softplus
+    elu = _document("elu", lang)
+    assert r"\alpha e^{x} = \alpha \left(e^{x} - 1\right) + \alpha" in elu
+    selu = _document("selu", lang)
+    assert r"\alpha \lambda e^{x} = \alpha \lambda \left(e^{x} - 1\right) + \alpha \lambda" in selu
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_largest_derivative_is_written_at_its_point(lang):
+    sep = {"pt": "{,}", "en": "."}[lang]
+    sigmoid = _document("sigmoid", lang)
+    assert r"$\sigma'({0}) = 0" + sep + "25$" in sigmoid
+    assert r"\sigma'(x) = 0" + sep + "25" not in sigmoid
+    # SELU's largest value is the one adopted at its kink: said so.
+    selu = _document("selu", lang)
+    assert {"pt": "o valor adotado por convenção no ponto",
+            "en": "the value adopted by convention at that point"}[lang] in selu
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_limit_is_said_once_in_one_form(lang):
+    bent = _document("bent_identity", lang)
+    assert bent.count(r"x \to +\infty$, $\operatorname{bent}'(x)") == 0
+    assert r"\frac{3}{2}" in bent and "1{,}5" not in bent and "1.5$" not in bent
+    softplus = _document("softplus", lang)
+    assert r"\operatorname{softplus}'(x) \to 1" not in softplus
+    sep = {"pt": "{,}", "en": "."}[lang]
+    # A limit that is a parameter: its symbol, then its declared value (not 1/100).
+    leaky = _document("leaky_relu", lang)
+    assert r"\operatorname{LReLU}'(x) \to \alpha = 0" + sep + "01" in leaky
+    assert r"\frac{1}{100}" not in leaky
+    prelu = _document("prelu", lang)
+    assert r"\operatorname{PReLU}'(x) \to \alpha = 0" + sep + "25" in prelu
+    assert r"\frac{1}{4}" not in prelu
+    selu = _document("selu", lang)
+    assert r"\operatorname{SELU}'(x) \to \lambda \approx 1" + sep + "0507" in selu
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_elu_states_when_its_one_sided_derivatives_differ(lang):
+    text = _document("elu", lang)
+    assert r"\alpha \neq 1" in text
+    assert r"\operatorname{ELU}'({0}) = \alpha$" in text
+    assert {"pt": "podem diferir", "en": "may differ"}[lang] not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_parameter_derivative_has_a_lead_in(lang, fmt):
+    text = _document("prelu", lang, fmt)
+    assert {"pt": r"Portanto, a derivada de $\operatorname{PReLU}$ em relação a $\alpha$ é",
+            "en": r"Hence the derivative of $\operatorname{PReLU}$ with respect to $\alpha$ is"
+            }[lang] in text
+    assert not re.search(r"\\alpha\$: [A-Z]", text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_noisy_relu_says_what_its_draw_does_at_the_kink(lang):
+    text = _document("noisy_relu", lang)
+    assert {"pt": r"dá um salto de $\epsilon \sigma_{\mathcal{N}}$",
+            "en": r"jumps by $\epsilon \sigma_{\mathcal{N}}$"}[lang] in text
+    assert {"pt": "O que segue vale na avaliação.",
+            "en": "What follows holds in evaluation mode."}[lang] in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_slides_by_cases_are_not_packed_and_kinks_are_items(lang):
+    text = _document("hard_sigmoid", lang, "beamer")
+    for frame in _frames(text):
+        assert frame.count(r"\begin{cases}") <= 3
+    kinks = next(f for f in _frames(text) if r"\item" in f and "{-3}" in f)
+    assert kinks.count(r"\item") == 2
+    assert len(_frames(_document("tanh", lang, "beamer"))) > 0
+
+
+def test_english_documents_name_the_course_notes_one_way():
+    for name in ACTIVATIONS:
+        for fmt in FORMATS:
+            assert "lecture notes" not in _document(name, "en", fmt), name
+
+
+def test_gelu_has_its_usual_portuguese_name():
+    assert "Unidade linear de erro gaussiano (GELU)" in _document("gelu", "pt")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_wilson_cowan_and_gelu_quote_the_algebra_they_use(lang):
+    wc = _document("wilson_cowan", lang)
+    assert r"\frac{1}{1 + e^{a \theta}} = \sigma(- a \theta)" in wc
+    assert r"\sigma(a \left(x - \theta\right)) = y + \sigma(- a \theta)" in wc
+    gelu = _document("gelu", lang)
+    assert r"\frac{\sqrt{2}}{2 \sqrt{\pi}} = \frac{1}{\sqrt{2 \pi}}" in gelu

@@ -139,6 +139,12 @@ class KinkView:
     sym_left: str = ""
     sym_at: str = ""
     sym_right: str = ""
+    #: When the one-sided derivatives, equal at the defaults, differ ("\\alpha \\neq 1"),
+    #: and the value adopted at the point then, in symbols ("\\alpha").
+    differ_when: str = ""
+    differ_at: str = ""
+    #: The jump a random draw makes at the point in training mode (Noisy ReLU's εσ), "" if none.
+    training_jump: str = ""
 
 
 @dataclass(frozen=True)
@@ -433,25 +439,56 @@ def _dmax(e: Extremum | None, lang) -> MaxView:
     return MaxView(kind, value, None, end(e.lo), end(e.hi), e.lo_closed, e.hi_closed, 0)
 
 
-def properties_view(facts: Facts, lang: Language, printer: DerivePrinter) -> PropertiesView:
-    """Format the computed properties."""
+def _in_symbols_limit(value: Number | None, symbolic, defaults: dict, noise: frozenset,
+                      lang: Language, printer: DerivePrinter) -> Number | None:
+    """A limit of f' that is a parameter as the symbol, then its value (α = 0,01).
+
+    The value is the parameter's default as declared (0,01, not the fraction 1/100); a
+    random slope has its number only in evaluation mode, and says so.
+    """
+    if symbolic is None or value is None:
+        return value
+    tex = printer.doprint(symbolic)
+    if symbolic.free_symbols & noise:
+        word = lang.words["in_evaluation"]
+        return Number(rf"{tex} \; ({value.rel} {value.tex} 	ext{{ {word}}})", False)
+    if symbolic in defaults:
+        value = defaults[symbolic]
+    return Number(f"{tex} {value.rel} {value.tex}", False)
+
+
+def properties_view(facts: Facts, lang: Language, printer: DerivePrinter,
+                    op: Activation | None = None) -> PropertiesView:
+    """Format the computed properties (limits of f' in the parameters of ``op``)."""
     sat = tuple(SaturationView(s.side, number(s.threshold, lang), s.zero)
                 for s in facts.saturation)
     symmetric = None
     if len(sat) == 2 and abs(facts.saturation[0].threshold + facts.saturation[1].threshold) < 1e-9:
         symmetric = number(facts.saturation[1].threshold, lang)
     sides = {s.side for s in facts.saturation}
+    defaults = {p.symbol: default_number(p.default, lang) for p in (op.params if op else ())}
+    noise = frozenset(n.symbol for n in (op.noise if op else ()))
+    dlimits = tuple(
+        _in_symbols_limit(_limit(lim, lang, printer), symbolic, defaults, noise, lang, printer)
+        for lim, symbolic in zip(facts.dlimits, facts.dlimits_symbolic, strict=True))
+    # A supremum only approached far out already says that side keeps its gradient.
+    approached = facts.dmax.towards if facts.dmax is not None and not facts.dmax.attained else 0
     leaks = tuple(
-        (side, _limit(lim, lang, printer))
+        (side, dlimits[0 if side < 0 else 1])
         for side, lim in ((-1, facts.dlimits[0]), (1, facts.dlimits[1]))
         if side not in sides and lim.number not in (None, 0.0) and not facts.flat
+        and side != approached
     )
+    dmax = _dmax(facts.dmax, lang)
+    if dmax.kind == "limit" and dlimits[0 if dmax.towards < 0 else 1] is not None:
+        # The limit as the derivation has it (3/2, not 1,5 beside a bullet saying 3/2).
+        dmax = replace(dmax, value=dlimits[0 if dmax.towards < 0 else 1])
     return PropertiesView(
         limits=tuple(_limit(lim, lang, printer) for lim in facts.limits),
         dlimits=tuple(_limit(lim, lang, printer) for lim in facts.dlimits),
         lower=_end(facts.lower, lang, printer),
         upper=_end(facts.upper, lang, printer),
-        dmax=_dmax(facts.dmax, lang),
+        dmax=dmax,
         increasing=facts.increasing,
         decreasing=facts.decreasing,
         flat=facts.flat,
@@ -545,7 +582,7 @@ def _one_sided(expr: sp.Expr, at: float, side: int) -> sp.Expr:
 
 
 def _in_symbols(kink: KinkView, derivative: sp.Expr, at: float, printer: DerivePrinter,
-                noise: frozenset, lang: Language) -> KinkView:
+                noise: frozenset, lang: Language, forward: sp.Expr | None = None) -> KinkView:
     """A kink whose one-sided values depend on a parameter states them in its symbol.
 
     Leaky ReLU's derivation ends in α, so its kink reads LReLU'(0⁻) = α = 0,01, not a
@@ -561,8 +598,26 @@ def _in_symbols(kink: KinkView, derivative: sp.Expr, at: float, printer: DeriveP
             return rf"{printer.doprint(value)} \; ({number.rel} {number.tex} \text{{ {word}}})"
         return f"{printer.doprint(value)} {number.rel} {number.tex}"
 
+    differ = differ_at = ""
+    if kink.smooth:
+        left, right = _one_sided(derivative, at, -1), _one_sided(derivative, at, 1)
+        if not (left.has(sp.nan) or right.has(sp.nan)) and sp.simplify(left - right) != 0:
+            # ELU: α = 1 makes them equal, so they differ exactly when α ≠ 1.
+            solved = sp.solve(sp.Eq(left, right), dict=True)
+            differ = printer.doprint(sp.Ne(left, right, evaluate=False))
+            if len(solved) == 1 and len(solved[0]) == 1:
+                ((symbol, value),) = solved[0].items()
+                differ = printer.doprint(sp.Ne(symbol, value, evaluate=False))
+            differ_at = printer.doprint(_one_sided(derivative, at, 0))
+    jump = ""
+    if forward is not None and noise:
+        # Continuous in evaluation mode, but a draw that shifts one branch opens a jump.
+        gap = sp.simplify(_one_sided(forward, at, 1) - _one_sided(forward, at, -1))
+        if not gap.has(sp.nan) and gap.free_symbols & noise:
+            jump = printer.doprint(gap)
     return replace(kink, sym_left=sym(-1, kink.df_left), sym_at=sym(0, kink.df_at),
-                   sym_right=sym(1, kink.df_right))
+                   sym_right=sym(1, kink.df_right), differ_when=differ, differ_at=differ_at,
+                   training_jump=jump)
 
 
 def _except_at(kinks, lang: Language) -> str:
@@ -652,9 +707,10 @@ def _(op: Activation, lang: Language) -> ActivationView:
         # point to discuss; one that is smooth only at the defaults (ELU, α = 1) is.
         # A jump (the Heaviside step) is discussed even where both sides are flat.
         kinks=tuple(_in_symbols(kink_view(k, lang), derivation.derivative, k.at, printer,
-                                frozenset(n.symbol for n in op.noise), lang)
+                                frozenset(n.symbol for n in op.noise), lang,
+                                derivation.forward)
                     for k in facts.kinks if not k.smooth or not k.continuous or op.params),
-        properties=properties_view(facts, lang, printer),
+        properties=properties_view(facts, lang, printer, op),
         f_plot=plot_view(facts.f_curve, facts.window, ()),
         df_plot=plot_view(facts.df_curve, facts.window, facts.saturation),
         remarks=op.remarks,

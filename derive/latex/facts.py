@@ -169,6 +169,9 @@ class Facts:
     #: f' > 0 at every sample, at the far probes and on both sides of every kink: f is
     #: (strictly) increasing, not merely non-decreasing.
     strictly_increasing: bool = False
+    #: The limits of f' at ±∞ in the parameters' symbols where they depend on them
+    #: (Leaky ReLU's α as x → −∞), else None: prose names the symbol, then its value.
+    dlimits_symbolic: tuple[sp.Expr | None, sp.Expr | None] = (None, None)
 
 
 def _close(a, b, tol=1e-9) -> bool:
@@ -224,6 +227,21 @@ def limit_at(expr: sp.Expr, sign: int, value) -> Limit:
     if abs(b) > abs(a) and (a > 0) == (b > 0):
         return Limit(sp.oo if b > 0 else -sp.oo, False)
     return Limit(None, False)
+
+
+def symbolic_limit(expr: sp.Expr, sign: int) -> sp.Expr | None:
+    """The limit of ``expr`` as x → sign·∞ when it depends on a parameter, else None.
+
+    Only a limit SymPy finds in closed form counts (α, λ, the random slope r);
+    one it cannot take is left to the numbers at the defaults.
+    """
+    try:
+        found = sp.limit(explicit(_far_branch(expr, sign)), x, sign * sp.oo)
+    except (NotImplementedError, ValueError, TypeError):
+        return None
+    if found.has(sp.Limit, sp.AccumBounds, sp.oo, -sp.oo, sp.zoo, sp.nan):
+        return None
+    return found if found.free_symbols else None
 
 
 def _plausible(found: sp.Expr, a, b) -> bool:
@@ -483,4 +501,5 @@ def activation_facts(op: Activation, forward: sp.Expr, derivative: sp.Expr,
         saturation, kink_facts, window,
         _curve(F, window, kink_facts, use_df=False), _curve(dF, window, kink_facts, use_df=True),
         _levels(df, fvals), strictly,
+        tuple(symbolic_limit(derivative, sign) for sign in (-1, 1)),
     )

@@ -7,7 +7,7 @@ subgradient convention; everything else (derivative, kernel, LaTeX, tests) follo
 from __future__ import annotations
 
 import sympy as sp
-from sympy import Abs, Piecewise, Rational, cosh, erf, exp, sech, sign, sinh, sqrt, tanh
+from sympy import Abs, Piecewise, Rational, cosh, erf, exp, sign, sinh, sqrt, tanh
 
 from derive.calculus.functions import Factors, Terms, normal_cdf, sigmoid, softplus
 from derive.registry import register
@@ -56,16 +56,15 @@ TANH = register(Activation(
     grad_in_output=1 - y**2,
     # The notes' definition (eq. 7.4) and their form of the derivative, sech² (eq. 7.5).
     shown_as=(sinh(x) / cosh(x), (exp(x) - exp(-x)) / (exp(x) + exp(-x))),
+    # (cosh² − sinh²)/cosh² = 1 − sinh²/cosh² = 1 − tanh²: one pass, each fraction once;
+    # the notes' sech² is the same function (1 − tanh² = 1/cosh²).
     rearrange=(
-        Rearrange("use_identity", sech(x) ** 2, identities=(
-            (cosh(x) ** 2 - sinh(x) ** 2, 1),
-            (1 / cosh(x), sech(x)),
-        )),
+        Rearrange("divide_terms", Terms(1, -sinh(x) ** 2 / cosh(x) ** 2)),
         Rearrange("use_identity", 1 - tanh(x) ** 2, identities=(
-            (sech(x) ** 2, (cosh(x) ** 2 - sinh(x) ** 2) / cosh(x) ** 2,
-             1 - sinh(x) ** 2 / cosh(x) ** 2, 1 - tanh(x) ** 2),
+            (sinh(x) / cosh(x), tanh(x)),
         )),
-    )))
+    ),
+    remarks=("sech_squared",)))
 
 SOFTSIGN = register(Activation(
     name="softsign", title="Softsign", latex=r"\operatorname{softsign}",
@@ -74,7 +73,7 @@ SOFTSIGN = register(Activation(
     # derivative in terms of the output, which the notes (section 7.6) say cannot be done.
     rearrange=(
         Rearrange("use_identity",
-                  Terms(1, -Abs(x), Abs(x)) / (1 + Abs(x)) ** 2,
+                  Terms(1 + Abs(x), -Abs(x)) / (1 + Abs(x)) ** 2,
                   identities=((x * sign(x), Abs(x)),)),
         Rearrange("cancel", 1 / (1 + Abs(x)) ** 2),
     ),
@@ -114,13 +113,18 @@ ELU = register(Activation(
     name="elu", title="Exponential linear unit", latex=r"\operatorname{ELU}",
     params=(Param(alpha, 1.0, latex=r"\alpha"),),
     expr=Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
-    grad_in_output=Piecewise((1, x > 0), (y + alpha, True))))
+    grad_in_output=Piecewise((1, x > 0), (y + alpha, True)),
+    # On x ≤ 0 the derivative αeˣ is the output plus α.
+    output_identities=((alpha * exp(x), Terms(alpha * (exp(x) - 1), alpha)),)))
 
 SELU = register(Activation(
     name="selu", title="Scaled exponential linear unit", latex=r"\operatorname{SELU}",
     params=(Param(alpha, SELU_ALPHA, latex=r"\alpha"), Param(lam, SELU_SCALE, latex=r"\lambda")),
     expr=lam * Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
-    grad_in_output=Piecewise((lam, x > 0), (y + lam * alpha, True))))
+    grad_in_output=Piecewise((lam, x > 0), (y + lam * alpha, True)),
+    # On x ≤ 0 the derivative λαeˣ is the output plus λα.
+    output_identities=((lam * alpha * exp(x),
+                        Terms(lam * alpha * (exp(x) - 1), lam * alpha)),)))
 
 NOISY_RELU = register(Activation(
     name="noisy_relu", title="Noisy ReLU", latex=r"\operatorname{NReLU}",
@@ -134,6 +138,10 @@ WILSON_COWAN = register(Activation(
     expr=1 / (1 + exp(-a * (x - theta))) - 1 / (1 + exp(a * theta)),
     # σ(a(x−θ)) = y + σ(−aθ), so S' = a·σ(1−σ) reuses the output.
     grad_in_output=a * (y + sigmoid(-a * theta)) * (1 - y - sigmoid(-a * theta)),
+    output_identities=(
+        (1 / (1 + exp(a * theta)), sigmoid(-a * theta)),
+        (sigmoid(a * (x - theta)), y + sigmoid(-a * theta)),
+    ),
     # As for σ: the fraction split in two, then σ(u) and 1 − σ(u) recognised, u = a(x − θ).
     rearrange=(
         Rearrange("split_product", Factors(
@@ -172,7 +180,9 @@ GELU = register(Activation(
     # GELU(x) = x Φ(x): the rules give the normal density and the normal CDF back.
     rearrange=(
         Rearrange("use_identity", Terms(Factors(x, _DENSITY), normal_cdf(x)),
-                  identities=((normal_cdf(x), (1 + erf(x / sqrt(2))) / 2),)),
+                  identities=((normal_cdf(x), (1 + erf(x / sqrt(2))) / 2),
+                              (sqrt(2) / (2 * sqrt(sp.pi)),
+                               sp.Pow(_SQRT_2PI, -1, evaluate=False)))),
     )))
 
 SOFTPLUS = register(Activation(
@@ -180,6 +190,14 @@ SOFTPLUS = register(Activation(
     params=(Param(beta, 1.0, latex=r"\beta"),),
     expr=sp.log(1 + exp(beta * x)) / beta,
     grad_in_output=1 - exp(-beta * y),
+    # e^{βy} = 1 + e^{βx} puts the output into σ(βx).
+    output_identities=(
+        (exp(beta * y), 1 + exp(beta * x)),
+        (sigmoid(beta * x), exp(beta * x) / (1 + exp(beta * x)),
+         sp.Mul(exp(beta * y) - 1, sp.Pow(exp(beta * y), -1, evaluate=False),
+                evaluate=False),
+         1 - exp(-beta * y)),
+    ),
     # e^{βx}/(1 + e^{βx}): numerator and denominator divided by e^{βx} give σ(βx).
     rearrange=(
         Rearrange("use_identity", sigmoid(beta * x), identities=(

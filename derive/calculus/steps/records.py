@@ -17,10 +17,12 @@ from derive.spec import Activation, Param
 #: Rule keys, in the order a reader meets them; templates hold one sentence per key.
 RULES = (
     "definition", "sum", "constant", "constant_factor", "identity", "power",
-    "power_as_exp", "exp", "log", "product", "quotient", "chain", "named_function",
+    "power_as_exp", "exp", "log", "product", "quotient", "chain", "chain_linear",
+    "named_function",
     "piecewise", "abs", "sign", "substitute_back",
     # the algebra a declaration asks to show after the rules (spec.Rearrange)
     "split_product", "use_identity", "common_denominator", "expand", "cancel",
+    "divide_terms",
     "rewrite", "in_terms_of_output",
     # over indexed sums (losses, layers): the notes' way of differentiating Σ
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",

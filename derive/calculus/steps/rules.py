@@ -17,7 +17,7 @@ from functools import singledispatch
 
 import sympy as sp
 
-from derive.calculus.functions import NAMED, explicit
+from derive.calculus.functions import NAMED, Terms, explicit
 from derive.calculus.steps.records import (
     D,
     NameSupply,
@@ -87,8 +87,13 @@ def _is_denominator(f: sp.Expr, var) -> bool:
 
 
 def _quotient(numer: sp.Expr, denom: sp.Expr, var) -> Rewrite:
-    """(n/d)' = (n'd − n d')/d², with n' and d' left to later steps."""
-    return Rewrite("quotient", (D(numer, var) * denom - numer * D(denom, var)) / denom**2)
+    """(n/d)' = (n'd − n d')/d², with n' and d' left to later steps.
+
+    The numerator keeps the order of the rule as the prose states it (g′h − gh′):
+    SymPy's ``Add`` would reorder the terms until the rule is no longer recognisable.
+    """
+    numerator = Terms(D(numer, var) * denom, -numer * D(denom, var))
+    return Rewrite("quotient", numerator / denom**2)
 
 
 @rule_for.register
@@ -135,8 +140,26 @@ def _(g: sp.Function, var, names):
         return rule_for.dispatch(object)(g, var, names)
     (arg,) = g.args
     if arg != var:
-        return _chain(g, arg, g.func, var, names)
+        return _linear_chain(g, arg, var, names) or _chain(g, arg, g.func, var, names)
     return function_rule(g, var)
+
+
+def _linear_chain(g, inner, var, names: NameSupply) -> Rewrite | None:
+    """F(a x + b) in one line, F'(a x + b)·a: an inner function with a constant derivative.
+
+    Naming the inner function, differentiating it and substituting it back would take
+    three numbered steps that teach nothing once the chain rule is known.
+    """
+    slope = sp.diff(inner, var)
+    if depends(slope, var):
+        return None
+    u = sp.Dummy("u", real=True)
+    outer = function_rule(g.func(u), u)
+    if outer.result.has(sp.Derivative):
+        return None
+    result = slope * outer.result.xreplace({u: inner})
+    return Rewrite("chain_linear", result, identities=((D(g, var), result),),
+                   quote=(inner, slope))
 
 
 @rule_for.register
@@ -270,7 +293,7 @@ def apply_rule(expr: sp.Expr, names: NameSupply) -> Step:
     if trivial:
         focus, rewrite = next(iter(trivial.items()))
         swap = {n: r.result for n, r in trivial.items() if r.rule == rewrite.rule}
-        after = expr.xreplace(swap)
+        after = tidy_terms(expr.xreplace(swap))
     else:
         rank = {u: i for i, u in enumerate(names.issued)}
         focus = min(nodes, key=lambda n: rank.get(n.variables[0], len(rank)))
@@ -295,8 +318,22 @@ def fold_trivial(expr: sp.Expr) -> tuple[sp.Expr, tuple[tuple[str, sp.Expr], ...
     used: dict[str, sp.Expr] = {}
     for node, rewrite in found.items():
         used.setdefault(rewrite.rule, node)
-    return (expr.xreplace({n: r.result for n, r in found.items()}),
+    return (tidy_terms(expr.xreplace({n: r.result for n, r in found.items()})),
             tuple((rule, used[rule]) for rule in SWEEPING if rule in used))
+
+
+def tidy_terms(expr: sp.Expr) -> sp.Expr:
+    """Drop the terms a trivial rule made zero from sums written term by term.
+
+    The quotient rule's 1′·h − 1·h′ becomes −h′ once 1′ = 0, not 0 − h′.
+    """
+    def kept(terms: Terms) -> sp.Expr:
+        args = [t for t in terms.args if t != 0]
+        if len(args) == len(terms.args):
+            return terms
+        return Terms(*args) if len(args) > 1 else (args[0] if args else sp.S.Zero)
+
+    return expr.replace(lambda e: isinstance(e, Terms), kept)
 
 
 def named_identities(before: sp.Expr, after: sp.Expr) -> tuple[tuple[sp.Expr, sp.Expr], ...]:
