@@ -54,11 +54,14 @@ def test_two_bounds_on_one_index_print_as_one_range():
     assert "x > 0" in apart and "r > 0" in apart and r"\text{ and }" in apart
 
 
-#: The layers whose gradients hold a window's bounds, and the range each must show.
+#: The layers whose gradients hold a window's bounds, and the range each must show:
+#: counted from 1 as in the notes, the offset inside the window (issue 13 item 7).
 RANGES = {
-    "conv2d": (r"S h \leq r \leq S h + k_{h} - 1", r"S w \leq u \leq S w + k_{w} - 1"),
-    "avg_pool2d": (r"S h \leq r \leq S h + k - 1", r"S w \leq u \leq S w + k - 1"),
-    "conv1d": (r"S h \leq r \leq S h + k - 1",),
+    "conv2d": (r"1 \leq r - S \left(h - 1\right) \leq k_{h}",
+               r"1 \leq u - S \left(w - 1\right) \leq k_{w}"),
+    "avg_pool2d": (r"1 \leq r - S \left(h - 1\right) \leq k",
+                   r"1 \leq u - S \left(w - 1\right) \leq k"),
+    "conv1d": (r"1 \leq r - S \left(h - 1\right) \leq k",),
 }
 
 

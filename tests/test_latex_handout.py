@@ -136,8 +136,9 @@ def test_layer_slides_say_what_the_gradients_are_before_the_first_derivation(nam
     frames = _frames(_document(name, lang, "beamer"))
     said = "A retropropagação entrega" if lang == "pt" else "Backpropagation delivers"
     opening = next(i for i, f in enumerate(frames) if said in f)
-    first_step = next(i for i, f in enumerate(frames) if r"\pause" in f or "chain" in f
-                      and i > 1)
+    # The first frame after the definition that prints a step (one or two to a frame).
+    first_step = next(i for i, f in enumerate(frames)
+                      if i > 1 and (r"\pause" in f or r"\deriveFit" in f))
     assert 1 < opening < first_step or opening == 2, (opening, first_step)
     assert r"\frac{\partial" not in frames[opening].split("}", 1)[1].replace(
         r"\frac{\partial E}", "")

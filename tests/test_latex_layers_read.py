@@ -162,3 +162,141 @@ def test_a_continuation_line_opens_with_a_spaced_operator(lang):
     text = body(document("conv2d", lang))
     assert re.search(r"&\\quad (\\left\. )*\{\}[+-]", text)
     assert not re.search(r"&\\quad (\\left\. )*[+-]", text)
+
+
+# --- indices from 1, line breaks, titles (issue 13 items 2 and 7, second reading) ----------
+
+#: Layers whose indices have offsets (a window, a stride): counted from 1 like the others.
+WINDOWED = ("conv2d", "conv1d", "avg_pool2d", "max_pool2d")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", WINDOWED)
+def test_windowed_layers_count_indices_from_one(name, lang, fmt):
+    """Σ from 1, the window at S (h − 1): no sum from 0 and no note on counting from 0."""
+    text = body(document(name, lang, fmt))
+    assert r"=0}" not in text and r"=1}" in text
+    assert r"S \left(h - 1\right)" in text
+    assert r"S h +" not in text and "begin at $0$" not in text
+    assert "começam em $0$" not in text and "start at $0$" not in text
+
+
+def test_conv2d_definition_reads_its_input_from_one():
+    text = body(document("conv2d", "en"))
+    assert (r"\sum_{c=1}^{C} \sum_{i=1}^{k_{h}} \sum_{j=1}^{k_{w}} {K}_{f,c,i,j} "
+            r"{\tilde{x}}_{n,c,i + S \left(h - 1\right),j + S \left(w - 1\right)}") in text
+    # The kernel read at the offset inside the window, which the condition bounds.
+    assert r"{K}_{f,c,r - S \left(h - 1\right),u - S \left(w - 1\right)}" in text
+    # A summation index is named as itself, not shifted (c', not c' − 1).
+    assert "$c' - 1$" not in text and "$n' - 1 = n - 1$" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_max_pool_window_rows_are_counted_from_one(lang):
+    text = body(document("max_pool2d", lang))
+    assert (r"S \left(h - 1\right) + 1 \leq r \leq S \left(h - 1\right) + k") in text
+
+
+def test_counting_from_one_is_the_same_quantity():
+    """The rewritten gradient, read with arrays stored from 1, equals the one from 0."""
+    import sympy as sp
+
+    from derive.latex.indexed import count_from_one
+
+    op = get("conv2d")
+    steps = derivation_steps(op)
+    fixed = frozenset(p.symbol for p in op.hyper)
+    stride = next(p.symbol for p in op.hyper if p.keyword == "stride")
+    rng = __import__("numpy").random.default_rng(0)
+    for g in steps.gradients:
+        sizes = {s: 2 for s in g.result.free_symbols if s.is_positive and s != stride}
+        zero = g.result.xreplace(sizes).xreplace({stride: 1})
+        one = count_from_one(zero, fixed)
+        bases = {el.base for el in zero.atoms(sp.Indexed)}
+        values = {b: rng.normal(size=(4,) * 4) for b in bases}
+        read = functools.partial(_read_stored, values=values)
+        free = sorted(g.element.free_symbols - {b.label for b in bases}, key=str)
+        free = [s for s in free if s.is_integer and not s.is_positive]
+        point0 = {s: 1 for s in free}
+        point1 = {s: 2 for s in free}
+        a = read(zero.xreplace(point0), 0)
+        b = read(one.xreplace(point1), 1)
+        assert abs(float(a) - float(b)) < 1e-12, (g.element, a, b)
+
+
+def _read_stored(e, shift, values):
+    """``e`` evaluated with each array element read from ``values`` at index − shift."""
+    import sympy as sp
+
+    def value(el):
+        idx = [int(i) - shift for i in el.indices]
+        return float(values[el.base][tuple(idx + [0] * (4 - len(idx)))])
+
+    return e.doit().replace(lambda a: isinstance(a, sp.Indexed), value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("conv2d", "conv1d"))
+def test_a_bracket_broken_over_lines_has_one_height(name, lang, fmt):
+    """[b_f … on one line and … ] on the next are as tall as the sum inside."""
+    text = body(document(name, lang, fmt))
+    broken = [line for line in text.splitlines() if r"\left[{b}_{f} \right." in line
+              or r"\left[{b}_{f} \vphantom" in line]
+    assert broken
+    for line in broken:
+        assert r"\left[{b}_{f} \right." not in line
+        assert r"\left[{b}_{f} \vphantom{\sum_{1}^{1}} \right." in line
+        assert r"\left. \vphantom{\sum_{1}^{1}} {}+" in line
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+def test_batch_norm_breaks_between_terms_not_inside_a_parenthesis(lang, fmt):
+    """(x_{n'} − μ_c)² is never cut, nor 1/m ∂E/∂σ² parted from the derivative it scales."""
+    text = body(document("batch_norm", lang, fmt))
+    for block in re.findall(r"\\begin\{aligned\}\[t\](.*?)\\end\{aligned\}", text):
+        for line in block.split(r" \\ "):
+            assert not line.rstrip().endswith(r"\left({x}_{n',c,h',w'} \right."), line
+            assert not re.search(r"&\\quad \\left\. \S*\s*\{\}- \{\\mu\}_\{c\}\\right\)", line)
+            assert not line.rstrip().endswith(
+                r"\frac{1}{m} \frac{\partial E}{\partial \sigma^{2}_{c}}"), line
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("batch_norm", "layer_norm"))
+def test_a_number_joins_the_coefficient(name, lang, fmt):
+    """2/m u ∂E/∂σ², not 1/m ∂E/∂σ² 2u: no fraction followed by a bare number."""
+    text = body(document(name, lang, fmt))
+    assert not re.search(r"\\frac\{1\}\{[mD]\} 2", text)
+    assert not re.search(r"\\frac\{1\}\{[mD]\} \\frac\{\\partial E\}\{[^}]*\}\}? 2", text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("batch_norm", "layer_norm", "batch_norm_inference"))
+def test_the_title_never_leaves_a_lone_word_on_its_last_line(name, lang):
+    title = re.search(r"\\title\{(.*)\}", document(name, lang)).group(1)
+    suffix = title.rsplit(": ", 1)[1]
+    assert " " not in suffix and "~" in suffix, title
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("conv2d", "batch_norm"))
+def test_tall_steps_get_a_slide_each(name, lang):
+    """A step broken over lines fills a slide: no second step (\\pause) on its frame."""
+    frames = re.findall(r"\\begin\{frame\}(.*?)\\end\{frame\}", document(name, lang, "beamer"),
+                        re.S)
+    for frame in frames:
+        if r"\pause" in frame:
+            assert r"\begin{aligned}" not in frame, frame[:200]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_result_stays_with_its_last_step(lang):
+    """No page break between the chain's display and the result that concludes it."""
+    text = body(document("batch_norm", lang))
+    chains = text.count(r"\begin{align*}")
+    assert text.count(r"\global\postdisplaypenalty=10000") == chains
+    assert text.count(r"\global\postdisplaypenalty=0") == chains

@@ -23,6 +23,7 @@ from derive.calculus.steps import (
     GradientSteps,
     LayerSteps,
     LossSteps,
+    OpenSum,
     Step,
     StepChain,
     derivation_steps,
@@ -39,6 +40,7 @@ from derive.latex.context import (
     number,
     op_title,
 )
+from derive.latex.lines import LINE, width
 from derive.latex.printer import WORDS, DerivePrinter
 from derive.spec import Layer, Loss, VectorFunction
 
@@ -220,6 +222,9 @@ def _scale_kind(op) -> str:
 
 def _stable_features(op, exprs) -> tuple[str, ...]:
     features = []
+    if op.term.has(sp.cosh):
+        # The declared ln cosh is evaluated through its overflow-free rewrite.
+        features.append("log_cosh")
     if any(e.has(softplus) for e in exprs):
         features.append("softplus")
     if any(e.has(lse) for e in exprs):
@@ -255,7 +260,9 @@ def _(op: Loss, lang: Language) -> LossView:
     kernel, exprs = [], []
     for variant in derive_loss(op).variants:
         row = _kernel_printed(variant.row_value, n, j)
-        gradient = _kernel_printed(variant.gradient, n, j)
+        # The softmax of the logits by the name the definition gives it (ŷ), as in §2.
+        gradient = _kernel_printed(variant.gradient, n, j).xreplace(
+            {softmax_of(op.pred): sp.IndexedBase("yhat", real=True)})
         # Read in ŷ − y, as the boxed result (sgn(ŷ − y), not −sgn(y − ŷ)).
         gradient = prediction_first(gradient, op.pred[n, j]) or gradient
         exprs += [row, gradient]
@@ -314,6 +321,8 @@ class GradView:
     route: str
     chain: ChainView | None
     single: str
+    #: Steps to a slide: one when a step breaks over lines (two would overfill it).
+    per_frame: int = 2
 
 
 @dataclass(frozen=True)
@@ -355,20 +364,68 @@ class LayerView:
     padded_axes: int = 0
     flat: tuple[str, str, str] = ()
     positions: tuple[tuple[str, str, str, str], ...] = ()
+    #: Integer inputs read as row numbers (an embedding's tokens) and the array they index.
+    indices: tuple[tuple[str, str], ...] = ()
 
 
 class PositionPrinter(DerivePrinter):
     """A layer's printer that first writes each window position under its own name.
 
     x_{n,c,r^*,u^*}, not x_{n,c,S h + ⌊a/k⌋, S w + (a mod k)}: a subscript inside a
-    subscript cannot be read.
+    subscript cannot be read. With ``fixed`` set (a layer whose indices have offsets),
+    every index is then counted from 1 (:func:`count_from_one`).
     """
 
-    _default_settings = {**DerivePrinter._default_settings, "positions": ()}
+    _default_settings = {**DerivePrinter._default_settings, "positions": (), "fixed": None}
 
     def doprint(self, expr):
         """Print ``expr`` with the named window positions in place."""
-        return super().doprint(name_positions(sp.sympify(expr), self._settings["positions"]))
+        expr = name_positions(sp.sympify(expr), self._settings["positions"])
+        # A lone index is a name (the sum's index c'), not a position.
+        if self._settings["fixed"] is not None and not isinstance(expr, sp.Symbol):
+            expr = count_from_one(expr, self._settings["fixed"])
+        return super().doprint(expr)
+
+
+def is_index(symbol: sp.Symbol, fixed: frozenset) -> bool:
+    """Whether ``symbol`` runs over positions: an integer from 0, not a size or a setting."""
+    return bool(symbol.is_integer and symbol.is_nonnegative and not symbol.is_positive
+                and symbol not in fixed)
+
+
+def count_from_one(expr: sp.Expr, fixed: frozenset) -> sp.Expr:
+    """``expr``, written with indices from 0, rewritten for indices that count from 1.
+
+    The same quantity under new names: each index v is v − 1 in the old count and each
+    position one more, so x̃_{n,c,S h + i} becomes x̃_{n,c,S (h − 1) + i} and a sum
+    from 0 to K − 1 runs from 1 to K. Symbols in ``fixed`` (settings such as the
+    padding P) are not indices.
+    """
+    return _shift(expr, fixed)
+
+
+def _shift(e, fixed):
+    if isinstance(e, sp.Symbol):
+        return e - 1 if is_index(e, fixed) else e
+    if isinstance(e, sp.Indexed):
+        element = e.base[tuple(_shift(i, fixed) + 1 for i in e.indices)]
+        # An array of positions (an embedding's tokens) holds them counted from 1 too.
+        return element - 1 if is_index(e.base.label, fixed) else element
+    if isinstance(e, sp.KroneckerDelta):
+        return sp.KroneckerDelta(*(_shift(a, fixed) + 1 for a in e.args), evaluate=False)
+    if isinstance(e, sp.core.relational.Relational):
+        # A relation between positions (n' = n, r − S h ≥ 0) holds between them counted
+        # from 1: both sides one more.
+        return e.func(*(_shift(a, fixed) + 1 for a in e.args), evaluate=False)
+    if isinstance(e, sp.Sum | ArgMax | OpenSum):
+        limits = [(v, _shift(lo, fixed) + 1, _shift(hi, fixed) + 1) for v, lo, hi in e.limits]
+        body = _shift(e.function if isinstance(e, sp.Sum) else e.body, fixed)
+        if isinstance(e, OpenSum):
+            return OpenSum(body, limits, [_shift(p_, fixed) + 1 for p_ in e.picks])
+        return type(e)(body, *limits)
+    if not e.args or isinstance(e, sp.Number):
+        return e
+    return e.func(*(_shift(a, fixed) for a in e.args))
 
 
 def name_positions(expr: sp.Expr, positions) -> sp.Expr:
@@ -408,7 +465,8 @@ def window_positions(op: Layer, steps: LayerSteps):
     # r^*, without the indices n, c, h, w it depends on: as a subscript of x's subscript
     # it could not be read.
     pairs = enumerate(zip(read.indices, element.indices, strict=True))
-    return tuple((index, arg, sp.Symbol(rf"{named.name}^{{*}}", integer=True), axis)
+    return tuple((index, arg, sp.Symbol(rf"{named.name}^{{*}}", integer=True, nonnegative=True),
+                  axis)
                  for axis, (index, named) in pairs if index.has(arg.base))
 
 
@@ -420,10 +478,15 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
     symbols = {upstream: r"\delta"}
     symbols.update({p_.symbol.name: p_.latex for p_ in op.hyper if p_.latex})
     exprs = [steps.expr, *(e for _, e in steps.steps)]
-    base = indexed_printer(lang, symbols, gradients, one_based=plain_indices(*exprs))
+    # Plain indices count from 1 by their bounds alone; offsets (x̃_{n,c,S h + i}) by
+    # renaming every index, as the notes count from 1 too.
+    plain = plain_indices(*exprs)
+    base = indexed_printer(lang, symbols, gradients, one_based=plain)
     settings = {k: v for k, v in base._settings.items()
                 if k in PositionPrinter._default_settings}
-    return PositionPrinter({**settings, "positions": window_positions(op, steps)})
+    fixed = None if plain else frozenset(p_.symbol for p_ in op.hyper)
+    return PositionPrinter({**settings, "positions": window_positions(op, steps),
+                            "fixed": fixed})
 
 
 def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
@@ -444,8 +507,9 @@ def _grad_view(g: GradientSteps, role: str, printer, batch, single: bool) -> Gra
         short = hide_case(g.element, batch)
         single_tex = (rf"{printer.doprint(D(sp.Symbol('E'), short))} = "
                       rf"{printer.doprint(_single_case(g.result, batch))}")
+    tall = chain is not None and any(width(s.tex) > LINE for s in chain.steps)
     return GradView(role, printer.doprint(g.array.label), lhs, printer.doprint(g.result),
-                    g.route, chain, single_tex)
+                    g.route, chain, single_tex, 1 if tall else 2)
 
 
 @document_view.register
@@ -485,7 +549,7 @@ def _(op: Layer, lang: Language) -> LayerView:
     printed_steps = tuple((pr(t), pr(shown(e))) for t, e in steps.steps)
     positions = printer._settings["positions"]
     if positions:
-        printed_steps, position_views = _position_steps(steps, positions, pr)
+        printed_steps, position_views = _position_steps(steps, positions, printer)
     else:
         position_views = ()
     return LayerView(
@@ -510,21 +574,29 @@ def _(op: Layer, lang: Language) -> LayerView:
         routes=any(e.has(ArgMax) for _, e in op.steps),
         mask=any(p_.keyword == "p" for p_ in op.hyper),
         derived=any(g.route == "derived" for g in steps.gradients),
-        zero_based=not printer._settings["one_based"],
+        zero_based=not printer._settings["one_based"] and printer._settings["fixed"] is None,
         # Statistics over the batch when a step's array has no batch index (μ_c, not μ_n).
         batch_stats=any(batch not in t.indices for t, _ in op.steps),
         padded_axes=padded_axes,
         flat=_flat_index(op, steps, printer),
         positions=position_views,
+        indices=tuple((pr(a.label), pr(_indexed_by(op, a).label)) for a in op.indices),
     )
 
 
-def _position_steps(steps: LayerSteps, positions, pr):
+def _indexed_by(op: Layer, base: sp.IndexedBase) -> sp.IndexedBase:
+    """The array whose subscript reads the integer input ``base`` (an embedding's table)."""
+    size = op.index_range(base)
+    return next(a for a, dims in op.arrays if size in dims and a not in op.indices)
+
+
+def _position_steps(steps: LayerSteps, positions, printer):
     """The arg-max step as (r^*, u^*) = arg max over the window, and each position's range.
 
     Returns the printed steps and, per position, (name, index, first, last): the window
     of output (h, w) holds rows S h … S h + k − 1.
     """
+    pr = printer.doprint
     arg = positions[0][1]
     names = [name for _, _, name, _ in positions]
     printed, views = [], []
@@ -539,15 +611,33 @@ def _position_steps(steps: LayerSteps, positions, pr):
         for (_, _, name, axis), named in zip(positions, names, strict=True):
             index = read.indices[axis]
             (var, low, high), = [lim for lim in argmax.limits if index.has(lim[0])]
-            plain = sp.Symbol(name.name.split("^")[0], integer=True)
+            plain = sp.Symbol(name.name.split("^")[0], integer=True, nonnegative=True)
             body = body.xreplace({index: plain})
             first, last = index.xreplace({var: low}), index.xreplace({var: high})
             limits.append((plain, first, last))
-            # The last row as the first plus the window: S h + k − 1, not k − 1 + S h.
-            views.append((pr(named), pr(plain), pr(first), rf"{pr(first)} + {pr(last - first)}"))
+            views.append((pr(named), pr(plain), *window_bounds(first, last, printer)))
         target = r"\left(" + ", ".join(pr(n_) for n_ in names) + r"\right)"
         printed.append((target, pr(ArgMax(body, *limits))))
     return tuple(printed), tuple(views)
+
+
+def window_bounds(first: sp.Expr, last: sp.Expr, printer) -> tuple[str, str]:
+    """The first and last position of a window (counted from 0) as the page counts.
+
+    The last as the first plus the window: S h + k − 1, not k − 1 + S h; from 1,
+    S (h − 1) + 1 and S (h − 1) + k.
+    """
+    if printer._settings["fixed"] is None:
+        pr = printer.doprint
+        return pr(first), rf"{pr(first)} + {pr(last - first)}"
+    first = _shift(first, printer._settings["fixed"]) + 1
+    last = _shift(last, printer._settings["fixed"]) + 1
+    start, base = first.as_coeff_Add()
+    def pr(e):  # already counted from 1: printed without a second shift
+        return DerivePrinter.doprint(printer, e)
+
+    return (rf"{pr(base)} + {pr(start)}" if start else pr(base),
+            rf"{pr(base)} + {pr(sp.expand(last - base))}")
 
 
 def _flat_index(op: Layer, steps: LayerSteps, printer) -> tuple[str, str, str]:
@@ -633,8 +723,10 @@ def _(op: VectorFunction, lang: Language) -> VectorView:
     upstream = op.upstream[case, k]
     kernel = derive_vector(op).vjp_in_output
     # The kernel's form in the derivation's own letters: case n, output j, the arriving
-    # gradient by the same name as above (g), the result as ∂E/∂z (not p, q, ȳ, x̄).
-    kernel_printer = indexed_printer(lang, {"d_y": printer.doprint(op.upstream.label)})
+    # gradient by the same name as above (g), the saved output by the function's name
+    # (y is the target in the loss documents), the result as ∂E/∂z (not p, q, ȳ, x̄).
+    kernel_printer = indexed_printer(lang, {"d_y": printer.doprint(op.upstream.label),
+                                            "y": op.latex})
     if kernel is not None:
         kernel = kernel.xreplace({p: n, q: j})
     return VectorView(

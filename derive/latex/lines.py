@@ -19,6 +19,10 @@ import re
 LINE = 46
 #: The shortest last line a break may leave, as a fraction of :data:`LINE`.
 SHORTEST = 0.3
+#: A product is cut between its factors only when wider than this many lines.
+FACTORS = 1.3
+#: A parenthesis no wider than this (in characters) is never cut inside.
+SHORT = 0.5 * LINE
 
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)")
 #: Commands that print nothing (or only space) at their own width.
@@ -132,8 +136,16 @@ def _breaks(tex: str) -> list[tuple[int, int]]:
                 # Between two brackets of a product ([c = c'] [r = i + S h]).
                 groups[-1][0].append((i - 1, len(groups) - 1))
             if name in ("left", "right"):
-                i = _delimiter(tex, m.end())
-                _enter(groups) if name == "left" else _leave(groups)
+                end = _delimiter(tex, m.end())
+                if name == "left":
+                    # A short parenthesis ((x_{n'} − μ_c)², a binomial) is one piece of
+                    # its term: never cut inside it.
+                    short = (tex[m.end():end].strip() == "("
+                             and width(tex[end:_matching_right(tex, end)]) <= SHORT)
+                    _enter(groups, closed=short)
+                else:
+                    _leave(groups)
+                i = end
                 continue
             if name == "begin":
                 if (depth == 0 and envs == 0 and i > 0 and tex[i - 1] == " "
@@ -168,6 +180,40 @@ def _breaks(tex: str) -> list[tuple[int, int]]:
     return sorted(out)
 
 
+def _matching_right(tex: str, start: int) -> int:
+    r"""The index of the ``\right`` that closes the ``\left`` whose content starts at ``start``."""
+    depth = 1
+    for m in re.finditer(r"\\(left|right)\b", tex[start:]):
+        depth += 1 if m.group(1) == "left" else -1
+        if depth == 0:
+            return start + m.start()
+    return len(tex)
+
+
+def _is_factor_break(tex: str, pos: int) -> bool:
+    """Whether the break at ``pos`` falls between two factors of a product (not terms)."""
+    return not tex[pos + 1:].lstrip().startswith(("+", "-"))
+
+
+def _keep_factors_together(tex: str, candidates: list[tuple[int, int]]) -> list:
+    """``candidates`` without the breaks inside a product that fits a line as it is.
+
+    1/m ∂E/∂σ² · ∂/∂x [Σ (x − μ)²] stays whole, a factor never parted from what it
+    multiplies, unless the term is much wider than a line (Σ Σ Σ · {cases}).
+    """
+    signs = [(pos, lv) for pos, lv in candidates if not _is_factor_break(tex, pos)]
+    kept = []
+    for pos, lv in candidates:
+        if _is_factor_break(tex, pos):
+            before = [p for p, v in signs if p < pos and v <= lv]
+            after = [p for p, v in signs if p > pos and v <= lv]
+            term = tex[before[-1] if before else 0:after[0] if after else len(tex)]
+            if width(term) <= FACTORS * LINE:
+                continue
+        kept.append((pos, lv))
+    return kept
+
+
 def _open_delimiters(tex: str) -> int:
     return len(re.findall(r"\\left\b", tex)) - len(re.findall(r"\\right\b", tex))
 
@@ -182,6 +228,17 @@ def split(tex: str, line: float = LINE) -> list[str]:
     candidates = _breaks(tex)
     if not candidates or width(tex) <= line:
         return [tex]
+    # Between terms first, at any depth; between a factor and what it multiplies only
+    # when that leaves a line too wide.
+    signs = [(pos, lv) for pos, lv in candidates if not _is_factor_break(tex, pos)]
+    pieces = _cut(tex, signs, line)
+    if max(width(p) for p in pieces) <= line:
+        return pieces
+    return _cut(tex, _keep_factors_together(tex, candidates), line)
+
+
+def _cut(tex: str, candidates: list[tuple[int, int]], line: float) -> list[str]:
+    """``tex`` cut at ``candidates``, the shallowest levels first, greedily."""
     best = [tex]
     for level in sorted({lv for _, lv in candidates}):
         allowed = [pos for pos, lv in candidates if lv <= level]
@@ -206,20 +263,71 @@ def split(tex: str, line: float = LINE) -> list[str]:
     return best
 
 
+def _carried(pieces: list[str]) -> list[str]:
+    r"""Per line, what the delimiters left open across its breaks enclose on that line.
+
+    The text before the ``\right`` that closes a delimiter opened on an earlier line, and
+    after the outermost ``\left`` still open at the line's end.
+    """
+    out, carry = [], 0
+    for piece in pieces:
+        events = [(m.start(), 1 if m.group(1) == "left" else -1)
+                  for m in re.finditer(r"\\(left|right)\b", piece)]
+        depth, depths = carry, []
+        for _, step in events:
+            depth += step
+            depths.append(depth)
+        inside = ""
+        closes = [pos for (pos, step), d in zip(events, depths, strict=True)
+                  if step < 0 and d < carry]
+        if carry:
+            inside += piece[:closes[-1]] if closes else piece
+        lowest = min([carry, *depths])
+        if depth > lowest:
+            # The last \left that rose above the lowest depth and stayed there.
+            opens = [pos for k, ((pos, step), d) in enumerate(zip(events, depths, strict=True))
+                     if step > 0 and d == lowest + 1 and min(depths[k:]) > lowest]
+            inside += " " + piece[opens[0]:]
+        out.append(inside)
+        carry = depth
+    return out
+
+
+def _strut(pieces: list[str]) -> str:
+    r"""A phantom as tall as the tallest thing a delimiter broken across lines encloses.
+
+    ``\left[ b_f \right.`` on one line and ``\left. + \sum … \right]`` on the next would
+    open small and close tall; with the phantom on every line both halves match.
+    """
+    inside = " ".join(pieces)
+    if r"\sum_" in inside or r"\prod_" in inside:
+        return r"\vphantom{\sum_{1}^{1}}"
+    if r"\frac" in inside or r"\begin{cases}" in inside:
+        return r"\vphantom{\frac{1}{1}}"
+    return ""
+
+
 def aligned(pieces: list[str]) -> str:
     r"""Lines as an ``aligned`` block, ``\left``/``\right`` balanced on each line.
 
-    The first line is flush, the others indented by ``\quad``, each with its sign.
+    The first line is flush, the others indented by ``\quad``, each with its sign. A
+    delimiter broken across lines gets the same height on each of its lines.
     """
     lines = []
     carry = 0
+    strut = _strut(_carried(pieces))
     for k, piece in enumerate(pieces):
         if k and not piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times")):
             piece = r"\cdot " + piece  # a product cut between two factors
         # "{}+ K…": a sign that opens a line is the binary operator it was, spaced as one.
         binary = k and piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times"))
+        opened = carry
         text = r"\left. " * carry + ("{}" if binary else "") + piece
         carry = _open_delimiters(text)
+        if opened and strut:
+            text = text.replace(r"\left. " * opened, r"\left. " * opened + strut + " ", 1)
+        if carry and strut:
+            text += " " + strut
         text += r" \right." * carry
         lines.append(text)
     body = r" \\ ".join(("&" if k == 0 else r"&\quad ") + t for k, t in enumerate(lines))
