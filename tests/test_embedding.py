@@ -13,6 +13,7 @@ from conftest import generated
 
 from derive.calculus.derivation import derive_layer
 from derive.checks import declaration_check, finite_difference_check
+from derive.pipeline import document_for
 from derive.registry import get
 
 OP = get("embedding")
@@ -89,3 +90,17 @@ def test_tokens_must_be_integers_inside_the_table():
         module().forward(np.array([[0, 3]]), W)
     with pytest.raises(ValueError, match=r"x must hold indices in \[0, 3\)"):
         module().backward(np.array([[-1, 0]]), W, np.zeros((1, 2, 2)))
+
+
+@pytest.mark.parametrize("lang", ["pt", "en"])
+def test_document_counts_tokens_from_one_and_explains_the_scatter_add(lang):
+    text = document_for("embedding", lang=lang, fmt="article").text
+    # The token is a row number, counted from 1 like the rows: W_{x_{n,t},k}, not W_{1+x,k}.
+    assert "{W}_{{x}_{n,t},k}" in text
+    assert "1 + {x}_{n,t}" not in text and "{x}_{n,t} + 1" not in text
+    assert r"\left[p = {x}_{n,t}\right]" in text  # the bracket of the result
+    words = {"pt": ("guarda inteiros", "soma o seu gradiente à linha", "devolve apenas"),
+             "en": ("holds integers", "adds its gradient to row", "returns only")}[lang]
+    for phrase in words:
+        assert phrase in text, phrase
+    assert "The inputs are ;" not in text and "As entradas são ;" not in text
