@@ -136,3 +136,15 @@ def test_the_declaration_is_over_the_whole_sequence():
     assert RNN.steps[0][1].has(RNN.recurrence.state[RNN.out.indices[0], t - 1,
                                                      sp.Symbol("j", integer=True,
                                                                nonnegative=True)])
+
+
+def test_the_loops_over_time_hold_no_derivative():
+    """BPTT's maths is in the step's generated kernels; the loops only order the calls."""
+    text = render_recurrent(derive_recurrence(RNN), "the declaration 'rnn'", "derive kernels rnn")
+    assert text == render_recurrent(derive_recurrence(RNN), "the declaration 'rnn'",
+                                    "derive kernels rnn")
+    loops = text[text.index("def _sequence("):]
+    assert "tanh" not in loops and "W_hh.T" not in loops and "np.dot" not in loops
+    assert "math.tanh(s[p, q])" in text[:text.index("def _sequence(")]
+    assert "d_h_t = d_h[:, t] + carried" in loops
+    assert "d_W_hh += d_W_hh_t" in loops and "d_h_0 = carried" in loops
