@@ -162,3 +162,21 @@ def test_a_fraction_line_keeps_its_distance(name, lang):
     for line in lines:
         if r"\frac" in line:
             assert line.rstrip().endswith(r"\\[0.5ex]"), line
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_long_algorithm_is_split_over_two_slides_at_full_size(lang, tmp_path):
+    """Nadam's thirteen lines: two frames at \\small, numbers running on, never smaller."""
+    tex = document_for("nadam", lang=lang, fmt="beamer").text
+    frames = [f for f in _frames(tex) if r"\begin{tabbing}" in f]
+    assert len(frames) == 2
+    first, second = ([int(n) for n in re.findall(r"\{\\footnotesize (\d+):\}", f)]
+                     for f in frames)
+    assert min(first) == 1 and min(second) == max(first) + 1 and max(second) == 13
+    assert r"\textstyle" not in tex
+    (tmp_path / "doc.tex").write_text(tex)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+                   cwd=tmp_path, capture_output=True, timeout=300, check=False)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert re.findall(r"derive-algorithm: ([a-z ,-]+?),", log) == ["small", "small"]
