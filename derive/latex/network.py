@@ -20,6 +20,7 @@ from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
 from derive.latex.indexed import NOTATION, indexed_printer, plain_indices
+from derive.latex.penalty import training_terms
 from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import y
 
@@ -105,6 +106,9 @@ class NetworkView:
     zero_based: bool = False
     #: The layers with a skip connection, as their views (number, skip, skip_from).
     skips: tuple[NetLayerView, ...] = ()
+    #: What training adds to the gradients (a penalty, clipping, a decay) and the layers
+    #: that normalise with running statistics in evaluation, or None.
+    training: object = None
 
 
 def _shape(shape) -> str:
@@ -145,6 +149,8 @@ def _renamer(op, number: int):
     # forward pass, so they carry the layer's number like the others.
     for t, _ in steps.steps:
         tex = NOTATION.get(t.base.label.name, t.base.label.name)
+        # A symbol with its own exponent (σ²) is braced before the layer's: {σ²}⁽ˡ⁾.
+        tex = f"{{{tex}}}" if "^" in tex else tex
         rename(t.base, f"i{number}_{t.base.label.name}", rf"{tex}^{{({number})}}")
     return names, symbols
 
@@ -215,6 +221,7 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         fused_title=(inline_title(op_title(plan.computed_loss, lang), lang)
                      if plan.fused else ""),
         skips=tuple(view for view in layer_views if view.skip),
+        training=training_terms(spec, lang),
     )
 
 

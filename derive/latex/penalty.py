@@ -23,11 +23,13 @@ from derive.latex.context import (
     ParamView,
     chain_view,
     document_view,
+    inline_title,
     op_title,
+    power_of_ten,
 )
 from derive.latex.optimizer import UpdatePrinter, optimizer_printer
 from derive.latex.printer import WORDS
-from derive.spec import Regulariser, g, w
+from derive.spec import Regulariser, g, grad_total, w
 
 #: The learning rate of the update the page shows.
 ETA = sp.Symbol("eta", positive=True)
@@ -133,3 +135,120 @@ def _(op: Regulariser, lang: Language) -> RegulariserView:
         push=pr(-ETA * rest) if rest != 0 else "",
         decoupled=decoupled_optimizers(lang) if coefficient != 0 else (),
     )
+
+
+# --- in a network's document ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainingTermsView:
+    """What a network's training adds to its gradients: a penalty, clipping, a decay."""
+
+    lang: str
+    #: The penalty's title, R(w) = …, R'(w) = … and its strengths with their values.
+    penalty_title: str = ""
+    penalty: str = ""
+    gradient: str = ""
+    strengths: tuple[tuple[str, str], ...] = ()
+    #: The penalised arrays (W⁽¹⁾, …) and whether the biases are among them.
+    weights: tuple[str, ...] = ()
+    biases: bool = False
+    #: g ← clipped, the threshold and its value, and the norm it reads ("" by value).
+    clipped: str = ""
+    threshold: tuple[str, str] = ("", "")
+    norm: str = ""
+    #: A decoupled decay of the optimizer: its title, the change of w and λ's value.
+    decay_title: str = ""
+    decay: str = ""
+    decay_strength: tuple[str, str] = ("", "")
+    #: The layers that normalise with running statistics in evaluation: (number,
+    #: momentum, 1 − momentum).
+    running: tuple[tuple[int, str, str], ...] = ()
+
+    @property
+    def terms(self) -> bool:
+        """Whether training adds anything to the gradients."""
+        return bool(self.penalty or self.clipped or self.decay)
+
+
+def _number(value: float, lang: Language) -> str:
+    from derive.latex.context import default_value
+
+    return default_value(float(value), lang)
+
+
+def _arrays(spec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The LaTeX of the network's weight arrays (W⁽ˡ⁾) and of its biases (1-D, b⁽ˡ⁾)."""
+    from derive.latex.indexed import NOTATION
+
+    weights, biases = [], []
+    for layer in spec.layers:
+        for name, shape in layer.params:
+            tex = rf"{NOTATION.get(name, name)}^{{({layer.index + 1})}}"
+            (biases if len(shape) == 1 else weights).append(tex)
+    return tuple(weights), tuple(biases)
+
+
+def training_terms(spec, lang: Language) -> TrainingTermsView | None:
+    """What a network spec's training adds to its gradients, printed; None for nothing.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        The network: its plan's ``regulariser`` and ``clip``, its ``[train]`` values and
+        its optimizer's declared decoupled decay.
+    lang : Language
+        The language.
+    """
+    plan, train = spec.plan, spec.train
+    weights, biases = _arrays(spec)
+    fields: dict = {}
+    reg, clip = plan.regulariser, plan.clip
+    if reg is not None:
+        pr = penalty_printer(reg, lang).doprint
+        regularise_biases = bool(train.get("regularise_biases", False))
+        fields |= dict(
+            penalty_title=inline_title(op_title(reg, lang), lang), penalty=pr(reg.penalty),
+            gradient=pr(penalty_gradient(reg)),
+            strengths=tuple((p.latex or pr(p.symbol), _number(train.get(p.name, p.default), lang))
+                            for p in reg.strengths),
+            weights=weights + (biases if regularise_biases else ()), biases=regularise_biases)
+    if clip is not None:
+        settings = {"words": {w_: lang.words[w_] for w_ in WORDS}, "separator": lang.separator,
+                    "lead": (clip.threshold.symbol.name,)}
+        symbols = {clip.threshold.symbol.name: clip.threshold.latex}
+        norm = ""
+        if clip.statistic is not None:
+            total = UpdatePrinter(settings | {"symbols": {}}).doprint(clip.summand)
+            symbols |= {clip.statistic[0].name: r"\lVert g \rVert",
+                        grad_total.name: rf"\sum {total}"}
+        # A tolerance such as 10⁻⁶ is printed as the power it is, not 1/1000000.
+        powers = {r: sp.Symbol(f"power{i}") for i, r in enumerate(clip.clipped.atoms(sp.Rational))
+                  if r.p == 1 and sp.log(r.q, 10).is_Integer and r.q > 100}
+        symbols |= {s.name: power_of_ten(r, lang) for r, s in powers.items()}
+        printer = UpdatePrinter(settings | {"symbols": symbols})
+        if clip.statistic is not None:
+            norm = printer.doprint(sp.Eq(*clip.statistic, evaluate=False))
+        fields |= dict(
+            clipped=printer.doprint(clip.clipped.xreplace(powers)), norm=norm,
+            threshold=(clip.threshold.latex,
+                       _number(train.get(clip.name, clip.threshold.default), lang)))
+    optimizer = registry.get(train.get("optimizer", "gd"), "optimizer")
+    decay_params = [p for p in optimizer.params
+                    if p.symbol in optimizer.decay.free_symbols and p != optimizer.learning_rate]
+    if decay_params and any(train.get(p.name, p.default) for p in decay_params):
+        printer = optimizer_printer(optimizer, lang)
+        p = decay_params[0]
+        fields |= dict(decay_title=op_title(optimizer, lang),
+                       decay=printer.doprint(optimizer.decay),
+                       decay_strength=(p.latex or printer.doprint(p.symbol),
+                                       _number(train.get(p.name, p.default), lang)))
+    # Batch normalisation's running statistics: the declarations that keep them say so.
+    running = tuple(
+        (layer.spec.index + 1, _number(momentum, lang), _number(1 - momentum, lang))
+        for layer in plan.layers for param in layer.op.running_params[:1]
+        for momentum in [float(layer.spec.hyper.get(param.keyword or param.name,
+                                                    param.default))])
+    if running:
+        fields["running"] = running
+    return TrainingTermsView(lang=lang.code, **fields) if fields else None
