@@ -229,3 +229,14 @@ def test_sparse_cross_entropy_is_defined_with_the_integer_label(lang, fmt):
     said = {"pt": "igual a $1$ se $j = t_{n}$ e a $0$ caso contrário",
             "en": "equal to $1$ if $j = t_{n}$ and to $0$ otherwise"}[lang]
     assert said in text and text.index(said) < text.index(r"\frac{\partial}")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_log_cosh_program_explains_its_stable_rewrite(lang, fmt):
+    text = _document("log_cosh", lang, fmt)
+    program = text[text.index(r"\ell_n"):]
+    assert r"|d| + \ln(1 + e^{-2|d|}) - \ln 2" in program
+    assert r"\cosh d = e^{|d|}(1 + e^{-2|d|})/2" in program
+    # A loss without ln cosh says nothing of it.
+    assert r"\ln\cosh d" not in _document("mae", lang, fmt)
