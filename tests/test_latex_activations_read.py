@@ -309,3 +309,12 @@ def test_wilson_cowan_and_gelu_quote_the_algebra_they_use(lang):
     assert r"\sigma(a \left(x - \theta\right)) = y + \sigma(- a \theta)" in wc
     gelu = _document("gelu", lang)
     assert r"\frac{\sqrt{2}}{2 \sqrt{\pi}} = \frac{1}{\sqrt{2 \pi}}" in gelu
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_identities_for_the_output_form_are_displayed(lang, fmt):
+    # Two identities with fractions do not fit a line of text: one display, one per row.
+    text = _document("softplus", lang, fmt)
+    assert (r"\[ \begin{gathered} e^{\beta y} = 1 + e^{\beta x} \\[1ex] \sigma(\beta x) = "
+            in text)
