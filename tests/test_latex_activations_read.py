@@ -318,3 +318,10 @@ def test_identities_for_the_output_form_are_displayed(lang, fmt):
     text = _document("softplus", lang, fmt)
     assert (r"\[ \begin{gathered} e^{\beta y} = 1 + e^{\beta x} \\[1ex] \sigma(\beta x) = "
             in text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_step_quoting_several_identities_shares_its_frame_with_one_other(lang):
+    text = _document("softplus", lang, "beamer")
+    frame = next(f for f in _frames(text) if r"\begin{gathered}" in f)
+    assert frame.count(r"\pause") <= 1
