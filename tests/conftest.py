@@ -74,3 +74,41 @@ def one_error_line(capsys) -> str:
     assert err.startswith("derive: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
     return err
+
+
+#: The small network the optimizer and regularisation tests train against PyTorch:
+#: 5 inputs → 6 tanh units → 3 outputs, mean squared error.
+TANH_MLP = ['type = "dense"\nunits = 6\nactivation = "tanh"', 'type = "dense"\nunits = 3']
+
+
+def tanh_mlp_spec(name: str, train: str) -> str:
+    """The spec of :data:`TANH_MLP` called ``name`` with this ``[train]`` body."""
+    return spec_text(name, TANH_MLP, shape=(5,), loss="mse", train=train)
+
+
+def tanh_mlp_torch_loss(params, x, y):
+    """PyTorch's loss of :data:`TANH_MLP` with parameters (W1, b1, W2, b2) on a batch."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
+
+    h = torch.tanh(F.linear(torch.from_numpy(x), params[0], params[1]))
+    return F.mse_loss(F.linear(h, params[2], params[3]), torch.from_numpy(y))
+
+
+def network_modules(folder: Path, spec_for):
+    """A function name → the generated network module of ``spec_for(name)``, made once each.
+
+    ``spec_for(name)`` gives the spec's text; its network must be called ``net_<name>``.
+    """
+    from derive.cli import main
+
+    modules = {}
+
+    def get(name):
+        if name not in modules:
+            spec = write_spec(folder, spec_for(name), name)
+            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
+            modules[name] = load_module(Path(folder) / "networks" / f"net_{name}.py")
+        return modules[name]
+
+    return get

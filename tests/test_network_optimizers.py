@@ -10,13 +10,10 @@ hand to the network's own gradients (the only reference for an optimizer PyTorch
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
-from conftest import generated
+from conftest import generated, network_modules, tanh_mlp_spec, tanh_mlp_torch_loss
 from oracles import OptimizerOracle, reference
 
 from derive import registry
-from derive.checks import load_module
-from derive.cli import main
 
 OPTIMIZERS = [op.name for op in registry.all_ops("optimizer")]
 STEPS = 5
@@ -29,26 +26,9 @@ HYPER = {"lr": 0.03, "mu": 0.8, "alpha": 0.7, "rho": 0.9, "beta1": 0.85, "beta2"
 #: regularise_biases = true: torch.optim applies AdamW's decay to every parameter it is
 #: given, biases included, and so does the optimizer module (a network spares its biases
 #: by default, which tests/test_regularisation.py checks with parameter groups).
-SPEC = """
-[network]
-name = "net_{name}"
-input_shape = [5]
-loss = "mse"
-
-[[layers]]
-type = "dense"
-units = 6
-activation = "tanh"
-
-[[layers]]
-type = "dense"
-units = 3
-
-[train]
-optimizer = "{name}"
-regularise_biases = true
-{hyper}
-"""
+def spec(name: str) -> str:
+    lines = "\n".join(f"{k} = {v!r}" for k, v in hyper(name).items())
+    return tanh_mlp_spec(f"net_{name}", f'optimizer = "{name}"\nregularise_biases = true\n{lines}')
 
 
 def hyper(name):
@@ -59,19 +39,7 @@ def hyper(name):
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
     """The generated network module of an optimizer, written and imported once."""
-    folder = tmp_path_factory.mktemp("network_optimizers")
-    modules = {}
-
-    def get(name):
-        if name not in modules:
-            lines = "\n".join(f"{k} = {v!r}" for k, v in hyper(name).items())
-            spec = folder / f"{name}.toml"
-            spec.write_text(SPEC.format(name=name, hyper=lines))
-            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
-            modules[name] = load_module(folder / "networks" / f"net_{name}.py")
-        return modules[name]
-
-    return get
+    return network_modules(tmp_path_factory.mktemp("network_optimizers"), spec)
 
 
 @pytest.fixture
@@ -87,11 +55,6 @@ def batches(module, seed=0):
     rng = np.random.default_rng(seed)
     return [(rng.normal(size=(8,) + module.INPUT_SHAPE), rng.normal(size=(8, 3)))
             for _ in range(STEPS)]
-
-
-def torch_loss(params, x, y):
-    h = torch.tanh(F.linear(torch.from_numpy(x), params[0], params[1]))
-    return F.mse_loss(F.linear(h, params[2], params[3]), torch.from_numpy(y))
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -127,7 +90,7 @@ def test_network_steps_match_torch_optim(network, name, float64_torch):
         opt_state = opt_module.init_state(shadow)
     for k, (x, y) in enumerate(batches(m), start=1):
         loss = m.train_step(params, state, x, y, h["lr"])
-        tloss = torch_loss(tparams, x, y)
+        tloss = tanh_mlp_torch_loss(tparams, x, y)
         for t in tparams:
             t.grad = None
         tloss.backward()

@@ -15,11 +15,10 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
-import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
+from conftest import network_modules, tanh_mlp_spec, tanh_mlp_torch_loss
 
 from derive import registry
 from derive.calculus.regularise import gradient_used, penalty_gradient, regularised
-from derive.checks import load_module
 from derive.cli import main
 from derive.ops.regularisers import CLIP_NORM, ELASTIC_NET, L1, L2, REGULARISERS
 from derive.spec import g, w
@@ -28,25 +27,8 @@ STEPS = 5
 RTOL, ATOL = 1e-9, 1e-12
 LR = 0.05
 
-SPEC = """
-[network]
-name = "net_{name}"
-input_shape = [5]
-loss = "mse"
-
-[[layers]]
-type = "dense"
-units = 6
-activation = "tanh"
-
-[[layers]]
-type = "dense"
-units = 3
-
-[train]
-lr = {lr}
-{train}
-"""
+def case_spec(name: str, train: str, lr: float = LR) -> str:
+    return tanh_mlp_spec(f"net_{name}", f"lr = {lr}\n{train}")
 
 #: name → ([train] lines, how torch trains the same network: see torch_run).
 CASES = {
@@ -74,29 +56,14 @@ CASES = {
 @pytest.fixture(scope="module")
 def network(tmp_path_factory):
     """The generated network module of a case, written and imported once."""
-    folder = tmp_path_factory.mktemp("regularisation")
-    modules = {}
-
-    def get(name):
-        if name not in modules:
-            spec = folder / f"{name}.toml"
-            spec.write_text(SPEC.format(name=name, lr=LR, train=CASES[name][0]))
-            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
-            modules[name] = load_module(folder / "networks" / f"net_{name}.py")
-        return modules[name]
-
-    return get
+    return network_modules(tmp_path_factory.mktemp("regularisation"),
+                           lambda name: case_spec(name, CASES[name][0]))
 
 
 def batches(seed=0):
     rng = np.random.default_rng(seed)
     # Targets far from the initial outputs, so the first gradients are large enough to clip.
     return [(rng.normal(size=(8, 5)), 3.0 * rng.normal(size=(8, 3))) for _ in range(STEPS)]
-
-
-def torch_loss(params, x, y):
-    h = torch.tanh(F.linear(torch.from_numpy(x), params[0], params[1]))
-    return F.mse_loss(F.linear(h, params[2], params[3]), torch.from_numpy(y))
 
 
 def torch_optimizer(tparams, biases, opt, wd=0.0, regularise_biases=False):
@@ -128,7 +95,7 @@ def torch_run(module, name, params):
     for x, y in batches():
         for t in tparams:
             t.grad = None
-        loss = torch_loss(tparams, x, y)
+        loss = tanh_mlp_torch_loss(tparams, x, y)
         loss.backward()
         if "clip_norm" in how:
             norms.append(float(torch.nn.utils.clip_grad_norm_(tparams, how["clip_norm"])))
@@ -249,7 +216,7 @@ def test_a_clipped_penalised_optimizer_reads_the_new_gradient_first():
 ])
 def test_a_wrong_setting_exits_2_with_one_line(train, words, tmp_path, capsys):
     spec = tmp_path / "net.toml"
-    spec.write_text(SPEC.format(name="bad", lr=LR, train=train))
+    spec.write_text(case_spec("bad", train))
     assert main(["kernels", str(spec), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("derive: error: ") and err.count("\n") == 1, err

@@ -12,8 +12,9 @@ import sys
 import time
 
 import pytest
+from conftest import cli_train as train
+from conftest import one_error_line
 
-from derive.cli import main
 from derive.errors import DeriveError
 from derive.train import checkpoint
 from derive.train.checkpoint import CHECKPOINT, load_checkpoint
@@ -37,10 +38,6 @@ epochs = 1
 """
 
 
-def train(spec, out, *options) -> int:
-    return main(["train", str(spec), "--out", str(out), "--no-progress", *options])
-
-
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A spec and the folder of its finished one-epoch run."""
@@ -60,13 +57,6 @@ def run(finished, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     return spec, copy
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("derive: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    return err
 
 
 # --- a checkpoint is never replaced -------------------------------------------------------
