@@ -143,9 +143,10 @@ def test_indices_count_from_one_as_in_the_notes(lang):
 
 
 @pytest.mark.parametrize("lang, says", [("pt", "começam em $0$"), ("en", "start at $0$")])
-def test_layers_reading_at_offsets_keep_pythons_origin_and_say_so(lang, says):
+def test_layers_reading_at_offsets_count_from_one_like_the_others(lang, says):
+    # Issue 13 item 7: the notes count from 1, offsets too (x̃_{n,c,i+S(h−1),j+S(w−1)}).
     conv = _document("conv2d", lang)
-    assert says in conv and r"\sum_{c=0}" in conv
+    assert says not in conv and r"\sum_{c=0}" not in conv and r"\sum_{c=1}" in conv
     assert says not in _document("dense", lang)
 
 

@@ -191,8 +191,12 @@ def _matching_right(tex: str, start: int) -> int:
 
 
 def _is_factor_break(tex: str, pos: int) -> bool:
-    """Whether the break at ``pos`` falls between two factors of a product (not terms)."""
-    return not tex[pos + 1:].lstrip().startswith(("+", "-"))
+    """Whether the break at ``pos`` parts a factor from what it multiplies.
+
+    Before a product's dot, a cases block or a bracket; not before a sign, nor before
+    ⊙ or ×, which join two operands of their own (a Hadamard product of two blocks).
+    """
+    return not tex[pos + 1:].lstrip().startswith(("+", "-", r"\odot", r"\times"))
 
 
 def _keep_factors_together(tex: str, candidates: list[tuple[int, int]]) -> list:
