@@ -417,8 +417,8 @@ def skip_formulas(element, result, sums, spec, pr) -> list[Formula]:
     """∂E/∂x⁽ᵏ⁾ for an output x⁽ᵏ⁾ that skip connections also add to later outputs.
 
     x⁽ᵏ⁾ is read by the layer above it (``spec``, whose derived input gradient is
-    ``result``) and by each sum x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾ of ``sums``. By the chain rule its
-    gradient adds the path through the block and, for each sum, ∂E/∂x⁽ˡ⁾ times the
+    ``result``) and by each sum x⁽ˡ⁾ = f(s⁽ˡ⁾) + x⁽ᵏ⁾ of ``sums``. The chain rule makes its
+    gradient add the path through the block and, for each sum, ∂E/∂x⁽ˡ⁾ times the
     sum's derivative in x⁽ᵏ⁾ (:data:`~derive.netplan.SKIP_SUM`): first with that
     derivative written, then with its value.
     """
