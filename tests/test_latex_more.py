@@ -210,8 +210,10 @@ def test_dense_layer_opens_the_neuron_sum_and_reaches_the_notes_formulas(documen
 @needs_tex
 def test_convolution_and_pooling_in_index_form(documents):
     conv = flat(documents, "conv2d", "en", "article")
-    assert "[r=i+Sh][u=j+Sw]" in conv  # SymPy's Kronecker deltas, before they are eliminated
-    assert "∂E∂Kf,c,i,j" in conv and "x̃n,c,i+Sh,j+Sw" in conv
+    # SymPy's Kronecker deltas, before they are eliminated; windows counted from 1 as in
+    # the notes, so output row h starts at input row S(h − 1) + 1.
+    assert "[r=i+S(h−1)][u=j+S(w−1)]" in conv
+    assert "∂E∂Kf,c,i,j" in conv and "x̃n,c,i+S(h−1),j+S(w−1)" in conv
     avg = flat(documents, "avg_pool2d", "pt", "article")
     assert "deltasdeKronecker" in avg
     assert "arg" in flat(documents, "max_pool2d", "en", "article")
@@ -386,8 +388,8 @@ def test_jupyter_mse_shows_the_steps_of_its_document():
     text = jupyter(get("mse"))
     first, chain, result = displays(text)
     assert r"\operatorname{MSE} &= \frac{1}{K N} \sum_{n=1}^{N} \sum_{j=1}^{K}" in first
-    power = (r" &= \frac{2 u}{K N} \cdot \frac{\partial}{\partial {\hat{y}}_{k}}"
-             r"\left[{\hat{y}}_{k} - {y}_{k}\right] && \text{power rule}")
+    # ∂/∂ŷ_k[ŷ_k − y_k] = 1 is a clause of the power rule's line, not a line of its own.
+    power = r" &= \frac{2 u}{K N} && \text{power rule}"
     # The derivation ends for the output k it was taken for, and the result follows it
     # once, in a display of its own (as the documents box it).
     assert power in chain and "index j" not in chain
