@@ -112,3 +112,53 @@ def network_modules(folder: Path, spec_for):
         return modules[name]
 
     return get
+
+
+def table_spec_text(name: str, shape, layers, loss: str = "mse", train: str = "") -> str:
+    """The text of a network spec whose layers are given as dictionaries.
+
+    Parameters
+    ----------
+    name : str
+        The network's (and generated module's) name.
+    shape : sequence of int
+        The input shape.
+    layers : iterable of dict
+        One ``[[layers]]`` table each, e.g. ``{"type": "dense", "units": 10}``.
+    loss : str
+        The loss's catalogue name.
+    train : str
+        The body of the ``[train]`` table.
+
+    Returns
+    -------
+    str
+        The spec, as TOML.
+    """
+    text = f'[network]\nname = "{name}"\ninput_shape = {list(shape)}\nloss = "{loss}"\n'
+    for layer in layers:
+        text += "\n[[layers]]\n" + "".join(
+            f"{k} = {v!r}\n".replace("'", '"').replace("True", "true")
+            for k, v in layer.items())
+    return text + "\n[train]\n" + train
+
+
+def table_network_builder(folder: Path):
+    """A function (name, shape, layers, loss, train) → its generated module, made once each.
+
+    The spec is :func:`table_spec_text`'s; the module is generated into ``folder`` and
+    imported from there.
+    """
+    from derive.cli import main
+
+    modules = {}
+
+    def get(name, shape, layers, loss="mse", train=""):
+        if name not in modules:
+            spec = Path(folder) / f"{name}.toml"
+            spec.write_text(table_spec_text(name, shape, layers, loss, train))
+            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
+            modules[name] = load_module(Path(folder) / "networks" / f"{name}.py")
+        return modules[name]
+
+    return get

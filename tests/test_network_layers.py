@@ -12,38 +12,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import table_network_builder, table_spec_text
 
-from derive.checks import load_module
 from derive.cli import main
 from derive.codegen.network import stream
 
 TOL = 1e-9
 
 
-def spec_text(name, shape, layers, loss="mse", train=""):
-    text = f'[network]\nname = "{name}"\ninput_shape = {shape}\nloss = "{loss}"\n'
-    for layer in layers:
-        text += "\n[[layers]]\n" + "".join(
-            f"{k} = {v!r}\n".replace("'", '"').replace("True", "true")
-            for k, v in layer.items())
-    return text + "\n[train]\n" + train
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """Write, generate and import a network module once per spec."""
-    folder = tmp_path_factory.mktemp("network_layers")
-    modules = {}
-
-    def get(name, shape, layers, loss="mse", train=""):
-        if name not in modules:
-            spec = folder / f"{name}.toml"
-            spec.write_text(spec_text(name, shape, layers, loss, train))
-            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
-            modules[name] = load_module(folder / "networks" / f"{name}.py")
-        return modules[name]
-
-    return get
+    return table_network_builder(tmp_path_factory.mktemp("network_layers"))
 
 
 def draws(m, seed, layer, part, shape):
@@ -319,7 +299,7 @@ def test_layer_keys_are_checked(layer, words):
 
 def test_layer_shapes_come_from_the_declarations():
     from derive.network import parse_spec
-    spec = parse_spec(spec_text("shapes", [3, 6], [
+    spec = parse_spec(table_spec_text("shapes", [3, 6], [
         {"type": "conv1d", "filters": 4, "padding": 1},
         {"type": "batch_norm", "activation": "prelu", "alpha_per_channel": True},
         {"type": "dropout"}, {"type": "dropout", "p": 0.1}]))

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
-from conftest import generated
+from conftest import generated, table_network_builder, table_spec_text
 
 from derive import registry
-from derive.checks import load_module
 from derive.cli import main
 from derive.latex.context import document_view
 from derive.latex.render import language
@@ -53,29 +52,10 @@ CONV = [
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, None: lambda h: h}
 
 
-def spec_text(name, shape, layers, loss="mse", train=""):
-    text = f'[network]\nname = "{name}"\ninput_shape = {shape}\nloss = "{loss}"\n'
-    for layer in layers:
-        text += "\n[[layers]]\n" + "".join(
-            f"{k} = {v!r}\n".replace("'", '"') for k, v in layer.items())
-    return text + "\n[train]\n" + train
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """Write, generate and import a network module once per name."""
-    folder = tmp_path_factory.mktemp("residual")
-    modules = {}
-
-    def get(name, shape, layers, loss="mse", train=""):
-        if name not in modules:
-            spec = folder / f"{name}.toml"
-            spec.write_text(spec_text(name, shape, layers, loss, train))
-            assert main(["kernels", str(spec), "-o", str(folder)]) == 0
-            modules[name] = load_module(folder / "networks" / f"{name}.py")
-        return modules[name]
-
-    return get
+    return table_network_builder(tmp_path_factory.mktemp("residual"))
 
 
 def torch_forward(module, params, x):
@@ -232,8 +212,9 @@ def test_skips_keep_the_first_layers_gradient(build):
 
 
 def two(extra_first="", extra_second="", units=4):
-    return spec_text("t", [4], [{"type": "dense", "units": 4}, {"type": "dense", "units": units}]
-                     ).replace('units = 4\n', 'units = 4\n' + extra_first, 1).replace(
+    layers = [{"type": "dense", "units": 4}, {"type": "dense", "units": units}]
+    text = table_spec_text("t", [4], layers)
+    return text.replace('units = 4\n', 'units = 4\n' + extra_first, 1).replace(
         f'units = {units}\n\n[train]', f'units = {units}\n{extra_second}\n[train]')
 
 
@@ -241,7 +222,7 @@ def two(extra_first="", extra_second="", units=4):
     (two('name = "a"\n', 'skip_from = "a"\n', units=3),
      "layers[1].skip_from: layers[1] (dense) outputs shape (3,) but layer 'a' (layers[0])"
      " has shape (4,); a skip connection adds two outputs of the same shape."),
-    (spec_text("t", [5], [{"type": "dense", "units": 4, "skip_from": "input"}]),
+    (table_spec_text("t", [5], [{"type": "dense", "units": 4, "skip_from": "input"}]),
      "layers[0] (dense) outputs shape (4,) but the network's input has shape (5,)"),
     (two('name = "a"\n', 'skip_from = "b"\n'), "no earlier layer is named 'b'."),
     (two('skip_from = "a"\n', 'name = "a"\n'), "'a' is layers[1], above this one"),
@@ -250,7 +231,7 @@ def two(extra_first="", extra_second="", units=4):
     (two('name = "input"\n'), "'input' names the network's input in skip_from"),
     (two('name = "a"\n', "skip_from = 0\n"), "skip_from must be the name of an earlier layer"),
     (two("name = 3\n"), "a layer's name must be a non-empty string"),
-    (spec_text("t", [4], [{"type": "dense", "units": 4, "activation": "tanh", "name": "a"},
+    (table_spec_text("t", [4], [{"type": "dense", "units": 4, "activation": "tanh", "name": "a"},
                           {"type": "dense", "units": 4, "activation": "softmax",
                            "skip_from": "a"}], loss="categorical_cross_entropy"),
      "layers[1].skip_from: the last layer's softmax is computed inside the loss"),
@@ -271,7 +252,7 @@ def test_a_shape_mismatch_is_one_line_and_exit_code_2(tmp_path, capsys):
 
 
 def test_the_plan_knows_every_reader_of_an_output():
-    spec = parse_spec(spec_text("t", [4], LAYERS))
+    spec = parse_spec(table_spec_text("t", [4], LAYERS))
     plan = spec.plan
     assert [layer.spec.skip_from for layer in plan.skips] == [-1, 0, 2, 0]
     assert [layer.spec.index for layer in plan.skips_into(0)] == [2, 4]
@@ -283,7 +264,7 @@ def test_the_plan_knows_every_reader_of_an_output():
 
 @pytest.fixture(scope="module")
 def residual_view():
-    return {lang: document_view(parse_spec(spec_text("t", [4], LAYERS)), language(lang))
+    return {lang: document_view(parse_spec(table_spec_text("t", [4], LAYERS)), language(lang))
             for lang in ("en", "pt")}
 
 
@@ -322,7 +303,7 @@ def test_the_delta_through_the_sum_is_derived(residual_view):
 def test_a_padded_block_crops_before_the_identity_path():
     # Layer 2 reads x^(1) zero-padded: what comes back through the block is the padded
     # input's gradient inside the border, and the identity path adds ∂E/∂x^(3).
-    view = document_view(parse_spec(spec_text("c", [2, 5, 5], CONV)), language("en"))
+    view = document_view(parse_spec(table_spec_text("c", [2, 5, 5], CONV)), language("en"))
     paths, identity = (f for f in view.backward if f.kind.startswith("skip"))
     assert paths.lhs == r"\frac{\partial E}{\partial x^{(1)}_{n,c,r,u}}"
     block = r"\frac{\partial E}{\partial \tilde{x}^{(1)}_{n,c,1 + r,1 + u}}"
@@ -334,7 +315,7 @@ def test_a_padded_block_crops_before_the_identity_path():
 @pytest.mark.parametrize("fmt", ["article", "beamer", "markdown"])
 def test_the_document_explains_the_identity_path(tmp_path, lang, fmt):
     spec = tmp_path / "res.toml"
-    spec.write_text(spec_text("res", [4], LAYERS))
+    spec.write_text(table_spec_text("res", [4], LAYERS))
     out = tmp_path / f"res.{'md' if fmt == 'markdown' else 'tex'}"
     assert main(["latex", str(spec), "--lang", lang, "--format", fmt, "-o", str(out)]) == 0
     text = out.read_text()
