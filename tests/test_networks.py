@@ -6,33 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import GENERATED, generated
+from torch_networks import torch_forward
 
 from derive.cli import main
 from derive.network import SpecError, parse_spec
 
 EXAMPLES = ["mlp_notes", "cnn_small"]
-
-
-def torch_forward(module, params, x):
-    """The same network in PyTorch, read from the module's own description."""
-    h = x
-    k = 0
-    for name in module.LAYERS:
-        kind, activation, hyper = name
-        if kind == "dense":
-            h = F.linear(h, params[k], params[k + 1])
-            k += 2
-        elif kind == "conv2d":
-            h = F.conv2d(h, params[k], params[k + 1], stride=hyper["stride"],
-                         padding=hyper["padding"])
-            k += 2
-        elif kind == "max_pool2d":
-            h = F.max_pool2d(h, hyper["kernel_size"], hyper["stride"])
-        elif kind == "flatten":
-            h = torch.flatten(h, 1)
-        if activation == "relu":
-            h = F.relu(h)
-    return h
 
 
 def torch_optimizer(module, params):

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
 from conftest import generated, table_network_builder, table_spec_text
+from torch_networks import torch_forward
 
 from derive import registry
 from derive.cli import main
@@ -49,34 +50,10 @@ CONV = [
     {"type": "dense", "units": 3},
 ]
 
-ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, None: lambda h: h}
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     """Write, generate and import a network module once per name."""
     return table_network_builder(tmp_path_factory.mktemp("residual"))
-
-
-def torch_forward(module, params, x):
-    """The network in PyTorch, rebuilt from the module's LAYERS (skip_from included)."""
-    outputs, h, k = [], x, 0
-    for kind, activation, hyper in module.LAYERS:
-        if kind == "dense":
-            h = F.linear(h, params[k], params[k + 1])
-            k += 2
-        elif kind == "conv2d":
-            h = F.conv2d(h, params[k], params[k + 1], stride=hyper["stride"],
-                         padding=hyper["padding"])
-            k += 2
-        elif kind == "flatten":
-            h = torch.flatten(h, 1)
-        h = ACTIVATIONS[activation](h)
-        if "skip_from" in hyper:
-            source = hyper["skip_from"]
-            h = h + (x if source < 0 else outputs[source])
-        outputs.append(h)
-    return h
 
 
 def data(module, seed=0, n=6):
