@@ -144,7 +144,8 @@ def test_the_course_notes_are_cited_only_where_right():
     assert "seção 6.2 das notas de aula" in prose(_document("mse", "pt"))
     assert "section 6.2 of the course notes" in prose(_document("mse", "en"))
     assert "eq.~(6.12) das notas de aula" in _document("examples/mlp_notes.toml", "pt")
-    assert "slides de retropropagação" in prose(_document("examples/mlp_notes.toml", "pt"))
+    assert r"slides \emph{Retropropagação em Redes Neurais}" in prose(
+        _document("examples/mlp_notes.toml", "pt"))
     assert "slides de gradiente descendente" in prose(_document("adam", "pt"))
 
 
