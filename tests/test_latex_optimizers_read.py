@@ -180,3 +180,18 @@ def test_a_long_algorithm_is_split_over_two_slides_at_full_size(lang, tmp_path):
                    cwd=tmp_path, capture_output=True, timeout=300, check=False)
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert re.findall(r"derive-algorithm: ([a-z ,-]+?),", log) == ["small", "small"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_a_title_names_the_method_not_a_library(name, lang, fmt):
+    """Nadam and Nesterov are named by their papers; PyTorch is at most a sentence."""
+    text = document_for(name, lang=lang, fmt=fmt).text
+    titles = re.findall(r"\\title\{([^\n]*)\}", text)
+    titles += re.findall(r"\\textbf\{Algorit\w+ 1\} ([^\n]*)\\par", text)
+    assert titles
+    for title in titles:
+        assert "PyTorch" not in title and "formula" not in title, title
+    sentences = re.split(r"(?<=\.) ", _body(name, lang, fmt))
+    assert sum("PyTorch" in s for s in sentences) <= 1

@@ -77,7 +77,7 @@ MOMENTUM_RUMELHART = register(Optimizer(
               "(0.9) applied to the whole-training-set gradient."))
 
 NESTEROV = register(Optimizer(
-    name="nesterov", title="Nesterov accelerated gradient (PyTorch's formulation)",
+    name="nesterov", title="Nesterov accelerated gradient (in the form of Bengio et al., 2013)",
     latex=r"\mathrm{NAG}",
     params=(_lr(1e-3), Param(mu, 0.9, latex=r"\mu")),
     state=(Slot(buf, latex="b"),),
@@ -119,7 +119,7 @@ ADAM = register(Optimizer(
               "does; t counts updates from 1."))
 
 NADAM = register(Optimizer(
-    name="nadam", title="Nadam (Nesterov-accelerated Adam, PyTorch's formulation)",
+    name="nadam", title="Nadam (Adam with Nesterov momentum, Dozat, 2016)",
     latex=r"\mathrm{Nadam}",
     params=(_lr(2e-3), Param(beta1, 0.9, latex=r"\beta_1"),
             Param(beta2, 0.999, latex=r"\beta_2"), Param(eps, 1e-8, latex=r"\varepsilon"),
