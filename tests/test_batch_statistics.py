@@ -91,5 +91,8 @@ def test_a_partial_batch_of_one_trains_and_the_log_says_so(tmp_path, capsys):
     assert main(["train", str(spec), "--out", str(tmp_path / "run")]) == 0
     log = capsys.readouterr().err
     assert f"joins the batch before it ({size + 1} samples)" in log, log
+    # Without them too: the merge changes the run the spec asked for.
+    assert cli_train(spec, tmp_path / "quiet") == 0
+    assert f"joins the batch before it ({size + 1} samples)" in capsys.readouterr().err
     run = load_checkpoint(tmp_path / "run" / CHECKPOINT)
     assert run.epoch == 1 and all(np.isfinite(p).all() for p in run.params)

@@ -675,7 +675,7 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     n_train = len(data.x_train)
     if len(batch_starts(n_train, batch_size, keeps_batch_statistics(module))) < -(
             -n_train // batch_size):
-        report.message(f"{n_train} training samples leave one for the last batch, which batch "
+        report.notice(f"{n_train} training samples leave one for the last batch, which batch "
                        "normalisation cannot normalise: it joins the batch before it "
                        f"({batch_size + 1} samples)")
     files: list[Path] = []

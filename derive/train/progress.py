@@ -131,3 +131,12 @@ class Progress:
         if self.enabled:
             self._clear()
             self._write(text + "\n")
+
+    def notice(self, text: str) -> None:
+        """A line the user must see even with progress off: how the run differs from the spec.
+
+        ``--no-progress`` silences the bar and the epoch lines, not a change the run makes
+        to what was asked (a batch merged into another).
+        """
+        self._clear()
+        self._write(text + "\n")
