@@ -126,10 +126,21 @@ def _(op: Activation, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     return results
 
 
+def _outputs(result) -> tuple:
+    """A forward's outputs as a tuple: a recurrence returns (states, last state)."""
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _flat(result) -> np.ndarray:
+    """Every output of a forward, one array (the only one's shape when there is one)."""
+    outs = [np.asarray(r, dtype=float) for r in _outputs(result)]
+    return outs[0] if len(outs) == 1 else np.concatenate([np.ravel(r) for r in outs])
+
+
 def _call_module(op, module: ModuleType, *args, **kwargs) -> np.ndarray:
     """Call the module's forward; any failure means it is not this op's module."""
     try:
-        return np.asarray(module.forward(*args, **kwargs), dtype=float)
+        return _flat(module.forward(*args, **kwargs))
     except Exception as exc:  # noqa: BLE001 — a foreign module may raise anything
         text = str(exc).strip().splitlines()
         raise DeriveError(
@@ -195,7 +206,7 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
         (Path(folder) / RUNTIME_NAME).write_text(runtime_text(), encoding="utf-8")
         reference = load_module(path)
         arrays, hyper = _layer_samples(op, np.random.default_rng(seed))
-        want = reference.forward(*[a.copy() for a in arrays], **hyper)
+        want = _flat(reference.forward(*[a.copy() for a in arrays], **hyper))
     got = _call_module(op, module, *[a.copy() for a in arrays], **hyper)
     return [_against_declaration(op, module, got, want)]
 
@@ -398,9 +409,9 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
     rng = np.random.default_rng(seed)
     arrays, hyper = _layer_samples(op, rng)
     differentiable = len(op.inputs) + len(op.weights)
-    out = module.forward(*arrays, **hyper)
-    d_out = rng.normal(size=out.shape)
-    analytic = module.backward(*arrays, d_out, **hyper)
+    # One upstream gradient per output (a recurrence's states and its last state).
+    d_outs = [rng.normal(size=out.shape) for out in _outputs(module.forward(*arrays, **hyper))]
+    analytic = module.backward(*arrays, *d_outs, **hyper)
     names = module.forward.__code__.co_varnames
     results = []
     # Integer inputs (token ids) come first and have no gradient.
@@ -413,8 +424,10 @@ def _(op: Layer, module: ModuleType, seed: int = 0) -> list[CheckResult]:
             down = [a.copy() for a in arrays]
             up[k][index] += h
             down[k][index] -= h
-            numeric[index] = np.sum(d_out * (module.forward(*up, **hyper)
-                                             - module.forward(*down, **hyper))) / (2 * h)
+            ups = _outputs(module.forward(*up, **hyper))
+            downs = _outputs(module.forward(*down, **hyper))
+            numeric[index] = sum(np.sum(d * (u - v))
+                                 for d, u, v in zip(d_outs, ups, downs, strict=True)) / (2 * h)
         results.append(_compare(op.name, f"d_{names[k]}", analytic[k - len(op.indices)],
                                 numeric))
     return results

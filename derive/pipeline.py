@@ -25,6 +25,7 @@ from derive.calculus.derivation import (
     derive_vector,
 )
 from derive.calculus.indexed import K, N, k, n
+from derive.calculus.recurrence import derive_recurrence
 from derive.calculus.verify import verify_declaration
 from derive.codegen.emit import (
     RUNTIME_NAME,
@@ -39,6 +40,7 @@ from derive.codegen.emit import (
 from derive.codegen.lower import lower_activation, lower_layer, lower_loss, lower_vector
 from derive.codegen.optimizer import lower_optimizer, render_optimizer
 from derive.codegen.printer import UnsupportedError
+from derive.codegen.recurrent import render_recurrent
 from derive.errors import (
     DeclarationError,
     DeriveError,
@@ -105,6 +107,9 @@ def _(op: Loss, source: str, command: str) -> str:
 
 @render_module.register
 def _(op: Layer, source: str, command: str) -> str:
+    if op.recurrence is not None:
+        # A state carried through time: one step's kernels and the loops over t around them.
+        return render_recurrent(derive_recurrence(op), source, command)
     return render_layer(lower_layer(derive_layer(op), source), command)
 
 

@@ -57,6 +57,25 @@ class LayerCases:
 
 
 @dataclass(frozen=True)
+class RecurrentCases:
+    """A recurrent layer's PyTorch module, compared on both outputs and every gradient.
+
+    Parameters
+    ----------
+    module : callable
+        (input size, hidden size) → a float64 ``torch.nn`` module, batch-first, one layer.
+    weights : tuple of str
+        The module's parameters, in the order of the declaration's weights.
+    lengths : tuple of int
+        Sequence lengths compared: one step, two, and a long sequence.
+    """
+
+    module: Callable
+    weights: tuple[str, ...]
+    lengths: tuple[int, ...] = (1, 2, 50)
+
+
+@dataclass(frozen=True)
 class OptimizerOracle:
     """A torch.optim equivalent: ``make(h)`` → (class, keyword arguments) from our
     hyper-parameters by name, and ``state`` our slot → (torch's state key, factor)."""
@@ -189,6 +208,11 @@ LAYERS = {
                             [([(3, 7)], [(5, 4)], {}), ([(1, 1)], [(1, 2)], {}),
                              ([(2, 50)], [(9, 3)], {})],
                             linear=False),
+    # PyTorch's h_n is (layers, N, H): the last state, with one more axis in front.
+    "rnn": RecurrentCases(
+        lambda features, hidden: torch.nn.RNN(features, hidden, batch_first=True,
+                                              nonlinearity="tanh", dtype=torch.float64),
+        ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
 }
 
 

@@ -13,11 +13,15 @@ from derive.checks import finite_difference_check
 from derive.registry import all_ops, get
 
 OPS = all_ops("layer")
+#: Layers with one output. A recurrence returns (states, last state): tests/test_rnn.py
+#: compares both, and every gradient, with PyTorch's recurrent modules.
+ONE_OUTPUT = [op for op in OPS if op.recurrence is None]
 
 #: Per layer: (op, case) for every case its table entry lists; an op without an entry
 #: has none here and is named by test_oracles.
-PARAMS = [(op, case) for op in OPS for case in getattr(reference(op), "cases", [])]
-IDS = [f"{op.name}-{k}" for op in OPS for k in range(len(getattr(reference(op), "cases", [])))]
+PARAMS = [(op, case) for op in ONE_OUTPUT for case in getattr(reference(op), "cases", [])]
+IDS = [f"{op.name}-{k}" for op in ONE_OUTPUT
+       for k in range(len(getattr(reference(op), "cases", [])))]
 
 
 def module(op):
@@ -106,7 +110,7 @@ def test_finite_differences(op):
     assert results and all(r.passed for r in results), results
 
 
-@pytest.mark.parametrize("op", OPS, ids=[op.name for op in OPS])
+@pytest.mark.parametrize("op", ONE_OUTPUT, ids=[op.name for op in ONE_OUTPUT])
 def test_float32_agrees_with_float64(op):
     case = oracle(op).cases[-1]
     a64, hyper = arrays_for(op, case, seed=2)

@@ -13,21 +13,77 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from oracles import RecurrentCases, oracle, reference
 
+from derive import pipeline, registry
 from derive.calculus.recurrence import cut_step, derive_recurrence
-from derive.checks import load_module
-from derive.codegen.emit import RUNTIME_NAME, runtime_text
+from derive.checks import declaration_check, finite_difference_check, load_module
+from derive.cli import main
 from derive.codegen.recurrent import render_recurrent
 from derive.ops.layers import RNN
 
 
 @pytest.fixture(scope="module")
-def module(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("rnn")
-    text = render_recurrent(derive_recurrence(RNN), "the declaration 'rnn'", "derive kernels rnn")
-    (folder / "rnn.py").write_text(text, encoding="utf-8")
-    (folder / RUNTIME_NAME).write_text(runtime_text(), encoding="utf-8")
-    return load_module(folder / "rnn.py")
+def folder(tmp_path_factory):
+    """The catalogue's path: what `derive kernels rnn -o DIR` writes."""
+    out = tmp_path_factory.mktemp("rnn")
+    pipeline.write_targets(pipeline.catalogue_targets(["rnn"], out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def module(folder):
+    return load_module(folder / "layers" / "rnn.py")
+
+
+def test_rnn_is_in_the_catalogue_as_a_layer_with_a_recurrence():
+    op = registry.get("rnn")
+    assert op is RNN and op.kind == "layer" and op.recurrence is not None
+    assert registry.folder(op) == "layers" and op in registry.module_ops()
+    assert registry.declared_in(op) == "derive/ops/layers.py"
+    assert isinstance(oracle(op), RecurrentCases)
+
+
+def test_the_catalogue_module_is_the_recurrent_one(folder):
+    text = (folder / "layers" / "rnn.py").read_text(encoding="utf-8")
+    assert "the declaration 'rnn' in derive/ops/layers.py" in text
+    assert "derive kernels rnn  (or: derive kernels --all)" in text
+    assert "def _sequence(" in text and "d_h_0 = carried" in text
+
+
+def test_derive_check_runs_both_outputs_through_finite_differences(folder, capsys):
+    assert main(["check", "rnn", "-o", str(folder)]) == 0
+    table = capsys.readouterr().out
+    for quantity in ("forward = declaration", "d_x", "d_h_0", "d_W_ih", "d_b_ih", "d_W_hh",
+                     "d_b_hh"):
+        assert f"rnn  {quantity} " in table, quantity
+    assert "7 passed, 0 failed" in table
+
+
+def test_the_checks_see_the_last_state(module):
+    """A module whose last state is wrong fails the declaration check; one whose backward
+    ignores d_h_last fails the finite differences of h_0 and W_hh."""
+    assert all(r.passed for r in declaration_check(RNN, module))
+
+    class WrongLast:
+        @staticmethod
+        def forward(*args):
+            states, last = module.forward(*args)
+            return states, last * 1.01
+
+        backward = staticmethod(module.backward)
+
+    assert not declaration_check(RNN, WrongLast)[0].passed
+
+    class NoLastGradient:
+        forward = staticmethod(module.forward)
+
+        @staticmethod
+        def backward(*args):
+            return module.backward(*args[:-1])
+
+    failed = {r.quantity for r in finite_difference_check(RNN, NoLastGradient) if not r.passed}
+    assert {"d_h_0", "d_W_hh"} <= failed
 
 
 def test_the_step_reads_the_previous_state_as_an_input():
@@ -36,7 +92,7 @@ def test_the_step_reads_the_previous_state_as_an_input():
     assert RNN.recurrence.initial not in dict(step.arrays)
     assert dict(step.arrays)[previous] == RNN.shape(RNN.recurrence.initial)
     assert str(step.out) == "h[n, o]"
-    assert "W_hh[o, j]*h_prev[n, j]" in str(step.steps[0][1])
+    assert "W_hh[o, k]*h_prev[n, k]" in str(step.steps[0][1])
     assert axes[RNN.recurrence.state] == 1
 
 
@@ -56,20 +112,20 @@ def test_a_state_read_two_steps_back_is_refused():
         cut_step(dataclasses.replace(RNN, expr=bad))
 
 
-def _torch_case(length, seed, batch=3, features=4, hidden=5, h0=True):
+def _torch_case(length, seed, batch=3, features=4, hidden=5, h0=True, op=RNN):
     torch.manual_seed(seed)
-    rnn = torch.nn.RNN(features, hidden, batch_first=True, nonlinearity="tanh",
-                       dtype=torch.float64)
+    entry = oracle(op)
+    rnn = entry.module(features, hidden)
     x = torch.randn(batch, length, features, dtype=torch.float64, requires_grad=True)
     h_0 = torch.randn(1, batch, hidden, dtype=torch.float64, requires_grad=True) if h0 else None
     out, h_n = rnn(x, h_0)
     d_out, d_last = torch.randn_like(out), torch.randn_like(h_n)
     ((out * d_out).sum() + (h_n * d_last).sum()).backward()
-    weights = (rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.weight_hh_l0, rnn.bias_hh_l0)
+    weights = tuple(getattr(rnn, name) for name in entry.weights)
     return rnn, x, h_0, out, h_n, d_out, d_last, weights
 
 
-@pytest.mark.parametrize("length", [1, 2, 50])
+@pytest.mark.parametrize("length", reference(RNN).lengths)
 def test_matches_torch_rnn_states_and_every_gradient(module, length):
     _, x, h_0, out, h_n, d_out, d_last, weights = _torch_case(length, seed=length)
     arrays = [x.detach().numpy(), h_0.detach().numpy()[0]]
@@ -134,7 +190,7 @@ def test_the_declaration_is_over_the_whole_sequence():
     t = RNN.recurrence.time
     assert RNN.out.indices[1] == t
     assert RNN.steps[0][1].has(RNN.recurrence.state[RNN.out.indices[0], t - 1,
-                                                     sp.Symbol("j", integer=True,
+                                                     sp.Symbol("k", integer=True,
                                                                nonnegative=True)])
 
 

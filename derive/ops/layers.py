@@ -206,19 +206,20 @@ EMBEDDING = register(Layer(
     in_networks=False))
 
 # Elman recurrent layer, PyTorch's parameterisation (torch.nn.RNN, nonlinearity="tanh"):
-# hidden size H, input size I; the state h[n, t − 1, j] is read back one step later.
+# hidden size H, input size I; the state h[n, t − 1, k] is read back one step later.
 h, h0 = IndexedBase("h", real=True), IndexedBase("h_0", real=True)
 W_ih, W_hh = IndexedBase("W_ih", real=True), IndexedBase("W_hh", real=True)
 b_ih, b_hh = IndexedBase("b_ih", real=True), IndexedBase("b_hh", real=True)
-RNN = Layer(
+RNN = register(Layer(
     name="rnn", title="Recurrent layer (Elman)", latex=r"\operatorname{rnn}",
+    # The state is summed over k, not j: a lecture prints the output index o as j.
     steps=((s[n, t, o], Sum(W_ih[o, i] * x[n, t, i], (i, 0, I - 1)) + b_ih[o]
-            + Sum(W_hh[o, kj] * h[n, t - 1, kj], (kj, 0, H - 1)) + b_hh[o]),),
+            + Sum(W_hh[o, k] * h[n, t - 1, k], (k, 0, H - 1)) + b_hh[o]),),
     out=h[n, t, o], expr=sp.tanh(s[n, t, o]),
     arrays=((x, (N, T, I)), (h0, (N, H)), (W_ih, (H, I)), (b_ih, (H,)), (W_hh, (H, H)),
             (b_hh, (H,)), (s, (N, T, H)), (h, (N, T, H))),
     inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
     recurrence=Recurrence(time=t, state=h, initial=h0),
-    # Not registered yet: its documents and network use come next (issue 15); its kernels
-    # are generated through derive.calculus.recurrence and checked by tests/test_rnn.py.
-    in_networks=False)
+    # Its kernels and documents go through derive.calculus.recurrence (one time step,
+    # then backpropagation through time); a network cannot hold it yet (issue 15).
+    in_networks=False))

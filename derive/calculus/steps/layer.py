@@ -15,6 +15,7 @@ from functools import cache
 import sympy as sp
 
 from derive.calculus.indexed import ArgMax
+from derive.calculus.recurrence import cut_step
 from derive.calculus.steps.checking import check_equal
 from derive.calculus.steps.recording import Recorder, derivation_steps
 from derive.calculus.steps.records import (
@@ -382,6 +383,9 @@ def _zero_sums(expr, rec, defined, counts) -> list:
 
 @derivation_steps.register
 def _(op: Layer) -> LayerSteps:
+    if op.recurrence is not None:
+        # A recurrence is derived one time step at a time: the step is an ordinary layer.
+        return _layer_steps(cut_step(op)[0])
     return _layer_steps(op)
 
 
