@@ -142,3 +142,29 @@ def test_cli_example_to_pdf(tmp_path, capsys):
     assert main(argv) == 0
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
     assert "derive example mse --set x=2.1 w=1 b=0 y=4" in out.read_text()
+
+
+@pytest.mark.parametrize("lang", ["pt", "en"])
+@pytest.mark.parametrize("fmt", ["article", "beamer"])
+def test_the_remark_on_the_slides_slip_says_why_and_what_it_would_give(lang, fmt):
+    """Issue 13 item 7: the slides print −7.68; −7.98 gives their own w = 1.0798."""
+    from derive.latex.context import document_view
+    from derive.latex.render import language
+    from derive.latex.document import example_document
+
+    e = example("mse", "x=2.1", "w=1", "b=0", "y=4")
+    view = document_view(e, language(lang))
+    # the slip's update computed, not typed: 1 − 0.01·(−7.68)
+    assert view.slides_w_new.text == ("1,0768" if lang == "pt" else "1.0768")
+    tex = example_document(e, ["example", "mse"], lang=lang, fmt=fmt).text
+    sep = "{,}" if lang == "pt" else "."
+    remark = tex[tex.index("Observação:" if lang == "pt" else "Remark:"):]
+    remark = remark[:remark.index("\n")]
+    for number in (f"-7{sep}68", f"-7{sep}98", f"w = 1{sep}0798", f"w = 1{sep}0768"):
+        assert number in remark
+    title = "Gradiente Descendente e Backpropagation" if lang == "pt" else \
+        "Gradient Descent and Backpropagation"
+    assert rf"\emph{{{title}}}" in remark
+    text = render_text(e, lang)
+    assert ("w = 1,0768" if lang == "pt" else "w = 1.0768") in text
+    assert ("erro de digitação" if lang == "pt" else "a typo") in text

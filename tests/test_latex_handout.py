@@ -109,11 +109,43 @@ def test_the_padded_input_and_the_window_arg_max_are_defined(lang, fmt):
     # defined on the frame or page where the forward pass first uses it, before any gradient
     first = body.index(padded)
     assert first < defined < body.index(r"\frac{\partial E}")
-    # the pooling layer's arg-max is an equation of the forward pass, and said in words
-    assert re.search(r"a\^\{\(2\)\}_\{n,c,h,w\} (&= \\deriveFit\S*\{|= )\\operatorname\{arg", body)
-    assert re.search(r"\$a\^\{\(2\)\}_\{n,c,h,w\}\$ (é a posição|is the position)", body)
+    # the pooling layer's arg max is an equation of the forward pass, its row and column
+    # named (no subscript inside a subscript) and said in words with the window, from 1
+    assert re.search(r"\\left\(r\^\{\*\}, u\^\{\*\}\\right\) (&= \\deriveFit\S*\{|= )"
+                     r"\\operatorname\{arg", body)
+    assert r"x^{(1)}_{n,c,r^{*},u^{*}}" in body and r"\rfloor" not in body
+    assert ("$r^{*}$ e $u^{*}$ são a linha e a coluna" if lang == "pt"
+            else "$r^{*}$ and $u^{*}$ are the row and the column") in body
+    assert r"$2 h - 1 \leq r \leq 2 h$" in body
     # the bracket of the pooling gradient is explained in words
     assert ("um colchete $[P]$ vale $1$" if lang == "pt" else "a bracket $[P]$ is $1$") in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_the_cnn_counts_indices_from_one_as_the_notes(lang, fmt):
+    body = _document("examples/cnn_small.toml", lang, fmt).split(r"\begin{document}", 1)[-1]
+    # every sum from 1, the padded input read one place back (h − 1 + i), no library named
+    assert not re.search(r"\\sum_\{\w+=0\}", body) and r"\sum_{w=1}^{28}" in body
+    assert r"\tilde{x}^{(0)}_{n,c,h - 1 + i,j - 1 + w}" in body
+    assert "PyTorch" not in _text(body)
+    # the flattened gradient's place, with this network's sizes and no W (the weights')
+    assert (r"$i = \left(c - 1\right) \cdot 14 \cdot 14 + \left(h - 1\right) \cdot 14 + w$"
+            in body)
+    assert "H + h) W" not in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_the_layer_table_shows_the_skip_connections(lang, fmt):
+    tex = _document("examples/residual_mlp.toml", lang, fmt)
+    table = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
+    rows = [r for r in table.split("\\\\") if r.strip().startswith("$")]
+    skips = {row.split("&")[0].strip(): row for row in rows if r"$+\," in row}
+    assert set(skips) == {"$4$", "$6$", "$8$"}
+    assert r"$32$ ($+\,x^{(2)}$)" in skips["$4$"] and r"$+\,x^{(6)}$" in skips["$8$"]
+    said = "conexão residual" if lang == "pt" else "skip connection"
+    assert said in tex[:tex.index(r"\begin{tabular}")]  # the table's '+ x' is explained
 
 
 @pytest.mark.parametrize("lang", LANGS)

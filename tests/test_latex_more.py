@@ -237,7 +237,8 @@ def test_mlp_document_has_the_recursion_and_the_explicit_formulas(documents, lan
 def test_cnn_document_routes_the_gradient_through_the_pooling(documents):
     text = flat(documents, NETWORKS[1], "en", "article")
     assert "δ(4)n,j=ŷn,j−yn,jN" in text
-    assert "∂E∂K(1)f,c,i,j" in text and "27Xw=0" in text
+    # indices from 1, as in the notes and the mlp's document
+    assert "∂E∂K(1)f,c,i,j" in text and "28Xw=1" in text and "27Xw=0" not in text
 
 
 def test_explicit_formulas_agree_with_pytorch_autograd():

@@ -33,7 +33,11 @@ def test_l2_and_clip_norm_show_the_penalty_its_gradient_and_the_clipping(tmp_pat
     assert r"\frac{\partial E}{\partial w} + \lambda w" in section  # added to each gradient
     assert "$W^{(1)}$, $W^{(2)}$" in section and "b^{(1)}" not in section  # weights only
     assert r"\lVert g \rVert = \sqrt{\sum g^{2}}" in section
-    assert r"g \leftarrow" in section and r"\frac{c}{10^{-6} + \lVert g \rVert}" in section
+    # the tolerance after the norm it guards, as clip_grad_norm_ writes it, and said what it is
+    assert r"g \leftarrow" in section and r"\frac{c}{\lVert g \rVert + 10^{-6}}" in section
+    assert "10^{-6} +" not in section
+    assert {"pt": "só evita uma divisão por zero", "en": "only avoids a division by zero"}[lang] \
+        in section
     assert r"c = 0" in section  # its value, with the language's separator
 
 

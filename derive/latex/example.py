@@ -95,6 +95,8 @@ class ExampleView:
     loss_new: Value
     decreased: bool
     slides_grad_w: Value | None = None
+    #: The weight the slides' wrong ∂L/∂w would give, w − η·(their ∂L/∂w).
+    slides_w_new: Value | None = None
 
 
 def value(v: sp.Expr, lang: Language) -> Value:
@@ -198,6 +200,7 @@ def _(ex: Example, lang: Language) -> ExampleView:
         yhat_new=num(ex.yhat_new), loss_new=num(ex.loss_new),
         decreased=bool(ex.loss_new < ex.loss_value),
         slides_grad_w=_slides_grad_w(ex, lang),
+        slides_w_new=_slides_w_new(ex, lang),
     )
 
 
@@ -207,6 +210,14 @@ def _slides_grad_w(ex: Example, lang: Language) -> Value | None:
            *(decimal(v) for v in (ex.x, ex.w, ex.b, ex.y, ex.lr)))
     printed = SLIDES_GRAD_W.get(key)
     return value(sp.Rational(printed), lang) if printed is not None else None
+
+
+def _slides_w_new(ex: Example, lang: Language) -> Value | None:
+    """The update with the slides' ∂L/∂w: the weight their slip would give."""
+    key = (ex.activation.name, ex.loss.name,
+           *(decimal(v) for v in (ex.x, ex.w, ex.b, ex.y, ex.lr)))
+    printed = SLIDES_GRAD_W.get(key)
+    return value(ex.w - ex.lr * sp.Rational(printed), lang) if printed is not None else None
 
 
 def render_text(ex: Example, lang: str = "pt") -> str:

@@ -549,7 +549,7 @@ def _(op: Layer, lang: Language) -> LayerView:
     printed_steps = tuple((pr(t), pr(shown(e))) for t, e in steps.steps)
     positions = printer._settings["positions"]
     if positions:
-        printed_steps, position_views = _position_steps(steps, positions, printer)
+        printed_steps, position_views = position_steps(steps.steps, positions, printer)
     else:
         position_views = ()
     return LayerView(
@@ -590,17 +590,19 @@ def _indexed_by(op: Layer, base: sp.IndexedBase) -> sp.IndexedBase:
     return next(a for a, dims in op.arrays if size in dims and a not in op.indices)
 
 
-def _position_steps(steps: LayerSteps, positions, printer):
+def position_steps(pairs, positions, printer):
     """The arg-max step as (r^*, u^*) = arg max over the window, and each position's range.
 
-    Returns the printed steps and, per position, (name, index, first, last): the window
-    of output (h, w) holds rows S h … S h + k − 1.
+    ``pairs`` are a layer's steps (array element, expression), e.g. ``LayerSteps.steps``
+    or a network layer's with its arrays renamed. Returns the printed steps and, per
+    position, (name, index, first, last): the window of output (h, w) holds rows
+    S h … S h + k − 1.
     """
     pr = printer.doprint
     arg = positions[0][1]
     names = [name for _, _, name, _ in positions]
     printed, views = [], []
-    for t, e in steps.steps:
+    for t, e in pairs:
         argmax = next(iter(e.atoms(ArgMax)), None)
         if argmax is None or t.base != arg.base:
             printed.append((pr(t), pr(e)))
@@ -636,8 +638,16 @@ def window_bounds(first: sp.Expr, last: sp.Expr, printer) -> tuple[str, str]:
     def pr(e):  # already counted from 1: printed without a second shift
         return DerivePrinter.doprint(printer, e)
 
-    return (rf"{pr(base)} + {pr(start)}" if start else pr(base),
-            rf"{pr(base)} + {pr(sp.expand(last - base))}")
+    # The number after the base, with its sign: a stride given as a number (a network's
+    # layer) leaves 2h − 1 and 2h, not 2h + −1 and 2h + 0.
+    def plus(c):
+        if c == 0:
+            return pr(base)
+        if c.could_extract_minus_sign():
+            return rf"{pr(base)} - {pr(-c)}"
+        return rf"{pr(base)} + {pr(c)}"
+
+    return plus(start), plus(sp.expand(last - base))
 
 
 def _flat_index(op: Layer, steps: LayerSteps, printer) -> tuple[str, str, str]:

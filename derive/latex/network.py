@@ -19,7 +19,14 @@ from derive.calculus.indexed import ArgMax, K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
-from derive.latex.indexed import NOTATION, indexed_printer, plain_indices
+from derive.latex.indexed import (
+    NOTATION,
+    PositionPrinter,
+    indexed_printer,
+    plain_indices,
+    position_steps,
+    window_positions,
+)
 from derive.latex.penalty import training_terms
 from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import y
@@ -44,8 +51,11 @@ class NetLayerView:
     unpadded: str = ""
     padding: str = ""
     padded_shape: str = ""
-    #: A pooling layer's arg-max element (a⁽ˡ⁾_{n,c,h,w}), which the text defines; else "".
-    argmax: str = ""
+    #: A pooling layer's window positions, which the text defines: per position (r^*,
+    #: r, the window's first and last r); else ().
+    positions: tuple[tuple[str, str, str, str], ...] = ()
+    #: The output whose window they are in (s⁽ˡ⁾_{n,c,h,w}); else "".
+    window_of: str = ""
     #: With a skip connection, the earlier output it adds (x⁽ᵏ⁾) and k; else "" and -1.
     skip: str = ""
     skip_from: int = -1
@@ -74,6 +84,9 @@ class Formula:
     array: str = ""
     #: The layers whose skip connections add the array (x⁽ᵏ⁾) to their output, in order.
     sums: tuple[int, ...] = ()
+    #: A layer that stores its output flat (flatten): (δ⁽ˡ⁾_{n,c,h,w}, its place i in
+    #: δ⁽ˡ⁾_{n,i} from the indices counted from 1, δ⁽ˡ⁾_{n,i}); else ().
+    flat: tuple[str, str, str] = ()
 
 
 @dataclass(frozen=True)
@@ -102,8 +115,6 @@ class NetworkView:
     #: The output activation's LaTeX (σ, softmax) and the fused loss's title, for the words.
     output_symbol: str = ""
     fused_title: str = ""
-    #: Whether indices count from 0 (a layer reads at offsets such as S h + i).
-    zero_based: bool = False
     #: The layers with a skip connection, as their views (number, skip, skip_from).
     skips: tuple[NetLayerView, ...] = ()
     #: What training adds to the gradients (a penalty, clipping, a decay) and the layers
@@ -186,11 +197,8 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     for number in (len(spec.layers), *(layer.spec.index + 1 for layer in plan.skips),
                    *(layer.spec.skip_from + 1 for layer in plan.skips)):
         symbols[f"x{number}"] = rf"x^{{({number})}}"
-    # Indices count from 1, as in the notes, unless a layer reads at offsets (S h + i).
-    one_based = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
-                    for layer in plan.layers)
-    printer = indexed_printer(lang, symbols, functions=functions, one_based=one_based)
-    layer_views = forward_views(plan, renames, printer.doprint, lang)
+    printer = network_printer(plan, renames, symbols, functions, lang)
+    layer_views = forward_views(plan, renames, printer, lang)
     output = output_delta(plan, renames, symbols, printer.doprint)
     backward = backward_formulas(plan, renames, printer.doprint)
     explicit = tuple(Formula(kind, number, printer.doprint(lhs), printer.doprint(rhs))
@@ -217,12 +225,35 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         lr=printer.doprint(sp.Float(train["lr"], 6)) if "lr" in train else "",
         batch_size=str(train.get("batch_size", "")),
         output_symbol=_output_symbol(spec),
-        zero_based=not one_based,
         fused_title=(inline_title(op_title(plan.computed_loss, lang), lang)
                      if plan.fused else ""),
         skips=tuple(view for view in layer_views if view.skip),
         training=training_terms(spec, lang),
     )
+
+
+def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: dict,
+                    lang: Language) -> PositionPrinter:
+    """The printer of a network's formulas, its indices counted from 1 as in the notes.
+
+    Plain indices (x_{n,i}) count from 1 by their sums' bounds alone; a layer that reads
+    at offsets (x̃_{n,c,h+i,w+j}) has every index renamed, as in the layer's own document
+    (:func:`~derive.latex.indexed.count_from_one`), its settings (stride, padding) left
+    alone. A pooling window's arg max is written under the names of its row and column
+    (r^*, u^*), with each layer's arrays renamed.
+    """
+    plain = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
+                for layer in plan.layers)
+    base = indexed_printer(lang, symbols, functions=functions, one_based=plain)
+    fixed = None if plain else frozenset(h.symbol for layer in plan.layers
+                                         for h in layer.op.hyper)
+    positions = tuple(
+        (definition.xreplace(renames[layer.spec.index]).xreplace(layer_sizes(layer.op, layer.spec)),
+         arg.xreplace(renames[layer.spec.index]), name, axis)
+        for layer in plan.layers
+        for definition, arg, name, axis in window_positions(layer.op, derivation_steps(layer.op)))
+    settings = {k: v for k, v in base._settings.items() if k in PositionPrinter._default_settings}
+    return PositionPrinter({**settings, "positions": positions, "fixed": fixed})
 
 
 def _output_symbol(spec: NetworkSpec) -> str:
@@ -274,12 +305,13 @@ def _in_layer_output(form, printer) -> str:
     return printer.doprint(form.xreplace({y: output}))
 
 
-def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
+def forward_views(plan: NetworkPlan, renames: dict, printer, lang: Language):
     """Each layer's forward equations, in the order they are computed.
 
-    Its intermediate arrays (a pooling window's arg-max), s⁽ˡ⁾ from the layer below,
-    then x⁽ˡ⁾ = f(s⁽ˡ⁾).
+    Its intermediate arrays (a pooling window's arg max, as its row and column), s⁽ˡ⁾
+    from the layer below, then x⁽ˡ⁾ = f(s⁽ˡ⁾).
     """
+    pr = printer.doprint
     views = []
     for layer in plan.layers:
         spec, op = layer.spec, layer.op
@@ -291,8 +323,16 @@ def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
         # own document.
         hidden = {h.symbol: h.default for h in op.hyper if not h.latex}
         out = steps.out.xreplace(names)
-        forward = [(pr(t.xreplace(names)), pr(e.xreplace(names).xreplace(sizes).xreplace(hidden)))
-                   for t, e in steps.steps]
+        pairs = [(t.xreplace(names), e.xreplace(names).xreplace(sizes).xreplace(hidden))
+                 for t, e in steps.steps]
+        arg = next((t for t, e in pairs if e.has(ArgMax)), None)
+        mine = tuple(p_ for p_ in printer._settings["positions"]
+                     if arg is not None and p_[1].base == arg.base)
+        if mine:
+            printed, positions = position_steps(pairs, mine, printer)
+            forward = list(printed)
+        else:
+            forward, positions = [(pr(t), pr(e)) for t, e in pairs], ()
         forward.append((pr(out), pr(steps.expr.xreplace(names).xreplace(sizes))))
         symbol = registry.get(spec.activation).latex if spec.activation else ""
         own = (rf"{symbol}\left(s^{{({number})}}\right)" if spec.activation
@@ -305,8 +345,8 @@ def forward_views(plan: NetworkPlan, renames: dict, pr, lang: Language):
             symbol, _shape(spec.in_shape), _shape(spec.out_shape),
             tuple((rf"{NOTATION.get(n_, n_)}^{{({number})}}", _shape(s))
                   for n_, s in spec.params),
-            tuple(forward), *_padding(op, spec, names, pr),
-            next((pr(t.xreplace(names)) for t, e in steps.steps if e.has(ArgMax)), ""),
+            tuple(forward), *_padding(op, spec, names, pr), positions,
+            pr(out) if positions else "",
             skip, -1 if spec.skip_from is None else spec.skip_from + 1))
     return tuple(views)
 
@@ -388,7 +428,7 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                     backward += skip_formulas(element, result, sums, spec, pr)
                 else:
                     backward.append(Formula("input", number, pr(D(E, element)), pr(result),
-                                            spec.type))
+                                            spec.type, flat=_flat_place(op, spec, names, pr)))
                 below = plan.layers[spec.index - 1]
                 below_names = renames[below.spec.index]
                 delta = _delta_base(below_names, below.op)
@@ -411,6 +451,28 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                     backward.append(Formula("delta_identity", number - 1, pr(delta[index]),
                                             pr(D(E, x_below[index])), below.spec.type))
     return tuple(backward)
+
+
+def _flat_place(op, spec, names: dict, pr) -> tuple[str, str, str]:
+    """Where a flattened layer stores δ_{n,c,h,w}: i = (c − 1)·14·14 + (h − 1)·14 + w.
+
+    With this layer's sizes and the indices counted from 1; () for a layer stored as
+    declared.
+    """
+    if op.view is None:
+        return ()
+    steps = derivation_steps(op)
+    upstream = names[steps.upstream]
+    shape = [sp.sympify(d).xreplace(layer_sizes(op, spec))
+             for d in op.shape(steps.out.base)[1:]]
+    indices = steps.out.indices[1:]
+    terms = []
+    for axis, index in enumerate(indices):
+        later = r" \cdot ".join(str(d) for d in shape[axis + 1:])
+        terms.append(rf"\left({pr(index)} - 1\right) \cdot {later}" if later else pr(index))
+    flat = sp.Symbol("i", integer=True, nonnegative=True)
+    return (pr(upstream[steps.out.indices]), rf"{pr(flat)} = " + " + ".join(terms),
+            pr(upstream[steps.out.indices[0], flat]))
 
 
 def skip_formulas(element, result, sums, spec, pr) -> list[Formula]:

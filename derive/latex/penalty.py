@@ -222,8 +222,10 @@ def training_terms(spec, lang: Language) -> TrainingTermsView | None:
             total = UpdatePrinter(settings | {"symbols": {}}).doprint(clip.summand)
             symbols |= {clip.statistic[0].name: r"\lVert g \rVert",
                         grad_total.name: rf"\sum {total}"}
-        # A tolerance such as 10⁻⁶ is printed as the power it is, not 1/1000000.
-        powers = {r: sp.Symbol(f"power{i}") for i, r in enumerate(clip.clipped.atoms(sp.Rational))
+        # A tolerance such as 10⁻⁶ is printed as the power it is, not 1/1000000; positive,
+        # so that it follows the norm it guards (‖g‖ + 10⁻⁶, as clip_grad_norm_ writes it).
+        powers = {r: sp.Symbol(f"power{i}", positive=True)
+                  for i, r in enumerate(clip.clipped.atoms(sp.Rational))
                   if r.p == 1 and sp.log(r.q, 10).is_Integer and r.q > 100}
         symbols |= {s.name: power_of_ten(r, lang) for r, s in powers.items()}
         printer = UpdatePrinter(settings | {"symbols": symbols})
