@@ -114,8 +114,9 @@ ELU = register(Activation(
     params=(Param(alpha, 1.0, latex=r"\alpha"),),
     expr=Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
     grad_in_output=Piecewise((1, x > 0), (y + alpha, True)),
-    # On x ≤ 0 the derivative αeˣ is the output plus α.
-    output_identities=((alpha * exp(x), Terms(alpha * (exp(x) - 1), alpha)),)))
+    # On x ≤ 0 the derivative αeˣ is α plus the output, written in the order the
+    # output form α + y prints in.
+    output_identities=((alpha * exp(x), Terms(alpha, alpha * (exp(x) - 1))),)))
 
 SELU = register(Activation(
     name="selu", title="Scaled exponential linear unit", latex=r"\operatorname{SELU}",

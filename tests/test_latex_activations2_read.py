@@ -1,0 +1,43 @@
+"""The third reading of ELU, SELU, noisy ReLU, Wilson–Cowan, SiLU, GELU, softplus, mish and
+the bent identity (issue 13), pinned in both languages.
+
+Each test names what a student saw on the page and checks the rendered document (or the
+declaration it comes from), so the defect cannot come back unnoticed.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import pytest
+
+from derive.pipeline import document_for
+from derive.spec import y
+
+LANGS = ("pt", "en")
+FORMATS = ("article", "beamer")
+
+
+@cache
+def _document(name: str, lang: str, fmt: str = "article") -> str:
+    return document_for(name, lang=lang, fmt=fmt).text
+
+
+@pytest.mark.parametrize("name", ["elu", "selu"])
+@pytest.mark.parametrize("lang", LANGS)
+def test_output_identity_and_output_form_add_in_one_order(name, lang):
+    # ELU read "αe^x = α(e^x − 1) + α" and then "α + y": the constant moved from the end
+    # to the front between two consecutive lines. The quoted identity's last side and the
+    # output form put the constant at the same end.
+    text = _document(name, lang)
+    identity = re.search(r"\\begin\{gathered\} (.*?) \\end\{gathered\}", text).group(1)
+    last_side = identity.split(" = ")[-1]
+    after = text[text.index(identity):]
+    case = re.search(r"\\begin\{cases\} .*? \\\\ (.*?) & ", after)
+    output = case.group(1).strip()
+    # The output form is y plus a constant (α, or αλ); the constant is what is not y.
+    constant = re.sub(r"^y \+ | \+ y$", "", output)
+    assert y.name in output and constant in last_side, (identity, output)
+    assert last_side.endswith(constant) == output.endswith(constant), (identity, output)
+
