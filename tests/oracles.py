@@ -213,6 +213,10 @@ LAYERS = {
         lambda features, hidden: torch.nn.RNN(features, hidden, batch_first=True,
                                               nonlinearity="tanh", dtype=torch.float64),
         ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
+    "rnn_relu": RecurrentCases(
+        lambda features, hidden: torch.nn.RNN(features, hidden, batch_first=True,
+                                              nonlinearity="relu", dtype=torch.float64),
+        ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
 }
 
 

@@ -1,10 +1,10 @@
 """The Elman RNN, derived through time from its declaration (issue 15).
 
-The declaration reads the state one step back, h[n, t − 1, j]; the recurrence pass cuts
+The declaration reads the state one step back, h[n, t − 1, k]; the recurrence pass cuts
 it into one step (an ordinary layer with h_prev as an input), derives the step in delta
 form, and the generated module runs the step forwards and backwards over time. Checked
-against torch.nn.RNN(batch_first=True, nonlinearity="tanh") in float64 at 1e-9 for
-T = 1, 2, 50, and against finite differences.
+against torch.nn.RNN(batch_first=True, nonlinearity="tanh" and "relu": the declarations
+rnn and rnn_relu) in float64 at 1e-9 for T = 1, 2, 50, and against finite differences.
 """
 
 import dataclasses
@@ -20,14 +20,17 @@ from derive.calculus.recurrence import cut_step, derive_recurrence
 from derive.checks import declaration_check, finite_difference_check, load_module
 from derive.cli import main
 from derive.codegen.recurrent import render_recurrent
-from derive.ops.layers import RNN
+from derive.ops.layers import RNN, RNN_RELU
+
+#: Every recurrent layer of the catalogue (one per activation PyTorch offers).
+RECURRENT = [op for op in registry.all_ops("layer") if op.recurrence is not None]
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """The catalogue's path: what `derive kernels rnn -o DIR` writes."""
+    """The catalogue's path: what `derive kernels rnn rnn_relu -o DIR` writes."""
     out = tmp_path_factory.mktemp("rnn")
-    pipeline.write_targets(pipeline.catalogue_targets(["rnn"], out))
+    pipeline.write_targets(pipeline.catalogue_targets([op.name for op in RECURRENT], out))
     return out
 
 
@@ -125,9 +128,18 @@ def _torch_case(length, seed, batch=3, features=4, hidden=5, h0=True, op=RNN):
     return rnn, x, h_0, out, h_n, d_out, d_last, weights
 
 
+def test_the_activation_is_a_parameter_of_the_declaration():
+    assert {op.name for op in RECURRENT} >= {"rnn", "rnn_relu"}
+    assert RNN.expr.has(sp.tanh) and not RNN_RELU.expr.has(sp.tanh)
+    assert isinstance(RNN_RELU.expr, sp.Piecewise)
+    assert RNN.steps == RNN_RELU.steps and RNN.arrays == RNN_RELU.arrays
+
+
+@pytest.mark.parametrize("op", RECURRENT, ids=lambda op: op.name)
 @pytest.mark.parametrize("length", reference(RNN).lengths)
-def test_matches_torch_rnn_states_and_every_gradient(module, length):
-    _, x, h_0, out, h_n, d_out, d_last, weights = _torch_case(length, seed=length)
+def test_matches_torch_rnn_states_and_every_gradient(folder, op, length):
+    module = load_module(folder / "layers" / f"{op.name}.py")
+    _, x, h_0, out, h_n, d_out, d_last, weights = _torch_case(length, seed=length, op=op)
     arrays = [x.detach().numpy(), h_0.detach().numpy()[0]]
     arrays += [w.detach().numpy() for w in weights]
     h, last = module.forward(*arrays)
@@ -204,3 +216,12 @@ def test_the_loops_over_time_hold_no_derivative():
     assert "math.tanh(s[p, q])" in text[:text.index("def _sequence(")]
     assert "d_h_t = d_h[:, t] + carried" in loops
     assert "d_W_hh += d_W_hh_t" in loops and "d_h_0 = carried" in loops
+
+
+def test_the_relu_step_masks_where_s_is_not_positive(folder):
+    text = (folder / "layers" / "rnn_relu.py").read_text(encoding="utf-8")
+    kernels = text[:text.index("def _sequence(")]
+    assert "tanh" not in kernels and "> 0" in kernels
+    module = load_module(folder / "layers" / "rnn_relu.py")
+    results = declaration_check(RNN_RELU, module) + finite_difference_check(RNN_RELU, module)
+    assert len(results) == 7 and all(r.passed for r in results), results

@@ -12,8 +12,10 @@ from sympy import IndexedBase, Sum
 
 from derive.calculus.functions import uniform01
 from derive.calculus.indexed import ArgMax, floordiv
+from derive.ops.activations import RELU, TANH
 from derive.registry import register
-from derive.spec import Layer, Param, Recurrence, SpecKey
+from derive.spec import Activation, Layer, Param, Recurrence, SpecKey
+from derive.spec import x as activation_input
 
 
 def _ints(names: str):
@@ -205,21 +207,45 @@ EMBEDDING = register(Layer(
     # A network would feed it integer tokens, which its data and layout do not carry yet.
     in_networks=False))
 
-# Elman recurrent layer, PyTorch's parameterisation (torch.nn.RNN, nonlinearity="tanh"):
-# hidden size H, input size I; the state h[n, t − 1, k] is read back one step later.
+# Elman recurrent layer, PyTorch's parameterisation (torch.nn.RNN): hidden size H, input
+# size I; the state h[n, t − 1, k] is read back one step later.
 h, h0 = IndexedBase("h", real=True), IndexedBase("h_0", real=True)
 W_ih, W_hh = IndexedBase("W_ih", real=True), IndexedBase("W_hh", real=True)
 b_ih, b_hh = IndexedBase("b_ih", real=True), IndexedBase("b_hh", real=True)
-RNN = register(Layer(
-    name="rnn", title="Recurrent layer (Elman)", latex=r"\operatorname{rnn}",
-    # The state is summed over k, not j: a lecture prints the output index o as j.
-    steps=((s[n, t, o], Sum(W_ih[o, i] * x[n, t, i], (i, 0, I - 1)) + b_ih[o]
-            + Sum(W_hh[o, k] * h[n, t - 1, k], (k, 0, H - 1)) + b_hh[o]),),
-    out=h[n, t, o], expr=sp.tanh(s[n, t, o]),
-    arrays=((x, (N, T, I)), (h0, (N, H)), (W_ih, (H, I)), (b_ih, (H,)), (W_hh, (H, H)),
-            (b_hh, (H,)), (s, (N, T, H)), (h, (N, T, H))),
-    inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
-    recurrence=Recurrence(time=t, state=h, initial=h0),
-    # Its kernels and documents go through derive.calculus.recurrence (one time step,
-    # then backpropagation through time); a network cannot hold it yet (issue 15).
-    in_networks=False))
+
+
+def elman(name: str, title: str, activation: Activation) -> Layer:
+    """The Elman layer h_t = f(W_ih x_t + b_ih + W_hh h_{t−1} + b_hh) of an activation f.
+
+    Parameters
+    ----------
+    name, title : str
+        The declaration's name and title.
+    activation : Activation
+        The catalogue's f, applied to every element of s_t (PyTorch's ``nonlinearity``).
+
+    Returns
+    -------
+    Layer
+        A layer with a :class:`~derive.spec.Recurrence`: its kernels and documents go
+        through :mod:`derive.calculus.recurrence` (one time step, then backpropagation
+        through time).
+    """
+    return Layer(
+        name=name, title=title, latex=r"\operatorname{rnn}",
+        # The state is summed over k, not j: a lecture prints the output index o as j.
+        steps=((s[n, t, o], Sum(W_ih[o, i] * x[n, t, i], (i, 0, I - 1)) + b_ih[o]
+                + Sum(W_hh[o, k] * h[n, t - 1, k], (k, 0, H - 1)) + b_hh[o]),),
+        out=h[n, t, o], expr=activation.expr.xreplace({activation_input: s[n, t, o]}),
+        arrays=((x, (N, T, I)), (h0, (N, H)), (W_ih, (H, I)), (b_ih, (H,)), (W_hh, (H, H)),
+                (b_hh, (H,)), (s, (N, T, H)), (h, (N, T, H))),
+        inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
+        recurrence=Recurrence(time=t, state=h, initial=h0),
+        # A network cannot hold it yet (issue 15).
+        in_networks=False)
+
+
+# torch.nn.RNN's nonlinearity="tanh" (its default) and nonlinearity="relu".
+RNN = register(elman(name="rnn", title="Recurrent layer (Elman)", activation=TANH))
+RNN_RELU = register(elman(name="rnn_relu", title="Recurrent layer (Elman, ReLU)",
+                          activation=RELU))
