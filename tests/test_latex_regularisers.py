@@ -106,3 +106,46 @@ def test_a_regulariser_has_no_module_of_its_own(command, tmp_path, capsys):
     assert main([*command, "-o", str(tmp_path)]) == 2
     err = one_error_line(capsys)
     assert "no module of its own" in err and "[train]" in err
+
+
+def _decimal(tex: str, lang: str) -> float:
+    return float(tex.replace("{,}", ".") if lang == "pt" else tex)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", REGULARISERS)
+def test_the_worked_step_is_pytorchs_arithmetic(name, lang):
+    """R(w), R'(w) and the step on the page agree with autograd on the stated numbers."""
+    import re
+
+    tex = document_for(name, lang=lang).text
+    op = registry.get(name)
+    sep = r"\{,\}" if lang == "pt" else r"\."
+    num = rf"-?\d+(?:{sep}\d+)?"
+    stated = dict(re.findall(rf"\$(\\lambda(?:_\d)?|\\eta|w|g) = ({num})\$", tex))
+    strengths = {p.name: _decimal(stated[p.latex], lang) for p in op.strengths}
+    eta, w0, g0 = (_decimal(stated[k], lang) for k in (r"\eta", "w", "g"))
+    weight = torch.tensor([w0], dtype=torch.float64, requires_grad=True)
+    penalty = reference(op)(weight, strengths)
+    penalty.backward()
+    slope = weight.grad.item()
+    lines = re.search(r"\\begin\{align\*\}\nR\((.*?)\\end\{align\*\}", tex, re.S).group(0)
+    values = [_decimal(v, lang) for v in re.findall(rf"= ({num})\s*(?=\\\\|\n)", lines)]
+    assert values == pytest.approx([penalty.item(), slope, w0 - eta * (g0 + slope)], abs=1e-12)
+    assert values[-1] != pytest.approx(w0 - eta * g0)  # the penalty changed the step
+
+
+@pytest.mark.parametrize("fmt", ["article", "beamer", "markdown"])
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", REGULARISERS)
+def test_the_rules_read_at_full_size(name, lang, fmt):
+    """No rule stated as an inline fraction of fractions, no 1/2 as a small inline fraction,
+    no g as a generic function where g is the loss gradient, and AdamW's λ defined."""
+    import re
+
+    tex = document_for(name, lang=lang, fmt=fmt).text
+    inline = [m for m in re.findall(r"(?<![\\$])\$([^$]+)\$", tex)]
+    assert not [m for m in inline if r"\kappa" in m or r"\frac{1}{2}" in m or r"\frac{d}{du}" in m]
+    assert r"\cdot 0" in tex or r"\cdot \left" in tex  # the worked step's products are marked
+    if r"\eta \lambda w" in tex and "AdamW" in tex:
+        assert re.search(r"\$\\lambda\$ (a intensidade|being the decay)", tex)

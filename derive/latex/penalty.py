@@ -4,8 +4,11 @@ The penalty R(w) and its derivative come from the declaration (the derivative re
 rule by rule and checked, :mod:`derive.calculus.regularise`); the modified gradient-descent
 update w ← w − η(g + ∂R/∂w) is built here from that derivative, and, where the derivative
 has a term proportional to w, written again with w collected, (1 − ηλ)w − ηg: the weight
-decay the penalty amounts to. The optimizers that decay the weights outside the gradient
-(AdamW) are found by their declared ``decay``, so the page can point to them.
+decay the penalty amounts to. A worked step puts numbers into the same expressions (the
+printer writes each symbol as its number, so the substituted line keeps the order of the
+symbolic one) and SymPy computes every value shown. The optimizers that decay the weights
+outside the gradient (AdamW) are found by their declared ``decay``, so the page can point
+to them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from derive import registry
 from derive.calculus.regularise import penalty_gradient
@@ -24,6 +28,7 @@ from derive.latex.context import (
     chain_view,
     document_view,
     inline_title,
+    number,
     op_title,
     power_of_ten,
 )
@@ -33,6 +38,16 @@ from derive.spec import Regulariser, g, grad_total, w
 
 #: The learning rate of the update the page shows.
 ETA = sp.Symbol("eta", positive=True)
+#: The worked step: a weight, its loss gradient, the learning rate and the strengths (in
+#: the order the declaration lists them: elastic net's λ₁ and λ₂ differ, so that each
+#: number can be traced to its term).
+EXAMPLE_WEIGHT = sp.Rational(1, 2)
+EXAMPLE_GRADIENT = sp.Rational(1, 5)
+EXAMPLE_RATE = sp.Rational(1, 10)
+EXAMPLE_STRENGTHS = (sp.Rational(1, 10), sp.Rational(3, 10))
+#: R'(w) inside the worked update, printed as its computed value (real, as g is, so
+#: that g + R'(w) keeps its order).
+_SLOPE = sp.Symbol("slope", real=True)
 
 
 @dataclass(frozen=True)
@@ -43,6 +58,22 @@ class DecoupledView:
     title: str
     #: The change of w its decay makes, e.g. ``-\\eta \\lambda w``.
     decay: str
+
+
+@dataclass(frozen=True)
+class ExampleView:
+    """One gradient-descent step with numbers: R, R' and the update, each substituted."""
+
+    #: (symbol, value) of each strength; the values of η, w and g.
+    strengths: tuple[tuple[str, str], ...]
+    rate: str
+    weight: str
+    loss_gradient: str
+    #: (substituted expression, value) of R(w), R'(w), the update and the update without R.
+    penalty: tuple[str, str]
+    gradient: tuple[str, str]
+    update: tuple[str, str]
+    plain: tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,22 @@ class RegulariserView:
     #: The change of w per step from the term without w (−ηλ sgn(w)), or "".
     push: str
     decoupled: tuple[DecoupledView, ...] = ()
+    example: ExampleView | None = None
+
+
+class NumberPrinter(UpdatePrinter):
+    r"""A penalty's printer whose symbols are numbers: every product gets its \cdot.
+
+    0{,}1 \cdot 0{,}5, not 0{,}1 0{,}5, which reads as one number.
+    """
+
+    def _print_Mul(self, expr):
+        if expr.could_extract_minus_sign():
+            return "-" + self._print(-expr)
+        # A rational coefficient needs no parentheses: \frac{1}{2} \cdot 0{,}3.
+        return r" \cdot ".join(self._print(f) if f.is_Rational
+                                else self.parenthesize(f, PRECEDENCE["Mul"])
+                                for f in expr.as_ordered_factors())
 
 
 def penalty_printer(op: Regulariser, lang: Language) -> UpdatePrinter:
@@ -104,6 +151,54 @@ def decoupled_optimizers(lang: Language) -> tuple[DecoupledView, ...]:
     return tuple(views)
 
 
+def worked_step(op: Regulariser, lang: Language) -> ExampleView:
+    """One step of gradient descent on a penalised weight, with numbers.
+
+    Parameters
+    ----------
+    op : Regulariser
+        The declaration: its penalty, and its derivative from
+        :func:`derive.calculus.regularise.penalty_gradient`.
+    lang : Language
+        The language (decimal separator, words).
+
+    Returns
+    -------
+    ExampleView
+        Every line substituted and evaluated by SymPy (exact rationals).
+    """
+    values = {w: EXAMPLE_WEIGHT, g: EXAMPLE_GRADIENT, ETA: EXAMPLE_RATE}
+    values |= {p.symbol: v for p, v in zip(op.strengths, EXAMPLE_STRENGTHS, strict=False)}
+    gradient = penalty_gradient(op)
+    slope = gradient.xreplace(values)
+
+    def num(v) -> str:
+        return number(float(v), lang).tex
+
+    # The page's printer, with every symbol written as its number.
+    settings = dict(penalty_printer(op, lang)._settings)
+    settings["symbols"] = {**settings["symbols"], _SLOPE.name: num(slope),
+                           **{s_.name: num(v) for s_, v in values.items()}}
+    printer = NumberPrinter({k: settings[k] for k in
+                             ("symbols", "functions", "words", "separator", "lead")})
+    update = w - ETA * (g + _SLOPE)
+    plain = w - ETA * g
+
+    def line(expr, value) -> tuple[str, str]:
+        return printer.doprint(expr), num(value)
+
+    return ExampleView(
+        strengths=tuple((p.latex, num(values[p.symbol])) for p in op.strengths),
+        rate=num(EXAMPLE_RATE),
+        weight=num(EXAMPLE_WEIGHT),
+        loss_gradient=num(EXAMPLE_GRADIENT),
+        penalty=line(op.penalty, op.penalty.xreplace(values)),
+        gradient=line(gradient, slope),
+        update=line(update, update.xreplace(values | {_SLOPE: slope})),
+        plain=line(plain, plain.xreplace(values)),
+    )
+
+
 @document_view.register
 def _(op: Regulariser, lang: Language) -> RegulariserView:
     steps = derivation_steps(op)
@@ -134,6 +229,7 @@ def _(op: Regulariser, lang: Language) -> RegulariserView:
         decay_strength=pr(coefficient) if coefficient != 0 else "",
         push=pr(-ETA * rest) if rest != 0 else "",
         decoupled=decoupled_optimizers(lang) if coefficient != 0 else (),
+        example=worked_step(op, lang),
     )
 
 
