@@ -149,8 +149,8 @@ def test_cli_example_to_pdf(tmp_path, capsys):
 def test_the_remark_on_the_slides_slip_says_why_and_what_it_would_give(lang, fmt):
     """Issue 13 item 7: the slides print −7.68; −7.98 gives their own w = 1.0798."""
     from derive.latex.context import document_view
-    from derive.latex.render import language
     from derive.latex.document import example_document
+    from derive.latex.render import language
 
     e = example("mse", "x=2.1", "w=1", "b=0", "y=4")
     view = document_view(e, language(lang))

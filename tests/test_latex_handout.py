@@ -125,12 +125,12 @@ def test_the_padded_input_and_the_window_arg_max_are_defined(lang, fmt):
 @pytest.mark.parametrize("fmt", ("article", "beamer"))
 def test_the_cnn_counts_indices_from_one_as_the_notes(lang, fmt):
     body = _document("examples/cnn_small.toml", lang, fmt).split(r"\begin{document}", 1)[-1]
-    # every sum from 1, the padded input read one place back (h − 1 + i), no library named
+    # every sum from 1, the padded input read one place back (h + i − 1), no library named
     assert not re.search(r"\\sum_\{\w+=0\}", body) and r"\sum_{w=1}^{28}" in body
-    assert r"\tilde{x}^{(0)}_{n,c,h - 1 + i,j - 1 + w}" in body
+    assert r"\tilde{x}^{(0)}_{n,c,h + i - 1,j + w - 1}" in body  # the number last
     assert "PyTorch" not in _text(body)
     # the flattened gradient's place, with this network's sizes and no W (the weights')
-    assert (r"$i = \left(c - 1\right) \cdot 14 \cdot 14 + \left(h - 1\right) \cdot 14 + w$"
+    assert (r"${i = \left(c - 1\right) \cdot 14 \cdot 14 + \left(h - 1\right) \cdot 14 + w}$"
             in body)
     assert "H + h) W" not in body
 

@@ -71,6 +71,24 @@ def test_batch_norm_says_what_evaluation_uses(tmp_path, lang):
     assert words[0] in tex and rf"\bar{{\mu}} \leftarrow {words[1]}\," in tex
 
 
+@pytest.mark.parametrize("lang", LANGS)
+def test_batch_norm_in_a_network_prints_its_variance_and_every_gradient_it_reads(tmp_path, lang):
+    layers = [LAYERS[0], 'type = "batch_norm"', LAYERS[1]]
+    tex = document(tmp_path, 'optimizer = "gd"', lang, layers=layers)
+    body = tex.split(r"\begin{document}", 1)[1]
+    # the variance is (σ⁽²⁾_c)², not σ²⁽²⁾ (the layer's number colliding with the square)
+    assert r"\left(\sigma^{(2)}_{c}\right)^{2} &=" in body
+    assert r"{\sigma^{2}}^{(" not in body and r"\sigma^{2(" not in body
+    # the input's gradient reads ∂E/∂x̂, ∂E/∂σ², ∂E/∂μ: each is given first, no d_mu on the page
+    for wrt in (r"\hat{x}^{(2)}_{n,c,h,w}", r"\left(\sigma^{(2)}_{c}\right)^{2}",
+                r"\mu^{(2)}_{c}"):
+        given = body.index(rf"\frac{{\partial E}}{{\partial {wrt}}} &=")
+        assert given < body.index(r"\frac{\partial E}{\partial x^{(1)}_{n,c,h,w}} &=")
+    assert "d_{" not in body and r"{d_" not in body
+    # the count m is this network's batch N, not an undefined m
+    assert r"\frac{1}{m}" not in body and r"\frac{1}{N} \sum_{n=1}^{N}" in body
+
+
 @needs_tex
 @pytest.mark.parametrize("fmt", ["article", "beamer"])
 @pytest.mark.parametrize("lang", LANGS)

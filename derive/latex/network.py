@@ -137,11 +137,16 @@ def layer_sizes(op, layer) -> dict:
     return values
 
 
+#: Keys of the renamer's symbols: the exponents of arrays such as σ², and the gradient
+#: arrays of a layer's intermediate steps (∂E/∂μ⁽ˡ⁾).
+POWERS, GRADIENTS = "__powers__", "__gradients__"
+
+
 def _renamer(op, number: int):
     """IndexedBase renames of one layer: its arrays with the layer's superscript."""
     steps = derivation_steps(op)
     names: dict = {}
-    symbols: dict = {}
+    symbols: dict = {POWERS: {}, GRADIENTS: {}}
 
     def rename(base, name, tex):
         new = sp.IndexedBase(name, real=True)
@@ -159,10 +164,22 @@ def _renamer(op, number: int):
     # Arrays a layer computes on the way (a pooling window's arg-max a): shown in the
     # forward pass, so they carry the layer's number like the others.
     for t, _ in steps.steps:
-        tex = NOTATION.get(t.base.label.name, t.base.label.name)
-        # A symbol with its own exponent (σ²) is braced before the layer's: {σ²}⁽ˡ⁾.
-        tex = f"{{{tex}}}" if "^" in tex else tex
-        rename(t.base, f"i{number}_{t.base.label.name}", rf"{tex}^{{({number})}}")
+        name = t.base.label.name
+        tex = NOTATION.get(name, name)
+        # A symbol with its own exponent (σ²) takes the layer's number on its letter and
+        # the exponent outside, (σ⁽ˡ⁾_c)², as the printer's ``powers`` say.
+        letter, _, power = tex.partition("^")
+        rename(t.base, f"i{number}_{name}", rf"{letter}^{{({number})}}")
+        if power:
+            symbols[POWERS][f"i{number}_{name}"] = power.strip("{}")
+        # Its gradient array (d_mu), which the input's gradient reads, is ∂E/∂μ⁽ˡ⁾.
+        symbols[GRADIENTS][f"d{number}_{name}"] = rf"{letter}^{{({number})}}"
+        for g in (*steps.gradients, *steps.intermediates):
+            for el in g.result.atoms(sp.Indexed):
+                if el.base.label.name == f"d_{name}":
+                    names[el.base] = sp.IndexedBase(f"d{number}_{name}", real=True)
+        if power:
+            symbols[POWERS][f"d{number}_{name}"] = power.strip("{}")
     return names, symbols
 
 
@@ -184,8 +201,12 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     symbols: dict = {}
     functions, activations = activation_views(plan, lang)
     renames = {}
+    powers: dict = {}
+    gradients: dict = {}
     for layer in plan.layers:
         names, syms = _renamer(layer.op, layer.spec.index + 1)
+        powers |= syms.pop(POWERS)
+        gradients |= syms.pop(GRADIENTS)
         symbols |= syms
         renames[layer.spec.index] = names
     # The notes' matrix formulas hold when every layer declares itself s = W x + b; they
@@ -197,7 +218,7 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     for number in (len(spec.layers), *(layer.spec.index + 1 for layer in plan.skips),
                    *(layer.spec.skip_from + 1 for layer in plan.skips)):
         symbols[f"x{number}"] = rf"x^{{({number})}}"
-    printer = network_printer(plan, renames, symbols, functions, lang)
+    printer = network_printer(plan, renames, symbols, functions, lang, powers, gradients)
     layer_views = forward_views(plan, renames, printer, lang)
     output = output_delta(plan, renames, symbols, printer.doprint)
     backward = backward_formulas(plan, renames, printer.doprint)
@@ -232,8 +253,35 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     )
 
 
+class NetworkPrinter(PositionPrinter):
+    """A network's printer: an array with its own exponent (σ²) as (σ⁽ˡ⁾_c)²."""
+
+    _default_settings = {**PositionPrinter._default_settings, "powers": {}}
+
+    def _print_Indexed(self, expr):
+        # An index with an offset keeps the number last: h + i − 1, not h − 1 + i.
+        moved = {}
+        for index in expr.indices:
+            number, rest = sp.sympify(index).as_coeff_Add()
+            if isinstance(index, sp.Add) and number != 0 and not self._settings["one_based"]:
+                moved[index] = sp.Symbol(
+                    self._print(rest) + (f" - {-number}" if number < 0 else f" + {number}"))
+        if moved:
+            expr = expr.base[tuple(moved.get(i, i) for i in expr.indices)]
+        tex = super()._print_Indexed(expr)
+        power = self._settings["powers"].get(expr.base.label.name)
+        if power is None:
+            return tex
+        # The gradient of such an array, ∂E/∂(σ⁽ˡ⁾_c)²: the exponent inside the fraction.
+        loss = rf"\frac{{\partial {self._settings['loss']}}}{{\partial "
+        if tex.startswith(loss):
+            return rf"{loss}\left({tex[len(loss):-1]}\right)^{{{power}}}}}"
+        return rf"\left({tex}\right)^{{{power}}}"
+
+
 def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: dict,
-                    lang: Language) -> PositionPrinter:
+                    lang: Language, powers: dict | None = None,
+                    gradients: dict | None = None) -> PositionPrinter:
     """The printer of a network's formulas, its indices counted from 1 as in the notes.
 
     Plain indices (x_{n,i}) count from 1 by their sums' bounds alone; a layer that reads
@@ -244,7 +292,7 @@ def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: 
     """
     plain = all(plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
                 for layer in plan.layers)
-    base = indexed_printer(lang, symbols, functions=functions, one_based=plain)
+    base = indexed_printer(lang, symbols, gradients, functions=functions, one_based=plain)
     fixed = None if plain else frozenset(h.symbol for layer in plan.layers
                                          for h in layer.op.hyper)
     positions = tuple(
@@ -253,7 +301,8 @@ def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: 
         for layer in plan.layers
         for definition, arg, name, axis in window_positions(layer.op, derivation_steps(layer.op)))
     settings = {k: v for k, v in base._settings.items() if k in PositionPrinter._default_settings}
-    return PositionPrinter({**settings, "positions": positions, "fixed": fixed})
+    return NetworkPrinter({**settings, "positions": positions, "fixed": fixed,
+                           "powers": powers or {}})
 
 
 def _output_symbol(spec: NetworkSpec) -> str:
@@ -319,6 +368,7 @@ def forward_views(plan: NetworkPlan, renames: dict, printer, lang: Language):
         steps = derivation_steps(op)
         names = renames[spec.index]
         sizes = layer_sizes(op, spec)
+        sizes |= {s: sp.sympify(v).xreplace(sizes) for s, v in steps.counts}
         # Switches printed as nothing (training) take their defaults, as in the layer's
         # own document.
         hidden = {h.symbol: h.default for h in op.hyper if not h.latex}
@@ -413,10 +463,24 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
         number = spec.index + 1
         steps = derivation_steps(op)
         sizes = layer_sizes(op, spec)
+        # A count the layer names (m = N·H·W) with this layer's sizes: the page does not
+        # define m.
+        sizes |= {s: sp.sympify(v).xreplace(sizes) for s, v in steps.counts}
         names = renames[spec.index]
-        # The weights of the layer first, then what it sends down to the layer below.
+        # The weights of the layer first, then its intermediate steps' gradients (last
+        # step first), which the gradient it sends down to the layer below reads.
         ordered = sorted(steps.gradients, key=lambda g: g.array not in op.weights)
-        for g in ordered:
+        weights = [g for g in ordered if g.array in op.weights]
+        for g in weights:
+            backward.append(Formula("weight", number, pr(D(E, g.element.xreplace(names))),
+                                    pr(g.result.xreplace(names).xreplace(sizes)), spec.type,
+                                    pr(names[g.array].label)))
+        for g in steps.intermediates:
+            element = g.element.xreplace(names)
+            backward.append(Formula("intermediate", number, pr(D(E, element)),
+                                    pr(g.result.xreplace(names).xreplace(sizes)), spec.type,
+                                    pr(element)))
+        for g in ordered[len(weights):]:
             element = g.element.xreplace(names)
             result = g.result.xreplace(names).xreplace(sizes)
             if g.array in op.weights:
