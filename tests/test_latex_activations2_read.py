@@ -41,3 +41,18 @@ def test_output_identity_and_output_form_add_in_one_order(name, lang):
     assert y.name in output and constant in last_side, (identity, output)
     assert last_side.endswith(constant) == output.endswith(constant), (identity, output)
 
+
+MINE = ("elu", "selu", "noisy_relu", "wilson_cowan", "silu", "gelu", "softplus", "mish",
+        "bent_identity")
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_english_titles_name_the_acronym_the_portuguese_ones_do(name):
+    # "Unidade linear exponencial (ELU)" but "Exponential linear unit": the English title
+    # did not introduce the symbol its first sentence uses.
+    named = re.search(r"\\operatorname\{([^}]*)\}\(x\)", _document(name, "pt"))
+    symbol = named.group(1) if named else "S"
+    titles = {lang: re.search(r"\\title\{(.*?): ", _document(name, lang)).group(1)
+              for lang in LANGS}
+    if any(c.isupper() for c in symbol) and f"({symbol}" in titles["pt"]:
+        assert f"({symbol}" in titles["en"], titles

@@ -110,7 +110,7 @@ RRELU = register(Activation(
     expr=Piecewise((x, x > 0), (slope * x, True))))
 
 ELU = register(Activation(
-    name="elu", title="Exponential linear unit", latex=r"\operatorname{ELU}",
+    name="elu", title="Exponential linear unit (ELU)", latex=r"\operatorname{ELU}",
     params=(Param(alpha, 1.0, latex=r"\alpha"),),
     expr=Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
     grad_in_output=Piecewise((1, x > 0), (y + alpha, True)),
@@ -119,7 +119,7 @@ ELU = register(Activation(
     output_identities=((alpha * exp(x), Terms(alpha, alpha * (exp(x) - 1))),)))
 
 SELU = register(Activation(
-    name="selu", title="Scaled exponential linear unit", latex=r"\operatorname{SELU}",
+    name="selu", title="Scaled exponential linear unit (SELU)", latex=r"\operatorname{SELU}",
     params=(Param(alpha, SELU_ALPHA, latex=r"\alpha"), Param(lam, SELU_SCALE, latex=r"\lambda")),
     expr=lam * Piecewise((x, x > 0), (alpha * (exp(x) - 1), True)),
     grad_in_output=Piecewise((lam, x > 0), (y + lam * alpha, True)),
@@ -158,7 +158,7 @@ WILSON_COWAN = register(Activation(
     domain=(-2.0, 8.0)))
 
 SILU = register(Activation(
-    name="silu", title="Sigmoid linear unit (swish)", latex=r"\operatorname{SiLU}",
+    name="silu", title="Sigmoid linear unit (SiLU, swish)", latex=r"\operatorname{SiLU}",
     expr=x / (1 + exp(-x)),
     # (1 + e^{−x} + x e^{−x})/(1 + e^{−x})²: one fraction per term, σ and 1 − σ in each,
     # then σ taken out — σ(x)(1 + x(1 − σ(x))).
@@ -176,7 +176,7 @@ _SQRT_2PI = sp.Pow(sp.Mul(2, sp.pi, evaluate=False), Rational(1, 2), evaluate=Fa
 _DENSITY = sp.Mul(exp(-x**2 / 2), sp.Pow(_SQRT_2PI, -1, evaluate=False), evaluate=False)
 
 GELU = register(Activation(
-    name="gelu", title="Gaussian error linear unit", latex=r"\operatorname{GELU}",
+    name="gelu", title="Gaussian error linear unit (GELU)", latex=r"\operatorname{GELU}",
     expr=x * (1 + erf(x / sqrt(2))) / 2,
     # GELU(x) = x Φ(x): the rules give the normal density and the normal CDF back.
     rearrange=(
