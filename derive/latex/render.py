@@ -19,6 +19,7 @@ from derive.latex import (  # noqa: F401  (register their views)
     network,
     optimizer,
     penalty,
+    recurrent,
 )
 from derive.latex.context import Language, document_view
 from derive.latex.lines import fit

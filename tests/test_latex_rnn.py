@@ -1,0 +1,57 @@
+"""The recurrent layer's document (issue 15): the recurrence, one time step derived as a
+layer, backpropagation through time and why the gradient vanishes or explodes."""
+
+import shutil
+
+import pytest
+
+from derive.cli import main
+from derive.pipeline import document_for
+
+LANGS = ("pt", "en")
+FORMATS = ("article", "beamer")
+#: Words of the program that a student's page must not show.
+INTERNAL = ("h_prev", "{prev}", "d_s", "dE_", "seed", "engine", "motor", "SymPy", "kernel")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", [*FORMATS, "markdown", "fragment"])
+def test_the_document_has_the_sum_over_time_and_the_jacobian_product(lang, fmt):
+    text = document_for("rnn", lang=lang, fmt=fmt).text
+    body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
+    # ∂E/∂h^⟨t⟩ = g^⟨t⟩ + Σ_k W_hh[k, j] ∂E/∂s^⟨t+1⟩: the loss at t and what t + 1 sends.
+    assert r"g^{\langle t \rangle}_{n,j} + \sum_{k=1}^{H} {W_{hh}}_{k,j}" in body
+    assert r"\partial s^{\langle t+1 \rangle}_{n,k}" in body
+    # A weight's gradient sums over time (and the batch).
+    assert r"\sum_{n=1}^{N} \sum_{t=1}^{T}" in body
+    assert r"h^{\langle t-1 \rangle}_{n,k}" in body
+    # The Jacobian of one step, their product, and the bound by σ_max(W_hh).
+    diag = r"\operatorname{diag}\!\left(1 - \left(h^{\langle t+1 \rangle}\right)^{2}\right)"
+    assert diag + " W_{hh}" in body
+    assert r"\prod_{u=t+1}^{T}" in body
+    assert r"\left(\sigma_{\max}(W_{hh})\right)^{T-t}" in body
+    # Indices from 1, as the notes count them; no internal names.
+    assert r"\sum_{k=0}" not in body and r"\sum_{t=0}" not in body
+    for word in INTERNAL:
+        assert word not in body, word
+
+
+def test_the_relu_layer_has_its_own_derivative_in_the_jacobian():
+    text = document_for("rnn_relu", lang="en", fmt="article").text
+    assert r"\prod_{u=t+1}^{T}" in text and "tanh" not in text
+    assert r"s^{\langle u \rangle} > 0" in text
+
+
+needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_it_compiles(tmp_path, lang, fmt):
+    out = tmp_path / f"rnn_{lang}_{fmt}.tex"
+    assert main(["latex", "rnn", "--lang", lang, "--format", fmt, "-o", str(out), "--pdf"]) == 0
+    assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    log = out.with_suffix(".log")
+    if log.exists():
+        assert "Overfull \\hbox" not in log.read_text(errors="replace")
