@@ -84,16 +84,18 @@ def test_slides_have_one_result_slide_and_no_case_index_once_dropped(name, lang)
 
 @pytest.mark.parametrize("lang", LANGS)
 @pytest.mark.parametrize("fmt", ("article", "beamer"))
-@pytest.mark.parametrize("name, function, odd", [("mae", r"\operatorname{sgn}", True),
-                                                 ("huber", r"\delta \operatorname{sgn}", False),
-                                                 ("log_cosh", r"\tanh", True)])
-def test_results_read_in_prediction_minus_target(name, function, odd, lang, fmt):
+@pytest.mark.parametrize("name, function", [("mae", r"\operatorname{sgn}"),
+                                            ("huber", r"\delta \operatorname{sgn}"),
+                                            ("log_cosh", r"\tanh")])
+def test_results_read_in_prediction_minus_target(name, function, lang, fmt):
     text = _document(name, lang, fmt)
     boxed = " ".join(_boxed(text))
     assert function + PRED_MINUS_TARGET in boxed
     assert r"- \operatorname{sgn}({y}" not in boxed and r"- \tanh({y}" not in boxed
-    # The step says why: the function is odd (Huber's u = ŷ − y needs no such step).
-    assert ({"pt": "função ímpar", "en": "odd function"}[lang] in text) == odd
+    # The error u = ŷ − y is named before the rules: no line turns f(y − ŷ) around.
+    assert {"pt": "função ímpar", "en": "odd function"}[lang] not in text
+    # Nor does an even function print its argument the other way: |ŷ − y|, cosh(ŷ − y).
+    assert r"{y}_{k} - {\hat{y}}_{k}" not in text and r"{y}_{n,j} - {\hat{y}}_{n,j}" not in text
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -116,8 +118,10 @@ def test_log_cosh_mentions_no_logits(lang, fmt):
 @pytest.mark.parametrize("name", LOSSES)
 def test_english_names_the_loss_before_the_word_loss(name, fmt):
     text = _document(name, "en", fmt)
-    assert "The loss $" not in text
-    assert re.search(r"The \$[^$]+\$ loss of a batch", text)
+    # "The MSE loss", but "the loss E" / "the loss L": a letter is no name ("The L loss").
+    assert "The loss $\\operatorname" not in text
+    assert re.search(r"The (\$[^$]+\$ loss|loss \$[A-Z]\$) of a batch", text)
+    assert not re.search(r"The \$[A-Z]\$ loss", text)
     assert "PyTorch's reduction" not in text
 
 
@@ -144,7 +148,9 @@ def test_log_cosh_is_defined_as_ln_cosh_and_reaches_tanh_by_the_identity(lang, f
     text = _document("log_cosh", lang, fmt)
     definition = _fits(text)[0]
     # The textbook definition, not the stable rewrite (which is the program's business).
-    assert r"\ln(\cosh(" in definition and "softplus" not in definition
+    assert r"\ln \cosh(" in definition and "softplus" not in definition
+    # ln cosh(·) with the function's own parentheses only, and in ŷ − y as declared.
+    assert r"\ln(\cosh" not in text and r"\cosh({\hat{y}}_{n,j} - {y}_{n,j})" in definition
     assert r"\operatorname{log\,cosh}" in text and r"\operatorname{logcosh}" not in text
     # One inner function per composition, all substituted back in one sentence.
     assert text.count(SUBSTITUTE_BACK[lang]) == 1
@@ -240,3 +246,51 @@ def test_log_cosh_program_explains_its_stable_rewrite(lang, fmt):
     assert r"\cosh d = e^{|d|}(1 + e^{-2|d|})/2" in program
     # A loss without ln cosh says nothing of it.
     assert r"\ln\cosh d" not in _document("mae", lang, fmt)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_bce_keeps_one_order_and_one_sign_through_the_derivation(lang, fmt):
+    text = _document("binary_cross_entropy", lang, fmt)
+    y, one_minus = "{y}_{k}", r"1 - {y}_{k}"
+    lines = [line for line in _fits(text) if one_minus in line and "_{c," not in line]
+    assert len(lines) >= 5
+    for line in lines:
+        # y's term first, then (1 − y)'s, on every line; (1 − y) never turned into −(y − 1).
+        first_y = line.replace(one_minus, "").index(y)
+        assert first_y < line.index(one_minus), line
+        assert r"{y}_{k} - 1" not in line
+    # The minus sign stays in front from the rules to the common denominator; the
+    # sentence before the result says where it goes.
+    assert sum(line.split(" = ", 1)[-1].lstrip().startswith("-") for line in lines) >= 4
+    said = {"pt": "o sinal de menos da frente inverte a diferença",
+            "en": "the minus sign in front reverses the difference"}[lang]
+    assert said in text and r"-\left({y}_{k} - {\hat{y}}_{k}\right)" in text
+    # The definition and the program's ℓ_n in the same order: y ln ŷ, then (1 − y) ln(1 − ŷ).
+    definition, program = _fits(text)[0], text[text.index(r"\ell_n"):]
+    assert r"\left({y}_{n,j} \ln {\hat{y}}_{n,j}" in definition or \
+        r"\left({y}_{n,j} \ln({\hat{y}}_{n,j})" in definition
+    assert program.index(r"{y}_{n,j} \ln") < program.index(r"\left(1 - {y}_{n,j}\right)")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("name", ["sparse_categorical_cross_entropy",
+                                  "softmax_cross_entropy"])
+def test_the_programs_bracket_is_said_before_its_gradient(name, lang, fmt):
+    text = _document(name, lang, fmt)
+    program = text[text.rindex(r"\ell_n"):]
+    said = {"pt": r"$[j = t_n]$ vale $1$ se $j = t_n$ e $0$ caso contrário",
+            "en": r"$[j = t_n]$ is $1$ if $j = t_n$ and $0$ otherwise"}[lang]
+    assert said in text
+    assert text.index(said) < text.index(r"\left[j = {t}_{n}\right]")
+    assert r"\left[j = {t}_{n}\right]" in program
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_log_cosh_slides_point_to_no_earlier_slide(lang):
+    text = _document("log_cosh", lang, "beamer")
+    bullet = text[text.index(r"$\ln\cosh d$"):]
+    bullet = bullet[:bullet.index("\\item")] if "\\item" in bullet else bullet
+    assert {"pt": "acima", "en": "above"}[lang] not in bullet
+    assert r"d = \hat{y}_{n,j} - y_{n,j}" in bullet

@@ -201,6 +201,13 @@ def test_cross_entropy_folds_the_sum_rule_into_one_line(lang):
     assert clause in text
 
 
+def test_log_softmax_takes_the_delta_without_a_sum_rule_line():
+    # ∂/∂z_j [z_k − ln Σ] goes straight to δ_kj − ∂/∂z_j ln Σ: "the derivative of a sum is
+    # the sum of the derivatives" on a line of its own teaches nothing.
+    steps = derivation_steps(get("log_softmax")).jacobian.steps
+    assert [s.rule for s in steps][:3] == ["definition", "delta", "chain"]
+
+
 @pytest.mark.parametrize("fmt", ("article", "beamer"))
 @pytest.mark.parametrize("lang", LANGS)
 def test_u_has_one_meaning_in_the_cross_entropy(lang, fmt):

@@ -30,6 +30,7 @@ from derive.calculus.steps import (
     loss_indices,
     prediction_first,
 )
+from derive.calculus.steps.loss import even_first, written
 from derive.latex.context import (
     ChainView,
     Language,
@@ -259,12 +260,13 @@ def _(op: Loss, lang: Language) -> LossView:
     result_lhs = hide_case(D(steps.name, op.pred[CASE, k]), CASE)
     kernel, exprs = [], []
     for variant in derive_loss(op).variants:
-        row = _kernel_printed(variant.row_value, n, j)
+        # In the definition's order and signs: −Σ(y ln ŷ + …), |ŷ − y|.
+        row = written(_kernel_printed(variant.row_value, n, j), op.pred)
         # The softmax of the logits by the name the definition gives it (ŷ), as in §2.
         gradient = _kernel_printed(variant.gradient, n, j).xreplace(
             {softmax_of(op.pred): sp.IndexedBase("yhat", real=True)})
         # Read in ŷ − y, as the boxed result (sgn(ŷ − y), not −sgn(y − ŷ)).
-        gradient = prediction_first(gradient, op.pred[n, j]) or gradient
+        gradient = even_first(prediction_first(gradient, op.pred[n, j]) or gradient, op.pred)
         exprs += [row, gradient]
         kernel.append(KernelForm(variant.encoding, printer.doprint(row),
                                  printer.doprint(D(steps.name, op.pred[n, j])),

@@ -172,12 +172,20 @@ class DerivePrinter(LatexPrinter):
         return super()._print_Symbol(expr, style)
 
     def _print_Function(self, expr, exp=None):
+        if (isinstance(expr, sp.log) and exp is None and isinstance(expr.args[0], sp.Function)
+                and not isinstance(expr.args[0], sp.Piecewise)):
+            # ln cosh(u), ln σ(z): the function's own parentheses are enough.
+            return rf"\ln {self._print(expr.args[0])}"
         name = function_name(expr)
         if isinstance(expr, AppliedUndef):
             name = self._settings["functions"].get(expr.func.__name__)
         if name is None or (not isinstance(expr, AppliedUndef) and len(expr.args) != 1):
             return super()._print_Function(expr, exp)
         power = f"^{{{exp}}}" if exp else ""
+        if isinstance(expr, sp.erf):
+            # erf's argument sits inside Φ's and GELU's fractions, where a fraction of its
+            # own would be set two sizes down: erf(√2 x/2) keeps the numerator's size.
+            return rf"{name}{power}\left({self._folded(expr.args[0])}\right)"
         return f"{name}{power}{self._arguments(expr.args)}"
 
     def _print_log(self, expr, exp=None):
@@ -211,6 +219,9 @@ class DerivePrinter(LatexPrinter):
         return rf"{operator}\left[{self._print(arg)}\right]"
 
     def _print_Mul(self, expr):
+        if expr.could_extract_minus_sign() and isinstance(-expr, Terms):
+            # −(a + b) written term by term: SymPy would drop the parentheses.
+            return rf"-\left({self._print(-expr)}\right)"
         signed = _sign_out_of_sums(expr)
         expr = signed if isinstance(signed, sp.Mul) else expr
         factors = sp.Mul.make_args(expr)
@@ -226,7 +237,8 @@ class DerivePrinter(LatexPrinter):
         rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.Derivative)])
         numer, denom = sp.fraction(rest, exact=True)
         sign = ""
-        if numer.could_extract_minus_sign():
+        # (1 − y) · ∂/∂ŷ stays a difference, not −(y − 1) · ∂/∂ŷ.
+        if _leads_with_minus(numer):
             sign, numer = "-", -numer
         pieces = [] if numer == 1 else [self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)]
         if denom != 1:
@@ -253,7 +265,7 @@ class DerivePrinter(LatexPrinter):
         # A number joins the coefficient: 2/m u, not 1/m 2u.
         coeff, numer = _number_out(numer)
         tex = self._print(numer)
-        if isinstance(numer, sp.Add) or tex.startswith("-"):
+        if isinstance(numer, sp.Add | Terms) or tex.startswith("-"):
             tex = rf"\left({tex}\right)"
         return rf"{sign}\frac{{{self._print(coeff)}}}{{{self._print(denom)}}} {tex}"
 
@@ -355,7 +367,7 @@ class DerivePrinter(LatexPrinter):
         if isinstance(body, sp.Mul) and body.could_extract_minus_sign():
             return "-" + self._print_Sum(sp.Sum(-body, *expr.limits))
         tex = self._print(body)
-        if isinstance(body, sp.Add):
+        if isinstance(body, sp.Add | Terms):
             tex = rf"\left({tex}\right)"
         # Limits in the order declared (Σ_n Σ_j): the sums are finite, so any order is right.
         for index, low, high in reversed(expr.limits):
@@ -590,6 +602,20 @@ class DerivePrinter(LatexPrinter):
         body = rf"\left(e^{{{self._print(expr.args[0])}}} - 1\right)"
         return rf"{body}^{{{exp}}}" if exp else body
 
+    def _folded(self, expr) -> str:
+        """``expr`` with its short fractions written with a slash (√2 x/2, -x²/2)."""
+        fold = self._settings["fold_short_frac"]
+        self._settings["fold_short_frac"] = True
+        try:
+            return self._print(expr)
+        finally:
+            self._settings["fold_short_frac"] = fold
+
+    def _print_ExpBase(self, expr, exp=None):
+        # A fraction in an exponent sets its parts at half size (the x² of e^{-x²/2}
+        # unreadable): the exponent folds short fractions to a slash, e^{-x^{2}/2}.
+        return self._do_exponent(rf"e^{{{self._folded(expr.args[0])}}}", exp)
+
     def _print_log1p(self, expr, exp=None):
         return self._print_Function(sp.log(1 + expr.args[0], evaluate=False), exp)
 
@@ -615,7 +641,7 @@ def _holds_fraction(expr, gradients=()) -> bool:
         return not expr.is_Integer
     if isinstance(expr, sp.Pow):
         return bool(expr.exp.is_negative) or _holds_fraction(expr.base, gradients)
-    if isinstance(expr, sp.Add | sp.Mul):
+    if isinstance(expr, sp.Add | sp.Mul | Terms):
         return any(_holds_fraction(a, gradients) for a in expr.args)
     if isinstance(expr, sp.Piecewise):
         # A cases block over a denominator reads badly whatever it holds: 1/(KN)·{cases}.

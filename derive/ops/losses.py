@@ -34,7 +34,9 @@ SSE_HALF = register(Loss(
 
 MAE = register(Loss(
     name="mae", title="Mean absolute error", latex=r"\operatorname{MAE}",
-    term=Abs(yhat[n, k] - y[n, k]), scale=1 / (N * K), pred=yhat, target=y))
+    term=Abs(yhat[n, k] - y[n, k]), scale=1 / (N * K), pred=yhat, target=y,
+    # The error u = ŷ − y named first: sgn(u) reads in ŷ − y, as the declaration.
+    recipe="named_difference"))
 
 HUBER = register(Loss(
     name="huber", title="Huber loss", latex=r"\operatorname{Huber}",
@@ -56,15 +58,17 @@ BINARY_CROSS_ENTROPY = register(Loss(
     log_floor=-100.0, grad_floor=9.999999960041972e-13, samples="probabilities",
     # After a sigmoid, log σ(z) and log(1 − σ(z)) are taken on the logits, stably.
     fused=(("sigmoid", "binary_cross_entropy_with_logits"),),
-    # −y/ŷ + (1 − y)/(1 − ŷ) over one denominator: the y·ŷ terms cancel, leaving ŷ − y.
+    # −(y/ŷ − (1 − y)/(1 − ŷ)) over one denominator, the terms and the minus sign in
+    # front kept as the rules left them: the y·ŷ terms cancel, and −(y − ŷ) is ŷ − y.
     rearrange=(
         Rearrange("common_denominator",
-                  ((1 - y[n, k]) * yhat[n, k] - y[n, k] * (1 - yhat[n, k]))
+                  -Terms(Factors(y[n, k], 1 - yhat[n, k]), -Factors(1 - y[n, k], yhat[n, k]))
                   / (yhat[n, k] * (1 - yhat[n, k]))),
         Rearrange("expand",
-                  Terms(yhat[n, k], -y[n, k] * yhat[n, k], -y[n, k], y[n, k] * yhat[n, k])
+                  -Terms(y[n, k], -y[n, k] * yhat[n, k], -yhat[n, k], y[n, k] * yhat[n, k])
                   / (yhat[n, k] * (1 - yhat[n, k]))),
-        Rearrange("cancel", (yhat[n, k] - y[n, k]) / (yhat[n, k] * (1 - yhat[n, k]))),
+        Rearrange("cancel", (yhat[n, k] - y[n, k]) / (yhat[n, k] * (1 - yhat[n, k])),
+                  identities=((-Terms(y[n, k], -yhat[n, k]), yhat[n, k] - y[n, k]),)),
     )))
 
 BINARY_CROSS_ENTROPY_WITH_LOGITS = register(Loss(
@@ -172,11 +176,11 @@ LOG_SOFTMAX = register(VectorFunction(
     name="log_softmax", title="Log-softmax", latex=r"\log\operatorname{softmax}",
     out=z[n, k] - lse(z[n, j], j, K), arg=z,
     output=log_softmax_, shown_as=z[n, k] - _log_row, upstream=upstream,
-    # ∂/∂z_j (z_k − ln Σ_i e^{z_i}): δ_kj from the first term, the softmax from the second.
+    # ∂/∂z_j (z_k − ln Σ_i e^{z_i}): δ_kj from the first term, the softmax from the second
+    # (the sum rule needs no line of its own: the δ_kj step takes the terms one by one).
     jacobian=(
         Rearrange("definition", sp.Derivative(z[n, k] - _log_row, z[n, j]),
                   inner=((log_softmax_[n, k], z[n, k] - _log_row),)),
-        Rearrange("sum", sp.Derivative(z[n, k], z[n, j]) - sp.Derivative(_log_row, z[n, j])),
         Rearrange("delta", _delta - sp.Derivative(_log_row, z[n, j]),
                   identities=((sp.Derivative(z[n, k], z[n, j]), _delta),),
                   quote=(_delta, sp.Eq(k, j, evaluate=False))),
@@ -208,9 +212,9 @@ LOG_COSH = register(Loss(
     # ln cosh(ŷ − y): like the squared error near 0, like the absolute one far away. The
     # stability pass evaluates it as |d| + ln(1 + e^{−2|d|}) − ln 2 (cosh overflows).
     term=log(sp.cosh(yhat[n, k] - y[n, k])),
-    scale=1 / (N * K), pred=yhat, target=y,
-    # The chain rule leaves sinh d / cosh d: that is tanh d.
+    scale=1 / (N * K), pred=yhat, target=y, recipe="named_difference",
+    # The chain rule leaves sinh u / cosh u: that is tanh u.
     rearrange=(
-        Rearrange("use_identity", -sp.tanh(y[n, k] - yhat[n, k]),
+        Rearrange("use_identity", sp.tanh(sp.UnevaluatedExpr(yhat[n, k] - y[n, k])),
                   identities=((sp.sinh(_a) / sp.cosh(_a), sp.tanh(_a)),)),
     )))

@@ -48,7 +48,43 @@ def printed_term(op) -> sp.Expr:
 
     n, j, k, _, _ = loss_indices()
     term = normalise_kinks(op.term, op.pred[n, k])
-    return term.xreplace({j: ROW}).xreplace({k: j})
+    return written(term.xreplace({j: ROW}).xreplace({k: j}), op.pred)
+
+
+#: Even functions: SymPy writes f(ŷ − y) as f(y − ŷ), which is the same value.
+EVEN = (sp.Abs, sp.cosh)
+
+
+def written(term: sp.Expr, pred) -> sp.Expr:
+    """``term`` as a lecture writes it: −(a + b) with short terms first, f(ŷ − y).
+
+    SymPy orders −y ln ŷ − (1 − y) ln(1 − ŷ) as it likes, and orders it differently again
+    on every line of a derivation; written as −(y ln ŷ + (1 − y) ln(1 − ŷ)) in a
+    :class:`~derive.calculus.functions.Terms`, the order and the sign stay put. An even
+    function of y − ŷ is written of ŷ − y, as the declaration has it (kept unevaluated;
+    :func:`plain` undoes it before differentiating).
+    """
+    from derive.calculus.functions import Terms
+
+    term = even_first(term, pred)
+    if not isinstance(term, sp.Add) or not all(t.could_extract_minus_sign() for t in term.args):
+        return term
+    terms = sorted((-t for t in term.args),
+                   key=lambda t: (sp.count_ops(t), sp.default_sort_key(t)))
+    return -Terms(*terms)
+
+
+def even_first(expr: sp.Expr, pred) -> sp.Expr:
+    """``expr`` with every even f(y − ŷ) written f(ŷ − y), the argument kept unevaluated."""
+    flipped = {e: e.func(sp.UnevaluatedExpr(-e.args[0])) for e in expr.atoms(*EVEN)
+               if any(sp.diff(e.args[0], a).is_negative
+                      for a in e.args[0].atoms(sp.Indexed) if a.base == pred)}
+    return expr.xreplace(flipped)
+
+
+def plain(expr: sp.Expr) -> sp.Expr:
+    """``expr`` without the unevaluated arguments :func:`written` kept for the page."""
+    return expr.replace(lambda e: isinstance(e, sp.UnevaluatedExpr), lambda e: e.args[0])
 
 
 def _loss_recorder(op, var, name, whole, *, rows: bool):
@@ -202,11 +238,13 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
     error = var - op.target[CASE, k]
     u = rec.names.fresh()
     rec.step("constant_factor", op.scale * D(term, var))
-    rec.step("chain", op.scale * D(term.xreplace({var: u + op.target[CASE, k]}), u)
+    rec.step("chain", op.scale * D(plain(term).xreplace({var: u + op.target[CASE, k]}), u)
              * D(error, var), inner=((u, error),))
     rec.inners.append((u, error))
     rec.auto()
-    rec.step("substitute_back", rec.current.xreplace({u: error}), inner=((u, error),))
+    # Kept unevaluated, so that sgn(u), tanh(u), |u| read in ŷ − y, as u was defined.
+    rec.step("substitute_back", rec.current.xreplace({u: sp.UnevaluatedExpr(error)}),
+             inner=((u, error),))
     return _finish_loss(rec, engine, var, op)
 
 

@@ -81,6 +81,12 @@ def _(g: sp.Add, var, names):
     return Rewrite("sum", sp.Add(*[D(t, var) for t in g.args]))
 
 
+@rule_for.register
+def _(g: Terms, var, names):
+    # A sum written in a chosen order keeps it term by term through the derivation.
+    return Rewrite("sum", Terms(*[D(t, var) for t in g.args]))
+
+
 def _is_denominator(f: sp.Expr, var) -> bool:
     return (isinstance(f, sp.Pow) and f.exp.is_number and f.exp.is_negative
             and depends(f.base, var))
