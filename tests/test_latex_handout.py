@@ -215,3 +215,13 @@ def test_the_optimizer_algorithm_fits_its_frame_at_a_readable_size(name, lang, t
     # the short algorithms keep the article's size
     if tex.count(r"\\") < 20:
         assert font == "small", font
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_markdown_lists_one_layer_a_line_and_defines_the_window(lang):
+    residual = _document("examples/residual_mlp.toml", lang, "markdown")
+    items = [line for line in residual.splitlines() if line.startswith("- $")]
+    assert len(items) == 9 and sum(r"($+\," in line for line in items) == 3
+    cnn = _document("examples/cnn_small.toml", lang, "markdown")
+    assert ("$r^{*}$ e $u^{*}$ são a linha e a coluna" if lang == "pt"
+            else "$r^{*}$ and $u^{*}$ are the row and the column") in cnn
