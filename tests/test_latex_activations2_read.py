@@ -46,6 +46,29 @@ MINE = ("elu", "selu", "noisy_relu", "wilson_cowan", "silu", "gelu", "softplus",
         "bent_identity")
 
 
+def _superscripts(text: str):
+    """Every exponent group ^{...} of ``text``, braces balanced."""
+    for match in re.finditer(r"\^\{", text):
+        depth, i = 1, match.end()
+        while depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        yield text[match.end():i - 1]
+
+
+@pytest.mark.parametrize("name", MINE)
+@pytest.mark.parametrize("lang", LANGS)
+def test_no_fraction_is_set_inside_an_exponent_or_erf(name, lang):
+    # GELU's e^{-x²/2} was printed e^{-\frac{x^2}{2}}: x² and 2 at half size, inside a
+    # numerator smaller still. An exponent writes a short fraction with a slash.
+    text = _document(name, lang)
+    stacked = [s for s in _superscripts(text) if r"\frac" in s]
+    assert not stacked, stacked
+    # erf(√2x/2) sat in the numerators of Φ and GELU, its fraction two sizes down.
+    erf = re.findall(r"\\operatorname\{erf\}\\left\((.*?)\\right\)", text)
+    assert not [a for a in erf if r"\frac" in a], erf
+
+
 @pytest.mark.parametrize("name", MINE)
 def test_english_titles_name_the_acronym_the_portuguese_ones_do(name):
     # "Unidade linear exponencial (ELU)" but "Exponential linear unit": the English title
