@@ -140,7 +140,8 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     s_grad = {key: grad(label(names[s_arr].label)) for key, names in
               (("t", now), ("t+1", after), ("1", first))}
     h_grad, prev_grad = grad(label(now[state].label)), grad(label(now[previous].label))
-    initial_grad = grad(label(rec.initial.label))
+    # h^⟨0⟩ = h_0: its gradient is written at the state's name, with the time step 0.
+    initial_grad = grad(_at(label(state.label), "0"))
     last_grad = grad(label(_names(op, previous, "T", "T-1")[state].label))
     weight_grad = {w: grad(label(w.label)) for w in op.weights}
     input_grad = {a: grad(label(now[a].label)) for a in op.inputs if a != rec.initial}
@@ -232,8 +233,8 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
         name=op.name,
         title=op_title(op, lang),
         recurrence=(step_view.steps[0], (step_view.out, step_view.definition)),
-        first=pr(sp.IndexedBase(_at(lab(state), "0"))[n, j]),
-        initial=pr(rec.initial[n, j]),
+        first=_at(lab(state), "0"),
+        initial=lab(rec.initial),
         state=lab(now[state]),
         state_last=_at(lab(state), "T"),
         inputs=tuple(lab(now[a]) for a in op.inputs if a != rec.initial),
