@@ -101,9 +101,12 @@ class OptimizerView:
 class UpdatePrinter(DerivePrinter):
     r"""The printer of update equations, written as the notes write them.
 
-    The weight comes first (w + v, not v + w) and the hyper-parameters first in a
-    fraction's numerator (\frac{\eta g}{…}, not g\eta).
+    The weight comes first (w + v, not v + w), the hyper-parameters first in a
+    fraction's numerator (\frac{\eta g}{…}, not g\eta) and last when alone in a sum
+    (\sqrt{s} + \varepsilon).
     """
+
+    _default_settings = {**DerivePrinter._default_settings, "trailing": ()}
 
     def _as_ordered_terms(self, expr, order=None):
         terms = list(super()._as_ordered_terms(expr, order=order))
@@ -114,7 +117,10 @@ class UpdatePrinter(DerivePrinter):
         if w in terms:
             terms.remove(w)
             terms.insert(0, w)
-        return terms
+        # A hyper-parameter standing alone as a term comes last, as the notes and the
+        # papers write it: \sqrt{s} + \varepsilon, not \varepsilon + \sqrt{s}.
+        alone = [t_ for t_ in terms if t_.is_Symbol and t_.name in self._settings["trailing"]]
+        return [t_ for t_ in terms if t_ not in alone] + alone
 
     def _print_Mul(self, expr):
         numer, denom = sp.fraction(expr, exact=True)
@@ -141,6 +147,7 @@ def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
         # \eta \mu_{t+1} m, not \eta m \mu_{t+1}.
         "lead": tuple(p.symbol.name for p in op.params)
         + tuple(target.name for target, _ in op.updates if target != w),
+        "trailing": tuple(p.symbol.name for p in op.params),
     })
 
 
