@@ -119,7 +119,8 @@ def test_sigma_and_softplus_are_defined_where_they_are_used(lang, fmt):
 @pytest.mark.parametrize("lang", LANGS)
 def test_teaching_identities_and_the_quotient_rule_print_at_full_size(lang):
     sigmoid = _document("sigmoid", lang)
-    assert r"$\displaystyle 1 - \sigma(x) = " in sigmoid
+    # Two identities with fractions are displayed, one per row (a slide wrapped them).
+    assert r"\\[1ex] 1 - \sigma(x) = " in sigmoid
     assert r"$\displaystyle \left(\frac{g}{h}\right)' = \frac{g'\,h - g\,h'}{h^{2}}$" in sigmoid
     # No quotient rule with fractions inside an inline fraction.
     assert r"\frac{\frac{d g}" not in sigmoid
@@ -177,16 +178,17 @@ def _frames(text: str) -> list[str]:
 
 @pytest.mark.parametrize("lang", LANGS)
 def test_quotient_rule_lines_follow_the_rule_as_stated(lang):
-    # g′h − gh′: h·1 first, then − g·h′ (not 1 − x·h′ + |x|, which hides the rule).
+    # g′h − gh′: h·1 first, then − g·h′ (not 1 − x·h′ + |x|, which hides the rule). The
+    # sum rule that drops h's constant is a clause of the same line (h′ = d/dx |x|).
     softsign = _document("softsign", lang)
-    assert (r"\frac{\left(1 + \left|{x}\right|\right) - x \cdot \frac{d}{dx}"
-            r"\left[1 + \left|{x}\right|\right]}") in softsign
+    assert (r"\left(1 + \left|{x}\right|\right) - x \cdot \frac{d}{dx} \left|{x}\right|"
+            in softsign)
     assert r"\frac{\left(1 + \left|{x}\right|\right) - x \operatorname{sgn}(x)}" in softsign
     silu = _document("silu", lang)
-    assert r"\frac{\left(1 + e^{- x}\right) - x \cdot \frac{d}{dx}\left[1 + e^{- x}\right]}" in silu
+    assert r"\left(1 + e^{- x}\right) - x \cdot \frac{d}{dx} e^{- x}" in silu
     tanh = _document("tanh", lang)
-    assert (r"\frac{\cosh(x) \cdot \frac{d}{dx} \sinh(x) - \sinh(x) \cdot \frac{d}{dx} "
-            r"\cosh(x)}{\cosh^{2}(x)}") in tanh
+    assert (r"\cosh(x) \cdot \frac{d}{dx} \sinh(x) - \sinh(x) \cdot \frac{d}{dx} "
+            r"\cosh(x)") in tanh
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -219,7 +221,8 @@ def test_output_forms_show_their_algebra(lang):
     assert r"e^{\beta y} = 1 + e^{\beta x}" in softplus
     assert r"\frac{e^{\beta y} - 1}{e^{\beta y}} = 1 - e^{- \beta y}" in softplus
     elu = _document("elu", lang)
-    assert r"\alpha e^{x} = \alpha \left(e^{x} - 1\right) + \alpha" in elu
+    # α first, as in the output form α + y (tests/test_latex_activations2_read.py).
+    assert r"\alpha e^{x} = \alpha + \alpha \left(e^{x} - 1\right)" in elu
     selu = _document("selu", lang)
     assert r"\alpha \lambda e^{x} = \alpha \lambda \left(e^{x} - 1\right) + \alpha \lambda" in selu
 
@@ -325,3 +328,85 @@ def test_a_step_quoting_several_identities_shares_its_frame_with_one_other(lang)
     text = _document("softplus", lang, "beamer")
     frame = next(f for f in _frames(text) if r"\begin{gathered}" in f)
     assert frame.count(r"\pause") <= 1
+
+
+# --- third reading (issue 13): identity to RReLU -------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_sum_rule_that_drops_a_constant_is_a_clause(lang, fmt):
+    # d/dx[1 + e^{−x}] = d/dx e^{−x} right after the quotient rule is no step of its own.
+    own = {"pt": "Pela regra da soma", "en": "By the sum rule"}[lang]
+    clause = {"pt": "; a derivada de uma soma é a soma das derivadas das parcelas",
+              "en": "; the derivative of a sum is the sum of the derivatives of its terms"}[lang]
+    for name in ("sigmoid", "softsign", "hard_sigmoid"):
+        text = _document(name, lang, fmt)
+        assert own not in text and clause in text, name
+    quotient = {"pt": "Pela regra do quociente", "en": "By the quotient rule"}[lang]
+    sigmoid = _document("sigmoid", lang, fmt)
+    assert sigmoid.index(clause) - sigmoid.index(quotient) < 200
+
+
+def test_folded_chains_are_checked_and_shorter():
+    from derive.calculus.steps import derivation_steps
+
+    rules = derivation_steps(registry.get("sigmoid")).derivative.rules()
+    assert "sum" not in rules and rules[:2] == ("definition", "quotient")
+    tanh = derivation_steps(registry.get("tanh")).derivative
+    assert tanh.rules().count("named_function") == 1
+    (quoted,) = [s for s in tanh.steps if s.rule == "named_function"]
+    assert len(quoted.identities) == 2
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_known_derivatives_in_a_row_are_quoted_in_one_step(lang):
+    text = _document("tanh", lang)
+    many = {"pt": "Usamos as derivadas conhecidas", "en": "We use the known derivatives"}[lang]
+    one = {"pt": "Usamos a derivada conhecida", "en": "We use the known derivative "}[lang]
+    assert text.count(many) == 1 and one not in text
+    assert r"\frac{d}{dx} \cosh(x) = \sinh(x)" in text[text.index(many):]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_displayed_identities_are_followed_by_words(lang, fmt):
+    # A display, then "= …" with nothing between read as one chain (1/(1+|x|) = (1−|y|)²).
+    after = {"pt": r"\end{gathered} \]" + "\na derivada fica:",
+             "en": r"\end{gathered} \]" + "\nthe derivative becomes:"}[lang]
+    for name in ("softsign", "sigmoid"):
+        text = _document(name, lang, fmt)
+        assert r"\begin{gathered}" in text and after in text, name
+        assert text.count(r"\begin{gathered}") == text.count(after), name
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_constant_derivative_is_not_repeated_as_limits(lang):
+    text = _document("identity", lang)
+    assert r"\operatorname{id}'(x) = 1" in text
+    assert r"\operatorname{id}'(x) \to 1" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_step_function_is_monotone_by_its_jumps(lang):
+    text = _document("heaviside", lang)
+    assert {"pt": "é não decrescente: é constante entre os saltos",
+            "en": "is non-decreasing: it is constant between its jumps"}[lang] in text
+    assert r"H'(x) \geq 0" not in text
+    # Nothing in H is trained; what cannot be trained is what lies before it.
+    assert {"pt": "as camadas antes dela não podem ser treinadas",
+            "en": "the layers before it cannot be trained"}[lang] in text
+    facts = _facts("heaviside")
+    assert facts.increasing and not facts.decreasing
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rrelu_writes_its_numbers_in_one_form(lang, fmt):
+    text = _document("rrelu", lang, fmt)
+    assert "\t" not in text
+    assert r"$l = \frac{1}{8}$" in text and r"$u = \frac{1}{3}$" in text
+    assert "= 0{,}125" not in text and "= 0.125" not in text
+    assert r"r = \frac{l + u}{2}" in text and r"\frac{l}{2}" not in text
+    word = {"pt": "na avaliação", "en": "in evaluation mode"}[lang]
+    assert text.count(r"(= \frac{11}{48} \text{ " + word + "})") >= 2

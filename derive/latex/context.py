@@ -334,6 +334,23 @@ def default_number(value: float, lang: Language) -> Number:
     return number(value, lang)
 
 
+def param_defaults(op, lang: Language) -> dict:
+    """Each parameter's default as prose shows it, in one form per declaration.
+
+    When one default can only be written exactly as a fraction (RReLU's u = 1/3), the
+    others that are fractions too are written so (l = 1/8, not 0,125 beside 1/3).
+    """
+    shown = {p.symbol: default_number(p.default, lang) for p in op.params}
+    if any("frac" in n.tex for n in shown.values()):
+        for p in op.params:
+            frac = Fraction(p.default).limit_denominator(1000)
+            if frac.denominator > 1 and float(frac) == p.default:
+                sign = "-" if frac < 0 else ""
+                shown[p.symbol] = Number(
+                    rf"{sign}\frac{{{abs(frac.numerator)}}}{{{frac.denominator}}}", False)
+    return shown
+
+
 def power_of_ten(value: sp.Rational, lang: Language) -> str:
     """10⁻³ as ``10^{-3}`` (other numbers as they are)."""
     exponent = sp.log(value, 10)
@@ -451,7 +468,7 @@ def _in_symbols_limit(value: Number | None, symbolic, defaults: dict, noise: fro
     tex = printer.doprint(symbolic)
     if symbolic.free_symbols & noise:
         word = lang.words["in_evaluation"]
-        return Number(rf"{tex} \; ({value.rel} {value.tex} 	ext{{ {word}}})", False)
+        return Number(rf"{tex} \; ({value.rel} {value.tex} \text{{ {word}}})", False)
     if symbolic in defaults:
         value = defaults[symbolic]
     return Number(f"{tex} {value.rel} {value.tex}", False)
@@ -466,7 +483,7 @@ def properties_view(facts: Facts, lang: Language, printer: DerivePrinter,
     if len(sat) == 2 and abs(facts.saturation[0].threshold + facts.saturation[1].threshold) < 1e-9:
         symmetric = number(facts.saturation[1].threshold, lang)
     sides = {s.side for s in facts.saturation}
-    defaults = {p.symbol: default_number(p.default, lang) for p in (op.params if op else ())}
+    defaults = param_defaults(op, lang) if op else {}
     noise = frozenset(n.symbol for n in (op.noise if op else ()))
     dlimits = tuple(
         _in_symbols_limit(_limit(lim, lang, printer), symbolic, defaults, noise, lang, printer)
@@ -679,15 +696,17 @@ def _(op: Activation, lang: Language) -> ActivationView:
     printer = printer_for(op, lang)
     partial = printer_for(op, lang, partial=True)
     facts = activation_facts(op, derivation.forward, derivation.derivative, derivation.kinks)
+    defaults = param_defaults(op, lang)
     params = tuple(
         ParamView(p.name, printer.doprint(p.symbol), default.tex, p.learnable, default.rel)
         for p in op.params
-        for default in [default_number(p.default, lang)]
+        for default in [defaults[p.symbol]]
     )
     by_name = {pv.name: pv for pv in params}
     noise = tuple(
         NoiseView(printer.doprint(n.symbol), n.distribution, printer.doprint(n.low),
-                  printer.doprint(n.high), printer.doprint(n.eval_value))
+                  # (l + u)/2, the mean as it is said, not SymPy's l/2 + u/2.
+                  printer.doprint(n.high), printer.doprint(sp.factor(n.eval_value)))
         for n in op.noise
     )
     fx = printer.doprint(steps.function)

@@ -493,6 +493,12 @@ def activation_facts(op: Activation, forward: sp.Expr, derivative: sp.Expr,
     increasing = all(v is None or v >= 0 for v in dvals)
     decreasing = all(v is None or v <= 0 for v in dvals)
     kink_facts = tuple(_kink(F, dF, k) for k in kinks)
+    levels = _levels(df, fvals)
+    if levels:
+        # f' = 0 wherever it exists says nothing about a step function's order: its
+        # jumps do (the Heaviside step only rises).
+        increasing = all(k.f_right >= k.f_left for k in kink_facts)
+        decreasing = all(k.f_right <= k.f_left for k in kink_facts)
     strictly = increasing and _positive(dF, dvals, kink_facts)
     window = _window(op, saturation)
     return Facts(
@@ -500,6 +506,6 @@ def activation_facts(op: Activation, forward: sp.Expr, derivative: sp.Expr,
         flat,
         saturation, kink_facts, window,
         _curve(F, window, kink_facts, use_df=False), _curve(dF, window, kink_facts, use_df=True),
-        _levels(df, fvals), strictly,
+        levels, strictly,
         tuple(symbolic_limit(derivative, sign) for sign in (-1, 1)),
     )
