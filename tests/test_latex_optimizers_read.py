@@ -195,3 +195,13 @@ def test_a_title_names_the_method_not_a_library(name, lang, fmt):
         assert "PyTorch" not in title and "formula" not in title, title
     sentences = re.split(r"(?<=\.) ", _body(name, lang, fmt))
     assert sum("PyTorch" in s for s in sentences) <= 1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_sums_read_as_the_notes_write_them(name, lang):
+    """The running average first (β₁m + (1 − β₁)g, like β₂s + (1 − β₂)g²), ε last."""
+    body = _body(name, lang, "article")
+    assert r"\varepsilon + " not in body
+    assert r"\right) g + \beta" not in body and r"\right) g^{2} + \beta" not in body
+    assert r"g + \mu b" not in body

@@ -106,7 +106,7 @@ class UpdatePrinter(DerivePrinter):
     (\sqrt{s} + \varepsilon).
     """
 
-    _default_settings = {**DerivePrinter._default_settings, "trailing": ()}
+    _default_settings = {**DerivePrinter._default_settings, "trailing": (), "state": ()}
 
     def _as_ordered_terms(self, expr, order=None):
         terms = list(super()._as_ordered_terms(expr, order=order))
@@ -117,6 +117,11 @@ class UpdatePrinter(DerivePrinter):
         if w in terms:
             terms.remove(w)
             terms.insert(0, w)
+        # The running average first, as the notes' slides write it: β₁m + (1 − β₁)g,
+        # like β₂s + (1 − β₂)g² (a term with a state slot before one without).
+        state = self._settings["state"]
+        terms.sort(key=lambda t_: t_ != w and not any(s_.name in state
+                                                      for s_ in t_.free_symbols))
         # A hyper-parameter standing alone as a term comes last, as the notes and the
         # papers write it: \sqrt{s} + \varepsilon, not \varepsilon + \sqrt{s}.
         alone = [t_ for t_ in terms if t_.is_Symbol and t_.name in self._settings["trailing"]]
@@ -148,6 +153,7 @@ def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
         "lead": tuple(p.symbol.name for p in op.params)
         + tuple(target.name for target, _ in op.updates if target != w),
         "trailing": tuple(p.symbol.name for p in op.params),
+        "state": tuple(s_.symbol.name for s_ in op.state),
     })
 
 
