@@ -149,3 +149,17 @@ def test_the_rules_read_at_full_size(name, lang, fmt):
     assert r"\cdot 0" in tex or r"\cdot \left" in tex  # the worked step's products are marked
     if r"\eta \lambda w" in tex and "AdamW" in tex:
         assert re.search(r"\$\\lambda\$ (a intensidade|being the decay)", tex)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_worked_step_follows_the_update_on_the_slides(lang):
+    """The update's '(cont.)' frame comes right after the update, the worked step after it."""
+    import re
+
+    tex = document_for("elastic_net", lang=lang, fmt="beamer").text
+    titles = re.findall(r"\\begin\{frame\}\{([^\n]*)\}\n", tex)
+    heads = {"pt": ("A atualização modificada", "Um exemplo numérico"),
+             "en": ("The modified update", "A worked step")}[lang]
+    update, cont, example = (titles.index(heads[0]), titles.index(heads[0] + " ({cont.})"),
+                             titles.index(heads[1]))
+    assert update + 1 == cont < example
