@@ -76,6 +76,11 @@ class RecurrentView:
     dmax: str
     in_output: bool
 
+    @property
+    def gradients(self) -> tuple:
+        """The gradients of one time step, derived step by step."""
+        return self.step.gradients
+
 
 def _names(op: Layer, previous: sp.IndexedBase, time: str, before: str) -> dict:
     """Each array of the step renamed with its time step marked (x → x^⟨t⟩)."""
