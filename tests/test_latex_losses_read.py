@@ -294,3 +294,13 @@ def test_log_cosh_slides_point_to_no_earlier_slide(lang):
     bullet = bullet[:bullet.index("\\item")] if "\\item" in bullet else bullet
     assert {"pt": "acima", "en": "above"}[lang] not in bullet
     assert r"d = \hat{y}_{n,j} - y_{n,j}" in bullet
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["binary_cross_entropy", "categorical_cross_entropy"])
+def test_an_opened_sum_keeps_the_minus_sign_in_front(name, lang):
+    text = _document(name, lang)
+    opened = next(line for line in _fits(text) if r"\cdots" in line)
+    # −(1/KN)((y₁ ln ŷ₁ + …) + ⋯), as the line before: no term opens with its own minus.
+    assert opened.split(r"\left[", 1)[1].startswith(r"-\frac{1}{")
+    assert r"\left(- " not in opened and r"+ \cdots - " not in opened

@@ -98,11 +98,20 @@ def _sign_out_of_sums(expr: sp.Expr) -> sp.Expr:
 
     Printed inside, a·Σ(−b) would read a − Σ b, and c + Σ(−b) would read c + −Σ b.
     """
+    def body(e):
+        return e.function if isinstance(e, sp.Sum) else e.body
+
+    def negated(e):
+        # An opened sum too: −(1/KN)((a₁ + b₁) + ⋯), as the line before, not (−(a₁ + b₁)) + ⋯.
+        if isinstance(e, OpenSum):
+            return OpenSum(-e.body, e.limits, e.picks)
+        return sp.Sum(-e.function, *e.limits)
+
     return expr.replace(
-        lambda e: isinstance(e, sp.Sum) and isinstance(e.function, sp.Mul)
-        and e.function.could_extract_minus_sign()
-        and not (-e.function).could_extract_minus_sign(),
-        lambda e: -sp.Sum(-e.function, *e.limits))
+        lambda e: isinstance(e, sp.Sum | OpenSum) and isinstance(body(e), sp.Mul)
+        and body(e).could_extract_minus_sign()
+        and not (-body(e)).could_extract_minus_sign(),
+        lambda e: -negated(e))
 
 
 class DerivePrinter(LatexPrinter):
@@ -395,7 +404,7 @@ class DerivePrinter(LatexPrinter):
         for values in (lows, list(expr.picks), highs):
             term = expr.term(values)
             tex = self._print(term)
-            if isinstance(term, sp.Add) or tex.startswith("-"):
+            if isinstance(term, sp.Add | Terms) or tex.startswith("-"):
                 tex = rf"\left({tex}\right)"
             terms.append(tex)
         return r" + \cdots + ".join(terms)
