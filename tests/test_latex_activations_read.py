@@ -410,3 +410,12 @@ def test_rrelu_writes_its_numbers_in_one_form(lang, fmt):
     assert r"r = \frac{l + u}{2}" in text and r"\frac{l}{2}" not in text
     word = {"pt": "na avaliação", "en": "in evaluation mode"}[lang]
     assert text.count(r"(= \frac{11}{48} \text{ " + word + "})") >= 2
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_titles_introduce_the_symbol_the_text_uses(lang):
+    # "The function ReLU is defined by" under a title that never said "ReLU".
+    for name, symbol in (("relu", "ReLU"), ("leaky_relu", "LReLU"), ("prelu", "PReLU"),
+                         ("rrelu", "RReLU")):
+        title = re.search(r"\\title\{(.*?)\}", _document(name, lang)).group(1)
+        assert f"({symbol})" in title, (name, title)

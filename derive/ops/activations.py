@@ -90,21 +90,21 @@ HARD_TANH = register(Activation(
     expr=Piecewise((-1, x <= -1), (1, x >= 1), (x, True))))
 
 RELU = register(Activation(
-    name="relu", title="Rectified linear unit", latex=r"\operatorname{ReLU}",
+    name="relu", title="Rectified linear unit (ReLU)", latex=r"\operatorname{ReLU}",
     expr=Piecewise((x, x > 0), (0, True))))
 
 LEAKY_RELU = register(Activation(
-    name="leaky_relu", title="Leaky ReLU", latex=r"\operatorname{LReLU}",
+    name="leaky_relu", title="Leaky ReLU (LReLU)", latex=r"\operatorname{LReLU}",
     params=(Param(alpha, 0.01, latex=r"\alpha"),),
     expr=Piecewise((x, x > 0), (alpha * x, True))))
 
 PRELU = register(Activation(
-    name="prelu", title="Parametric ReLU", latex=r"\operatorname{PReLU}",
+    name="prelu", title="Parametric ReLU (PReLU)", latex=r"\operatorname{PReLU}",
     params=(Param(alpha, 0.25, learnable=True, latex=r"\alpha"),),
     expr=Piecewise((x, x > 0), (alpha * x, True))))
 
 RRELU = register(Activation(
-    name="rrelu", title="Randomized leaky ReLU", latex=r"\operatorname{RReLU}",
+    name="rrelu", title="Randomized leaky ReLU (RReLU)", latex=r"\operatorname{RReLU}",
     params=(Param(lower, 1 / 8, latex="l"), Param(upper, 1 / 3, latex="u")),
     noise=(Noise(slope, "uniform", eval_value=(lower + upper) / 2, low=lower, high=upper),),
     expr=Piecewise((x, x > 0), (slope * x, True))))
