@@ -80,6 +80,7 @@ def test_the_l1_document_says_what_sgn_0_is(lang):
     tex = document_for("l1", lang=lang).text
     assert r"\boxed{R'(w) = \lambda \operatorname{sgn}(w)}" in tex
     assert r"\operatorname{sgn}(0) = 0" in tex and "w = 0" in tex
+    assert r"\mbox{$\operatorname{sgn}(0) = 0$}" in tex  # never broken at "="
     assert r"\left(1 - \eta" not in tex  # no decay: the penalty's push is fixed
 
 
