@@ -390,8 +390,9 @@ def test_a_constant_derivative_is_not_repeated_as_limits(lang):
 @pytest.mark.parametrize("lang", LANGS)
 def test_a_step_function_is_monotone_by_its_jumps(lang):
     text = _document("heaviside", lang)
-    assert {"pt": "é não decrescente: é constante entre os saltos",
-            "en": "is non-decreasing: it is constant between its jumps"}[lang] in text
+    assert {"pt": "é não decrescente: é constante de cada lado do salto, e o salto é para cima",
+            "en": "is non-decreasing: it is constant on each side of its jump, and the jump is "
+                  "upwards"}[lang] in text
     assert r"H'(x) \geq 0" not in text
     # Nothing in H is trained; what cannot be trained is what lies before it.
     assert {"pt": "as camadas antes dela não podem ser treinadas",
