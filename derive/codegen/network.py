@@ -502,8 +502,12 @@ def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
         g_name = p_name.replace("p_", "g_", 1)
         slots = [f"s_{p_name[2:]}_{slot}" for slot in slot_names]
         flat = [f"{a}.reshape({a}.size)" for a in (p_name, g_name, *slots)]
-        hyper = ["0.0" if spared and p_.symbol in weights_only
-                 else _optimizer_value(p_, op, spec.train) for p_ in op.params]
+        # Each hyper-parameter in the parameter's own dtype, as PyTorch applies it: a
+        # Python float would make a float32 update compute in float64 and convert every
+        # element twice (measured 1.4x slower for SGD, 2x with L2, on the notes' MLP).
+        hyper = [f"{p_name}.dtype.type({value})" for value in (
+            "0.0" if spared and p_.symbol in weights_only
+            else _optimizer_value(p_, op, spec.train) for p_ in op.params)]
         step = ["step[0]"] if module.uses_step else []
         updates.append(f"_update({', '.join(flat + hyper + step)})")
     return {
