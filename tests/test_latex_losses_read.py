@@ -151,6 +151,9 @@ def test_log_cosh_is_defined_as_ln_cosh_and_reaches_tanh_by_the_identity(lang, f
     assert r"\ln \cosh(" in definition and "softplus" not in definition
     # ln cosh(·) with the function's own parentheses only, and in ŷ − y as declared.
     assert r"\ln(\cosh" not in text and r"\cosh({\hat{y}}_{n,j} - {y}_{n,j})" in definition
+    # 1/cosh(ŷ − y) is a denominator, never cosh^{-1}(…), which reads as the inverse.
+    assert r"\cosh^{-1}" not in text
+    assert r"}{K N \cosh({\hat{y}}_{k} - {y}_{k})}" in text
     assert r"\operatorname{log\,cosh}" in text and r"\operatorname{logcosh}" not in text
     # One inner function per composition, all substituted back in one sentence.
     assert text.count(SUBSTITUTE_BACK[lang]) == 1

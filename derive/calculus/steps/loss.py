@@ -55,6 +55,16 @@ def printed_term(op) -> sp.Expr:
 EVEN = (sp.Abs, sp.cosh)
 
 
+class Kept(sp.UnevaluatedExpr):
+    """A difference kept as written (ŷ − y), that commutes like the numbers it stands for.
+
+    A plain ``UnevaluatedExpr`` does not say it commutes: 1/cosh(ŷ − y) would then not
+    count as a denominator, and would print cosh⁻¹(ŷ − y), which reads as the inverse.
+    """
+
+    is_commutative = True
+
+
 def written(term: sp.Expr, pred) -> sp.Expr:
     """``term`` as a lecture writes it: −(a + b) with short terms first, f(ŷ − y).
 
@@ -76,7 +86,7 @@ def written(term: sp.Expr, pred) -> sp.Expr:
 
 def even_first(expr: sp.Expr, pred) -> sp.Expr:
     """``expr`` with every even f(y − ŷ) written f(ŷ − y), the argument kept unevaluated."""
-    flipped = {e: e.func(sp.UnevaluatedExpr(-e.args[0])) for e in expr.atoms(*EVEN)
+    flipped = {e: e.func(Kept(-e.args[0])) for e in expr.atoms(*EVEN)
                if any(sp.diff(e.args[0], a).is_negative
                       for a in e.args[0].atoms(sp.Indexed) if a.base == pred)}
     return expr.xreplace(flipped)
@@ -243,7 +253,7 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
     rec.inners.append((u, error))
     rec.auto()
     # Kept unevaluated, so that sgn(u), tanh(u), |u| read in ŷ − y, as u was defined.
-    rec.step("substitute_back", rec.current.xreplace({u: sp.UnevaluatedExpr(error)}),
+    rec.step("substitute_back", rec.current.xreplace({u: Kept(error)}),
              inner=((u, error),))
     return _finish_loss(rec, engine, var, op)
 
