@@ -26,6 +26,7 @@ import importlib.util
 import json
 import math
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -317,16 +318,22 @@ def derive_contender(net, params, x, y):
 def interleaved(contenders: dict, rounds: int) -> dict:
     """Per contender the per-call times of ``rounds`` rounds, one call each per round.
 
-    Every round calls every contender once, starting one further along each round, so a
-    burst of load from elsewhere falls on all of them alike; one call per sample keeps
-    each sample short enough to fit between the other processes' time slices on a busy
-    machine, and the best sample is the contender's undisturbed time.
+    Every round calls every contender once, in an order shuffled each round (seeded), so
+    a burst of load from elsewhere falls on all of them alike and no contender always
+    follows the same one: rotating a fixed order would put each one after the same
+    neighbour every round, and the one after torch or JAX then pays for their worker
+    threads still spinning (measured: the same float64 step 1.1-1.2x slower in the slot
+    after torch than in the next one). One call per
+    sample keeps each sample short enough to fit between the other processes' time
+    slices on a busy machine, and the best sample is the contender's undisturbed time.
     """
     names = list(contenders)
     samples = {name: [] for name in names}
     clock = time.perf_counter
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+    order = random.Random(0)
+    for _ in range(rounds):
+        order.shuffle(names)
+        for name in names:
             fn = contenders[name]
             start = clock()
             fn()
