@@ -420,3 +420,12 @@ def test_titles_introduce_the_symbol_the_text_uses(lang):
                          ("rrelu", "RReLU")):
         title = re.search(r"\\title\{(.*?)\}", _document(name, lang)).group(1)
         assert f"({symbol})" in title, (name, title)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_property_bullet_is_empty(lang, fmt):
+    # The identity's limits bullet went (its derivative is constant): no bare \item left.
+    for name in ACTIVATIONS:
+        text = _document(name, lang, fmt)
+        assert not re.search(r"\\item\s*\n", text), name
