@@ -307,3 +307,12 @@ def test_an_opened_sum_keeps_the_minus_sign_in_front(name, lang):
     # −(1/KN)((y₁ ln ŷ₁ + …) + ⋯), as the line before: no term opens with its own minus.
     assert opened.split(r"\left[", 1)[1].startswith(r"-\frac{1}{")
     assert r"\left(- " not in opened and r"+ \cdots - " not in opened
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_bce_on_logits_keeps_the_order_of_its_definition(lang):
+    text = _document("binary_cross_entropy_with_logits", lang)
+    definition, logs = _fits(text)[0], _fits(text)[2]
+    # y ln σ(z) first, then (1 − y) ln(1 − σ(z)); the next line in the same order.
+    assert definition.index(r"{y}_{n,j} \ln \sigma") < definition.index(r"\left(1 - {y}_{n,j}")
+    assert logs.index(r"{y}_{n,j} \left({z}_{n,j}") < logs.index(r"\left(1 - {y}_{n,j}")

@@ -302,20 +302,21 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
 
 def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     """BCE of σ(z): the logarithms of σ written with ln(1 + e^z), ending in σ(z) − y."""
-    from derive.calculus.functions import Terms, sigmoid
+    from derive.calculus.functions import Factors, Terms, sigmoid
 
     n, j, k, N, K = loss_indices()
     z, y = op.pred, op.target
     var = z[CASE, k]
     rec = _loss_recorder(op, var, name, whole, rows=False)
     s = sigmoid(z[n, j])
-    bce = -op.scale * sp.Sum(y[n, j] * sp.log(s) + (1 - y[n, j]) * sp.log(1 - s),
+    # y's term first, then (1 − y)'s, on every line (as the binary cross-entropy).
+    bce = -op.scale * sp.Sum(Terms(y[n, j] * sp.log(s), (1 - y[n, j]) * sp.log(1 - s)),
                              (n, 0, N - 1), (j, 0, K - 1))
     rec.step("definition", D(bce, var), inner=((name, bce),))
     # The identities at the logit itself: u names the inner function further down.
     zj, yj = z[n, j], y[n, j]
     softplus_ = sp.log(1 + sp.exp(zj))
-    logs = -op.scale * sp.Sum(yj * (zj - softplus_) + (1 - yj) * -softplus_,
+    logs = -op.scale * sp.Sum(Terms(Factors(yj, zj - softplus_), -Factors(1 - yj, softplus_)),
                               (n, 0, N - 1), (j, 0, K - 1))
     rec.step("log_sigmoid", D(logs, var), identities=(
         (sp.log(sigmoid(zj)), zj - softplus_), (sp.log(1 - sigmoid(zj)), -softplus_)))
