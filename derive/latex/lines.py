@@ -138,9 +138,9 @@ def _breaks(tex: str) -> list[tuple[int, int]]:
             if name in ("left", "right"):
                 end = _delimiter(tex, m.end())
                 if name == "left":
-                    # A short parenthesis ((x_{n'} − μ_c)², a binomial) is one piece of
-                    # its term: never cut inside it.
-                    short = (tex[m.end():end].strip() == "("
+                    # A short parenthesis or bracket ((x_{n'} − μ_c)², ∂/∂μ [x − μ_c])
+                    # is one piece of its term: never cut inside it.
+                    short = (tex[m.end():end].strip() in ("(", "[")
                              and width(tex[end:_matching_right(tex, end)]) <= SHORT)
                     _enter(groups, closed=short)
                 else:
@@ -314,10 +314,11 @@ def _strut(pieces: list[str]) -> str:
 def aligned(pieces: list[str]) -> str:
     r"""Lines as an ``aligned`` block, ``\left``/``\right`` balanced on each line.
 
-    The first line is flush, the others indented by ``\quad``, each with its sign. A
-    delimiter broken across lines gets the same height on each of its lines.
+    The first line is flush, the others indented by ``\quad``, each with its sign, and by
+    one ``\quad`` more for each bracket it continues. A delimiter broken across lines gets
+    the same height on each of its lines.
     """
-    lines = []
+    lines, depths = [], []
     carry = 0
     strut = _strut(_carried(pieces))
     for k, piece in enumerate(pieces):
@@ -326,6 +327,7 @@ def aligned(pieces: list[str]) -> str:
         # "{}+ K…": a sign that opens a line is the binary operator it was, spaced as one.
         binary = k and piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times"))
         opened = carry
+        depths.append(opened)
         text = r"\left. " * carry + ("{}" if binary else "") + piece
         carry = _open_delimiters(text)
         if opened and strut:
@@ -334,7 +336,10 @@ def aligned(pieces: list[str]) -> str:
             text += " " + strut
         text += r" \right." * carry
         lines.append(text)
-    body = r" \\ ".join(("&" if k == 0 else r"&\quad ") + t for k, t in enumerate(lines))
+    # A line that continues inside a bracket opened on an earlier line is indented one
+    # \quad more per open bracket: at the terms' indent it would read as a term of its own.
+    body = r" \\ ".join(("&" if k == 0 else "&" + r"\quad " * (1 + d)) + t
+                         for k, (t, d) in enumerate(zip(lines, depths, strict=True)))
     return r"\begin{aligned}[t] " + body + r" \end{aligned}"
 
 
