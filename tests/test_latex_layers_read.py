@@ -378,3 +378,11 @@ def test_the_pooling_titles_are_portuguese_alike():
     """'Max pooling 2-D' beside 'Pooling médio 2-D': one language, one word order."""
     assert r"\title{Pooling máximo 2-D:" in document("max_pool2d", "pt")
     assert r"\title{Pooling médio 2-D:" in document("avg_pool2d", "pt")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_embedding_slides_say_how_repeated_tokens_add_up(lang):
+    """The article's paragraph after the result (a scatter-add) was missing from the slides."""
+    article, slides = document("embedding", lang), document("embedding", lang, "beamer")
+    closing = {"pt": "O colchete guarda", "en": "The bracket keeps"}[lang]
+    assert closing in article and closing in slides
