@@ -139,9 +139,9 @@ def test_document_compiles_with_its_title_and_sections(documents, target, lang, 
 # --- losses -----------------------------------------------------------------------------
 
 NOTES_STEPS = {
-    "pt": ["suprimimos a soma sobre os casos", "Abrimos a soma", "Nenhum termo além de",
+    "pt": ["suprimimos a soma sobre os exemplos", "Abrimos a soma", "Nenhum termo além de",
            "a regra da cadeia", "Terminadas as derivadas"],
-    "en": ["we drop the sum over the cases", "We open the sum", "No term other than",
+    "en": ["we drop the sum over the examples", "We open the sum", "No term other than",
            "the chain rule", "With the derivatives done"],
 }
 
@@ -167,7 +167,7 @@ def test_mse_ends_in_twice_the_error_over_the_elements(documents, lang):
 @needs_tex
 @pytest.mark.parametrize("lang", LANGS)
 def test_softmax_cross_entropy_uses_one_hot_targets_and_ends_in_yhat_minus_y(documents, lang):
-    one = {"pt": "Os alvos de um caso somam um", "en": "The targets of a case add up to one"}
+    one = {"pt": "Os alvos de um exemplo somam um", "en": "The targets of an example add up to one"}
     for fmt in COMPILED:
         text = flat(documents, "softmax_cross_entropy", lang, fmt)
         in_order(text, [one[lang], "yj=1", "∂L∂zk=ŷk−ykN"])
@@ -398,7 +398,7 @@ def test_jupyter_mse_shows_the_steps_of_its_document():
                               r"\frac{\partial \operatorname{MSE}}{\partial {\hat{y}}_{k}} &= "
                               r"\frac{2 \left({\hat{y}}_{k} - {y}_{k}\right)}{K N}" "\n"
                               r"\end{aligned}")
-    rules = ["definition", "drop the other cases", "open the sum", "constant terms vanish",
+    rules = ["definition", "drop the other examples", "open the sum", "constant terms vanish",
              "chain rule", "power rule", "substitute back"]
     at = [chain.index(rf"\text{{{rule}}}") for rule in rules]
     assert at == sorted(at)

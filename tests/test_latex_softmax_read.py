@@ -130,8 +130,8 @@ def test_the_vjp_sums_over_the_outputs_of_one_case(name, lang, fmt):
     text = _document(name, lang, fmt)
     assert r"\sum_{m=1}" not in text and "m = n" not in text
     assert r"\sum_{k=1}^{K} {g}_{k} \cdot \frac{\partial" in text
-    # the other cases are said not to depend on z_j
-    assert ("outros casos" if lang == "pt" else "other cases") in text
+    # the other examples are said not to depend on z_j
+    assert ("outros exemplos" if lang == "pt" else "other examples") in text
 
 
 @pytest.mark.parametrize("fmt", ("article", "beamer"))

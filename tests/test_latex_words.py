@@ -251,3 +251,15 @@ def test_a_few_documents_compile(target, lang, tmp_path):
 @needs_tex
 def test_the_worked_example_compiles(tmp_path):
     assert compile_pdf(_slides_example("pt"), tmp_path / "example.pdf").stat().st_size > 0
+
+
+#: "caso" for "otherwise" and "no melhor caso" are Portuguese idiom, not a sample.
+_CASE = {"pt": re.compile(r"(?<!melhor )\bcasos?\b(?! contrário)"),
+         "en": re.compile(r"(?<!best )(?<!worst )\bcases?\b")}
+
+
+def test_a_sample_is_an_example_not_a_case():
+    """The notes call one input of the batch an example ("exemplo"), never a case."""
+    for target, lang, tex in _documents():
+        found = _CASE[lang].findall(prose(tex))
+        assert not found, (target, lang, found)
