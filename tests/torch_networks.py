@@ -7,9 +7,11 @@ residual), so each layer kind and each skip connection is translated in one plac
 import torch
 import torch.nn.functional as F  # noqa: N812  (the name PyTorch documents)
 
-#: The activations the example networks use; None is a layer without one.
+#: The activations the example networks use; None is a layer without one. A softmax
+#: output is left to the loss: the network's value is its logits, which
+#: ``F.cross_entropy`` takes.
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
-               None: lambda h: h}
+               "softmax": lambda h: h, None: lambda h: h}
 
 
 def _dense(h, params, k, hyper):
