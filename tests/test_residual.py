@@ -283,7 +283,7 @@ def test_a_padded_block_crops_before_the_identity_path():
     view = document_view(parse_spec(table_spec_text("c", [2, 5, 5], CONV)), language("en"))
     paths, identity = (f for f in view.backward if f.kind.startswith("skip"))
     assert paths.lhs == r"\frac{\partial E}{\partial x^{(1)}_{n,c,r,u}}"
-    block = r"\frac{\partial E}{\partial \tilde{x}^{(1)}_{n,c,1 + r,1 + u}}"
+    block = r"\frac{\partial E}{\partial \tilde{x}^{(1)}_{n,c,r + 1,u + 1}}"
     assert identity.rhs == block + r" + \frac{\partial E}{\partial x^{(3)}_{n,c,r,u}}"
     assert paths.rhs.startswith(block + " + ") and paths.sums == (3,)
 
