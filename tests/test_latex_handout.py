@@ -83,7 +83,7 @@ def test_a_loss_title_in_a_sentence_opens_no_parenthesis_inside_another(loss, ac
 def test_the_fused_loss_is_named_in_its_own_sentence(lang):
     text = _text(_document("examples/mlp_notes.toml", lang))
     named = ("a entropia cruzada da softmax (sobre logits). O seu gradiente" if lang == "pt"
-             else "the Softmax cross-entropy (on logits). Its gradient")
+             else "the softmax cross-entropy (on logits). Its gradient")
     assert named in " ".join(text.split())
 
 
