@@ -20,6 +20,7 @@ from derive.codegen.emit import (
     header_lines,
     kernel_source,
     runtime_helpers,
+    uses_math,
     with_hash,
 )
 from derive.codegen.lower import lower_layer
@@ -71,6 +72,7 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
         "title": op.title,
         "formulas": [(lbl, f) for lbl, f in m.formulas] + list(rd.formulas()),
         "kernels": kernels,
+        "uses_math": uses_math(*kernels),
         "helpers": runtime_helpers(printer.helpers),
         "parallel": m.forward.parallel or m.backward.parallel,
         "cache_name": cache_name("layers", op.name),

@@ -122,14 +122,8 @@ def prediction_first(expr: sp.Expr, var) -> sp.Expr | None:
     return expr.xreplace(odd) if odd else None
 
 
-def _odd_identities(expr: sp.Expr) -> tuple:
-    a = sp.Symbol("a", real=True)
-    funcs = sorted({e.func for e in expr.atoms(*ODD)}, key=str)
-    return tuple((f(sp.UnevaluatedExpr(-a)), -f(a)) for f in funcs)
-
-
 def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
-    """The declared algebra, the engine's form when shorter, odd functions of ŷ − y.
+    """The declared algebra, then the engine's form when shorter.
 
     The declaration's :class:`~derive.spec.Rearrange` forms are derivatives of the
     summand; here they are multiplied by the scale and written for the case c. The
@@ -142,9 +136,6 @@ def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
                                   for identity in sympified(r.identities)))
     if sp.count_ops(engine) < sp.count_ops(rec.current) and engine != rec.current:
         rec.step("rewrite", engine, identities=named_identities(rec.current, engine))
-    odd = prediction_first(rec.current, var)
-    if odd is not None:
-        rec.step("odd", odd, identities=_odd_identities(odd))
     steps = fold_closing(fold_trivial_runs(rec.steps))
     rec.steps[:] = [_cancelled(s) for s in one_substitution(steps)]
     chain = rec.chain()

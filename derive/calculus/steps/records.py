@@ -26,7 +26,7 @@ RULES = (
     "rewrite", "in_terms_of_output",
     # over indexed sums (losses, layers): the notes' way of differentiating Σ
     "drop_cases", "open_sum", "constant_terms", "log_quotient", "log_sigmoid",
-    "factor_out", "one_hot", "name_output", "odd",
+    "factor_out", "one_hot", "name_output",
     "chain_layer", "connected", "kronecker", "eliminate_deltas",
     # layers computed in steps: through the steps that read an array; a sum that is zero
     "chain_steps", "zero_sum",
