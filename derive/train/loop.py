@@ -676,8 +676,8 @@ def _train(module, data: Dataset, out: Path | None, resume: bool, report: Progre
     if len(batch_starts(n_train, batch_size, keeps_batch_statistics(module))) < -(
             -n_train // batch_size):
         report.notice(f"{n_train} training samples leave one for the last batch, which batch "
-                       "normalisation cannot normalise: it joins the batch before it "
-                       f"({batch_size + 1} samples)")
+                      "normalisation cannot normalise: it joins the batch before it "
+                      f"({batch_size + 1} samples)")
     files: list[Path] = []
     stopped = ""
     for epoch in range(len(run.records), epochs):

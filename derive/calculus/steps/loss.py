@@ -122,7 +122,7 @@ def prediction_first(expr: sp.Expr, var) -> sp.Expr | None:
     return expr.xreplace(odd) if odd else None
 
 
-def _finish_loss(rec: Recorder, engine: sp.Expr, var, op=None) -> StepChain:
+def _finish_loss(rec: Recorder, engine: sp.Expr, op=None) -> StepChain:
     """The declared algebra, then the engine's form when shorter.
 
     The declaration's :class:`~derive.spec.Rearrange` forms are derivatives of the
@@ -223,7 +223,7 @@ def _generic_loss_chain(op, name, whole, engine) -> StepChain:
     var = op.pred[CASE, loss_indices()[2]]
     rec = _one_term(op, name, whole, var)
     rec.auto()
-    return _finish_loss(rec, engine, var, op)
+    return _finish_loss(rec, engine, op)
 
 
 def _difference_chain(op, name, whole, engine) -> StepChain:
@@ -246,7 +246,7 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
     # Kept unevaluated, so that sgn(u), tanh(u), |u| read in ŷ − y, as u was defined.
     rec.step("substitute_back", rec.current.xreplace({u: Kept(error)}),
              inner=((u, error),))
-    return _finish_loss(rec, engine, var, op)
+    return _finish_loss(rec, engine, op)
 
 
 def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
@@ -322,7 +322,7 @@ def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var), quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
     rec.auto()
-    return _finish_loss(rec, engine, var, op)
+    return _finish_loss(rec, engine, op)
 
 
 
