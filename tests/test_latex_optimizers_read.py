@@ -205,3 +205,17 @@ def test_sums_read_as_the_notes_write_them(name, lang):
     assert r"\varepsilon + " not in body
     assert r"\right) g + \beta" not in body and r"\right) g^{2} + \beta" not in body
     assert r"g + \mu b" not in body
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize(("name", "update"), [
+    ("momentum_rumelhart", r"\Delta w \leftarrow -\epsilon g + \alpha \Delta w"),
+    ("momentum", r"v \leftarrow -\eta g + \mu v"),
+])
+def test_momentum_steps_against_the_gradient_first(name, update, lang, fmt):
+    """The notes write −εg + αΔθ (Algorithm 2) and x − ε∇f + β(x − x′) (eq. 6.13): the
+    step against the gradient, then the momentum, in the equations and in the box."""
+    body = re.sub(r"\\deriveFit\[[^]]*\]\{", "", _body(name, lang, fmt)).replace("&", "")
+    assert update in re.sub(r"\s+", " ", body)
+    assert update.split(r"\leftarrow ")[1] in _algorithm(body)

@@ -106,7 +106,8 @@ class UpdatePrinter(DerivePrinter):
     (\sqrt{s} + \varepsilon).
     """
 
-    _default_settings = {**DerivePrinter._default_settings, "trailing": (), "state": ()}
+    _default_settings = {**DerivePrinter._default_settings, "trailing": (), "state": (),
+                         "first": ()}
 
     def _as_ordered_terms(self, expr, order=None):
         terms = list(super()._as_ordered_terms(expr, order=order))
@@ -117,15 +118,29 @@ class UpdatePrinter(DerivePrinter):
         if w in terms:
             terms.remove(w)
             terms.insert(0, w)
-        # The running average first, as the notes' slides write it: β₁m + (1 − β₁)g,
-        # like β₂s + (1 − β₂)g² (a term with a state slot before one without).
-        state = self._settings["state"]
-        terms.sort(key=lambda t_: t_ != w and not any(s_.name in state
-                                                      for s_ in t_.free_symbols))
+        # The step against the gradient, then the momentum, as the notes write both
+        # momentum methods: −εg + αΔθ (Algorithm 2), x − ε∇f + β(x − x′) (eq. 6.13); else
+        # the running average first, as the notes' slides write it: β₁m + (1 − β₁)g, like
+        # β₂s + (1 − β₂)g² (a term with a state slot before one without).
+        first, state = self._settings["first"], self._settings["state"]
+
+        def place(term) -> int:
+            names = {s_.name for s_ in term.free_symbols}
+            return (0 if term == w else 1 if names & set(first)
+                    else 2 if names & set(state) else 3)
+
+        terms.sort(key=place)
         # A hyper-parameter standing alone as a term comes last, as the notes and the
         # papers write it: \sqrt{s} + \varepsilon, not \varepsilon + \sqrt{s}.
         alone = [t_ for t_ in terms if t_.is_Symbol and t_.name in self._settings["trailing"]]
         return [t_ for t_ in terms if t_ not in alone] + alone
+
+    def _lead_positive(self, terms: list) -> list:
+        # −εg + αΔθ as the notes write it: a step against the gradient may lead.
+        first = set(self._settings["first"])
+        if any(s_.name in first for s_ in terms[0].free_symbols):
+            return terms
+        return super()._lead_positive(terms)
 
     def _print_Mul(self, expr):
         numer, denom = sp.fraction(expr, exact=True)
@@ -154,6 +169,7 @@ def optimizer_printer(op: Optimizer, lang: Language) -> DerivePrinter:
         + tuple(target.name for target, _ in op.updates if target != w),
         "trailing": tuple(p.symbol.name for p in op.params),
         "state": tuple(s_.symbol.name for s_ in op.state),
+        "first": (op.learning_rate.symbol.name,),
     })
 
 

@@ -521,13 +521,7 @@ class DerivePrinter(LatexPrinter):
     def _print_Add(self, expr, order=None):
         signed = _sign_out_of_sums(expr)
         expr = signed if isinstance(signed, sp.Add) else expr
-        terms = list(self._as_ordered_terms(expr, order="none"))
-        # Lead with a positive term where there is one: 1 − tanh², not −tanh² + 1.
-        if terms[0].could_extract_minus_sign():
-            positive = [t for t in terms if not t.could_extract_minus_sign()]
-            if positive:
-                terms.remove(positive[0])
-                terms.insert(0, positive[0])
+        terms = self._lead_positive(list(self._as_ordered_terms(expr, order="none")))
         tex = ""
         for i, term in enumerate(terms):
             if i > 0:
@@ -541,6 +535,15 @@ class DerivePrinter(LatexPrinter):
                 term_tex = rf"\left({term_tex}\right)"
             tex += term_tex
         return tex
+
+    def _lead_positive(self, terms: list) -> list:
+        """Lead with a positive term where there is one: 1 − tanh², not −tanh² + 1."""
+        if terms[0].could_extract_minus_sign():
+            positive = [t for t in terms if not t.could_extract_minus_sign()]
+            if positive:
+                terms.remove(positive[0])
+                terms.insert(0, positive[0])
+        return terms
 
     def _print_Piecewise(self, expr):
         words = self._settings["words"]
