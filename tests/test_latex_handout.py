@@ -106,9 +106,15 @@ def test_the_padded_input_and_the_window_arg_max_are_defined(lang, fmt):
     padded = r"\tilde{x}^{(0)}"
     defined = body.index(rf"${padded}$ " + ("é a entrada" if lang == "pt" else "is the input"))
     assert r"1 \times 30 \times 30" in body[defined:defined + 400]
-    # defined on the frame or page where the forward pass first uses it, before any gradient
-    first = body.index(padded)
-    assert first < defined < body.index(r"\frac{\partial E}")
+    # defined before any gradient: in the article under the forward pass that uses it, on
+    # slides on a frame before the first one that uses it (not two frames after)
+    first = body.index(padded + "_{")
+    assert max(first, defined) < body.index(r"\frac{\partial E}")
+    if fmt == "beamer":
+        assert defined < first
+        assert body.rfind(r"\begin{frame}", 0, defined) < body.rfind(r"\begin{frame}", 0, first)
+    else:
+        assert first < defined
     # the pooling layer's arg max is an equation of the forward pass, its row and column
     # named (no subscript inside a subscript) and said in words with the window, from 1
     assert re.search(r"\\left\(r\^\{\*\}, u\^\{\*\}\\right\) (&= \\deriveFit\S*\{|= )"
@@ -128,6 +134,9 @@ def test_the_cnn_counts_indices_from_one_as_the_notes(lang, fmt):
     # every sum from 1, the padded input read one place back (h + i − 1), no library named
     assert not re.search(r"\\sum_\{\w+=0\}", body) and r"\sum_{w=1}^{28}" in body
     assert r"\tilde{x}^{(0)}_{n,c,h + i - 1,j + w - 1}" in body  # the number last
+    # the one input channel is no sum: Σ_{c=1}^{1} K x̃ is the term at c = 1
+    assert r"\sum_{c=1}^{1}" not in body
+    assert r"K^{(1)}_{f,1,i,j} \tilde{x}^{(0)}_{n,1,h + i - 1,j + w - 1}" in body
     assert "PyTorch" not in _text(body)
     # the flattened gradient's place, with this network's sizes and no W (the weights')
     assert (r"${i = \left(c - 1\right) \cdot 14 \cdot 14 + \left(h - 1\right) \cdot 14 + w}$"

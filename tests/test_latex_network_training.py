@@ -5,6 +5,7 @@ penalty term added to the loss, its derivative added to each weight's gradient a
 clipping step; a batch_norm layer gets a paragraph on what evaluation mode uses.
 """
 
+import re
 import shutil
 
 import pytest
@@ -87,6 +88,8 @@ def test_batch_norm_in_a_network_prints_its_variance_and_every_gradient_it_reads
     assert "d_{" not in body and r"{d_" not in body
     # the count m is this network's batch N, not an undefined m
     assert r"\frac{1}{m}" not in body and r"\frac{1}{N} \sum_{n=1}^{N}" in body
+    # after a dense layer the map is 1 × 1: no sum of one term over h or w
+    assert not re.search(r"\\sum_\{[hw]=1\}\^\{1\}", body)
 
 
 @needs_tex

@@ -27,6 +27,7 @@ from derive.latex.indexed import (
     position_steps,
     window_positions,
 )
+from derive.latex.lines import LINE, width
 from derive.latex.penalty import training_terms
 from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import y
@@ -120,6 +121,9 @@ class NetworkView:
     #: What training adds to the gradients (a penalty, clipping, a decay) and the layers
     #: that normalise with running statistics in evaluation, or None.
     training: object = None
+    #: The layers 1, …, ``explicit_below`` whose explicit formulas are too wide to print
+    #: (0 when every layer's is printed).
+    explicit_below: int = 0
 
 
 def _shape(shape) -> str:
@@ -193,6 +197,12 @@ def _act_function(number: int):
 #: readable, and the δ recursion it illustrates is the same at any depth.
 MAX_LAYERS = 40
 
+#: The widest explicit formula written out, in estimated characters (lines.LINE is one
+#: line): two lines. Each layer further from the output nests one more (W)ᵀ(…) ⊙ f'(s)
+#: pair; past two lines the nested brackets break inside one another and shrink, and
+#: the δ recursion says the same at normal size.
+EXPLICIT_WIDTH = 2 * LINE
+
 
 @document_view.register
 def _(spec: NetworkSpec, lang: Language) -> NetworkView:
@@ -222,8 +232,9 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
     layer_views = forward_views(plan, renames, printer, lang)
     output = output_delta(plan, renames, symbols, printer.doprint)
     backward = backward_formulas(plan, renames, printer.doprint)
-    explicit = tuple(Formula(kind, number, printer.doprint(lhs), printer.doprint(rhs))
-                     for kind, number, lhs, rhs in formulas)
+    explicit, explicit_below = readable_explicit(
+        Formula(kind, number, printer.doprint(lhs), printer.doprint(rhs))
+        for kind, number, lhs, rhs in formulas)
     train = spec.train
     return NetworkView(
         kind="network",
@@ -250,13 +261,45 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
                      if plan.fused else ""),
         skips=tuple(view for view in layer_views if view.skip),
         training=training_terms(spec, lang),
+        explicit_below=explicit_below,
     )
+
+
+def readable_explicit(formulas) -> tuple[tuple[Formula, ...], int]:
+    """The explicit formulas of the layers whose formulas all fit two lines.
+
+    A layer is written out when each of its formulas (∂E/∂W⁽ˡ⁾, ∂E/∂b⁽ˡ⁾) is at most
+    :data:`EXPLICIT_WIDTH` wide. The width grows by one nested factor pair per layer
+    from the output down, so the kept layers are the top ones.
+
+    Returns
+    -------
+    kept : tuple of Formula
+        The formulas of the layers written out, in the given order.
+    below : int
+        The highest layer left out (its layers 1, …, below are not written), or 0.
+    """
+    formulas = tuple(formulas)
+    wide = {f.layer for f in formulas if width(f.rhs) > EXPLICIT_WIDTH}
+    below = max(wide, default=0)
+    return tuple(f for f in formulas if f.layer > below), below
 
 
 class NetworkPrinter(PositionPrinter):
     """A network's printer: an array with its own exponent (σ²) as (σ⁽ˡ⁾_c)²."""
 
     _default_settings = {**PositionPrinter._default_settings, "powers": {}}
+
+    def _print_Sum(self, expr):
+        # A sum over a range of one value (the one input channel, a 1 × 1 map) is its
+        # term: Σ_{c=1}^{1} K_{f,c} x_{n,c} is K_{f,1} x_{n,1}, written without the Σ.
+        one = {var: lo for var, lo, hi in expr.limits if lo == hi}
+        if not one:
+            return super()._print_Sum(expr)
+        rest = [lim for lim in expr.limits if lim[0] not in one]
+        term = expr.function.xreplace(one)
+        tex = self._print(sp.Sum(term, *rest) if rest else term)
+        return rf"\left({tex}\right)" if not rest and isinstance(term, sp.Add) else tex
 
     def _print_Indexed(self, expr):
         # An index with an offset keeps the number last: h + i − 1, not h − 1 + i.
