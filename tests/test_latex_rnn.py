@@ -36,6 +36,22 @@ def test_the_document_has_the_sum_over_time_and_the_jacobian_product(lang, fmt):
         assert word not in body, word
 
 
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", ["rnn", "rnn_relu"])
+def test_the_bound_is_argued_step_by_step(name, lang, fmt):
+    # A student meeting BPTT sees which norm, why a product's norm is bounded and why a
+    # diagonal factor contributes max |f'|, not a bound stated; and the product's order.
+    body = document_for(name, lang=lang, fmt=fmt).text.split("\\begin{document}")[1]
+    assert r"\lVert A \rVert = \sigma_{\max}(A)" in body
+    assert r"\lVert A B \rVert \le \lVert A \rVert \, \lVert B \rVert" in body
+    assert r"\lVert \operatorname{diag}(v) \rVert = \max_j |v_j|" in body
+    assert ("à esquerda" if lang == "pt" else "on the left") in body
+    # explosion is said of the same rate that bounds the factor, not of σ_max alone
+    assert r"$\sigma_{\max}(W_{hh}) > 1$" in body
+    assert ", 1, " not in body
+
+
 def test_the_relu_layer_has_its_own_derivative_in_the_jacobian():
     text = document_for("rnn_relu", lang="en", fmt="article").text
     assert r"\prod_{u=t+1}^{T}" in text and "tanh" not in text
