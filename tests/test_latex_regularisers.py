@@ -164,3 +164,17 @@ def test_the_worked_step_follows_the_update_on_the_slides(lang):
     update, cont, example = (titles.index(heads[0]), titles.index(heads[0] + " ({cont.})"),
                              titles.index(heads[1]))
     assert update + 1 == cont < example
+
+
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_elastic_net_keeps_the_order_of_its_penalty(lang, fmt):
+    """R(w) = λ₁|w| + ½λ₂w² is derived to λ₁ sgn(w) + λ₂w, in that order on every line
+    (the derivative, the update, the worked step), not reordered to λ₂w + λ₁ sgn(w)."""
+    tex = document_for("elastic_net", lang=lang, fmt=fmt).text
+    sgn, lin = r"\lambda_1 \operatorname{sgn}(w)", r"\lambda_2 w"
+    assert rf"R'(w) = {sgn} + {lin}" in tex
+    assert rf"g + {sgn} + {lin}" in tex
+    assert rf"{lin} + {sgn}" not in tex
+    assert r"\cdot \operatorname{sgn}(0{,}5) + 0{,}3" in tex or \
+        r"\cdot \operatorname{sgn}(0.5) + 0.3" in tex

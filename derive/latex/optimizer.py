@@ -107,7 +107,7 @@ class UpdatePrinter(DerivePrinter):
     """
 
     _default_settings = {**DerivePrinter._default_settings, "trailing": (), "state": (),
-                         "first": ()}
+                         "first": (), "ranked": ()}
 
     def _as_ordered_terms(self, expr, order=None):
         terms = list(super()._as_ordered_terms(expr, order=order))
@@ -122,12 +122,16 @@ class UpdatePrinter(DerivePrinter):
         # momentum methods: −εg + αΔθ (Algorithm 2), x − ε∇f + β(x − x′) (eq. 6.13); else
         # the running average first, as the notes' slides write it: β₁m + (1 − β₁)g, like
         # β₂s + (1 − β₂)g² (a term with a state slot before one without).
+        # Then the terms of the symbols in ``ranked`` in its order (a penalty's strengths:
+        # λ₁ sgn(w) + λ₂w, as R(w) = λ₁|w| + ½λ₂w² is declared), after those without.
         first, state = self._settings["first"], self._settings["state"]
+        ranked = self._settings["ranked"]
 
-        def place(term) -> int:
+        def place(term) -> tuple[int, int]:
             names = {s_.name for s_ in term.free_symbols}
-            return (0 if term == w else 1 if names & set(first)
+            kind = (0 if term == w else 1 if names & set(first)
                     else 2 if names & set(state) else 3)
+            return kind, min((ranked.index(n) for n in names if n in ranked), default=-1)
 
         terms.sort(key=place)
         # A hyper-parameter standing alone as a term comes last, as the notes and the

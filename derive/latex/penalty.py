@@ -130,6 +130,7 @@ def penalty_printer(op: Regulariser, lang: Language) -> UpdatePrinter:
         "words": {w_: lang.words[w_] for w_ in WORDS},
         "separator": lang.separator,
         "lead": (ETA.name, *(p.symbol.name for p in op.strengths)),
+        "ranked": tuple(p.symbol.name for p in op.strengths),
     })
 
 
@@ -180,7 +181,7 @@ def worked_step(op: Regulariser, lang: Language) -> ExampleView:
     settings["symbols"] = {**settings["symbols"], _SLOPE.name: num(slope),
                            **{s_.name: num(v) for s_, v in values.items()}}
     printer = NumberPrinter({k: settings[k] for k in
-                             ("symbols", "functions", "words", "separator", "lead")})
+                             ("symbols", "functions", "words", "separator", "lead", "ranked")})
     update = w - ETA * (g + _SLOPE)
     plain = w - ETA * g
 
