@@ -234,3 +234,16 @@ def test_the_markdown_lists_one_layer_a_line_and_defines_the_window(lang):
     cnn = _document("examples/cnn_small.toml", lang, "markdown")
     assert ("$r^{*}$ e $u^{*}$ são a linha e a coluna" if lang == "pt"
             else "$r^{*}$ and $u^{*}$ are the row and the column") in cnn
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize(("target", "alone"), [("examples/deep_sigmoid.toml", True),
+                                               ("examples/residual_mlp.toml", True),
+                                               ("examples/cnn_small.toml", False)])
+def test_a_long_layer_table_gets_a_frame_of_its_own(target, alone, lang):
+    # Nine two-line rows under the network's introduction ran off the bottom of the slide.
+    body = _document(target, lang, "beamer").split(r"\begin{document}", 1)[-1]
+    table = body.index(r"\begin{tabular}")
+    frame = body[body.rfind(r"\begin{frame}", 0, table):table]
+    intro = "A rede tem" if lang == "pt" else "The network has"
+    assert (intro not in frame) is alone

@@ -90,6 +90,9 @@ def test_batch_norm_in_a_network_prints_its_variance_and_every_gradient_it_reads
     assert r"\frac{1}{m}" not in body and r"\frac{1}{N} \sum_{n=1}^{N}" in body
     # after a dense layer the map is 1 × 1: no sum of one term over h or w
     assert not re.search(r"\\sum_\{[hw]=1\}\^\{1\}", body)
+    # ε after σ², as the layer's own document and the papers write it
+    assert r"\sqrt{\left(\sigma^{(2)}_{c}\right)^{2} + 10^{-5}}" in body
+    assert r"10^{-5} + \left(\sigma" not in body
 
 
 @needs_tex

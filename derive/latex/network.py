@@ -290,6 +290,17 @@ class NetworkPrinter(PositionPrinter):
 
     _default_settings = {**PositionPrinter._default_settings, "powers": {}}
 
+    def _lead_positive(self, terms: list) -> list:
+        # A number added to positive terms is the small constant that keeps a division or
+        # a root away from zero (batch norm's ε, the clipping's 10⁻⁶): written last, as
+        # σ² + ε is, not ε + σ². With a negative term the number leads (1 − x).
+        terms = super()._lead_positive(terms)
+        numbers = [t for t in terms if t.is_number]
+        if numbers and len(numbers) < len(terms) and not any(
+                t.could_extract_minus_sign() for t in terms):
+            return [t for t in terms if not t.is_number] + numbers
+        return terms
+
     def _print_Sum(self, expr):
         # A sum over a range of one value (the one input channel, a 1 × 1 map) is its
         # term: Σ_{c=1}^{1} K_{f,c} x_{n,c} is K_{f,1} x_{n,1}, written without the Σ.
