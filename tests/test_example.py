@@ -158,8 +158,11 @@ def test_the_remark_on_the_slides_slip_says_why_and_what_it_would_give(lang, fmt
     assert view.slides_w_new.text == ("1,0768" if lang == "pt" else "1.0768")
     tex = example_document(e, ["example", "mse"], lang=lang, fmt=fmt).text
     sep = "{,}" if lang == "pt" else "."
-    remark = tex[tex.index("Observação:" if lang == "pt" else "Remark:"):]
-    remark = remark[:remark.index("\n")]
+    remark = next(line for line in tex.splitlines() if r"slides \emph{" in line)
+    # The article's paragraph opens with the word; the slides' frame is titled with it
+    # and does not say it again ("Observações" then "Observação: ...").
+    label = "Observação:" if lang == "pt" else "Remark:"
+    assert remark.startswith(label) == (fmt == "article"), remark[:40]
     for number in (f"-7{sep}68", f"-7{sep}98", f"w = 1{sep}0798", f"w = 1{sep}0768"):
         assert number in remark
     title = "Gradiente Descendente e Backpropagation" if lang == "pt" else \
