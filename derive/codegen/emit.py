@@ -21,6 +21,7 @@ from derive.codegen.ir import (
 )
 from derive.codegen.loops import (
     Contraction,
+    GemmUpdate,
     Scatter,
     local_names,
     loop_indices,
@@ -416,6 +417,13 @@ def _statement_lines(statement, printer: NumbaPrinter, parallel: bool, hyper=(),
                      dtype_of="") -> list[str]:
     if isinstance(statement, Contraction):
         return _contraction_lines(statement, printer, parallel, hyper, dtype_of)
+    if isinstance(statement, GemmUpdate):
+        printer.helpers.add("gemm_into")
+        operands = ", ".join([printer.doprint(statement.alpha),
+                              *(_matrix(m, printer) for m in (statement.left, statement.right)),
+                              printer.doprint(statement.beta), _matrix(statement.out, printer)])
+        return [f"gemm_into({operands})  # BLAS: the gradient's product, added into the "
+                "weights"]
     if isinstance(statement, Scatter):
         # Two iterations may add into the same element, so only an outer loop whose
         # index addresses the target unchanged (the batch) may run in parallel.

@@ -127,6 +127,39 @@ class Contraction:
     epilogue: tuple = ()  # elementwise terms added to the slice just written (a bias)
 
 
+@dataclass(frozen=True)
+class GemmUpdate:
+    """``out ← alpha · left @ right + beta · out`` in place, through one BLAS GEMM.
+
+    A weight gradient's :class:`Contraction` with the optimizer's update folded in: when
+    the update is ``w ← β w + α g``, the product lands in the weights and the gradient is
+    never written (see :func:`derive.codegen.lower.fold_weight_updates`).
+    """
+
+    out: Matrix
+    left: Matrix
+    right: Matrix
+    alpha: sp.Expr
+    beta: sp.Expr
+    loops: tuple = ()  # none: a statement other passes can ask for its loops
+
+
+def arrays_used(statement) -> set:
+    """Every array a statement reads or writes."""
+    if isinstance(statement, GemmUpdate | Contraction):
+        g = statement.gemm if isinstance(statement, Contraction) else statement
+        found = {m.array for m in (g.out, g.left, g.right)}
+        if isinstance(statement, Contraction):
+            found |= {b for b, _ in statement.local + statement.shared}
+            for inner in _inner_statements(statement):
+                found |= arrays_used(inner)
+        return found
+    found = {statement.array}
+    for e in statement_exprs(statement):
+        found |= {i.base for i in sp.sympify(e).atoms(sp.Indexed)}
+    return found
+
+
 def _subscript_symbols(element: sp.Indexed, among) -> set:
     return set().union(*(sp.sympify(e).free_symbols for e in element.indices)) & set(among)
 
@@ -508,6 +541,10 @@ def as_adjoint_gather(array, index, ranges, term, shape_of, short=frozenset()):
 
 def statement_exprs(statement) -> list:
     """Every expression a statement prints: what a kernel must bind before it."""
+    if isinstance(statement, GemmUpdate):
+        return [statement.alpha, statement.beta] + [
+            e for m in (statement.out, statement.left, statement.right)
+            for e in (*m.fixed, *(m.shape or ()))]
     if isinstance(statement, Contraction):
         exprs = [e for lp in statement.loops for e in (lp.low, lp.high)]
         for inner in _inner_statements(statement):

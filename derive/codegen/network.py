@@ -47,6 +47,8 @@ from derive.codegen.emit import (
     runtime_helpers,
     with_hash,
 )
+from derive.codegen.ir import LayerKernel
+from derive.codegen.loops import Contraction, GemmUpdate, arrays_used
 from derive.codegen.lower import (
     gradient_array,
     lower_activation,
@@ -55,7 +57,7 @@ from derive.codegen.lower import (
     lower_running,
     lower_vector,
 )
-from derive.codegen.optimizer import lower_optimizer, render_update, slot_init
+from derive.codegen.optimizer import affine_update, lower_optimizer, render_update, slot_init
 from derive.codegen.printer import NumbaPrinter
 from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import Activation, VectorFunction, g, grad_total
@@ -107,12 +109,24 @@ class NetworkLayout:
     # arguments in evaluation mode) for every layer that applies its activation
     # elementwise, so a trainer can watch σ'(s) per layer.
     activated: tuple = ()
+    # The training step's backward pass when it folds updates into weight gradients'
+    # GEMMs (:func:`~derive.codegen.lower.fold_weight_updates`), and the parameters it
+    # updates so; () when nothing folds (the step calls _loss_and_grad, then updates).
+    train_backward: tuple = ()
+    folded: tuple = ()
 
 
-def lay_out(plan: NetworkPlan) -> NetworkLayout:
-    """Lay out buffers and kernel calls for a network (see :class:`NetworkLayout`)."""
+def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
+    """Lay out buffers and kernel calls for a network (see :class:`NetworkLayout`).
+
+    ``folds`` maps a parameter's name (``p_dense0_W``) to the texts of (α, β) of its update
+    ``w ← β w + α g`` when the optimizer's update has that form
+    (:func:`~derive.codegen.optimizer.affine_update`); the training step then has each such
+    weight whose gradient is one GEMM updated by that GEMM.
+    """
     views, forward, backward_by_layer, buffers = [], [], [], {}
     kernels, activated, n_params = {}, [], 0
+    folds, folded, train_calls, fold_memo = folds or {}, [], {}, {}
     for layer_plan in plan.layers:
         layer, op = layer_plan.spec, layer_plan.op
         i = layer.index
@@ -213,6 +227,16 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
             forward.append(f"_skip_sum({through}, {skipped}, out{i})")
         if layer_plan.trains:
             steps_back += by_mode(bwd, evaluation and eval_bwd)
+            weights = [array for (pname, _), array in zip(layer.params, op.weights, strict=True)
+                       if names[array] in folds]
+            if evaluation is None and weights:
+                update, done = _folded_kernel(op, first, bwd, weights, kernels, fold_memo)
+                scales = {}
+                for array, alpha, beta in done:
+                    scales |= dict(zip((alpha, beta), folds[names[array]], strict=True))
+                    folded.append(names[array])
+                if done:
+                    train_calls[i] = (call(bwd), call(update, values | scales))
         else:
             steps_back = []
         if padded is not None and not first:
@@ -228,6 +252,11 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
             backward_by_layer[source + 1].append(
                 f"_skip_gradient(d_out{layer_plan.spec.index}, d_out{source})")
     backward = [line for steps in reversed(backward_by_layer) for line in steps]
+    train_backward = []
+    if folded:
+        for i, steps in reversed(list(enumerate(backward_by_layer))):
+            old, new = train_calls.get(i, (None, None))
+            train_backward += [new if line == old else line for line in steps]
     last = plan.layers[-1].spec.index
     output = f"out{last}"
     predict: list[str] = []
@@ -241,7 +270,7 @@ def lay_out(plan: NetworkPlan) -> NetworkLayout:
                       for i, name, z, out, args in activated)
     return NetworkLayout(tuple(views), tuple(forward), tuple(backward), tuple(predict),
                          buffers, tuple(kernels.values()), output, f"d_out{last}", prediction,
-                         activated)
+                         activated, tuple(train_backward), tuple(folded))
 
 
 def _kernels_of(op, first: bool, trains: bool, kernels: dict) -> tuple:
@@ -258,6 +287,80 @@ def _kernels_of(op, first: bool, trains: bool, kernels: dict) -> tuple:
                         _rename(module.backward, f"_{op.name}{suffix}") if trains else None,
                         op)
     return kernels[key][:2]
+
+
+def _folded_kernel(op, first: bool, backward, weights, kernels: dict, memo: dict) -> tuple:
+    """A layer type's backward with ``weights``' updates folded in, and what it folded.
+
+    Lowered once per type, use and set of weights; a kernel that folds something joins
+    the network's other kernels.
+    """
+    key = ("update", op.name, first, tuple(map(str, weights)))
+    if key not in memo:
+        memo[key] = fold_weight_updates(backward, weights)
+        if memo[key][1]:
+            kernels[key] = (None, memo[key][0], op)
+    return memo[key]
+
+
+def _whole_gemm(statement, target) -> bool:
+    """Whether ``statement`` writes all of ``target`` as one GEMM and nothing else."""
+    if not isinstance(statement, Contraction):
+        return False
+    out = statement.gemm.out
+    return (out.array == target and not out.fixed and not out.transposed
+            and not (statement.loops or statement.packs or statement.local
+                     or statement.shared or statement.epilogue or statement.zero)
+            and statement.unpack is None and statement.reduce is None)
+
+
+def fold_weight_updates(kernel: LayerKernel, weights) -> tuple[LayerKernel, tuple]:
+    """A backward kernel that adds each weight gradient's GEMM into the weight itself.
+
+    For an update ``w ← β w + α g`` (plain gradient descent, also with an L2 penalty),
+    ``g = A B`` computed by BLAS and then read back by the update is one GEMM with
+    ``C = w``: ``w ← α A B + β w``. A weight is folded when its gradient is exactly one
+    whole GEMM (a dense layer's ``d_W = d_sᵀ x``) and no statement after it reads the
+    weight (the input gradient ``d_s W`` must see the weight before its step); the others
+    keep their gradient.
+
+    Parameters
+    ----------
+    kernel : LayerKernel
+        A layer's backward kernel (:func:`lower_layer`).
+    weights : iterable of sympy.IndexedBase
+        The weights whose update may be folded.
+
+    Returns
+    -------
+    kernel : LayerKernel
+        The kernel without the folded weights' gradient arrays among its arguments and
+        with ``alpha_<w>``, ``beta_<w>`` (α and β) after its hyper-parameters; ``kernel``
+        itself when nothing folds.
+    folded : tuple
+        (weight, α's symbol, β's symbol) of each weight folded, in argument order.
+    """
+    statements, folded, scales = list(kernel.statements), [], []
+    for weight in (a for a in kernel.arrays if a in set(weights)):
+        gradient = gradient_array(weight)
+        at = [i for i, st in enumerate(statements) if gradient in arrays_used(st)]
+        if (len(at) != 1 or gradient not in kernel.arrays or not _whole_gemm(statements[at[0]],
+                                                                              gradient)
+                or any(weight in arrays_used(st) for st in statements[at[0] + 1:])):
+            continue
+        gemm = statements[at[0]].gemm
+        alpha, beta = (sp.Symbol(f"{role}_{weight}", real=True) for role in ("alpha", "beta"))
+        statements[at[0]] = GemmUpdate(dataclasses.replace(gemm.out, array=weight),
+                                       gemm.left, gemm.right, alpha, beta)
+        folded.append((weight, alpha, beta))
+        scales += [alpha, beta]
+    if not folded:
+        return kernel, ()
+    dropped = {gradient_array(w) for w, _, _ in folded}
+    return dataclasses.replace(
+        kernel, name=f"{kernel.name}_update",
+        arrays=tuple(a for a in kernel.arrays if a not in dropped),
+        hyper=kernel.hyper + tuple(scales), statements=tuple(statements)), tuple(folded)
 
 
 def _running_op(op, evaluation):
@@ -487,7 +590,9 @@ def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
     the plan, the update reads g ← clip(g) + ∂R/∂w
     (:func:`~derive.calculus.regularise.regularised`) in its one elementwise pass; the
     strengths and a decoupled decay are passed as 0 for the parameters
-    :func:`unpenalised` names.
+    :func:`unpenalised` names. When that update is ``w ← β w + α g``
+    (:func:`~derive.codegen.optimizer.affine_update`), ``folds`` gives each parameter's
+    (α, β) as code, for :func:`lay_out` to fold into the weight gradients' GEMMs.
     """
     params = parameters["params"]
     declared = registry.get(spec.train["optimizer"], "optimizer")
@@ -497,19 +602,24 @@ def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
     module = lower_optimizer(op, "network")
     source, helpers = render_update(module, {p.symbol: p.name for p in op.params}, "_update")
     slot_names = [s.name for s in module.slots]
-    updates = []
+    scales = affine_update(op)
+    updates, folds = [], {}
     for p_name, spared in zip(params, unpenalised(spec, parameters), strict=True):
         g_name = p_name.replace("p_", "g_", 1)
         slots = [f"s_{p_name[2:]}_{slot}" for slot in slot_names]
         flat = [f"{a}.reshape({a}.size)" for a in (p_name, g_name, *slots)]
+        values = ["0.0" if spared and p_.symbol in weights_only
+                  else _optimizer_value(p_, op, spec.train) for p_ in op.params]
         # Each hyper-parameter in the parameter's own dtype, as PyTorch applies it: a
         # Python float would make a float32 update compute in float64 and convert every
         # element twice (measured 1.4x slower for SGD, 2x with L2, on the notes' MLP).
-        hyper = [f"{p_name}.dtype.type({value})" for value in (
-            "0.0" if spared and p_.symbol in weights_only
-            else _optimizer_value(p_, op, spec.train) for p_ in op.params)]
+        hyper = [f"{p_name}.dtype.type({value})" for value in values]
         step = ["step[0]"] if module.uses_step else []
         updates.append(f"_update({', '.join(flat + hyper + step)})")
+        if scales is not None:
+            printer = NumbaPrinter({p_.symbol: value
+                                    for p_, value in zip(op.params, values, strict=True)})
+            folds[p_name] = tuple(printer.doprint(scale) for scale in reversed(scales))
     return {
         "optimizer": op.name,
         "optimizer_source": source,
@@ -519,6 +629,7 @@ def optimizer_context(spec: NetworkSpec, parameters: dict) -> dict:
         "slot_inits": ", ".join(slot_init(s, "p") for s in module.slots),
         "slot_args": [f"s_{name[2:]}_{slot}" for name in params for slot in slot_names],
         "updates": updates,
+        "folds": folds,
         "helpers": helpers,
         "training_notes": training_notes(
             spec, declared, not spec.train.get("regularise_biases", False)),
@@ -639,16 +750,19 @@ def render_network(spec: NetworkSpec, command: str) -> str:
         The command that regenerates the file, for its header.
     """
     plan = spec.plan
-    layout = lay_out(plan)
+    params = parameter_context(spec)
+    optimizer = optimizer_context(spec, params)
+    layout = lay_out(plan, optimizer["folds"])
     printer = NumbaPrinter()
     layers = layer_sources(layout, printer)
     activations, row_functions = _output_functions(plan)
     loss = loss_context(plan)
-    params = parameter_context(spec)
-    optimizer = optimizer_context(spec, params)
-    # What a layer keeps without learning it (running statistics) is not updated.
-    optimizer["updates"] = [u for u, learnt in zip(optimizer["updates"], params["trainable"],
-                                                    strict=True) if learnt]
+    # What a layer keeps without learning it (running statistics) is not updated, nor a
+    # weight whose update the backward pass folded into its gradient's GEMM.
+    optimizer["updates"] = [
+        u for u, learnt, p_name in zip(optimizer["updates"], params["trainable"],
+                                       params["params"], strict=True)
+        if learnt and p_name not in layout.folded]
     helpers = runtime_helpers(
         printer.helpers | loss["helpers"] | optimizer["helpers"]
         | set().union(*(f["helpers"] for f in activations + row_functions)))

@@ -206,6 +206,39 @@ def lower_optimizer(op: Optimizer, source: str) -> OptimizerModule:
     )
 
 
+def affine_update(op: Optimizer) -> tuple[sp.Expr, sp.Expr] | None:
+    """(β, α) when the update is ``w ← β w + α g`` with β and α fixed for the step.
+
+    Read off the declaration by SymPy: β = ∂w'/∂w and α = ∂w'/∂g of the new weight w'
+    (:attr:`~derive.spec.Optimizer.expr`) must hold hyper-parameters only, and w' − β w −
+    α g must vanish. Gradient descent qualifies (β = 1, α = −η), also with a coupled L2
+    penalty (β = 1 − ηλ); an optimizer with state (momentum, Adam) does not, nor an L1
+    penalty (sign(w)), a clipped gradient, or a value read from the whole step's
+    gradients first (the norm clipping by norm divides by). Such an update can be done by
+    the weight gradient's own GEMM (``w ← α A B + β w``).
+
+    Parameters
+    ----------
+    op : Optimizer
+        The declaration, after :func:`~derive.calculus.regularise.regularised`.
+
+    Returns
+    -------
+    tuple of sympy.Expr or None
+        (β, α), in the optimizer's parameters; None when the update is not of that form.
+    """
+    if op.state or any(p.per_call for p in op.params):
+        return None
+    new = op.expr
+    beta, alpha = sp.diff(new, w), sp.diff(new, g)
+    fixed = {p.symbol for p in op.params}
+    if not (beta.free_symbols | alpha.free_symbols) <= fixed or alpha == 0:
+        return None
+    if sp.expand(new - beta * w - alpha * g) != 0:
+        return None
+    return beta, alpha
+
+
 def _state_slot(slot: Slot) -> StateSlot:
     return StateSlot(slot.name, float(slot.init), slot.per_step)
 

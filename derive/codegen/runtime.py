@@ -5,7 +5,8 @@ modules it generates (``generated/derive_runtime.py`` for the catalogue, or in t
 folder), and each generated module imports it from there. It holds:
 
 - the scalar helpers kernels call (``vexp``, ``sigmoid``, ``softplus``, ...), which
-  :func:`jitted` compiles with Numba and the kernels inline;
+  :func:`jitted` compiles with Numba and the kernels inline, and ``gemm_into``, a BLAS
+  GEMM with the α and β ``np.dot`` does not expose;
 - how a generated module registers itself for Numba's on-disk cache
   (:func:`register_cache_name`, :func:`recompile_unusable_cache_entries`);
 - how a network module finds the kernels `derive compile` built ahead of time
@@ -298,6 +299,79 @@ def _vexp_i64_as_f64(typingctx, n):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(types.int64), codegen
+
+
+@_intrinsic
+def gemm_into(typingctx, alpha, a, b, beta, c):
+    """``c ← alpha · a @ b + beta · c`` in place, through the BLAS GEMM Numba's np.dot calls.
+
+    ``np.dot(a, b, out)`` always passes BLAS α = 1 and β = 0. A train step whose update is
+    affine in the gradient (``w ← β w + α g``, plain gradient descent, also with an L2
+    penalty) can instead have the weight gradient's GEMM add its product straight into
+    the weights: the gradient array is never written nor read back (on the notes' MLP
+    the first layer's gradient and update take half the time).
+
+    ``a``, ``b`` and ``c`` are 2-D arrays of one dtype, float32 or float64; ``a`` and ``b``
+    C-ordered or transposed views of C-ordered arrays (``d_s.T``), ``c`` C-ordered and
+    not overlapping them; alpha and beta are numbers (cast to the arrays' dtype).
+    BLAS itself picks its kernels for the CPU (AVX2, AVX-512) when it is loaded.
+    """
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.core.errors import TypingError
+    from numba.np.linalg import check_blas_return, ensure_blas
+
+    arrays = (a, b, c)
+    if not all(isinstance(m, types.Array) and m.ndim == 2 for m in arrays):
+        raise TypingError("gemm_into multiplies 2-D arrays")
+    dtype = c.dtype
+    if dtype not in (types.float32, types.float64) or a.dtype != dtype or b.dtype != dtype:
+        raise TypingError(f"gemm_into needs float32 or float64 arrays of one dtype, got "
+                          f"{a.dtype}, {b.dtype}, {c.dtype}")
+    if a.layout not in "CF" or b.layout not in "CF" or c.layout != "C":
+        raise TypingError("gemm_into needs contiguous operands and a C-ordered target, got "
+                          f"layouts {a.layout}, {b.layout}, {c.layout}")
+    if not all(isinstance(s, (types.Number, types.Boolean)) for s in (alpha, beta)):
+        raise TypingError("gemm_into's alpha and beta are numbers")
+    ensure_blas()  # SciPy's BLAS, which numba_xxgemm loads on its first call
+
+    def codegen(context, builder, signature, args):
+        alpha_v, a_v, b_v, beta_v, c_v = args
+        char, void_p = ir.IntType(8), ir.IntType(8).as_pointer()
+        intp = context.get_value_type(types.intp)
+        shapes, data = [], []
+        for ty, value in zip(arrays, (a_v, b_v, c_v), strict=True):
+            array = context.make_array(ty)(context, builder, value)
+            shapes.append(cgutils.unpack_tuple(builder, array.shape, 2))
+            data.append(builder.bitcast(array.data, void_p))
+        (m, k), (_, n) = shapes[0], shapes[1]
+
+        def scalar(value, ty):
+            slot = cgutils.alloca_once_value(builder, context.cast(builder, value, ty, dtype))
+            return builder.bitcast(slot, void_p)
+
+        def operand(ty, shape):
+            # BLAS is column-major: the row-major product C = A B is the column-major
+            # Cᵀ = Bᵀ Aᵀ, and an F-ordered operand (a transposed view) is a transposed one.
+            transposed = ty.layout == "F"
+            return ir.Constant(char, ord("t" if transposed else "n")), shape[
+                0 if transposed else 1]
+
+        trans_b, ld_b = operand(b, shapes[1])
+        trans_a, ld_a = operand(a, shapes[0])
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char, intp, intp, intp, void_p,
+                                                void_p, intp, void_p, intp, void_p, void_p,
+                                                intp])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        kind = ir.Constant(char, ord("s" if dtype == types.float32 else "d"))
+        status = builder.call(fn, (kind, trans_b, trans_a, n, m, k,
+                                   scalar(alpha_v, signature.args[0]), data[1], ld_b,
+                                   data[0], ld_a, scalar(beta_v, signature.args[3]),
+                                   data[2], n))
+        check_blas_return(context, builder, status)
+        return context.get_dummy_value()
+
+    return types.none(alpha, a, b, beta, c), codegen
 
 
 @_helper
