@@ -316,3 +316,20 @@ def test_bce_on_logits_keeps_the_order_of_its_definition(lang):
     # y ln σ(z) first, then (1 − y) ln(1 − σ(z)); the next line in the same order.
     assert definition.index(r"{y}_{n,j} \ln \sigma") < definition.index(r"\left(1 - {y}_{n,j}")
     assert logs.index(r"{y}_{n,j} \left({z}_{n,j}") < logs.index(r"\left(1 - {y}_{n,j}")
+
+
+CONSTANT_FACTOR = {"pt": "Um fator constante sai da derivada",
+                   "en": "A constant factor comes out of the derivative"}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_bce_takes_its_constant_factors_out_in_one_step(lang, fmt):
+    text = _document("binary_cross_entropy", lang, fmt)
+    # −1/(KN), y_k and 1 − y_k come out together, before the logarithms' rules: said once,
+    # not again between the two logarithms.
+    assert text.count(CONSTANT_FACTOR[lang]) == 1
+    after = next(line for line in _fits(text) if r"\cdot \frac{\partial}" in line)
+    assert r"{y}_{k} \cdot \frac{\partial}{\partial {\hat{y}}_{k}} \ln({\hat{y}}_{k})" in after
+    assert (r"\left(1 - {y}_{k}\right) \cdot \frac{\partial}{\partial {\hat{y}}_{k}} "
+            r"\ln(1 - {\hat{y}}_{k})") in after

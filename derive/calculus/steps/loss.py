@@ -222,7 +222,7 @@ def _generic_loss_chain(op, name, whole, engine) -> StepChain:
     """Drop the cases, open the sum over outputs, drop its constant terms, then the rules."""
     var = op.pred[CASE, loss_indices()[2]]
     rec = _one_term(op, name, whole, var)
-    rec.auto()
+    rec.auto(factors_first=True)
     return _finish_loss(rec, engine, op)
 
 
@@ -242,7 +242,7 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
     rec.step("chain", op.scale * D(plain(term).xreplace({var: u + op.target[CASE, k]}), u)
              * D(error, var), inner=((u, error),))
     rec.inners.append((u, error))
-    rec.auto()
+    rec.auto(factors_first=True)
     # Kept unevaluated, so that sgn(u), tanh(u), |u| read in ŷ − y, as u was defined.
     rec.step("substitute_back", rec.current.xreplace({u: Kept(error)}),
              inner=((u, error),))
@@ -274,7 +274,7 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
     rec.step("factor_out", D(-(linear - sp.log(case_row) * targets) / N, var))
     rec.step("one_hot", D(-(linear - sp.log(case_row)) / N, var),
              identities=((targets, sp.S.One),))
-    rec.auto()
+    rec.auto(factors_first=True)
     # 1/N out, the sum rule, the minus sign out: one line, (1/N)(∂ ln Σ − ∂ Σ y z), so
     # that no line shows the two terms in the other order. The step's own rule is not
     # repeated in its clause.
@@ -321,7 +321,7 @@ def _bce_logits_chain(op, name, whole, engine) -> StepChain:
     kept = (term.xreplace({j: k}), sp.Eq(j, k, evaluate=False))
     rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var), quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
-    rec.auto()
+    rec.auto(factors_first=True)
     return _finish_loss(rec, engine, op)
 
 

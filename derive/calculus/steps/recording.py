@@ -168,14 +168,18 @@ class Recorder:
         self.current = after
         return self
 
-    def auto(self, max_steps: int = 200) -> Recorder:
-        """Apply the rule table until no derivative is left, then substitute back."""
+    def auto(self, max_steps: int = 200, *, factors_first: bool = False) -> Recorder:
+        """Apply the rule table until no derivative is left, then substitute back.
+
+        ``factors_first`` takes every constant factor out before the other rules
+        (:func:`~derive.calculus.steps.rules.apply_rule`).
+        """
         inners = []
         while self.current.has(sp.Derivative):
             if len(self.steps) >= max_steps:
                 raise StepError(f"the derivation of {self.start} did not finish in "
                                 f"{max_steps} steps.", where="derive.calculus.steps")
-            step = apply_rule(self.current, self.names)
+            step = apply_rule(self.current, self.names, factors_first=factors_first)
             self.steps.append(step)
             inners += step.inner
             self.current = step.after

@@ -272,13 +272,23 @@ def _derivatives(expr: sp.Expr) -> list[sp.Derivative]:
     return [e for e in sp.preorder_traversal(expr) if isinstance(e, sp.Derivative)]
 
 
-def apply_rule(expr: sp.Expr, names: NameSupply) -> Step:
+def _has_constant_factor(node: sp.Derivative) -> bool:
+    """Whether the product under ``node`` has a factor that does not depend on its variable."""
+    g, var = node.expr, node.variables[0]
+    return isinstance(g, sp.Mul) and depends(g, var) and any(
+        not depends(f, var) for f in g.args)
+
+
+def apply_rule(expr: sp.Expr, names: NameSupply, *, factors_first: bool = False) -> Step:
     """Apply one rule to ``expr``: first the trivial ones, then the outermost derivative.
 
     Constants and d/dx x are cleared first, all at once (:data:`SWEEPING`), which keeps
     the expressions short. Otherwise the derivative with respect to the earliest inner
     function is taken (d/du F(u) before du/dx, the order they are printed and read in),
-    and failing that the first derivative node in pre-order.
+    and failing that the first derivative node in pre-order. With ``factors_first``,
+    every constant factor comes out first, all at once: a loss's terms each have one
+    (y ln ŷ, (1 − y) ln(1 − ŷ)), and taken one term at a time, between the rules of the
+    other terms, "a constant factor comes out" would be said once per term.
 
     Parameters
     ----------
@@ -286,6 +296,8 @@ def apply_rule(expr: sp.Expr, names: NameSupply) -> Step:
         The current expression; it contains at least one ``Derivative``.
     names : NameSupply
         Where the chain rule takes its inner function's name from.
+    factors_first : bool
+        Take every constant factor out before any other rule (the trivial ones aside).
 
     Returns
     -------
@@ -300,6 +312,10 @@ def apply_rule(expr: sp.Expr, names: NameSupply) -> Step:
         focus, rewrite = next(iter(trivial.items()))
         swap = {n: r.result for n, r in trivial.items() if r.rule == rewrite.rule}
         after = tidy_terms(expr.xreplace(swap))
+    elif factors_first and (factored := [n for n in nodes if _has_constant_factor(n)]):
+        swap = {n: rule_for(n.expr, n.variables[0], names).result for n in factored}
+        focus, rewrite = factored[0], Rewrite("constant_factor", swap[factored[0]])
+        after, folded = fold_trivial(expr.xreplace(swap))
     else:
         rank = {u: i for i, u in enumerate(names.issued)}
         focus = min(nodes, key=lambda n: rank.get(n.variables[0], len(rank)))
