@@ -56,7 +56,8 @@ def test_printer_exact_strings():
     lam, theta = sp.Symbol("lambda_", positive=True), sp.Symbol("theta", real=True)
     assert p.doprint(lam * x) == r"\lambda x"
     assert p.doprint(theta) == r"\theta"
-    assert p.doprint(sigmoid(x) * (1 - sigmoid(x))) == r"\left(1 - \sigma(x)\right) \sigma(x)"
+    # σ(1 − σ), as the notes write it (SymPy's order is (1 − σ) σ).
+    assert p.doprint(sigmoid(x) * (1 - sigmoid(x))) == r"\sigma(x) \left(1 - \sigma(x)\right)"
     assert p.doprint(softplus(x)) == r"\operatorname{softplus}(x)"
     assert p.doprint(1 - sp.tanh(x) ** 2) == r"1 - \tanh^{2}(x)"
     assert p.doprint(sp.Function("f")(x)) == r"\operatorname{ReLU}(x)"

@@ -311,7 +311,7 @@ def test_wilson_cowan_and_gelu_quote_the_algebra_they_use(lang):
     assert r"\frac{1}{1 + e^{a \theta}} = \sigma(- a \theta)" in wc
     assert r"\sigma(a \left(x - \theta\right)) = y + \sigma(- a \theta)" in wc
     gelu = _document("gelu", lang)
-    assert r"\frac{\sqrt{2}}{2 \sqrt{\pi}} = \frac{1}{\sqrt{2 \pi}}" in gelu
+    assert r"\frac{1}{\sqrt{2} \sqrt{\pi}} = \frac{1}{\sqrt{2 \pi}}" in gelu
 
 
 @pytest.mark.parametrize("lang", LANGS)
@@ -429,3 +429,84 @@ def test_no_property_bullet_is_empty(lang, fmt):
     for name in ACTIVATIONS:
         text = _document(name, lang, fmt)
         assert not re.search(r"\\item\s*\n", text), name
+
+
+# --- fourth reading (issue 13): one form per line, the notes' order ----------------------
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_quotient_rule_line_is_one_fraction_like_the_next(lang, fmt):
+    # 1/cosh²(x) (cosh · d/dx sinh − …) and then (cosh² − sinh²)/cosh² on the next line:
+    # two forms for one quotient. Now one fraction, its d/dx at full size (display style).
+    for name, numerator, denominator in (
+            ("tanh", r"\cosh(x) \cdot \frac{d}{dx} \sinh(x) - \sinh(x) \cdot \frac{d}{dx} "
+                     r"\cosh(x)", r"\cosh^{2}(x)"),
+            ("softsign", r"\left(1 + \left|{x}\right|\right) - x \cdot \frac{d}{dx} "
+                         r"\left|{x}\right|", r"\left(1 + \left|{x}\right|\right)^{2}"),
+            ("silu", r"\left(1 + e^{- x}\right) - x \cdot \frac{d}{dx} e^{- x}",
+             r"\left(1 + e^{- x}\right)^{2}")):
+        text = _document(name, lang, fmt)
+        assert (r"\frac{\displaystyle " + numerator + "}{" + denominator + "}") in text, name
+        assert r"\frac{1}{" + denominator + r"} \left(" not in text, name
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_sech_squared_remark_is_displayed(lang, fmt):
+    # An inline \displaystyle fraction wrapped at the start of a slide line.
+    text = _document("tanh", lang, fmt)
+    assert r"\[ \frac{1}{\cosh^{2}(x)} = \operatorname{sech}^{2}(x), \]" in text
+    assert r"$\displaystyle \frac{1}{\cosh^{2}(x)}" not in text
+
+
+def test_a_function_comes_before_the_sum_that_holds_it():
+    # σ′ printed (1 − σ(x)) σ(x) in the network documents (SymPy's order); the notes write
+    # σ(1 − σ). A sum without the function keeps SymPy's order: (1 − y) ln(1 − ŷ).
+    import sympy as sp
+
+    from derive.calculus.functions import sigmoid
+    from derive.latex.context import printer_for
+    from derive.latex.render import language
+    from derive.spec import x
+
+    printer = printer_for(registry.get("sigmoid"), language("en"))
+    assert printer.doprint(sigmoid(x) * (1 - sigmoid(x))) == (
+        r"\sigma(x) \left(1 - \sigma(x)\right)")
+    assert printer.doprint(-sigmoid(x) * (1 - sigmoid(x))) == (
+        r"-\sigma(x) \left(1 - \sigma(x)\right)")
+    y_, p = sp.symbols("y p")
+    assert printer.doprint((1 - y_) * sp.log(1 - p)) == r"\left(1 - y\right) \ln(1 - p)"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_split_product_is_dotted_throughout(lang, fmt):
+    # x 1/(1+e^{−x}) · e^{−x}/(1+e^{−x}): a dot between the fractions, none after x.
+    silu = _document("silu", lang, fmt)
+    assert r"x \cdot \frac{1}{1 + e^{- x}} \cdot \frac{e^{- x}}{1 + e^{- x}}" in silu
+    assert r"x \frac{1}{1 + e^{- x}}" not in silu
+    wc = _document("wilson_cowan", lang, fmt)
+    assert r"a \cdot \frac{1}{1 + e^{- a \left(x - \theta\right)}} \cdot \frac{" in wc
+    # The σ(1 − σ) products have no fraction: no dots.
+    assert r"\sigma(x) \left(1 + x \left(1 - \sigma(x)\right)\right)" in silu
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_gelu_writes_x_over_root_two(lang, fmt):
+    # SymPy rationalises x/√2 to √2 x/2; the papers, and Φ's usual form, write x/√2.
+    text = _document("gelu", lang, fmt)
+    assert r"\operatorname{erf}\left(x / \sqrt{2}\right)" in text
+    assert r"\operatorname{erf}\left(u / \sqrt{2}\right)" in text
+    assert r"\sqrt{2} x" not in text and r"\frac{\sqrt{2}}{2}" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_network_documents_write_sigma_prime_as_the_notes_do(lang):
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "sigmoid_sse.toml"
+    text = document_for(str(spec), lang=lang, fmt="article").text
+    assert r"\sigma'(x) = \sigma(x) \left(1 - \sigma(x)\right)" in text
+    assert r"\left(1 - \sigma(x)\right) \sigma(x)" not in text

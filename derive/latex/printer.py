@@ -10,6 +10,8 @@ from the language's ``words`` template; none is written here.
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 from sympy.core.function import AppliedUndef
 from sympy.printing.latex import LatexPrinter
@@ -21,6 +23,25 @@ from derive.calculus.steps import INNER_NAMES, OpenSum
 
 #: The words a printed formula needs; the language templates define each of them.
 WORDS = ("piecewise_if", "piecewise_otherwise", "logical_or", "logical_and")
+
+#: An array's name with its own subscript (W_{hh}, b_{ih}, h_0).
+_SUBSCRIPTED = re.compile(r"^\\?[A-Za-z]+_(\{[^{}]*\}|\w)$")
+
+
+def _named_element(name: str, braced: bool = False) -> str:
+    """The array name an element's indices attach to: (W_{hh})_{j,k}, not W_{hhj,k}.
+
+    A name with a subscript of its own is parenthesised, so that the element's indices do
+    not run into it; any other name is returned as it is (braced when ``braced``).
+    """
+    inner = name[1:-1] if name.startswith("{") and name.endswith("}") else name
+    if _SUBSCRIPTED.match(inner):
+        return rf"\left({inner}\right)"
+    return f"{{{name}}}" if braced else name
+
+
+#: A block of conditions, one to a row (a convolution's bounds in a cases block).
+ROWS = r"\begin{array}[t]{@{}l@{}}"
 
 #: SymPy's functions printed as name(argument): a table and one method, as SymPy's
 #: printers do. derive's named functions declare their own (``latex_name``).
@@ -238,6 +259,9 @@ class DerivePrinter(LatexPrinter):
         if not derivatives and any(isinstance(f, sp.Sum | OpenSum) for f in factors):
             return self._print_sum_product(factors)
         if not derivatives:
+            unrationalised = self._print_over_root(expr)
+            if unrationalised is not None:
+                return unrationalised
             factored = self._print_over_fractions(expr)
             return factored if factored is not None else self._print_plain_Mul(expr)
         # Outer derivative first (d/du before d/dx, u before v), joined by ·, so that
@@ -256,6 +280,28 @@ class DerivePrinter(LatexPrinter):
         pieces += [self._print(d) for d in derivatives]
         return sign + r" \cdot ".join(pieces)
 
+    def _print_over_root(self, expr) -> str | None:
+        r"""x/√2, not SymPy's rationalised √2 x/2 (the erf of GELU and Φ, as papers write it).
+
+        Only where the coefficient's denominator q meets a √q among the factors; None
+        otherwise.
+        """
+        coeff, rest = expr.as_coeff_Mul()
+        if not coeff.is_Rational or coeff.q == 1:
+            return None
+        root = sp.sqrt(coeff.q)
+        if root not in sp.Mul.make_args(rest):
+            return None
+        sign = "-" if coeff < 0 else ""
+        numer, denom = sp.fraction(abs(coeff.p) * rest / root, exact=True)
+        below = self._print(root)
+        if denom != 1:
+            below += " " + self.parenthesize(denom, PRECEDENCE["Mul"], strict=True)
+        above = self._print(numer)
+        if self._settings["fold_short_frac"]:
+            return rf"{sign}{self.parenthesize(numer, PRECEDENCE['Mul'])} / {below}"
+        return rf"{sign}\frac{{{above}}}{{{below}}}"
+
     def _print_over_fractions(self, expr) -> str | None:
         r"""\frac{1}{K N}\left(\frac{a}{u} - \frac{b}{v}\right), not a fraction of fractions.
 
@@ -271,6 +317,14 @@ class DerivePrinter(LatexPrinter):
         sign = ""
         if _leads_with_minus(numer):
             sign, numer = "-", -numer
+        if denom.atoms(sp.Function) and not _holds_fraction(
+                numer, self._settings["gradients"], derivatives=False):
+            # Only derivatives over a function (not a size such as K N): the quotient rule's
+            # (g′h − g h′)/h² as the rule is stated, one fraction like the line after it
+            # (not 1/h² (…) and then a fraction); in display style, so that d/dx keeps its
+            # size inside the numerator.
+            return (rf"{sign}\frac{{\displaystyle {self._print(numer)}}}"
+                    rf"{{{self._print(denom)}}}")
         # A number joins the coefficient: 2/m u, not 1/m 2u.
         coeff, numer = _number_out(numer)
         tex = self._print(numer)
@@ -310,6 +364,9 @@ class DerivePrinter(LatexPrinter):
                 if numer.could_extract_minus_sign():
                     sign, numer = "-", -numer
                 return rf"{sign}\frac{{{self._print_plain_Mul(numer)}}}{{{self._print(denom)}}}"
+        if not fraction and not elements and any(
+                isinstance(f, sp.Add) and f.has(*functions) for f in factors):
+            return self._print_sums_last(expr, functions)
         if fraction or not elements:
             return super()._print_Mul(expr)
         if not functions and not any(self._is_word(f) for f in factors):
@@ -326,6 +383,23 @@ class DerivePrinter(LatexPrinter):
             piece = self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
             tex += (self._separator(ordered[i - 1], f) if i else "") + piece
         return sign + tex
+
+    def _print_sums_last(self, expr, functions) -> str:
+        r"""σ(x) (1 − σ(x)), as the notes write it: a function before the sum that holds it.
+
+        SymPy sorts the sum first, (1 − σ(x)) σ(x); the other factors keep its order.
+        """
+        sign = ""
+        if expr.could_extract_minus_sign():
+            sign, expr = "-", -expr
+        factors = expr.as_ordered_factors()
+
+        def holding(f):
+            return isinstance(f, sp.Add) and f.has(*functions)
+
+        ordered = ([f for f in factors if not holding(f)] + [f for f in factors if holding(f)])
+        return sign + " ".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=True)
+                               for f in ordered)
 
     def _print_led_Mul(self, expr, lead) -> str:
         r"""Hyper-parameters first (\eta g, not g \eta), then sums in parentheses, then the rest."""
@@ -414,11 +488,15 @@ class DerivePrinter(LatexPrinter):
         # and a dot between two fractions (side by side they would read as one).
         # A derivative is set off by a dot too (d/dz e^z · Σ, not an operator that seems to
         # apply to everything after it), and a named element by a thin space.
+        # Once two fractions are set off by a dot, so is a factor beside them: x · 1/h · g/h,
+        # not x 1/h · g/h (one product, one way of writing it).
         texts = [self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in expr.args]
+        fraction = [t.startswith(r"\frac") for t in texts]
+        split = any(a and b for a, b in zip(fraction, fraction[1:], strict=False))
         tex = texts[0]
-        pairs = zip(expr.args, expr.args[1:], texts, texts[1:], strict=False)
-        for a, b, left, right in pairs:
-            fractions = left.startswith(r"\frac") and right.startswith(r"\frac")
+        pairs = zip(expr.args, expr.args[1:], fraction, fraction[1:], texts[1:], strict=False)
+        for a, b, left, right_fraction, right in pairs:
+            fractions = (left and right_fraction) or (split and (left or right_fraction))
             dot = fractions or isinstance(a, sp.Derivative) or isinstance(b, sp.Derivative)
             tex += (r" \cdot " if dot else self._separator(a, b)) + right
         return tex
@@ -510,11 +588,12 @@ class DerivePrinter(LatexPrinter):
         indices = ",".join(self._print(self._origin(i)) for i in expr.indices)
         base = self._print(expr.base)
         if wrt is not None:
-            return rf"\frac{{\partial {self._settings['loss']}}}{{\partial {wrt}_{{{indices}}}}}"
+            return (rf"\frac{{\partial {self._settings['loss']}}}"
+                    rf"{{\partial {_named_element(wrt)}_{{{indices}}}}}")
         if "^" in base and not base.startswith("{"):
             # s^{(1)}_{n,j}: superscript and subscript stacked, not s^{(1)} followed by n,j.
             return rf"{base}_{{{indices}}}"
-        return rf"{{{base}}}_{{{indices}}}"
+        return rf"{_named_element(base, braced=True)}_{{{indices}}}"
 
     # --- sums, cases, logic ----------------------------------------------------------
 
@@ -549,8 +628,13 @@ class DerivePrinter(LatexPrinter):
         words = self._settings["words"]
         rows = []
         for e, c in expr.args:
-            cond = (words["piecewise_otherwise"] if c == sp.true
-                    else rf"{words['piecewise_if']}{self._print(c)}")
+            cond = words["piecewise_otherwise"] if c == sp.true else self._print(c)
+            if c != sp.true:
+                # Conditions one to a row: "if" opens the first row, so that "and" starts
+                # the next one under it.
+                head, array, rest = cond.partition(ROWS)
+                cond = (f"{ROWS}{words['piecewise_if']}{rest}" if array and not head
+                        else f"{words['piecewise_if']}{cond}")
             value = self._print(e)
             # cases sets its values in text style: a fraction there prints at script size
             # (δ_{n,c,h,w}/k² unreadable); in display style it prints at full size.
@@ -593,8 +677,9 @@ class DerivePrinter(LatexPrinter):
             return word.join(parts)
         # Two ranges or more (a convolution's bounds) one to a row, so that the cases
         # block stays within the line, on a slide too.
-        return (r"\begin{array}[t]{@{}l@{}}" + (r" \\ " + word.lstrip()).join(parts)
-                + r"\end{array}")
+        # A row opens with the word, its leading space dropped: "and" under "if".
+        row = word.strip().replace(r"\text{ ", r"\text{", 1) + " "
+        return ROWS + (r" \\ " + row).join(parts) + r"\end{array}"
 
     def _print_upper(self, low, high) -> str:
         """A range's upper bound, from its lower one when that reads as a window.
@@ -638,13 +723,14 @@ class DerivePrinter(LatexPrinter):
         return format_number(float(expr), self._settings["separator"])
 
 
-def _holds_fraction(expr, gradients=()) -> bool:
+def _holds_fraction(expr, gradients=(), derivatives=True) -> bool:
     """Whether ``expr`` prints a fraction at its own level (not in an exponent).
 
-    Elements of the arrays named in ``gradients`` print as ∂E/∂A: fractions too.
+    Elements of the arrays named in ``gradients`` print as ∂E/∂A: fractions too. With
+    ``derivatives`` False, d/dx does not count (only the fractions beside it do).
     """
     if isinstance(expr, sp.Derivative):
-        return True
+        return derivatives
     if isinstance(expr, sp.Indexed):
         return expr.base.label.name in gradients
     if isinstance(expr, sp.Symbol):
@@ -652,9 +738,9 @@ def _holds_fraction(expr, gradients=()) -> bool:
     if isinstance(expr, sp.Rational):
         return not expr.is_Integer
     if isinstance(expr, sp.Pow):
-        return bool(expr.exp.is_negative) or _holds_fraction(expr.base, gradients)
+        return bool(expr.exp.is_negative) or _holds_fraction(expr.base, gradients, derivatives)
     if isinstance(expr, sp.Add | sp.Mul | Terms):
-        return any(_holds_fraction(a, gradients) for a in expr.args)
+        return any(_holds_fraction(a, gradients, derivatives) for a in expr.args)
     if isinstance(expr, sp.Piecewise):
         # A cases block over a denominator reads badly whatever it holds: 1/(KN)·{cases}.
         return True
