@@ -20,7 +20,10 @@ def test_the_document_has_the_sum_over_time_and_the_jacobian_product(lang, fmt):
     text = document_for("rnn", lang=lang, fmt=fmt).text
     body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
     # ∂E/∂h^⟨t⟩ = g^⟨t⟩ + Σ_k W_hh[k, j] ∂E/∂s^⟨t+1⟩: the loss at t and what t + 1 sends.
-    assert r"g^{\langle t \rangle}_{n,j} + \sum_{k=1}^{H} {W_{hh}}_{k,j}" in body
+    assert r"g^{\langle t \rangle}_{n,j} + \sum_{k=1}^{H} \left(W_{hh}\right)_{k,j}" in body
+    # An element of a name with its own subscript is (W_hh)_{k,j}, never W_{hhk,j}
+    assert "{W_{" not in body and "{b_{" not in body
+    assert r"\partial \left(b_{ih}\right)_{j}" in body
     assert r"\partial s^{\langle t+1 \rangle}_{n,k}" in body
     # A weight's gradient sums over time (and the batch).
     assert r"\sum_{n=1}^{N} \sum_{t=1}^{T}" in body
