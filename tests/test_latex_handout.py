@@ -247,3 +247,12 @@ def test_a_long_layer_table_gets_a_frame_of_its_own(target, alone, lang):
     frame = body[body.rfind(r"\begin{frame}", 0, table):table]
     intro = "A rede tem" if lang == "pt" else "The network has"
     assert (intro not in frame) is alone
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_period_after_the_skip_equation_follows_the_formula(lang):
+    # The identity path's label is wider than its fraction: in a box of its own width it
+    # pushed the period a label's width away from the formula.
+    body = _document("examples/residual_mlp.toml", lang).split(r"\begin{document}", 1)[-1]
+    label = "caminho identidade" if lang == "pt" else "identity path"
+    assert rf"}}_{{\makebox[0pt]{{$\scriptstyle \text{{{label}}}$}}}}." in body
