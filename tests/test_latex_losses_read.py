@@ -333,3 +333,38 @@ def test_bce_takes_its_constant_factors_out_in_one_step(lang, fmt):
     assert r"{y}_{k} \cdot \frac{\partial}{\partial {\hat{y}}_{k}} \ln({\hat{y}}_{k})" in after
     assert (r"\left(1 - {y}_{k}\right) \cdot \frac{\partial}{\partial {\hat{y}}_{k}} "
             r"\ln(1 - {\hat{y}}_{k})") in after
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["categorical_cross_entropy", "sparse_categorical_cross_entropy"])
+def test_the_kept_term_is_quoted_as_the_opened_sum_shows_it(name, lang):
+    text = _document(name, lang)
+    opened = next(line for line in _fits(text) if r"\cdots" in line)
+    # The line shows −(1/N)(… + y_k ln ŷ_k + …): the sentence quotes y_k ln ŷ_k, no minus.
+    assert r"+ {y}_{k} \ln({\hat{y}}_{k}) +" in opened
+    sentence = text[text.index(opened):].split("\\intertext{", 1)[1].split("}\n", 1)[0]
+    assert r"${y}_{k} \ln({\hat{y}}_{k})$" in sentence and r"$-{y}_{k}" not in sentence
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_the_reversed_difference_is_never_broken_at_the_line_end(lang, fmt):
+    text = _document("binary_cross_entropy", lang, fmt)
+    assert r"\mbox{$-\left({y}_{k} - {\hat{y}}_{k}\right) = {\hat{y}}_{k} - {y}_{k}$}" in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_default_is_said_as_a_lecturer_says_it(lang):
+    text = _document("huber", lang)
+    assert {"pt": r"Por padrão, $\delta = 1$.", "en": r"By default, $\delta = 1$."}[lang] in text
+    assert "default value" not in text and "valor padrão" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_a_chain_rule_inside_another_differentiates_by_the_inner_function(lang, fmt):
+    text = _document("log_cosh", lang, fmt)
+    # v = cosh(u) is differentiated with respect to u, not to the prediction.
+    assert (r"$\frac{\partial}{\partial u} F({v}) = \frac{dF}{dv} \cdot "
+            r"\frac{\partial v}{\partial u}$") in text
+    assert r"\frac{\partial v}{\partial {\hat{y}}_{k}}" not in text

@@ -62,6 +62,9 @@ class StepView:
     quote: tuple[str, ...] = ()
     lhs: str = ""
     folded: tuple[tuple[str, str], ...] = ()
+    #: The variable the step differentiates by, when not the chain's (a chain rule
+    #: inside another: d/du ln cosh(u), with v = cosh(u)); empty otherwise.
+    by: str = ""
 
 
 @dataclass(frozen=True)
@@ -392,7 +395,16 @@ def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
         identities=tuple(tuple(p(e) for e in identity) for identity in step.identities),
         quote=tuple(p(q) for q in step.quote),
         folded=tuple((rule, p(node)) for rule, node in step.folded),
+        by=_by(step, p),
     )
+
+
+def _by(step: Step, p) -> str:
+    """The variable of the step's derivative, printed, when it is a named inner function."""
+    focus = step.focus
+    if isinstance(focus, sp.Derivative) and isinstance(focus.variables[0], sp.Symbol):
+        return p(focus.variables[0])
+    return ""
 
 
 def _one_substitution(steps) -> list[Step]:

@@ -190,12 +190,28 @@ def _one_term(op, name, whole, var) -> Recorder:
     rec = _loss_recorder(op, var, name, whole, rows=False)
     rec.step("definition", D(whole, var), inner=((name, whole),))
     rec.step("drop_cases", D(op.scale * sp.Sum(term, (j, 0, K - 1)), var))
-    kept = (term.xreplace({j: k}), sp.Eq(j, k, evaluate=False))
+    kept = (as_opened(term.xreplace({j: k})), sp.Eq(j, k, evaluate=False))
     if sp.count_ops(term) <= OPEN_SUM_OPS and not term.has(sp.Piecewise):
         rec.step("open_sum", D(op.scale * OpenSum(term, [(j, 0, K - 1)], [k]), var),
                  quote=kept)
     rec.step("constant_terms", D(op.scale * term.xreplace({j: k}), var), quote=kept)
     return rec
+
+
+def as_opened(term: sp.Expr) -> sp.Expr:
+    """The term ``term`` as an opened sum shows it, to be quoted in the sentence beside it.
+
+    A summand with a minus sign, −y_k ln ŷ_k, is opened with the sign in front of the
+    whole sum, −(1/N)(y₁ ln ŷ₁ + ⋯ + y_k ln ŷ_k + ⋯): the sentence quotes y_k ln ŷ_k,
+    the term the line shows. A sum stays as it is: quoted inline, its terms would not read
+    as one (the sentence then names the term by j = k).
+    """
+    from derive.calculus.functions import Terms
+
+    if isinstance(term, sp.Mul) and term.could_extract_minus_sign() \
+            and not (-term).could_extract_minus_sign() and not isinstance(-term, sp.Add | Terms):
+        return -term
+    return term
 
 
 def _cancelled(step):
