@@ -99,7 +99,7 @@ def test_every_regulariser_document_compiles(tmp_path, name, lang, fmt):
 def test_the_markdown_shows_the_penalty_and_its_derivative(lang):
     text = document_for("elastic_net", lang=lang, fmt="markdown").text
     assert r"R(w) = \lambda_1 \left|{w}\right| + \frac{1}{2} \lambda_2 w^{2}" in text
-    assert r"\boxed{R'(w) = \lambda_2 w + \lambda_1 \operatorname{sgn}(w)}" in text
+    assert r"\boxed{R'(w) = \lambda_1 \operatorname{sgn}(w) + \lambda_2 w}" in text
 
 
 @pytest.mark.parametrize("command", [["kernels", "l2"], ["check", "l1"]])
@@ -178,3 +178,16 @@ def test_the_elastic_net_keeps_the_order_of_its_penalty(lang, fmt):
     assert rf"{lin} + {sgn}" not in tex
     assert r"\cdot \operatorname{sgn}(0{,}5) + 0{,}3" in tex or \
         r"\cdot \operatorname{sgn}(0.5) + 0.3" in tex
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_elastic_net_takes_both_strengths_out_in_one_step(lang):
+    """λ₁ and λ₂/2 leave their derivatives on one line: the constant-factor rule is said
+    once, then the absolute value's rule and the power rule."""
+    steps = derivation_steps(registry.get("elastic_net", "regulariser")).derivative.steps
+    rules = [s.rule for s in steps]
+    assert rules.count("constant_factor") == 1, rules
+    assert rules.index("constant_factor") < rules.index("abs") < rules.index("power")
+    tex = document_for("elastic_net", lang=lang, fmt="article").text
+    said = {"pt": "Um fator constante sai da derivada", "en": "A constant factor comes out"}
+    assert tex.count(said[lang]) == 1

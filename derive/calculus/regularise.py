@@ -55,8 +55,9 @@ def _(op: Regulariser) -> PenaltySteps:
 def _penalty_steps(op: Regulariser) -> PenaltySteps:
     function = penalty_function()
     avoid = {p.latex for p in op.strengths if p.latex}
+    # λ₁|w| + ½λ₂w²: both strengths come out in one step, not one step per term.
     chain = record_derivative(op.penalty, w, function=function, result=penalty_gradient(op),
-                              avoid=avoid)
+                              avoid=avoid, factors_first=True)
     return PenaltySteps(op, function, chain)
 
 

@@ -39,6 +39,7 @@ def record_derivative(
     rearrange: Iterable = (),
     output_identities: tuple = (),
     max_steps: int = 200,
+    factors_first: bool = False,
 ) -> StepChain:
     """Record the derivative of ``expr`` with respect to ``var``, one rule per step.
 
@@ -65,6 +66,9 @@ def record_derivative(
         Equalities quoted by the ``in_terms_of_output`` step.
     max_steps : int
         A guard against a rule that never terminates.
+    factors_first : bool
+        Take every constant factor out at once, before the other rules
+        (:func:`~derive.calculus.steps.rules.apply_rule`).
 
     Returns
     -------
@@ -92,7 +96,7 @@ def record_derivative(
         if len(steps) >= max_steps:
             raise StepError(f"the derivation of {expr} did not finish in {max_steps} steps.",
                             where="derive.calculus.steps")
-        step = apply_rule(current, names)
+        step = apply_rule(current, names, factors_first=factors_first)
         steps.append(step)
         inners += step.inner
         current = step.after
