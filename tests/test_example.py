@@ -171,3 +171,21 @@ def test_the_remark_on_the_slides_slip_says_why_and_what_it_would_give(lang, fmt
     text = render_text(e, lang)
     assert ("w = 1,0768" if lang == "pt" else "w = 1.0768") in text
     assert ("erro de digitação" if lang == "pt" else "a typo") in text
+
+
+@pytest.mark.parametrize("lang", ["pt", "en"])
+def test_the_example_keeps_its_blocks_whole_and_its_text_fractions_flat(lang):
+    """The update of w and of b stay on one page (a line of a block ends in \\\\*, which
+    forbids a page break after it), and ∂L/∂w inside a sentence is written with a slash,
+    not as a small \\frac."""
+    import re
+
+    from derive.latex.document import example_document
+
+    e = example("mse", "x=2.1", "w=1", "b=0", "y=4")
+    tex = example_document(e, ["example", "mse"], lang=lang, fmt="article").text
+    update = re.search(r"w &\\leftarrow .*?\n", tex).group(0)
+    assert update.rstrip().endswith(r"\\*"), update
+    inline = re.findall(r"(?<![\\$])\$([^$]+)\$", tex.split(r"\begin{document}")[1])
+    assert not [m for m in inline if r"\frac{\partial L}" in m]
+    assert any(r"\partial L/\partial w" in m for m in inline)
