@@ -467,6 +467,9 @@ def _small_layer_shapes(op: Layer) -> tuple[list[tuple[int, ...]], dict]:
         dims = []
         for axis, d in enumerate(shapes[array]):
             d = sp.sympify(d)
+            if not d.is_Symbol and d.free_symbols <= set(sizes):
+                # A size in others already drawn (an LSTM's 4H rows of gate weights).
+                sizes[d] = int(d.xreplace(sizes))
             if d not in sizes:
                 spatial = position == 0 and len(shapes[array]) == 4 and axis >= 2
                 sizes[d] = max(next(values), 5) if spatial else next(values)

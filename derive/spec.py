@@ -353,11 +353,21 @@ class Recurrence:
     initial : sympy.IndexedBase
         The state before the first step (``h_0``), one of the layer's inputs: its shape
         is the state's without the time axis.
+    carried : tuple of (IndexedBase, IndexedBase)
+        Further states, each a step of the declaration read one step back, and its
+        initial input (an LSTM's cell state c, from c_0). The layer returns each one's
+        last value after the output's.
     """
 
     time: sp.Symbol
     state: sp.IndexedBase
     initial: sp.IndexedBase
+    carried: tuple = ()
+
+    @property
+    def states(self) -> tuple:
+        """Every carried state with its initial input: the output's first."""
+        return ((self.state, self.initial), *self.carried)
 
 
 @dataclass(frozen=True)
@@ -449,6 +459,10 @@ class Layer:
         The output is a state carried through time: each step reads the previous one
         (see :mod:`derive.calculus.recurrence`, which cuts the declaration into one step
         and runs backpropagation through time over it).
+    extra_outputs : tuple of IndexedBase
+        Steps the layer returns besides its output (one LSTM step returns its cell state
+        with h). Backward takes the caller's gradient of each after the output's, and
+        adds it to what flows back through the steps that read it.
     inits : tuple of (IndexedBase, float)
         Arrays a network starts at a constant rather than at random or 0: a scale γ at
         1, running statistics at 0 and 1, as PyTorch starts them.
@@ -482,6 +496,7 @@ class Layer:
     running_params: tuple[Param, ...] = ()
     inits: tuple = ()
     recurrence: Recurrence | None = None
+    extra_outputs: tuple = ()
     kind: str = field(default="layer", init=False)
 
     @property

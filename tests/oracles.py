@@ -217,6 +217,10 @@ LAYERS = {
         lambda features, hidden: torch.nn.RNN(features, hidden, batch_first=True,
                                               nonlinearity="relu", dtype=torch.float64),
         ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
+    "lstm": RecurrentCases(
+        lambda features, hidden: torch.nn.LSTM(features, hidden, batch_first=True,
+                                               dtype=torch.float64),
+        ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
 }
 
 

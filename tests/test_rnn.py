@@ -22,8 +22,11 @@ from derive.cli import main
 from derive.codegen.recurrent import render_recurrent
 from derive.ops.layers import RNN, RNN_RELU
 
-#: Every recurrent layer of the catalogue (one per activation PyTorch offers).
-RECURRENT = [op for op in registry.all_ops("layer") if op.recurrence is not None]
+#: Every Elman layer of the catalogue (one per activation PyTorch offers): a recurrence
+#: that carries its output alone (the LSTM, which carries a cell state too, has
+#: tests/test_lstm.py).
+RECURRENT = [op for op in registry.all_ops("layer")
+             if op.recurrence is not None and len(op.recurrence.states) == 1]
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +199,30 @@ def test_float32_follows_the_input(module):
     np.testing.assert_allclose(h, h64, rtol=1e-5, atol=1e-5)
     grads = module.backward(*arrays, np.ones_like(h))
     assert all(g.dtype == np.float32 for g in grads)
+
+
+@pytest.mark.parametrize("op", RECURRENT, ids=lambda op: op.name)
+def test_float32_matches_torch_loosely(folder, op):
+    module = load_module(folder / "layers" / f"{op.name}.py")
+    torch.manual_seed(11)
+    entry = oracle(op)
+    rnn = entry.module(4, 5).float()
+    x = torch.randn(3, 30, 4, requires_grad=True)
+    h_0 = torch.randn(1, 3, 5, requires_grad=True)
+    out, h_n = rnn(x, h_0)
+    d_out, d_last = torch.randn_like(out), torch.randn_like(h_n)
+    ((out * d_out).sum() + (h_n * d_last).sum()).backward()
+    weights = [getattr(rnn, name) for name in entry.weights]
+    arrays = [x.detach().numpy(), h_0.detach().numpy()[0]] + [w.detach().numpy()
+                                                               for w in weights]
+    h, last = module.forward(*arrays)
+    assert h.dtype == np.float32
+    np.testing.assert_allclose(h, out.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(last, h_n.detach().numpy()[0], rtol=1e-4, atol=1e-5)
+    grads = module.backward(*arrays, d_out.numpy(), d_last.numpy()[0])
+    for g, w in zip(grads, [x.grad, h_0.grad[0]] + [w.grad for w in weights], strict=True):
+        assert g.dtype == np.float32
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_the_declaration_is_over_the_whole_sequence():

@@ -286,6 +286,15 @@ def upstream_of(op: Layer) -> sp.IndexedBase:
     return sp.IndexedBase(f"d_{op.out.base}", real=True)
 
 
+def output_upstream(base: sp.IndexedBase) -> sp.IndexedBase:
+    """The caller's gradient of a step a layer returns besides its output (d_c_out).
+
+    Named apart from the step's own gradient d_c, which adds to it what flows back
+    through the steps that read c.
+    """
+    return sp.IndexedBase(f"d_{base}_out", real=True)
+
+
 def gradient_array(base: sp.IndexedBase) -> sp.IndexedBase:
     """The array holding ∂L/∂base."""
     return sp.IndexedBase(f"d_{base}", real=True)
@@ -304,21 +313,26 @@ def derive_layer(op: Layer) -> LayerDerivation:
     Σ_t d_t[·] ∂t[·]/∂A[free]: ``diff`` of the pairing Σ d_t·expr_t makes SymPy emit
     Kronecker deltas, which the elimination pass solves for the summation variables
     (affine ones, as in convolution, leave range guards). Intermediate steps (a mean, a
-    variance) get gradients of their own first, so each formula stays short.
+    variance) get gradients of their own first, so each formula stays short. A step the
+    layer returns as well (:attr:`~derive.spec.Layer.extra_outputs`) starts from the
+    caller's gradient of it, :func:`output_upstream`.
     """
     steps = op.steps + ((op.out, op.expr),)
     upstream = {op.out.base: upstream_of(op)}
 
     def gradient_of(array):
         index = FREE[: len(op.shape(array))]
-        total = sp.S.Zero
+        ranges = {i: (0, d - 1) for i, d in zip(index, op.shape(array), strict=True)}
+        # A step the layer returns too (an LSTM step's cell state) gets the caller's
+        # gradient of it besides what flows back through the steps that read it.
+        total = output_upstream(array)[index] if array in op.extra_outputs else sp.S.Zero
         for target, expr in steps:
             if array not in {a.base for a in expr.atoms(sp.Indexed)}:
                 continue
             if target.base not in upstream:
                 continue  # a step nothing differentiable depends on
             pairing = sp.Sum(upstream[target.base][target.indices] * expr, *_limits(op, target))
-            total += eliminate_deltas(sp.diff(pairing, array[index]))
+            total += eliminate_deltas(sp.diff(pairing, array[index]), ranges)
         return LayerGradient(array, index, total)
 
     differentiable = set(op.inputs + op.weights)

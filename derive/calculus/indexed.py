@@ -152,15 +152,15 @@ def _solve_delta(delta: sp.KroneckerDelta, index: sp.Symbol) -> sp.Expr | None:
     return sp.expand(-rest / slope)
 
 
-def _split_sum(s: sp.Sum) -> sp.Expr:
-    """Reduce one Sum whose body has already been reduced."""
+def _split_sum(s: sp.Sum, ranges: dict | None = None) -> sp.Expr:
+    """Reduce one Sum whose body has already been reduced (ranges: see eliminate_deltas)."""
     body = s.function.replace(lambda e: isinstance(e, sp.Piecewise), _deltas_out_of_piecewise)
     # Expanding is what exposes each delta as a factor; a body without deltas is left
     # as written, so (ŷ − y)² is not turned into a cancelling ŷ² − 2ŷy + y².
     body = _expand(body) if body.has(sp.KroneckerDelta) else body
     limits = list(s.limits)
     if isinstance(body, sp.Add):
-        return sp.Add(*[_split_sum(sp.Sum(t, *limits)) for t in body.args])
+        return sp.Add(*[_split_sum(sp.Sum(t, *limits), ranges) for t in body.args])
     guards: list = []
     changed = True
     while changed:
@@ -180,8 +180,16 @@ def _split_sum(s: sp.Sum) -> sp.Expr:
                     # range: the guard keeps the term only where it lies inside.
                     _, low, high = limit
                     guards += [solution >= low, solution <= high]
-                # A plain solution (n = p, k = c[n]) lies in range by construction: it
-                # is a free index of the gradient over the same range, or a label.
+                elif solution in (ranges or {}):
+                    # A free index of the gradient lies in the summation's range unless
+                    # it runs over more: an LSTM's gate i reads s[n, j] for j < H only,
+                    # of the 4H pre-activations d_s[p, q] runs over.
+                    _, low, high = limit
+                    free_low, free_high = ranges[solution]
+                    guards += [solution >= low] if sp.expand(free_low - low) != 0 else []
+                    guards += [solution <= high] if sp.expand(free_high - high) != 0 else []
+                # Otherwise a plain solution (n = p, k = c[n]) lies in range by
+                # construction: a free index over the same range, or a label.
                 limits.remove(limit)
                 changed = True
                 break
@@ -203,13 +211,18 @@ def _split_sum(s: sp.Sum) -> sp.Expr:
     return sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), *limits)
 
 
-def eliminate_deltas(expr: sp.Expr) -> sp.Expr:
+def eliminate_deltas(expr: sp.Expr, ranges: dict | None = None) -> sp.Expr:
     """Remove every Kronecker delta that a summation can absorb, innermost sums first.
 
     Parameters
     ----------
     expr : sympy.Expr
         Typically ``diff(Sum(...), z[p, q])``.
+    ranges : dict, optional
+        Free index → (low, high), the range it runs over (p, q over z's shape). A delta
+        that sets a summation index to a free index keeps its term only where the free
+        index lies in the summation's range, when that range is narrower; without
+        ``ranges`` every free index is taken to run over the summation's range.
 
     Returns
     -------
@@ -218,11 +231,11 @@ def eliminate_deltas(expr: sp.Expr) -> sp.Expr:
         index-free factors pulled out of the remaining sums.
     """
     if isinstance(expr, sp.Sum):
-        inner = eliminate_deltas(expr.function)
-        return _split_sum(sp.Sum(inner, *expr.limits))
+        inner = eliminate_deltas(expr.function, ranges)
+        return _split_sum(sp.Sum(inner, *expr.limits), ranges)
     if not expr.args or isinstance(expr, sp.Indexed | sp.Symbol):
         return expr
-    args = [eliminate_deltas(a) if isinstance(a, sp.Expr) else a for a in expr.args]
+    args = [eliminate_deltas(a, ranges) if isinstance(a, sp.Expr) else a for a in expr.args]
     return expr.func(*args)
 
 

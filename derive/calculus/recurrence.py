@@ -67,19 +67,29 @@ class RecurrenceDerivation:
         return (self.op.recurrence.state, self.previous)
 
     @property
+    def states(self) -> tuple:
+        """(state, initial, previous) of every carried state, the output's first."""
+        return tuple((state, initial, previous_of(state))
+                     for state, initial in self.op.recurrence.states)
+
+    @property
     def summed(self) -> tuple:
         """Arrays every step reads whole (the weights): their gradients add up over t."""
         return self.op.weights
 
     def formulas(self) -> tuple:
         """BPTT in words of the step's gradients, as (label, formula) pairs."""
-        state, previous = self.carried
         t = self.op.recurrence.time
-        upstream = f"d_{state}"
-        rows = [(f"dE/d{state}[t] (total)",
-                 f"{upstream}[t] + dE/d{previous} of step {t} + 1 (0 after the last step)")]
+        rows = []
+        for k, (state, _, previous) in enumerate(self.states):
+            # Only the output is returned at every t; another state only at the end.
+            here = f"d_{state}[t] + " if k == 0 else ""
+            rows.append((f"dE/d{state}[t] (total)",
+                         f"{here}dE/d{previous} of step {t} + 1 (dE/d{state}_last after "
+                         "the last step)"))
         rows += [(f"dE/d{w}", f"Sum over {t} of the step's dL/d{w}") for w in self.summed]
-        rows.append((f"dE/d{self.op.recurrence.initial}", f"dE/d{previous} of step 0"))
+        rows += [(f"dE/d{initial}", f"dE/d{previous} of step 0")
+                 for _, initial, previous in self.states]
         return tuple(rows)
 
 
@@ -109,9 +119,10 @@ def cut_step(op: Layer) -> tuple[Layer, sp.IndexedBase, dict]:
         When the state is read other than at t or t − 1 (a recurrence of higher order).
     """
     rec = op.recurrence
-    time, state = rec.time, rec.state
+    time = rec.time
     axes = _time_axes(op)
-    previous = sp.IndexedBase(f"{state}_prev", real=True)
+    # Each carried state read one step back is an input of the step: h_prev, c_prev.
+    previous = {state: previous_of(state) for state, _ in rec.states}
 
     def drop(indices, axis):
         return tuple(ix for k, ix in enumerate(indices) if k != axis)
@@ -123,8 +134,8 @@ def cut_step(op: Layer) -> tuple[Layer, sp.IndexedBase, dict]:
         shift = sp.expand(element.indices[axis] - time)
         if shift == 0:
             return element.base[drop(element.indices, axis)]
-        if element.base == state and shift == -1:
-            return previous[drop(element.indices, axis)]
+        if element.base in previous and shift == -1:
+            return previous[element.base][drop(element.indices, axis)]
         raise ValueError(f"{op.name}: {element} reads the state at {element.indices[axis]}; "
                          f"a step may read it only at the previous time, {time} - 1")
 
@@ -132,17 +143,25 @@ def cut_step(op: Layer) -> tuple[Layer, sp.IndexedBase, dict]:
         return expr.replace(lambda e: isinstance(e, sp.Indexed), cut)
 
     shapes = dict(op.arrays)
+    initials = {initial: previous[state] for state, initial in rec.states}
     arrays = tuple((a, drop(dims, axes[a]) if a in axes else dims)
-                   for a, dims in op.arrays if a != rec.initial)
-    arrays += ((previous, shapes[rec.initial]),)
-    inputs = tuple(previous if a == rec.initial else a for a in op.inputs)
+                   for a, dims in op.arrays if a not in initials)
+    arrays += tuple((initials[a], shapes[a]) for a in initials)
+    inputs = tuple(initials.get(a, a) for a in op.inputs)
     step = Layer(
         name=f"{op.name}_step", title=f"{op.title}, one time step", latex=op.latex,
         out=cut(op.out), expr=cut_expr(op.expr),
         steps=tuple((cut(t), cut_expr(e)) for t, e in op.steps),
         arrays=arrays, inputs=inputs, weights=op.weights, hyper=op.hyper,
+        # The other states are steps of the step, returned with its output.
+        extra_outputs=tuple(state for state, _ in rec.carried),
         in_networks=False)
-    return step, previous, axes
+    return step, previous[rec.state], axes
+
+
+def previous_of(state: sp.IndexedBase) -> sp.IndexedBase:
+    """The step's input holding ``state`` one time step back (h → h_prev)."""
+    return sp.IndexedBase(f"{state}_prev", real=True)
 
 
 @cache

@@ -13,6 +13,7 @@ from derive.calculus.derivation import (
     LossDerivation,
     VectorDerivation,
     gradient_array,
+    output_upstream,
     upstream_of,
 )
 from derive.calculus.indexed import ArgMax, k, lse, n, p, q, unname_softmax
@@ -299,6 +300,9 @@ def declared_array(op, array: sp.IndexedBase) -> sp.IndexedBase:
         return array
     if str(array) == str(upstream_of(op)):
         return op.out.base
+    for a in op.extra_outputs:
+        if str(array) == str(output_upstream(a)):
+            return a
     return next(a for a in shapes if str(gradient_array(a)) == str(array))
 
 
@@ -340,13 +344,16 @@ def lower_layer(derivation: LayerDerivation, source: str,
     inputs = list(op.indices) + list(op.inputs) + list(op.weights) + list(op.buffers)
     forward_steps = [(t.base, t.indices, e) for t, e in op.steps]
     step_allocs = [_allocation(op, t.base, e.has(ArgMax)) for t, e in op.steps]
-    forward = _kernel("_forward", op, inputs + [op.out.base],
-                      forward_steps + [(op.out.base, op.out.indices, op.expr)], step_allocs)
-    upstream = derivation.upstream
+    # The steps the layer returns besides its output are written into the caller's arrays.
+    returned = list(op.extra_outputs)
+    forward = _kernel("_forward", op, inputs + [op.out.base] + returned,
+                      forward_steps + [(op.out.base, op.out.indices, op.expr)],
+                      [a for a in step_allocs if a[0] not in returned])
+    upstream = [derivation.upstream] + [output_upstream(a) for a in returned]
     targets = [gradient_array(g.array) for g in derivation.gradients]
     middle = [(gradient_array(g.array), g.index, g.expr) for g in derivation.intermediates]
     backward = _kernel(
-        "_backward", op, inputs + [upstream] + targets,
+        "_backward", op, inputs + upstream + targets,
         forward_steps + middle + [
             (gradient_array(g.array), g.index, g.expr) for g in derivation.gradients
         ],
@@ -361,3 +368,4 @@ def lower_layer(derivation: LayerDerivation, source: str,
     gradients = tuple((g.array, gradient_array(g.array)) for g in derivation.gradients)
     return LayerModule(op.name, op.title, source, op, forward, backward, gradients,
                        tuple(formulas))
+

@@ -3,10 +3,10 @@
 The step is an ordinary layer (:func:`derive.calculus.recurrence.cut_step`), lowered and
 printed as any layer's kernels. What is new is only the order of the calls, read from
 the :class:`~derive.calculus.recurrence.RecurrenceDerivation`: forward runs the step for
-t = 0, 1, …, T − 1, each reading the state the step before wrote (h_0 first); backward
-runs it for t = T − 1, …, 0, adding to the upstream gradient at t what step t + 1 sent
-back through its previous-state input, summing the weights' gradients over t and giving
-what step 0 sent back to h_0.
+t = 0, 1, …, T − 1, each reading the states the step before wrote (h_0 first, and c_0
+for an LSTM's cell state); backward runs it for t = T − 1, …, 0, adding to the upstream
+gradient at t what step t + 1 sent back through each previous-state input, summing the
+weights' gradients over t and giving what step 0 sent back to each initial state.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
     printer = NumbaPrinter()
     kernels = [kernel_source(m.forward, step, printer), kernel_source(m.backward, step, printer)]
     rec = op.recurrence
-    state, previous = rd.carried
     shapes = dict(op.arrays)
     public = list(op.inputs) + list(op.weights)
     sized = NumbaPrinter({s_: f'sizes["{s_}"]' for _, dims in op.arrays for d in dims
@@ -58,15 +57,26 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
     def dims(array):
         return [str(d) if isinstance(d, sp.Symbol) else None for d in shapes[array]]
 
-    # Each input of the step: read at one time step, or the carried state.
-    step_inputs = []
-    for a in step.inputs:
-        if a == previous:
-            step_inputs.append({"name": str(rec.initial), "step": str(previous),
-                                "carried": True})
-        else:
-            step_inputs.append({"name": str(a), "step": f"{a}_t", "carried": False,
-                                "at": _at(str(a), rd.axis[a], "t")})
+    def shape(array):
+        return ", ".join(sized.doprint(d) for d in shapes[array])
+
+    length = sized.doprint(rd.length)
+    ordinal = ("second", "third", "fourth", "fifth")
+    # Each carried state: its sequence, its initial input, the step's input holding it one
+    # step back, and the gradient carried back to it from the step after.
+    states = [{"name": str(state), "initial": str(initial), "previous": str(previous),
+               "carried": "carried" if k == 0 else f"carried_{state}",
+               "shape": shape(state), "initial_shape": shape(initial),
+               "at": _at(str(state), rd.axis[state], "t"),
+               "before": _at(str(state), rd.axis[state], "t - 1"),
+               "last": _at(str(state), rd.axis[state], f"{length} - 1"),
+               "position": ordinal[k]}
+              for k, (state, initial, previous) in enumerate(rd.states)]
+    carried = {previous: str(previous) for _, _, previous in rd.states}
+    # The step's inputs read one time step at a time (the carried states are not).
+    step_inputs = [{"name": str(a), "step": f"{a}_t", "at": _at(str(a), rd.axis[a], "t")}
+                   for a in step.inputs if a not in carried]
+    state = rec.state
     context = {
         "header": header_lines(source, command),
         "title": op.title,
@@ -80,15 +90,14 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
         "args": ", ".join(str(a) for a in public),
         "grads": ", ".join(f"d_{a}" for a in public),
         "dtype_name": str(public[0]),
-        "initial": str(rec.initial),
-        "initial_shape": ", ".join(sized.doprint(d) for d in shapes[rec.initial]),
+        "initials": [s["initial"] for s in states],
         "state": str(state),
-        "state_shape": ", ".join(sized.doprint(d) for d in shapes[state]),
-        "state_at": _at(str(state), rd.axis[state], "t"),
-        "state_before": _at(str(state), rd.axis[state], "t - 1"),
-        "state_last": _at(str(state), rd.axis[state], f"{sized.doprint(rd.length)} - 1"),
-        "length": sized.doprint(rd.length),
+        "states": states,
+        "length": length,
         "step_inputs": step_inputs,
+        # The step kernels' inputs and input gradients, in the step's order.
+        "call_inputs": [carried.get(a, f"{a}_t") for a in step.inputs],
+        "step_grads": [f"d_{carried.get(a, f'{a}_t')}" for a in step.inputs],
         "weights": [str(w) for w in op.weights],
         "upstream": f"d_{state}",
         "upstream_at": _at(f"d_{state}", rd.axis[state], "t"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive.calculus.derivation import LABELS, derive_loss
+from derive.calculus.derivation import LABELS, derive_loss, output_upstream
 from derive.calculus.functions import softplus, uniform01
 from derive.calculus.indexed import ArgMax, K, N, lse, p, q, softmax_of
 from derive.calculus.steps import (
@@ -31,6 +31,7 @@ from derive.calculus.steps import (
     prediction_first,
 )
 from derive.calculus.steps.loss import even_first, written
+from derive.errors import DeriveError
 from derive.latex.context import (
     ChainView,
     Language,
@@ -117,6 +118,11 @@ def plain_indices(*exprs: sp.Expr) -> bool:
                for e in exprs for el in e.atoms(sp.Indexed) for i in el.indices)
 
 
+#: Rules whose sentence names no term: folded into a step of the same rule, they would
+#: repeat its sentence word for word.
+STATED_ONCE = ("sum", "constant", "constant_factor")
+
+
 def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
     p_ = printer.doprint
 
@@ -132,7 +138,14 @@ def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
         inner=tuple((pr(a), pr(b)) for a, b in step.inner),
         identities=tuple(tuple(pr(e) for e in identity) for identity in step.identities),
         quote=tuple(pr(q_) for q_ in step.quote),
-        folded=tuple((rule, pr(node)) for rule, node in step.folded),
+        # The step's own rule is its sentence already: a sum rule folded into a sum
+        # rule's step would say "the derivative of a sum is ..." twice. A clause on the
+        # other sum ("of the other sum only … remains") says something new.
+        folded=tuple((rule, pr(node)) for rule, node in step.folded
+                     if rule != step.rule or rule not in STATED_ONCE),
+        # A chain rule inside another differentiates by the inner function (d/du ln cosh u).
+        by=pr(step.focus.variables[0]) if isinstance(step.focus, sp.Derivative)
+        and isinstance(step.focus.variables[0], sp.Symbol) else "",
     )
 
 
@@ -325,6 +338,8 @@ class GradView:
     single: str
     #: Steps to a slide: one when a step breaks over lines (two would overfill it).
     per_frame: int = 2
+    #: The two sides of :attr:`single`, for an article's align at its "=".
+    single_sides: tuple[str, str] = ("", "")
 
 
 @dataclass(frozen=True)
@@ -378,7 +393,22 @@ class PositionPrinter(DerivePrinter):
     every index is then counted from 1 (:func:`count_from_one`).
     """
 
-    _default_settings = {**DerivePrinter._default_settings, "positions": (), "fixed": None}
+    _default_settings = {**DerivePrinter._default_settings, "positions": (), "fixed": None,
+                         "trailing": ()}
+
+    def _as_ordered_terms(self, expr, order=None):
+        # A setting standing alone as a term comes last, as one writes a small constant
+        # added to keep a quantity away from zero: σ² + ε, not ε + σ² (SymPy's order).
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        alone = [t_ for t_ in terms if t_ in self._settings["trailing"]]
+        return [t_ for t_ in terms if t_ not in alone] + alone
+
+    def _print_StrictGreaterThan(self, expr):
+        # A value compared with a setting names the value first, as one says it: the
+        # element is dropped if u < p (Piecewise keeps it as p > u).
+        if expr.lhs in self._settings["trailing"]:
+            return rf"{self._print(expr.rhs)} < {self._print(expr.lhs)}"
+        return super()._print_StrictGreaterThan(expr)
 
     def doprint(self, expr):
         """Print ``expr`` with the named window positions in place."""
@@ -478,6 +508,10 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
     gradients = {f"d_{t.base.label.name}": NOTATION.get(t.base.label.name, t.base.label.name)
                  for t, _ in steps.steps}
     symbols = {upstream: r"\delta"}
+    # A step the layer also returns (an LSTM step's cell state c) has its caller's
+    # gradient, δ marked with the step's name.
+    symbols.update({output_upstream(a).label.name: rf"\delta^{{{NOTATION.get(str(a), a)}}}"
+                    for a in op.extra_outputs})
     symbols.update({p_.symbol.name: p_.latex for p_ in op.hyper if p_.latex})
     exprs = [steps.expr, *(e for _, e in steps.steps)]
     # Plain indices count from 1 by their bounds alone; offsets (x̃_{n,c,S h + i}) by
@@ -488,7 +522,8 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
                 if k in PositionPrinter._default_settings}
     fixed = None if plain else frozenset(p_.symbol for p_ in op.hyper)
     return PositionPrinter({**settings, "positions": window_positions(op, steps),
-                            "fixed": fixed})
+                            "fixed": fixed,
+                            "trailing": tuple(p_.symbol for p_ in op.hyper if p_.latex)})
 
 
 def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
@@ -504,18 +539,40 @@ def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
 def _grad_view(g: GradientSteps, role: str, printer, batch, single: bool) -> GradView:
     lhs = printer.doprint(D(sp.Symbol("E"), g.element))
     chain = indexed_chain_view(g.chain, printer) if g.chain is not None else None
-    single_tex = ""
+    sides = ("", "")
     if single:
         short = hide_case(g.element, batch)
-        single_tex = (rf"{printer.doprint(D(sp.Symbol('E'), short))} = "
-                      rf"{printer.doprint(_single_case(g.result, batch))}")
+        sides = (printer.doprint(D(sp.Symbol("E"), short)),
+                 printer.doprint(_single_case(g.result, batch)))
     tall = chain is not None and any(width(s.tex) > LINE for s in chain.steps)
     return GradView(role, printer.doprint(g.array.label), lhs, printer.doprint(g.result),
-                    g.route, chain, single_tex, 1 if tall else 2)
+                    g.route, chain, " = ".join(sides) if single else "", 1 if tall else 2,
+                    sides)
+
+
+#: Document views of layers whose declaration has a recurrence, by the number of states
+#: it carries through time (the Elman layer's h; the LSTM's h and cell state c), filled
+#: by the modules that define them (derive.latex.recurrent, derive.latex.cell).
+RECURRENT_VIEWS: dict = {}
 
 
 @document_view.register
-def _(op: Layer, lang: Language) -> LayerView:
+def _(op: Layer, lang: Language):
+    if op.recurrence is not None:
+        # Chosen by the declaration's field: a layer with a recurrence gets the document
+        # through time of its kind of recurrence, every other layer the one below.
+        carried = len(op.recurrence.states)
+        if carried not in RECURRENT_VIEWS:
+            raise DeriveError(
+                f"no document for a recurrence that carries {carried} states",
+                where=f"layer {op.name!r}",
+                fix="Import derive.latex.render, which loads every recurrent document.")
+        return RECURRENT_VIEWS[carried](op, lang)
+    return layer_view(op, lang)
+
+
+def layer_view(op: Layer, lang: Language) -> LayerView:
+    """The document view of a layer (one time step of a recurrent one, too)."""
     steps: LayerSteps = derivation_steps(op)
     printer = layer_printer(op, lang, steps)
     pr = printer.doprint

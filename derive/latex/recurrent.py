@@ -22,7 +22,7 @@ import sympy as sp
 
 from derive.calculus.recurrence import derive_recurrence
 from derive.latex.context import Language, document_view, op_title
-from derive.latex.indexed import LayerView, indexed_printer
+from derive.latex.indexed import RECURRENT_VIEWS, LayerView, indexed_printer
 from derive.spec import Activation, Layer
 
 #: How each time step is marked: a superscript, as the notes mark a layer with (l).
@@ -265,14 +265,5 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     )
 
 
-#: The document of a layer without a recurrence (derive.latex.indexed's).
-_ordinary_layer_view = document_view.dispatch(Layer)
-
-
-@document_view.register
-def _(op: Layer, lang: Language):
-    # Chosen by the declaration's field: a layer with a recurrence gets the document
-    # through time, every other layer the ordinary one.
-    if op.recurrence is not None:
-        return recurrent_view(op, lang)
-    return _ordinary_layer_view(op, lang)
+# A recurrence that carries one state (the Elman layer's h) gets this document.
+RECURRENT_VIEWS[1] = recurrent_view

@@ -14,6 +14,7 @@ from functools import cache
 import jinja2
 
 from derive.latex import (  # noqa: F401  (register their views)
+    cell,
     example,
     indexed,
     network,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sympy as sp
 from sympy import IndexedBase, Sum
 
-from derive.calculus.functions import uniform01
+from derive.calculus.functions import sigmoid, uniform01
 from derive.calculus.indexed import ArgMax, floordiv
 from derive.ops.activations import RELU, TANH
 from derive.registry import register
@@ -249,3 +249,34 @@ def elman(name: str, title: str, activation: Activation) -> Layer:
 RNN = register(elman(name="rnn", title="Recurrent layer (Elman)", activation=TANH))
 RNN_RELU = register(elman(name="rnn_relu", title="Recurrent layer (Elman, ReLU)",
                           activation=RELU))
+
+# Long short-term memory, PyTorch's parameterisation (torch.nn.LSTM): input size F,
+# hidden size H. The four gates share one pre-activation s of 4H rows, computed as one
+# product each with W_ih (4H, F) and W_hh (4H, H); its rows are, in PyTorch's order,
+#   [0, H)  the input gate i,   [H, 2H) the forget gate f,
+#   [2H, 3H) the candidate g,   [3H, 4H) the output gate o,
+# so W_ih[H + j, k] is the forget gate's weight of input feature k at unit j. The cell
+# state c and the output h are both carried to the next step.
+c, c0 = IndexedBase("c", real=True), IndexedBase("c_0", real=True)
+gate_i, gate_f, gate_g, gate_o = (IndexedBase(name, real=True) for name in "ifgo")
+j, m = kj, sp.Symbol("m", integer=True, nonnegative=True)
+LSTM = register(Layer(
+    name="lstm", title="Long short-term memory (LSTM)", latex=r"\operatorname{lstm}",
+    steps=(
+        (s[n, t, j], Sum(W_ih[j, k] * x[n, t, k], (k, 0, F - 1)) + b_ih[j]
+         + Sum(W_hh[j, m] * h[n, t - 1, m], (m, 0, H - 1)) + b_hh[j]),
+        (gate_i[n, t, j], sigmoid(s[n, t, j])),
+        (gate_f[n, t, j], sigmoid(s[n, t, H + j])),
+        (gate_g[n, t, j], sp.tanh(s[n, t, 2 * H + j])),
+        (gate_o[n, t, j], sigmoid(s[n, t, 3 * H + j])),
+        (c[n, t, j], gate_f[n, t, j] * c[n, t - 1, j] + gate_i[n, t, j] * gate_g[n, t, j]),
+    ),
+    out=h[n, t, j], expr=gate_o[n, t, j] * sp.tanh(c[n, t, j]),
+    arrays=((x, (N, T, F)), (h0, (N, H)), (c0, (N, H)), (W_ih, (4 * H, F)), (b_ih, (4 * H,)),
+            (W_hh, (4 * H, H)), (b_hh, (4 * H,)), (s, (N, T, 4 * H)),
+            *((gate, (N, T, H)) for gate in (gate_i, gate_f, gate_g, gate_o)),
+            (c, (N, T, H)), (h, (N, T, H))),
+    inputs=(x, h0, c0), weights=(W_ih, b_ih, W_hh, b_hh),
+    recurrence=Recurrence(time=t, state=h, initial=h0, carried=((c, c0),)),
+    # A network cannot hold it yet (issue 15).
+    in_networks=False))

@@ -438,11 +438,19 @@ def _layer_steps(op: Layer) -> LayerSteps:
     def gradient(array, engine, fallback):
         readers = [(t, e) for t, e in all_steps if e.has(array)]
         padded = bool(op.padding) and array == op.padding[1]
-        if padded or not readers:
+        # A step the layer also returns (an LSTM step's cell state) starts from the
+        # caller's gradient, which no chain through its readers records: shown derived.
+        if padded or not readers or array in op.extra_outputs:
             return fallback()
         if readers == [(out, expr)]:
             return _layer_gradient(op, array, names, out, expr, upstream, engine, counts,
                                    defined)
+        if any(not isinstance(ix, sp.Symbol) for _, e in readers for a in e.atoms(sp.Indexed)
+               if a.base == array for ix in a.indices):
+            # Steps that read A at shifted rows (an LSTM's gates, s[n, H + j]) each give
+            # part of its rows, which the chain through them, written at one element,
+            # does not tell apart: the gradient is shown as derived.
+            return fallback()
         element = _free_element(op, array, names, reads)
         instance = layer_instance(op, element)
         for size, name in counts.items():

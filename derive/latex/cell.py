@@ -1,0 +1,229 @@
+"""The document of a recurrent layer with a cell state (the LSTM), derived through time.
+
+The layer carries two states, h and the cell state c. As for the Elman layer
+(:mod:`derive.latex.recurrent`), one time step is an ordinary layer whose page is the
+layer document's, every array marked by its time step; what follows is read off the same
+derivation:
+
+- ∂E/∂h^⟨t⟩ collects the gradient from above at t and what step t + 1 sends back
+  through its previous output h^⟨t⟩ (all four gates read it);
+- ∂E/∂c^⟨t⟩ collects what reaches c^⟨t⟩ through h^⟨t⟩ and what step t + 1 sends back
+  through its previous cell state, ∂E/∂c^⟨t+1⟩ f^⟨t+1⟩;
+- a weight's gradient is the step's, summed over t; h_0 and c_0 get what step 1 sends;
+- ∂c^⟨t⟩/∂c^⟨t−1⟩ = f^⟨t⟩ is read off the gradient the step sends back to its previous
+  cell state: along the cell states the gradient is only scaled by forget gates, with no
+  weight matrix and no activation's derivative, which is why it survives long spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from derive.calculus.derivation import gradient_array, output_upstream
+from derive.calculus.recurrence import derive_recurrence
+from derive.latex.context import Language, document_view, op_title
+from derive.latex.indexed import RECURRENT_VIEWS, LayerView, indexed_printer
+from derive.spec import Layer
+
+#: How each time step is marked: a superscript, as the notes mark a layer with (l).
+STEP = r"^{{\langle {} \rangle}}"
+
+
+def _at(name: str, time: str) -> str:
+    return name + STEP.format(time)
+
+
+@dataclass(frozen=True)
+class CellView:
+    """Everything the templates of a recurrent layer with a cell state print."""
+
+    kind: str
+    #: The language's code: the templates read their sentences from its cell.tex.
+    lang: str
+    name: str
+    title: str
+    #: The recurrence for t = 1, …, T: (left-hand side, right-hand side) pairs.
+    recurrence: tuple[tuple[str, str], ...]
+    #: The gates as the step names them, in PyTorch's order (input, forget, candidate,
+    #: output), and the pre-activation whose four blocks of rows they read.
+    gates: tuple[str, ...]
+    preactivation: str
+    #: The states at t (h, c), before the first step, and the given initial states.
+    states: tuple[str, ...]
+    firsts: tuple[str, ...]
+    initials: tuple[str, ...]
+    lasts: tuple[str, ...]
+    inputs: tuple[str, ...]
+    weights: tuple[str, ...]
+    #: The layer at one time step, as a layer's document prints it.
+    step: LayerView
+    #: ∂E/∂h^⟨t⟩ and ∂E/∂c^⟨t⟩ through time: (lhs, rhs), and the gradient from above.
+    total_h: tuple[str, str]
+    total_c: tuple[str, str]
+    from_above: str
+    #: What the step sends back through each previous state, and the initial ones' gradients.
+    sent_back: tuple[tuple[str, str], ...]
+    initial_gradients: tuple[tuple[str, str], ...]
+    #: Each weight's gradient: (lhs, sum over t).
+    sums: tuple[tuple[str, str], ...]
+    #: One input's gradient at each t: (lhs, rhs).
+    per_step: tuple[tuple[str, str], ...]
+    #: ∂c^⟨t⟩/∂c^⟨t−1⟩, element; the product from t to T along the cell states.
+    cell_jacobian: tuple[str, str]
+    cell_product: tuple[str, str]
+
+    @property
+    def gradients(self) -> tuple:
+        """The gradients of one time step, derived step by step."""
+        return self.step.gradients
+
+
+def _names(op: Layer, rd, time: str, before: str) -> dict:
+    """Each array of the step renamed with its time step marked (x → x^⟨t⟩)."""
+    initials = {initial for _, initial in op.recurrence.states}
+    marked = {a: sp.IndexedBase(_at(str(a), time), real=True) for a in
+              (*(b for b in op.inputs if b not in initials), *(t.base for t, _ in op.steps),
+               op.recurrence.state)}
+    for state, _, previous in rd.states:
+        marked[previous] = sp.IndexedBase(_at(str(state), before), real=True)
+    return marked
+
+
+def _printed_step(rd, names: dict) -> Layer:
+    from dataclasses import replace
+
+    step = rd.step
+
+    def mark(e):
+        return e.xreplace(names)
+
+    return replace(step, out=mark(step.out), expr=mark(step.expr),
+                   steps=tuple((mark(t), mark(e)) for t, e in step.steps),
+                   arrays=tuple((names.get(a, a), d) for a, d in step.arrays),
+                   inputs=tuple(names.get(a, a) for a in step.inputs),
+                   extra_outputs=tuple(names.get(a, a) for a in step.extra_outputs))
+
+
+def cell_view(op: Layer, lang: Language) -> CellView:
+    """The document view of a layer that carries a cell state besides its output."""
+    rd = derive_recurrence(op)
+    step, d = rd.step, rd.derivation
+    (h, h0, h_prev), (c, c0, c_prev) = rd.states
+    n, j = step.out.indices
+    k = sp.Symbol("k", integer=True, nonnegative=True)
+    t = sp.Symbol("t", integer=True, nonnegative=True)
+    now, after, first = (_names(op, rd, a, b) for a, b in
+                         (("t", "t-1"), ("t+1", "t"), ("1", "0")))
+    step_view = document_view(_printed_step(rd, now), lang)
+    symbols = {_at(r"\delta", a): _at(r"\delta", a) for a in ("t", "T")}
+    label = indexed_printer(lang, symbols).doprint
+
+    # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
+    wrt: dict = {}
+
+    def grad(tex: str) -> sp.IndexedBase:
+        base = sp.IndexedBase(f"dE_{len(wrt)}", real=True)
+        # A name with its own subscript (W_{hh}) is braced before the element's.
+        wrt[base.label.name] = tex if "^" in tex or "_" not in tex else f"{{{tex}}}"
+        return base
+
+    # Every step array's gradient at t, t + 1 and 1, and the states' at t and 0.
+    arrays = [t_.base for t_, _ in step.steps]
+    at_time = {key: {a: grad(label(names[a].label)) for a in arrays}
+               for key, names in (("t", now), ("t+1", after), ("1", first))}
+    h_grad = grad(label(now[h].label))
+    initial_grad = {s: grad(_at(label(s.label), "0")) for s in (h, c)}
+    prev_grad = {p_: grad(label(now[p_].label)) for p_ in (h_prev, c_prev)}
+    weight_grad = {w: grad(label(w.label)) for w in op.weights}
+    initials = {h0, c0}
+    input_grad = {a: grad(label(now[a].label)) for a in op.inputs if a not in initials}
+    pr = indexed_printer(lang, symbols, gradients=wrt).doprint
+
+    def lab(base) -> str:
+        return pr(base.label)
+
+    def renames(key):
+        """The step's gradient arrays (d_s, d_c, …) as the gradients at one time step."""
+        return {gradient_array(a): at_time[key][a] for a in arrays}
+
+    def at(expr, free, key, extra=None):
+        """A step gradient at the indices ``free`` with the arrays of time ``key``."""
+        p, q = sp.symbols("p q", integer=True, nonnegative=True)
+        named = {"t": now, "t+1": after, "1": first}[key]
+        return (expr.xreplace(dict(zip((p, q), free, strict=False)))
+                .xreplace({**renames(key), **(extra or {})}).xreplace(named))
+
+    upstream = sp.IndexedBase(_at(r"\delta", "t"), real=True)
+    back_h, back_c = d.gradient(h_prev), d.gradient(c_prev)
+    # ∂E/∂h^⟨t⟩: the gradient from above, and what step t + 1 sends back through h^⟨t⟩.
+    total_h = (pr(h_grad[n, j]), pr(upstream[n, j] + at(back_h.expr, (n, j), "t+1")))
+    # ∂E/∂c^⟨t⟩: the step's own gradient of c, whose outside part is what step t + 1 sends
+    # back through its previous cell state.
+    local_c = d.gradient(c)
+    sent_c = at(back_c.expr, (n, j), "t+1")
+    total_c = (pr(at_time["t"][c][n, j]),
+               pr(at(local_c.expr, (n, j), "t",
+                     {output_upstream(c): sp.IndexedBase("SENT", real=True),
+                      gradient_array(h): h_grad})
+                  .xreplace({sp.IndexedBase("SENT", real=True)[n, j]: sent_c})))
+    sent_back = tuple((pr(prev_grad[p_][n, k]), pr(at(g.expr, (n, k), "t")))
+                      for p_, g in ((h_prev, back_h), (c_prev, back_c)))
+    initial_gradients = tuple((pr(initial_grad[s][n, k]), pr(at(g.expr, (n, k), "1")))
+                              for s, g in ((h, back_h), (c, back_c)))
+
+    sums = []
+    for w in op.weights:
+        g = d.gradient(w)
+        free = (j, k)[: len(g.index)]
+        value = at(g.expr, free, "t")
+        inner = value.function if isinstance(value, sp.Sum) else value
+        limits = value.limits if isinstance(value, sp.Sum) else ()
+        sums.append((pr(weight_grad[w][free]),
+                     pr(sp.Sum(inner, *limits, (t, 0, rd.length - 1)))))
+    per_step = tuple((pr(input_grad[a][n, k]), pr(at(d.gradient(a).expr, (n, k), "t")))
+                     for a in input_grad)
+
+    # ∂c^⟨t⟩/∂c^⟨t−1⟩: what the step sends back to its previous cell state, per unit of
+    # the gradient of c (the forget gate).
+    d_c = gradient_array(c)
+    slope = back_c.expr.xreplace({d_c[back_c.index]: 1})
+    p, q = back_c.index
+    cell_jacobian = (rf"\frac{{\partial {pr(now[c][n, j])}}}{{\partial {pr(now[c_prev][n, j])}}}",
+                     pr(slope.xreplace({p: n, q: j}).xreplace(now)))
+    product = sp.Product(slope.xreplace({p: n, q: j}).xreplace(
+        {a: sp.IndexedBase(_at(str(a), "u"), real=True) for a in arrays}),
+        (sp.Symbol("u", integer=True), t + 1, sp.Symbol("T", integer=True)))
+    cell_product = (rf"\frac{{\partial {pr(_names(op, rd, 'T', 'T-1')[c][n, j])}}}"
+                    rf"{{\partial {pr(now[c][n, j])}}}", pr(product))
+    gates = tuple(lab(now[t_.base]) for t_, _ in step.steps[1:5])
+    return CellView(
+        kind="cell",
+        lang=lang.code,
+        name=op.name,
+        title=op_title(op, lang),
+        recurrence=tuple(step_view.steps) + ((step_view.out, step_view.definition),),
+        gates=gates,
+        preactivation=lab(now[step.steps[0][0].base]),
+        states=(lab(now[h]), lab(now[c])),
+        firsts=(_at(lab(h), "0"), _at(lab(c), "0")),
+        initials=(lab(h0), lab(c0)),
+        lasts=(_at(lab(h), "T"), _at(lab(c), "T")),
+        inputs=tuple(lab(now[a]) for a in op.inputs if a not in initials),
+        weights=tuple(lab(w) for w in op.weights),
+        step=step_view,
+        total_h=total_h,
+        total_c=total_c,
+        from_above=pr(upstream[n, j]),
+        sent_back=sent_back,
+        initial_gradients=initial_gradients,
+        sums=tuple(sums),
+        per_step=per_step,
+        cell_jacobian=cell_jacobian,
+        cell_product=cell_product,
+    )
+
+
+# A recurrence that carries a cell state besides its output (the LSTM) gets this document.
+RECURRENT_VIEWS[2] = cell_view
