@@ -510,3 +510,14 @@ def test_network_documents_write_sigma_prime_as_the_notes_do(lang):
     text = document_for(str(spec), lang=lang, fmt="article").text
     assert r"\sigma'(x) = \sigma(x) \left(1 - \sigma(x)\right)" in text
     assert r"\left(1 - \sigma(x)\right) \sigma(x)" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_chain_rule_clause_prints_its_fraction_at_full_size(lang, fmt):
+    # d/dx erf(x/√2) = √2 e^{−x²/2}/√π in a text-style fraction: an exponent inside a
+    # numerator, both script size, unreadable on a slide. Display style, as the identities.
+    text = _document("gelu", lang, fmt)
+    said = {"pt": "pela regra da cadeia, ", "en": "by the chain rule, "}[lang]
+    assert (said + r"$\displaystyle \frac{d}{dx} \operatorname{erf}\left(x / \sqrt{2}\right) = "
+            r"\frac{\sqrt{2} e^{- x^{2} / 2}}{\sqrt{\pi}}$") in text
