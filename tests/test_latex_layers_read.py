@@ -386,3 +386,84 @@ def test_embedding_slides_say_how_repeated_tokens_add_up(lang):
     article, slides = document("embedding", lang), document("embedding", lang, "beamer")
     closing = {"pt": "O colchete guarda", "en": "The bracket keeps"}[lang]
     assert closing in article and closing in slides
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("batch_norm", "batch_norm_inference", "layer_norm"))
+def test_epsilon_is_added_after_the_variance(name, lang, fmt):
+    r"""√(σ² + ε), as the papers and the notes write it: SymPy's order printed √(ε + σ²)."""
+    text = body(document(name, lang, fmt))
+    assert r"+ \varepsilon" in text
+    assert not re.search(r"\\varepsilon \+", text)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_step_names_its_own_rule_once(lang):
+    """Batch norm with running statistics said "the derivative of a sum is the sum of the
+    derivatives of its terms" twice in one sentence (a sum rule folded into a sum rule)."""
+    said = ("a derivada de uma soma é a soma das derivadas das parcelas" if lang == "pt"
+            else "the derivative of a sum is the sum of the derivatives of its terms")
+    for name in ("batch_norm_inference", "batch_norm", "layer_norm", "dense"):
+        for line in body(document(name, lang)).splitlines():
+            assert line.count(said) <= 1, (name, line)
+    # A clause on the other sum says something new: kept in a step of the same rule.
+    other = "da outra soma resta apenas" if lang == "pt" else "of the other sum only"
+    assert other in body(document("layer_norm", lang))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_one_example_at_a_time_is_aligned_at_its_equals_signs(lang):
+    """Layer norm's three gradients for N = 1 were centred one by one (gather)."""
+    text = body(document("layer_norm", lang))
+    block = re.search(r"\\begin\{align\}\n(.*?)\\end\{align\}", text[text.index("N = 1"):],
+                      re.S).group(1)
+    rows = block.strip().split(r" \\" + "\n")
+    assert len(rows) == 3 and all(row.count("&=") == 1 for row in rows)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ("conv1d", "conv2d"))
+def test_the_padded_input_sentence_is_one_sentence(name, lang):
+    """"The gradient with respect to the padded input x̃; cropped …, it is …" had no verb
+    before its semicolon (pt: "…preenchida x̃; recortado …, é o que segue")."""
+    text = body(document(name, lang))
+    said = {"pt": r"preenchida $\tilde{x}$, recortado ao formato de $x$, é o que segue",
+            "en": r"padded input $\tilde{x}$, cropped to the shape of $x$, is what goes on"}
+    assert said[lang] in text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_portuguese_layer_prose_calls_the_arrays_arranjos(fmt):
+    """'leem o tensor' beside 'arranjos intermediários' for the same arrays."""
+    for name in ("layer_norm", "batch_norm"):
+        assert "tensor" not in body(document(name, "pt", fmt))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_closing_identity_is_not_broken_at_its_equals_sign(lang):
+    r"""'∂x/∂x =' ending a line and '1:' starting the next (layer norm's article, page 4):
+    the folded ∂x/∂x = 1 is kept on one line."""
+    text = body(document("layer_norm", lang))
+    assert r"\mbox{$\frac{\partial {x}_{n,k}}{\partial {x}_{n,k}} = 1$}" in text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_second_condition_starts_under_if(lang, fmt):
+    """The pooling window's two ranges, one to a row: 'e 1 ≤ u …' started under the first
+    range's '1', right of 'se'; now 'se' opens the first row and 'e' the second."""
+    text = body(document("avg_pool2d", lang, fmt))
+    first, then = {"pt": (r"\text{se }", r"\text{e }"), "en": (r"\text{if }", r"\text{and }")}[lang]
+    rows = r"\begin{array}[t]{@{}l@{}}"
+    assert rows + first + "1 \\leq r" in text
+    assert r"\\ " + then + " 1 \\leq u" in text
+    assert first + rows not in text
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+def test_dropout_drops_an_element_if_its_draw_is_below_p(lang, fmt):
+    """'se p > u_{n,k}' (SymPy's canonical order) reads backwards: the draw is compared."""
+    text = body(document("dropout", lang, fmt))
+    assert r"{u}_{n,k} < p" in text and r"p > {u}" not in text
