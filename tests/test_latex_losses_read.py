@@ -368,3 +368,14 @@ def test_a_chain_rule_inside_another_differentiates_by_the_inner_function(lang, 
     assert (r"$\frac{\partial}{\partial u} F({v}) = \frac{dF}{dv} \cdot "
             r"\frac{\partial v}{\partial u}$") in text
     assert r"\frac{\partial v}{\partial {\hat{y}}_{k}}" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["softmax_cross_entropy"])
+def test_the_programs_second_form_opens_a_sentence(name, lang):
+    text = _document(name, lang)
+    # After "... = (ŷ − y)/N." the integer-label form starts a new sentence, capitalised.
+    opening = {"pt": "\\end{equation*}\nCom rótulos inteiros $t_n$",
+               "en": "\\end{equation*}\nWith integer labels $t_n$"}[lang]
+    assert opening in text
+    assert {"pt": "\ncom rótulos inteiros", "en": "\nwith integer labels"}[lang] not in text
