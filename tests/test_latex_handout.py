@@ -256,3 +256,12 @@ def test_the_period_after_the_skip_equation_follows_the_formula(lang):
     body = _document("examples/residual_mlp.toml", lang).split(r"\begin{document}", 1)[-1]
     label = "caminho identidade" if lang == "pt" else "identity path"
     assert rf"}}_{{\makebox[0pt]{{$\scriptstyle \text{{{label}}}$}}}}." in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_layer_s_forward_equations_share_a_slide(lang):
+    # Cut by count, the CNN's last forward slide held x⁽⁴⁾ = softmax(s⁽⁴⁾) without s⁽⁴⁾.
+    body = _document("examples/cnn_small.toml", lang, "beamer").split(r"\begin{document}", 1)[-1]
+    frame = next(f for f in body.split(r"\begin{frame}")
+                 if r"{x^{(4)} = \operatorname{softmax}" in f)
+    assert r"{s^{(4)}_{n,j} = " in frame

@@ -125,6 +125,20 @@ class NetworkView:
     #: (0 when every layer's is printed).
     explicit_below: int = 0
 
+    def forward_frames(self, most: int = 4) -> tuple[tuple[tuple[str, str], ...], ...]:
+        """The forward equations grouped for slides, at most ``most`` to a group.
+
+        A layer's equations stay together (a layer with more than ``most`` gets a group
+        of its own): cut by count, the last slide of a CNN held its x⁽⁴⁾ = softmax(s⁽⁴⁾)
+        alone, apart from the s⁽⁴⁾ it applies to.
+        """
+        groups: list[list] = []
+        for layer in self.layers:
+            if not groups or len(groups[-1]) + len(layer.forward) > most:
+                groups.append([])
+            groups[-1].extend(layer.forward)
+        return tuple(tuple(g) for g in groups if g)
+
 
 def _shape(shape) -> str:
     return r" \times ".join(str(d) for d in shape)
