@@ -74,3 +74,13 @@ def test_it_compiles(tmp_path, lang, fmt):
     log = out.with_suffix(".log")
     if log.exists():
         assert "Overfull \\hbox" not in log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["rnn", "rnn_relu"])
+def test_the_step_claims_no_statistics(name, lang):
+    # The step's intro said the statistics of the example appear in every input's gradient
+    # (batch/layer norm's sentence); a recurrent step computes none. Normalisations keep it.
+    word = "estatísticas" if lang == "pt" else "statistics"
+    assert word not in document_for(name, lang=lang, fmt="article").text
+    assert word in document_for("layer_norm", lang=lang, fmt="article").text

@@ -378,6 +378,8 @@ class LayerView:
     derived: bool
     zero_based: bool = False
     batch_stats: bool = False
+    #: A step computes a statistic (μ, σ²): its array has fewer indices than the output.
+    stats: bool = False
     padded_axes: int = 0
     flat: tuple[str, str, str] = ()
     positions: tuple[tuple[str, str, str, str], ...] = ()
@@ -636,6 +638,7 @@ def layer_view(op: Layer, lang: Language) -> LayerView:
         zero_based=not printer._settings["one_based"] and printer._settings["fixed"] is None,
         # Statistics over the batch when a step's array has no batch index (μ_c, not μ_n).
         batch_stats=any(batch not in t.indices for t, _ in op.steps),
+        stats=any(len(t.indices) < len(steps.out.indices) for t, _ in op.steps),
         padded_axes=padded_axes,
         flat=_flat_index(op, steps, printer),
         positions=position_views,
