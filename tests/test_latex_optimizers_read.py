@@ -219,3 +219,13 @@ def test_momentum_steps_against_the_gradient_first(name, update, lang, fmt):
     body = re.sub(r"\\deriveFit\[[^]]*\]\{", "", _body(name, lang, fmt)).replace("&", "")
     assert update in re.sub(r"\s+", " ", body)
     assert update.split(r"\leftarrow ")[1] in _algorithm(body)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_adam_cites_the_slides_by_their_title(lang):
+    """The bias correction is cited from the course's slides by their title, as the worked
+    example cites them (the pt page read 'slides de gradiente descendente e backpropagation')."""
+    title = {"pt": "Gradiente Descendente e Backpropagation",
+             "en": "Gradient Descent and Backpropagation"}[lang]
+    for fmt in FORMATS:
+        assert rf"slides \emph{{{title}}}" in _body("adam", lang, fmt)

@@ -146,7 +146,8 @@ def test_the_course_notes_are_cited_only_where_right():
     assert "eq.~(6.12) das notas de aula" in _document("examples/mlp_notes.toml", "pt")
     assert r"slides \emph{Retropropagação em Redes Neurais}" in prose(
         _document("examples/mlp_notes.toml", "pt"))
-    assert "slides de gradiente descendente" in prose(_document("adam", "pt"))
+    assert r"slides \emph{Gradiente Descendente e Backpropagation}" in prose(
+        _document("adam", "pt"))
 
 
 def test_portuguese_words():
