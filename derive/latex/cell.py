@@ -17,6 +17,7 @@ derivation:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import sympy as sp
@@ -70,6 +71,8 @@ class CellView:
     sums: tuple[tuple[str, str], ...]
     #: One input's gradient at each t: (lhs, rhs).
     per_step: tuple[tuple[str, str], ...]
+    #: ∂E/∂s^⟨t⟩ on each gate's block of rows, in the gate's value: (lhs, rhs).
+    preactivation_gradient: tuple[tuple[str, str], ...]
     #: ∂c^⟨t⟩/∂c^⟨t−1⟩, element; the product from t to T along the cell states.
     cell_jacobian: tuple[str, str]
     cell_product: tuple[str, str]
@@ -104,6 +107,21 @@ def _printed_step(rd, names: dict) -> Layer:
                    arrays=tuple((names.get(a, a), d) for a, d in step.arrays),
                    inputs=tuple(names.get(a, a) for a in step.inputs),
                    extra_outputs=tuple(names.get(a, a) for a in step.extra_outputs))
+
+
+def _squared(tex: str) -> str:
+    """A marked element squared parenthesised: (g^⟨t⟩_{n,j})², not a double superscript."""
+    return re.sub(r"(\w\^\{\\langle [^}]*\\rangle\}_\{[^}]*\})\^\{", r"\\left(\1\\right)^{",
+                  tex)
+
+
+def _on_block(piece: sp.Piecewise, j: sp.Symbol, size: sp.Symbol) -> sp.Expr:
+    """A guarded term of ∂E/∂s on one gate's rows j = 0, …, H − 1: kept or 0 there."""
+    (value, condition), *_ = piece.args
+    holds = {bool(condition.xreplace({size: 5, j: row})) for row in range(5)}
+    if len(holds) != 1:
+        raise ValueError(f"{piece} is not one gate's block of rows")
+    return value if holds.pop() else sp.S.Zero
 
 
 def cell_view(op: Layer, lang: Language) -> CellView:
@@ -158,16 +176,15 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     upstream = sp.IndexedBase(_at(r"\delta", "t"), real=True)
     back_h, back_c = d.gradient(h_prev), d.gradient(c_prev)
     # ∂E/∂h^⟨t⟩: the gradient from above, and what step t + 1 sends back through h^⟨t⟩.
-    total_h = (pr(h_grad[n, j]), pr(upstream[n, j] + at(back_h.expr, (n, j), "t+1")))
+    # At the state's unit k: the sum over the gates' rows j is what the step sends back.
+    total_h = (pr(h_grad[n, k]), pr(upstream[n, k] + at(back_h.expr, (n, k), "t+1")))
     # ∂E/∂c^⟨t⟩: the step's own gradient of c, whose outside part is what step t + 1 sends
     # back through its previous cell state.
     local_c = d.gradient(c)
     sent_c = at(back_c.expr, (n, j), "t+1")
+    through_h = sp.factor_terms(local_c.expr - output_upstream(c)[local_c.index])
     total_c = (pr(at_time["t"][c][n, j]),
-               pr(at(local_c.expr, (n, j), "t",
-                     {output_upstream(c): sp.IndexedBase("SENT", real=True),
-                      gradient_array(h): h_grad})
-                  .xreplace({sp.IndexedBase("SENT", real=True)[n, j]: sent_c})))
+               pr(at(through_h, (n, j), "t", {gradient_array(h): h_grad}) + sent_c))
     sent_back = tuple((pr(prev_grad[p_][n, k]), pr(at(g.expr, (n, k), "t")))
                       for p_, g in ((h_prev, back_h), (c_prev, back_c)))
     initial_gradients = tuple((pr(initial_grad[s][n, k]), pr(at(g.expr, (n, k), "1")))
@@ -185,6 +202,21 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     per_step = tuple((pr(input_grad[a][n, k]), pr(at(d.gradient(a).expr, (n, k), "t")))
                      for a in input_grad)
 
+    # ∂E/∂s^⟨t⟩ on the rows each gate reads (the others' terms vanish there), with
+    # σ(s) and tanh(s) written as the gate they are: ∂E/∂i i (1 − i).
+    s_arr = step.steps[0][0].base
+    d_s = next(g for g in d.intermediates if g.array == s_arr)
+    size = next(iter(sp.sympify(op.shape(h0)[1]).free_symbols))
+    rows = []
+    for target, definition in step.steps[1:5]:
+        (read,) = [a for a in definition.atoms(sp.Indexed) if a.base == s_arr]
+        ex = d_s.expr.xreplace({d_s.index[1]: read.indices[1], d_s.index[0]: n})
+        ex = ex.replace(lambda a: isinstance(a, sp.Piecewise),
+                        lambda a: _on_block(a, j, size))
+        ex = sp.factor_terms(ex).xreplace({definition: target})
+        rows.append((pr(at_time["t"][s_arr][read.indices]),
+                     _squared(pr(ex.xreplace(renames("t")).xreplace(now)))))
+
     # ∂c^⟨t⟩/∂c^⟨t−1⟩: what the step sends back to its previous cell state, per unit of
     # the gradient of c (the forget gate).
     d_c = gradient_array(c)
@@ -192,11 +224,11 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     p, q = back_c.index
     cell_jacobian = (rf"\frac{{\partial {pr(now[c][n, j])}}}{{\partial {pr(now[c_prev][n, j])}}}",
                      pr(slope.xreplace({p: n, q: j}).xreplace(now)))
-    product = sp.Product(slope.xreplace({p: n, q: j}).xreplace(
-        {a: sp.IndexedBase(_at(str(a), "u"), real=True) for a in arrays}),
-        (sp.Symbol("u", integer=True), t + 1, sp.Symbol("T", integer=True)))
+    factor = slope.xreplace({p: n, q: j}).xreplace(
+        {a: sp.IndexedBase(_at(str(a), "u"), real=True) for a in arrays})
     cell_product = (rf"\frac{{\partial {pr(_names(op, rd, 'T', 'T-1')[c][n, j])}}}"
-                    rf"{{\partial {pr(now[c][n, j])}}}", pr(product))
+                    rf"{{\partial {pr(now[c][n, j])}}}",
+                    r"\prod_{u=t+1}^{T} " + pr(factor))
     gates = tuple(lab(now[t_.base]) for t_, _ in step.steps[1:5])
     return CellView(
         kind="cell",
@@ -215,11 +247,12 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         step=step_view,
         total_h=total_h,
         total_c=total_c,
-        from_above=pr(upstream[n, j]),
+        from_above=pr(upstream[n, k]),
         sent_back=sent_back,
         initial_gradients=initial_gradients,
         sums=tuple(sums),
         per_step=per_step,
+        preactivation_gradient=tuple(rows),
         cell_jacobian=cell_jacobian,
         cell_product=cell_product,
     )

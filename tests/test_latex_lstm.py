@@ -1,0 +1,66 @@
+"""The LSTM's document (issue 15): the recurrence and its gates, one time step derived as a
+layer, the gradients of h and of the cell state through time, and the path along the cell
+states, ∂c^⟨t⟩/∂c^⟨t−1⟩ = f^⟨t⟩, that keeps the gradient alive."""
+
+import shutil
+
+import pytest
+
+from derive.cli import main
+from derive.latex.cell import CellView
+from derive.latex.context import document_view
+from derive.latex.recurrent import RecurrentView
+from derive.latex.render import language
+from derive.ops.layers import LSTM, RNN
+from derive.pipeline import document_for
+
+LANGS = ("pt", "en")
+FORMATS = ("article", "beamer")
+#: Words of the program that a student's page must not show.
+INTERNAL = ("h_prev", "c_prev", "{prev}", "d_s", "d_c", "_out", "dE_", "seed", "engine",
+            "motor", "SymPy", "kernel")
+
+
+def test_the_document_is_chosen_by_the_recurrence_of_the_declaration():
+    """One registration for layers: the Elman layer (one carried state) gets its document,
+    the LSTM (a cell state too) the cell-state one, whatever the import order."""
+    assert isinstance(document_view(RNN, language("en")), RecurrentView)
+    assert isinstance(document_view(LSTM, language("en")), CellView)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", [*FORMATS, "markdown", "fragment"])
+def test_the_document_has_the_gates_the_totals_and_the_cell_path(lang, fmt):
+    text = document_for("lstm", lang=lang, fmt=fmt).text
+    body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
+    t = r"^{\langle t \rangle}"
+    # The gates read PyTorch's blocks of rows of one pre-activation.
+    for gate in (rf"\sigma(s{t}_{{n,j + H}})", rf"\tanh(s{t}_{{n,j + 2 H}})",
+                 rf"\sigma(s{t}_{{n,j + 3 H}})"):
+        assert gate in body, gate
+    # ∂E/∂h^⟨t⟩: the gradient from above and what the next step's gates send back.
+    assert (r"\frac{\partial E}{\partial h^{\langle t \rangle}_{n,k}} = "
+            r"\delta^{\langle t \rangle}_{n,k} + \sum_{j=1}^{4 H}") in body
+    assert r"\partial s^{\langle t+1 \rangle}_{n,j}" in body
+    # ∂E/∂c^⟨t⟩ keeps the fraction f^⟨t+1⟩ of the next cell state's gradient.
+    assert (r"\frac{\partial E}{\partial c^{\langle t+1 \rangle}_{n,j}} "
+            r"f^{\langle t+1 \rangle}_{n,j}") in body
+    # The cell path: one forget gate per step, their product.
+    assert r"\prod_{u=t+1}^{T} f^{\langle u \rangle}_{n,j}" in body
+    # Each gate's block of the pre-activation's gradient, in the gate's value.
+    assert r"\left(1 - i^{\langle t \rangle}_{n,j}\right)" in body
+    assert r"\sum_{t=0}" not in body and r"\sum_{j=0}" not in body
+    for word in INTERNAL:
+        assert word not in body, word
+
+
+needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+
+
+@needs_tex
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_it_compiles(tmp_path, lang, fmt):
+    out = tmp_path / f"lstm_{lang}_{fmt}.tex"
+    assert main(["latex", "lstm", "--lang", lang, "--format", fmt, "-o", str(out), "--pdf"]) == 0
+    assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
