@@ -379,3 +379,11 @@ def test_the_programs_second_form_opens_a_sentence(name, lang):
                "en": "\\end{equation*}\nWith integer labels $t_n$"}[lang]
     assert opening in text
     assert {"pt": "\ncom rótulos inteiros", "en": "\nwith integer labels"}[lang] not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_constant_slope_chain_rule_is_never_broken_at_its_equals_sign(lang):
+    text = _document("binary_cross_entropy", lang)
+    # Set in display style inside the sentence, it broke after its '=' at the line end.
+    assert (r"\mbox{$\displaystyle \frac{\partial}{\partial {\hat{y}}_{k}} "
+            r"\ln(1 - {\hat{y}}_{k}) = ") in text
