@@ -274,6 +274,10 @@ class DerivePrinter(LatexPrinter):
         if _leads_with_minus(numer):
             sign, numer = "-", -numer
         pieces = [] if numer == 1 else [self.parenthesize(numer, PRECEDENCE["Mul"], strict=True)]
+        if _over_function(numer, denom, self._settings["gradients"]):
+            # The quotient rule's −h′/h² as one fraction, like the line after it (σ, S).
+            top = r" \cdot ".join(pieces + [self._print(d) for d in derivatives])
+            return rf"{sign}\frac{{\displaystyle {top}}}{{{self._print(denom)}}}"
         if denom != 1:
             # ½ · d/du[u²], not a derivative inside a fraction.
             pieces = [self._coefficient(numer, denom)]
@@ -317,8 +321,7 @@ class DerivePrinter(LatexPrinter):
         sign = ""
         if _leads_with_minus(numer):
             sign, numer = "-", -numer
-        if denom.atoms(sp.Function) and not _holds_fraction(
-                numer, self._settings["gradients"], derivatives=False):
+        if _over_function(numer, denom, self._settings["gradients"]):
             # Only derivatives over a function (not a size such as K N): the quotient rule's
             # (g′h − g h′)/h² as the rule is stated, one fraction like the line after it
             # (not 1/h² (…) and then a fraction); in display style, so that d/dx keeps its
@@ -745,6 +748,17 @@ def _holds_fraction(expr, gradients=(), derivatives=True) -> bool:
         # A cases block over a denominator reads badly whatever it holds: 1/(KN)·{cases}.
         return True
     return False
+
+
+def _over_function(numer, denom, gradients) -> bool:
+    """Whether numer/denom is a quotient rule's line: derivatives over the square h².
+
+    A denominator that is a size (K N) keeps the coefficient form, 1/(K N) (…), and so
+    does ln's 1/u · u′; the rule's h², a function squared such as (1 + e^{−x})², makes
+    the line one fraction.
+    """
+    return bool(isinstance(denom, sp.Pow) and denom.exp == 2 and denom.base.atoms(sp.Function)
+                and not _holds_fraction(numer, gradients, derivatives=False))
 
 
 def _leads_with_minus(expr) -> bool:
