@@ -405,7 +405,11 @@ def main(argv=None) -> int:
         background = max(0.0, others / (time.perf_counter() - wall0))
     report(rows, background)
     RESULTS.parent.mkdir(exist_ok=True)
+    # BLAS's own threads change every GEMM's time: the setting is part of the result.
+    blas_threads = {k: os.environ[k] for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                               "MKL_NUM_THREADS") if k in os.environ}
     doc = {"rounds": args.rounds, "background_load_cores": background, "cores": os.cpu_count(),
+           "blas_threads": blas_threads or "BLAS default",
            "module": str(plain_path.relative_to(ROOT) if plain_path.is_relative_to(ROOT)
                          else "examples/mlp_notes.toml, generated now"),
            "rows": rows}
