@@ -297,7 +297,8 @@ def test_optimizers_have_an_algorithm_box_and_a_computed_run(documents, lang):
     sep = "," if lang == "pt" else "."
     assert "w←w−ηg" in gd and f"0{sep}8" in gd and f"0{sep}4096" in gd
     rumelhart = flat(documents, "momentum_rumelhart", lang, "article")
-    assert "∆w←α∆w−ϵg" in rumelhart
+    # Algorithm 2 of the notes steps against the gradient first: Δw ← −εg + αΔw.
+    assert "∆w←−ϵg+α∆w" in rumelhart and "∆w←α∆w−ϵg" not in rumelhart
 
 
 @needs_tex
