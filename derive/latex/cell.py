@@ -26,14 +26,8 @@ from derive.calculus.derivation import gradient_array, output_upstream
 from derive.calculus.recurrence import derive_recurrence
 from derive.latex.context import Language, document_view, op_title
 from derive.latex.indexed import RECURRENT_VIEWS, LayerView, indexed_printer
+from derive.latex.recurrent import at_step
 from derive.spec import Layer
-
-#: How each time step is marked: a superscript, as the notes mark a layer with (l).
-STEP = r"^{{\langle {} \rangle}}"
-
-
-def _at(name: str, time: str) -> str:
-    return name + STEP.format(time)
 
 
 @dataclass(frozen=True)
@@ -86,11 +80,11 @@ class CellView:
 def _names(op: Layer, rd, time: str, before: str) -> dict:
     """Each array of the step renamed with its time step marked (x → x^⟨t⟩)."""
     initials = {initial for _, initial in op.recurrence.states}
-    marked = {a: sp.IndexedBase(_at(str(a), time), real=True) for a in
+    marked = {a: sp.IndexedBase(at_step(str(a), time), real=True) for a in
               (*(b for b in op.inputs if b not in initials), *(t.base for t, _ in op.steps),
                op.recurrence.state)}
     for state, _, previous in rd.states:
-        marked[previous] = sp.IndexedBase(_at(str(state), before), real=True)
+        marked[previous] = sp.IndexedBase(at_step(str(state), before), real=True)
     return marked
 
 
@@ -135,7 +129,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     now, after, first = (_names(op, rd, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
     step_view = document_view(_printed_step(rd, now), lang)
-    symbols = {_at(r"\delta", a): _at(r"\delta", a) for a in ("t", "T")}
+    symbols = {at_step(r"\delta", a): at_step(r"\delta", a) for a in ("t", "T")}
     label = indexed_printer(lang, symbols).doprint
 
     # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
@@ -152,7 +146,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     at_time = {key: {a: grad(label(names[a].label)) for a in arrays}
                for key, names in (("t", now), ("t+1", after), ("1", first))}
     h_grad = grad(label(now[h].label))
-    initial_grad = {s: grad(_at(label(s.label), "0")) for s in (h, c)}
+    initial_grad = {s: grad(at_step(label(s.label), "0")) for s in (h, c)}
     prev_grad = {p_: grad(label(now[p_].label)) for p_ in (h_prev, c_prev)}
     weight_grad = {w: grad(label(w.label)) for w in op.weights}
     initials = {h0, c0}
@@ -173,7 +167,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         return (expr.xreplace(dict(zip((p, q), free, strict=False)))
                 .xreplace({**renames(key), **(extra or {})}).xreplace(named))
 
-    upstream = sp.IndexedBase(_at(r"\delta", "t"), real=True)
+    upstream = sp.IndexedBase(at_step(r"\delta", "t"), real=True)
     back_h, back_c = d.gradient(h_prev), d.gradient(c_prev)
     # ∂E/∂h^⟨t⟩: the gradient from above, and what step t + 1 sends back through h^⟨t⟩.
     # At the state's unit k: the sum over the gates' rows j is what the step sends back.
@@ -225,7 +219,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     cell_jacobian = (rf"\frac{{\partial {pr(now[c][n, j])}}}{{\partial {pr(now[c_prev][n, j])}}}",
                      pr(slope.xreplace({p: n, q: j}).xreplace(now)))
     factor = slope.xreplace({p: n, q: j}).xreplace(
-        {a: sp.IndexedBase(_at(str(a), "u"), real=True) for a in arrays})
+        {a: sp.IndexedBase(at_step(str(a), "u"), real=True) for a in arrays})
     cell_product = (rf"\frac{{\partial {pr(_names(op, rd, 'T', 'T-1')[c][n, j])}}}"
                     rf"{{\partial {pr(now[c][n, j])}}}",
                     r"\prod_{u=t+1}^{T} " + pr(factor))
@@ -239,9 +233,9 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         gates=gates,
         preactivation=lab(now[step.steps[0][0].base]),
         states=(lab(now[h]), lab(now[c])),
-        firsts=(_at(lab(h), "0"), _at(lab(c), "0")),
+        firsts=(at_step(lab(h), "0"), at_step(lab(c), "0")),
         initials=(lab(h0), lab(c0)),
-        lasts=(_at(lab(h), "T"), _at(lab(c), "T")),
+        lasts=(at_step(lab(h), "T"), at_step(lab(c), "T")),
         inputs=tuple(lab(now[a]) for a in op.inputs if a not in initials),
         weights=tuple(lab(w) for w in op.weights),
         step=step_view,

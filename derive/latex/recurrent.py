@@ -29,7 +29,8 @@ from derive.spec import Activation, Layer
 STEP = r"^{{\langle {} \rangle}}"
 
 
-def _at(name: str, time: str) -> str:
+def at_step(name: str, time: str) -> str:
+    """``name`` marked with the time step ``time``, as the recurrent documents print it."""
     return name + STEP.format(time)
 
 
@@ -85,10 +86,10 @@ class RecurrentView:
 def _names(op: Layer, previous: sp.IndexedBase, time: str, before: str) -> dict:
     """Each array of the step renamed with its time step marked (x → x^⟨t⟩)."""
     rec = op.recurrence
-    marked = {a: sp.IndexedBase(_at(str(a), time), real=True) for a in
+    marked = {a: sp.IndexedBase(at_step(str(a), time), real=True) for a in
               (*(b for b in op.inputs if b != rec.initial), *(t.base for t, _ in op.steps),
                rec.state)}
-    marked[previous] = sp.IndexedBase(_at(str(rec.state), before), real=True)
+    marked[previous] = sp.IndexedBase(at_step(str(rec.state), before), real=True)
     return marked
 
 
@@ -130,7 +131,7 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     now, after, first = (_names(op, previous, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
     step_view = document_view(_printed_step(rd, now), lang)
-    symbols = {_at("g", a): _at("g", a) for a in ("t", "T")}
+    symbols = {at_step("g", a): at_step("g", a) for a in ("t", "T")}
     label = indexed_printer(lang, symbols).doprint
 
     # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
@@ -146,7 +147,7 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
               (("t", now), ("t+1", after), ("1", first))}
     h_grad, prev_grad = grad(label(now[state].label)), grad(label(now[previous].label))
     # h^⟨0⟩ = h_0: its gradient is written at the state's name, with the time step 0.
-    initial_grad = grad(_at(label(state.label), "0"))
+    initial_grad = grad(at_step(label(state.label), "0"))
     last_grad = grad(label(_names(op, previous, "T", "T-1")[state].label))
     weight_grad = {w: grad(label(w.label)) for w in op.weights}
     input_grad = {a: grad(label(now[a].label)) for a in op.inputs if a != rec.initial}
@@ -166,10 +167,10 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
         return expr.xreplace(sums).xreplace(dict(zip((p, q), free, strict=False))
                                             ).xreplace(renames)
 
-    upstream = sp.IndexedBase(_at("g", "t"), real=True)
+    upstream = sp.IndexedBase(at_step("g", "t"), real=True)
     sent_next = at(back.expr, (n, j), {d_s: s_grad["t+1"]}, k)
     total = (pr(h_grad[n, j]), pr(upstream[n, j] + sent_next))
-    upstream_last = sp.IndexedBase(_at("g", "T"), real=True)
+    upstream_last = sp.IndexedBase(at_step("g", "T"), real=True)
     sent_back = (pr(prev_grad[n, k]), pr(at(back.expr, (n, k), {d_s: s_grad["t"]}, j)))
     initial_gradient = (pr(initial_grad[n, k]), pr(at(back.expr, (n, k), {d_s: s_grad["1"]}, j)))
 
@@ -213,12 +214,12 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
 
     def vector(time: str):
         """f'(s) of the whole state at one time step, for diag(…)."""
-        return pr(slope.xreplace({state[p, q]: sp.Symbol(_at(lab(state), time)),
-                                  s_arr[p, q]: sp.Symbol(_at(lab(s_arr), time))}))
+        return pr(slope.xreplace({state[p, q]: sp.Symbol(at_step(lab(state), time)),
+                                  s_arr[p, q]: sp.Symbol(at_step(lab(s_arr), time))}))
 
     W_hh = weight.base
-    matrix_lhs = (rf"\frac{{\partial {_at(lab(state), 't+1')}}}"
-                  rf"{{\partial {_at(lab(state), 't')}}}")
+    matrix_lhs = (rf"\frac{{\partial {at_step(lab(state), 't+1')}}}"
+                  rf"{{\partial {at_step(lab(state), 't')}}}")
 
     def diag(time: str) -> str:
         return rf"\operatorname{{diag}}\!\left({vector(time)}\right) {lab(W_hh)}"
@@ -230,18 +231,18 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     dmax = sp.nsimplify(facts.dmax.value) if facts is not None and facts.dmax else None
     sigma = rf"\sigma_{{\max}}({lab(W_hh)})"
     rate = sigma if dmax == 1 else rf"{pr(dmax)} \, {sigma}"
-    product_lhs = (rf"\frac{{\partial {_at(lab(state), 'T')}}}"
-                   rf"{{\partial {_at(lab(state), 't')}}}")
+    product_lhs = (rf"\frac{{\partial {at_step(lab(state), 'T')}}}"
+                   rf"{{\partial {at_step(lab(state), 't')}}}")
     return RecurrentView(
         kind="recurrent",
         lang=lang.code,
         name=op.name,
         title=op_title(op, lang),
         recurrence=(step_view.steps[0], (step_view.out, step_view.definition)),
-        first=_at(lab(state), "0"),
+        first=at_step(lab(state), "0"),
         initial=lab(rec.initial),
         state=lab(now[state]),
-        state_last=_at(lab(state), "T"),
+        state_last=at_step(lab(state), "T"),
         inputs=tuple(lab(now[a]) for a in op.inputs if a != rec.initial),
         weights=tuple(lab(w) for w in op.weights),
         step=step_view,
