@@ -133,7 +133,7 @@ class GemmUpdate:
 
     A weight gradient's :class:`Contraction` with the optimizer's update folded in: when
     the update is ``w ← β w + α g``, the product lands in the weights and the gradient is
-    never written (see :func:`derive.codegen.lower.fold_weight_updates`).
+    never written (see :func:`derive.codegen.network.fold_weight_updates`).
     """
 
     out: Matrix

@@ -110,7 +110,7 @@ class NetworkLayout:
     # elementwise, so a trainer can watch σ'(s) per layer.
     activated: tuple = ()
     # The training step's backward pass when it folds updates into weight gradients'
-    # GEMMs (:func:`~derive.codegen.lower.fold_weight_updates`), and the parameters it
+    # GEMMs (:func:`~derive.codegen.network.fold_weight_updates`), and the parameters it
     # updates so; () when nothing folds (the step calls _loss_and_grad, then updates).
     train_backward: tuple = ()
     folded: tuple = ()
