@@ -11,9 +11,14 @@ import re
 from functools import cache
 
 import pytest
+import sympy as sp
 
+from derive import registry
+from derive.calculus.derivation import derive_activation
+from derive.calculus.functions import explicit
+from derive.latex.facts import activation_facts
 from derive.pipeline import document_for
-from derive.spec import y
+from derive.spec import x, y
 
 LANGS = ("pt", "en")
 FORMATS = ("article", "beamer")
@@ -79,3 +84,25 @@ def test_english_titles_name_the_acronym_the_portuguese_ones_do(name):
               for lang in LANGS}
     if any(c.isupper() for c in symbol) and f"({symbol}" in titles["pt"]:
         assert f"({symbol}" in titles["en"], titles
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_an_algebraic_maximiser_of_the_derivative_is_printed_exactly(lang, fmt):
+    # GELU's largest derivative was said to be reached at x ≈ 1,4142: it is exactly √2
+    # (GELU'' = φ(x)(2 − x²)). SiLU's maximiser solves a transcendental equation and stays
+    # a decimal.
+    gelu = _document("gelu", lang, fmt)
+    assert r"\operatorname{GELU}'({\sqrt{2}}) \approx" in gelu
+    assert "1{,}4142" not in gelu and "1.4142" not in gelu
+    silu = _document("silu", lang, fmt)
+    assert re.search(r"x \\approx 2[.{,}]+3994", silu)
+
+
+def test_the_exact_maximiser_is_a_zero_of_the_second_derivative():
+    # The exact location is found from the digits and then checked: f''(√2) = 0.
+    op = registry.get("gelu")
+    d = derive_activation(op)
+    found = activation_facts(op, d.forward, d.derivative, d.kinks).dmax
+    assert found.at == sp.sqrt(2)
+    assert sp.simplify(sp.diff(explicit(d.derivative), x, 1).subs(x, found.at)) == 0

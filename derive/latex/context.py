@@ -450,14 +450,15 @@ def _end(bound: Bound, lang, printer) -> EndView:
     return EndView(value, bound.closed, infinite)
 
 
-def _dmax(e: Extremum | None, lang) -> MaxView:
+def _dmax(e: Extremum | None, lang, printer) -> MaxView:
     if e is None:
         return MaxView("unbounded", None, None, None, None, False, False, 0)
     value = number(e.value, lang)
     if not e.attained:
         return MaxView("limit", value, None, None, None, False, False, e.towards)
     if e.lo is not None and e.lo == e.hi:
-        at = number(e.lo, lang)
+        # An exact location the decimals would only approximate (x = √2) is printed so.
+        at = number(e.lo, lang) if e.at is None else Number(printer.doprint(e.at), False)
         if not e.exact_at:
             at = Number(at.tex, True)
         return MaxView("point", value, at, None, None, True, True, 0)
@@ -508,7 +509,7 @@ def properties_view(facts: Facts, lang: Language, printer: DerivePrinter,
         if side not in sides and lim.number not in (None, 0.0) and not facts.flat
         and side != approached
     )
-    dmax = _dmax(facts.dmax, lang)
+    dmax = _dmax(facts.dmax, lang, printer)
     if dmax.kind == "limit" and dlimits[0 if dmax.towards < 0 else 1] is not None:
         # The limit as the derivation has it (3/2, not 1,5 beside a bullet saying 3/2).
         dmax = replace(dmax, value=dlimits[0 if dmax.towards < 0 else 1])

@@ -79,6 +79,9 @@ class Extremum:
     attained: bool = True
     towards: int = 0
     exact_at: bool = True
+    #: The location as an exact number when it is one the decimals do not show (√2, where
+    #: GELU'' = φ(x)(2 − x²) vanishes), else None.
+    at: sp.Expr | None = None
 
 
 @dataclass(frozen=True)
@@ -335,7 +338,7 @@ def _equal(v, M) -> bool:
     return v is not None and abs(v - M) <= mpmath.mpf(10) ** (10 - DIGITS) * (1 + abs(M))
 
 
-def _dmax(dF, xs, dvals, dlimits) -> Extremum | None:
+def _dmax(dF, xs, dvals, dlimits, df: sp.Expr) -> Extremum | None:
     """The supremum of f' and where it is reached (None when f' is unbounded)."""
     lims = [lim.number for lim in dlimits]
     if float("inf") in lims:
@@ -357,7 +360,33 @@ def _dmax(dF, xs, dvals, dlimits) -> Extremum | None:
         # The decimal the location prints as (2.8, not the float nearest to it).
         there = dF(mpmath.mpf(repr(point)))
         exact = there is not None and there >= value - mpmath.mpf(10) ** (5 - DIGITS)
-    return Extremum(float(there if exact else value), point, point, exact_at=exact)
+    if exact:
+        return Extremum(float(there), point, point)
+    root = _exact_root(df, point)
+    if root is not None and abs(float(root) - float(at)) < 1e-6:
+        return Extremum(float(value), float(root), float(root), at=root)
+    return Extremum(float(value), point, point, exact_at=False)
+
+
+def _exact_root(df: sp.Expr, near: float) -> sp.Expr | None:
+    """The zero of f'' near ``near`` as a short exact number (√2, 7/3), if it is one.
+
+    The root is refined in 50 digits, recognised by ``sympy.nsimplify`` (which finds
+    low-degree algebraic numbers from their digits) and kept only if it is short and
+    f'' vanishes there exactly (SymPy simplifies f''(candidate) to 0): a transcendental
+    maximiser (SiLU's) comes back as a long fraction and is left as a decimal.
+    """
+    ddf = sp.diff(explicit(df), x)
+    ddF = compile_numeric(ddf, x)
+    with mpmath.workdps(DIGITS):
+        try:
+            root = mpmath.findroot(lambda t: ddF(t), mpmath.mpf(near))
+        except (ValueError, TypeError, ZeroDivisionError):
+            return None
+        found = sp.nsimplify(sp.Float(root, DIGITS), tolerance=sp.Float(10) ** (10 - DIGITS))
+    if found.has(sp.Float) or any(abs(q.p) > 100 or q.q > 100 for q in found.atoms(sp.Rational)):
+        return None
+    return found if sp.simplify(ddf.subs(x, found)) == 0 else None
 
 
 def _saturation(dF, dlimits, side: int) -> Saturation | None:
@@ -502,7 +531,7 @@ def activation_facts(op: Activation, forward: sp.Expr, derivative: sp.Expr,
     strictly = increasing and _positive(dF, dvals, kink_facts)
     window = _window(op, saturation)
     return Facts(
-        limits, dlimits, lower, upper, _dmax(dF, xs, dvals, dlimits), increasing, decreasing,
+        limits, dlimits, lower, upper, _dmax(dF, xs, dvals, dlimits, df), increasing, decreasing,
         flat,
         saturation, kink_facts, window,
         _curve(F, window, kink_facts, use_df=False), _curve(dF, window, kink_facts, use_df=True),
