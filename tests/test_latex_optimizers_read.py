@@ -11,18 +11,24 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from functools import cache
+from pathlib import Path
 
 import pytest
 
 from derive import registry
+from derive.latex.compile import compile_pdf
 from derive.latex.optimizer import RUN_MAX_FIRST_STEP, worked_run
 from derive.pipeline import document_for
 
 LANGS = ("pt", "en")
 FORMATS = ("article", "beamer")
 OPTIMIZERS = [op.name for op in registry.all_ops("optimizer")]
+PENALTIES = [op.name for op in registry.all_ops("regulariser")]
 needs_tex = pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed")
+needs_pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None,
+                                     reason="pdftotext not installed")
 
 
 @cache
@@ -229,3 +235,70 @@ def test_adam_cites_the_slides_by_their_title(lang):
              "en": "Gradient Descent and Backpropagation"}[lang]
     for fmt in FORMATS:
         assert rf"slides \emph{{{title}}}" in _body("adam", lang, fmt)
+
+
+# --- page breaks of the articles -------------------------------------------------------
+
+
+@cache
+def _pages(name: str, lang: str) -> tuple[tuple[str, ...], ...]:
+    """The article compiled, as the lines of text of each page (page numbers left out)."""
+    with tempfile.TemporaryDirectory(prefix="derive-test-") as tmp:
+        pdf = compile_pdf(document_for(name, lang=lang, fmt="article").text, Path(tmp) / "doc.pdf")
+        text = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(pdf), "-"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    pages = []
+    for page in text.split("\f"):
+        lines = [" ".join(line.split()) for line in page.splitlines() if line.strip()]
+        if lines and lines[-1].isdigit():
+            lines = lines[:-1]
+        if lines:
+            pages.append(tuple(lines))
+    return tuple(pages)
+
+
+def _headings(name: str, lang: str) -> list[str]:
+    """The section headings as the page shows them ("4 A worked run"), maths unwrapped."""
+    body = _body(name, lang, "article")
+    titles = re.findall(r"\\section\{(.*)\}\n", body)
+    return [f"{k} {' '.join(t.replace('$', '').split())}" for k, t in enumerate(titles, 1)]
+
+
+@needs_tex
+@needs_pdftotext
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS + PENALTIES)
+def test_no_page_ends_with_a_heading_or_leaves_a_tail(name, lang):
+    """A heading is never the last line of a page, and a second page is never only the
+    tail of the last paragraph (momentum_rumelhart's pt remark left two lines there)."""
+    pages = _pages(name, lang)
+    headings = _headings(name, lang)
+    assert len(headings) >= 5, headings
+    for page in pages[:-1]:
+        assert page[-1] not in headings, page[-3:]
+    if len(pages) > 1:
+        assert any(line in headings for line in pages[-1]), pages[-1]
+
+
+@needs_tex
+@needs_pdftotext
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_worked_run_shares_a_page_with_its_table(name, lang):
+    """The sentence that announces the run and the table it announces are on one page
+    (Adam's en article had the sentence at the foot of page 1, the table on page 2)."""
+    opening = {"pt": "atualizações em f", "en": "updates on f"}[lang]
+    head = {"pt": "w (novo)", "en": "w (new)"}[lang]
+    pages = _pages(name, lang)
+    [where] = [k for k, page in enumerate(pages) if any(opening in line for line in page)]
+    assert any(head in line for line in pages[where]), pages[where]
+
+
+@needs_tex
+@needs_pdftotext
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if len(registry.get(n).updates) <= 2])
+def test_a_two_line_update_fits_one_page(name, lang):
+    """With a compact title, an optimizer of one or two update lines is one page, its
+    remark included (six of them put the remark alone on a second page)."""
+    assert len(_pages(name, lang)) == 1
