@@ -18,6 +18,7 @@ import sympy as sp
 
 from derive import registry
 from derive.ops.regularisers import CLIPS, regulariser_for, strength_keys
+from derive.ops.sequences import READOUTS
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,25 @@ _THROUGH, _SKIPPED = sp.symbols("a r", real=True)
 SKIP_SUM = SkipSum(_THROUGH, _SKIPPED, _THROUGH + _SKIPPED)
 
 
+def layer_op(name: str):
+    """The declaration of a spec's layer type: a catalogue layer, or a sequence readout.
+
+    The readouts (``last_state``, ``time_mean``, :data:`~derive.ops.sequences.READOUTS`)
+    are layers only networks use, between a recurrent layer and a dense head.
+
+    Raises
+    ------
+    UnknownNameError
+        For a name that is neither (the registry's message, with close matches).
+    """
+    return READOUTS.get(name) or registry.get(name, "layer")
+
+
+def layer_types() -> list[str]:
+    """Every layer type a spec may name: the catalogue's layers, then the readouts."""
+    return [op.name for op in registry.all_ops("layer")] + list(READOUTS)
+
+
 def fused_loss(loss, activation: str | None) -> str | None:
     """The loss computed for ``activation`` followed by ``loss``, when the loss declares one."""
     return dict(loss.fused).get(activation)
@@ -223,7 +243,7 @@ def plan_network(spec: NetworkSpec) -> NetworkPlan:
     for layer in spec.layers:
         inside = layer.activation and not (layer is last and fused)
         layers.append(LayerPlan(
-            spec=layer, op=registry.get(layer.type, "layer"),
+            spec=layer, op=layer_op(layer.type),
             activation=registry.get(layer.activation, "activation") if inside else None,
             wants_input_gradient=layer.index > first_trainable,
             trains=layer.index >= first_trainable))

@@ -21,7 +21,7 @@ from derive.codegen.network import INITS
 from derive.errors import DeriveError
 from derive.files import module_name_clash
 from derive.formula import check_identifier
-from derive.netplan import LayerSpec, NetworkSpec, fused_loss
+from derive.netplan import LayerSpec, NetworkSpec, fused_loss, layer_op, layer_types
 from derive.ops.regularisers import CLIPS, strength_keys
 from derive.trainspec import (
     EARLY_STOPPING,
@@ -150,6 +150,10 @@ def _check_finite(path, data: dict) -> None:
             stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
 
 
+#: What to do when a layer cannot read a recurrent layer's sequence of states.
+READOUT_FIX = ('Reduce the time axis first: add [[layers]] with type = "last_state" (the last '
+               'state) or type = "time_mean" (the mean over time) before it.')
+
 #: How errors describe an input of each rank when a layer needs another.
 _INPUT_NEEDS = {
     1: ("a flat input", 'Add a layer with type = "flatten" before it.'),
@@ -159,18 +163,22 @@ _INPUT_NEEDS = {
 }
 
 
-def _layer_shapes(path, where, op, options, in_shape):
+def _layer_shapes(path, where, op, options, in_shape, sequence=False):
     """Hyper-parameters, output shape, parameter shapes and sizes of one layer.
 
     Everything comes from the declaration: its input's declared shape fixes the sizes the
     layer below gives, its :meth:`~derive.spec.Layer.network_keys` the others, and its
     computed sizes and arrays' shapes the rest. A layer type needs no code here.
+    ``sequence`` says the layer below is recurrent (its output has a time axis), so a
+    layer that cannot read it is told to reduce the time axis first.
     """
     sizes = op.input_sizes(in_shape)
     if sizes is None:
         symbols = op.shape(op.source)[1:]
         need, fix = _INPUT_NEEDS.get(len(symbols), (
             f"an input of shape ({', '.join(map(str, symbols))})", "Check the layers before it."))
+        if sequence:
+            fix = READOUT_FIX
         got = f"shape {in_shape}" if len(symbols) == 1 else f"{in_shape}"
         raise _fail(path, where, f"{op.name} needs {need}, got {got}.", fix)
     hyper_params = {p.symbol: p for p in (*op.hyper, *op.running_params)}
@@ -285,17 +293,17 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
     n_params = 0
     n_activations = _size(in_shape)
     _check_size(path, "network.input_shape", n_params, n_activations)
-    known_layers = [op.name for op in registry.all_ops("layer")]
+    known_layers = layer_types()
     names = _layer_names(path, layers_data)
     for index, entry in enumerate(layers_data):
         where = f"layers[{index}]"
         kind = entry.get("type")
-        if kind not in known_layers:
+        if not isinstance(kind, str) or kind not in known_layers:
             raise _fail(path, f"{where}.type", f"unknown layer type {kind!r}.",
                         _close(kind, known_layers))
-        op = registry.get(kind, "layer")
+        op = layer_op(kind)
         if not op.in_networks:
-            supported = [name for name in known_layers if registry.get(name).in_networks]
+            supported = [name for name in known_layers if layer_op(name).in_networks]
             raise _fail(path, f"{where}.type", f"layer type {kind!r} is not supported in "
                         "networks yet.", f"Use one of: {', '.join(supported)}.")
         activation = entry.get("activation")
@@ -307,7 +315,10 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
                     LAYER_COMMON_KEYS + tuple(key.name for key in op.network_keys())
                     + tuple(per_channel), f"a {kind} layer"
                     + (f" with activation {activation}" if per_channel else ""))
-        hyper, out_shape, params, sizes = _layer_shapes(path, where, op, entry, in_shape)
+        below = layer_op(layers[-1].type) if layers else None
+        hyper, out_shape, params, sizes = _layer_shapes(
+            path, where, op, entry, in_shape,
+            sequence=below is not None and below.recurrence is not None)
         learnt = _activation_params(path, where, entry, per_channel, out_shape)
         buffers = _buffers(op, dict(sizes))
         skip = _skip_from(path, index, entry, names, layers, tuple(shape), out_shape)
@@ -376,7 +387,7 @@ def check_batch_size(layers, batch_size: int, where: str) -> None:
         With the layer, why, and the fix (:func:`~derive.trainspec.single_value_batches`).
     """
     normalising = [(layer.index, layer.type, _size(layer.in_shape[1:])) for layer in layers
-                   if registry.get(layer.type, "layer").running]
+                   if layer_op(layer.type).running]
     problem = single_value_batches(batch_size, normalising)
     if problem is not None:
         raise SpecError(problem[0], where=where, fix=problem[1])

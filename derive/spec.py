@@ -537,6 +537,13 @@ class Layer:
         hyper = [p for p in self.hyper if not p.per_call]
         names = {p.name for p in hyper}
         keys = [key for key in self.spec_keys if key.name not in names]
+        # A recurrent layer's state size (the hidden size H, the state's last axis) is
+        # the spec's ``units`` unless the declaration names a key for it: what the
+        # input does not fix, as a dense layer's units.
+        if self.recurrence is not None:
+            units = self.shape(self.recurrence.state)[-1]
+            if not any(units in key.sizes for key in keys):
+                keys.append(SpecKey("units", (units,)))
         for p in (*hyper, *self.running_params):
             key = given.get(p.name)
             keys.append(SpecKey(p.name, (p.symbol,), p.default if key is None else key.default))

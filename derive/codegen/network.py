@@ -59,7 +59,8 @@ from derive.codegen.lower import (
 )
 from derive.codegen.optimizer import affine_update, lower_optimizer, render_update, slot_init
 from derive.codegen.printer import NumbaPrinter
-from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
+from derive.codegen.sequence import sequence_calls
+from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec, layer_op
 from derive.spec import Activation, VectorFunction, g, grad_total
 
 #: Initialisers: name → (bound or standard deviation as Python text in fan_in, fan_out, kind).
@@ -114,6 +115,8 @@ class NetworkLayout:
     # updates so; () when nothing folds (the step calls _loss_and_grad, then updates).
     train_backward: tuple = ()
     folded: tuple = ()
+    # Further kernels' sources: each recurrent layer type's loops over time.
+    sources: tuple = ()
 
 
 def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
@@ -125,13 +128,15 @@ def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
     weight whose gradient is one GEMM updated by that GEMM.
     """
     views, forward, backward_by_layer, buffers = [], [], [], {}
-    kernels, activated, n_params = {}, [], 0
+    kernels, activated, n_params, sources = {}, [], 0, {}
     folds, folded, train_calls, fold_memo = folds or {}, [], {}, {}
     for layer_plan in plan.layers:
         layer, op = layer_plan.spec, layer_plan.op
         i = layer.index
         first = not layer_plan.wants_input_gradient
-        fwd, bwd = _kernels_of(op, first, layer_plan.trains, kernels)
+        # A recurrent layer runs its step's kernels over time (sequence_calls, below).
+        fwd, bwd = ((None, None) if op.recurrence is not None
+                    else _kernels_of(op, first, layer_plan.trains, kernels))
         # A layer with an evaluation declaration (batch norm) runs it in evaluation mode,
         # and in training a forward that also moves the running buffers.
         evaluation = registry.get(op.evaluation, "layer") if op.evaluation else None
@@ -189,7 +194,16 @@ def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
                                  for d in op.shape(padded)[1:])
             buffers |= {f"xpad{i}": padded_shape, f"d_xpad{i}": padded_shape}
             forward.append(f"_pad_into({source}, xpad{i}, {pad})")
-        forward += by_mode(fwd, evaluation and eval_fwd)
+        recurrent = None
+        if op.recurrence is not None:
+            recurrent = sequence_calls(op, layer, names, source, None if first else d_source,
+                                       z, d_z)
+            buffers |= recurrent.buffers
+            kernels.setdefault(("sequence", op.name), recurrent.kernels)
+            sources.setdefault(op.name, recurrent.sources)
+            forward += recurrent.forward
+        else:
+            forward += by_mode(fwd, evaluation and eval_fwd)
         steps_back = []
         shape = "(N, " + ", ".join(map(str, layer.out_shape)) + ")"
         # With a skip connection out{i} holds the sum f(s) + x^(k); the layer's own output
@@ -225,7 +239,9 @@ def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
         if skip:
             skipped = "x" if layer.skip_from < 0 else f"out{layer.skip_from}"
             forward.append(f"_skip_sum({through}, {skipped}, out{i})")
-        if layer_plan.trains:
+        if layer_plan.trains and recurrent is not None:
+            steps_back += recurrent.backward
+        elif layer_plan.trains:
             steps_back += by_mode(bwd, evaluation and eval_bwd)
             weights = [array for (pname, _), array in zip(layer.params, op.weights, strict=True)
                        if names[array] in folds]
@@ -270,7 +286,8 @@ def lay_out(plan: NetworkPlan, folds: dict | None = None) -> NetworkLayout:
                       for i, name, z, out, args in activated)
     return NetworkLayout(tuple(views), tuple(forward), tuple(backward), tuple(predict),
                          buffers, tuple(kernels.values()), output, f"d_out{last}", prediction,
-                         activated, tuple(train_backward), tuple(folded))
+                         activated, tuple(train_backward), tuple(folded),
+                         tuple(text for pair in sources.values() for text in pair))
 
 
 def _kernels_of(op, first: bool, trains: bool, kernels: dict) -> tuple:
@@ -535,7 +552,7 @@ def layer_sources(layout: NetworkLayout, printer: NumbaPrinter) -> list[str]:
             if kernel is not None and kernel.name not in seen:
                 seen.add(kernel.name)
                 sources.append(kernel_source(kernel, op, printer))
-    return sources
+    return sources + list(layout.sources)
 
 
 def loss_context(plan: NetworkPlan) -> dict:
@@ -563,7 +580,7 @@ def parameter_context(spec: NetworkSpec) -> dict:
     for layer in spec.layers:
         activation = registry.get(layer.activation) if layer.activation_params else None
         values = {p.name: float(p.default) for p in activation.params} if activation else {}
-        starts = {a.label.name: value for a, value in registry.get(layer.type, "layer").inits}
+        starts = {a.label.name: value for a, value in layer_op(layer.type).inits}
         arrays = ([(pname, shape, starts.get(pname), True) for pname, shape in layer.params]
                   + [(pname, shape, values[pname], True)
                      for pname, shape in layer.activation_params]

@@ -14,6 +14,17 @@ Sources are named by a short string, as on the command line:
 ``csv:FILE``
     Comma-separated numbers, one sample a row, the label in the last column; a header
     row is detected and skipped.
+``adding:T=50``
+    The adding problem (Hochreiter & Schmidhuber, 1997), generated: sequences of T steps
+    with two channels, a value drawn uniformly from [0, 1) and a marker that is 1 at two
+    steps (one in each half of the sequence) and 0 elsewhere; the target is the sum of
+    the two marked values, a regression (its variance, 1/6, is the mean squared error of
+    always answering the mean, 1). Options after the colon, separated by commas:
+    ``T`` (the length, ≥ 2), ``n`` (training sequences, default 4000; the test set has
+    a quarter as many) and ``seed`` (default 0).
+
+The digits read as sequences: a network whose input_shape is [8, 8] reads each image as
+8 time steps (its rows) of 8 pixels, as a recurrent layer wants.
 
 Splits. A source without a test set is split once, seeded (``test_fraction`` of the
 samples, chosen at random, become the test set). The validation set is, by default, the
@@ -62,8 +73,12 @@ from derive.trainspec import NORMALISATIONS
 #: images). Loading also stops earlier when the machine's available memory cannot hold
 #: the array in float64 (plus its raw bytes): see :func:`check_memory`.
 MAX_VALUES = 1 << 28
-SOURCES = ("digits", "idx:DIR", "npz:FILE", "csv:FILE")
-_SOURCE_FIX = "Use one of: digits, idx:DIR, npz:FILE, csv:FILE."
+SOURCES = ("digits", "idx:DIR", "npz:FILE", "csv:FILE", "adding:T=50")
+_SOURCE_FIX = "Use one of: digits, idx:DIR, npz:FILE, csv:FILE, adding:T=50."
+#: The adding problem's options and their defaults (see the module docstring).
+ADDING_OPTIONS = {"T": 50, "n": 4000, "seed": 0}
+#: Most values the adding problem generates (T·n·2 for training, a quarter more for test).
+_ADDING_MAX = 1 << 26
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +213,8 @@ def load_source(spec: str) -> Source:
     kind = kind.strip().lower()
     if kind == "digits" and not sep:
         return _load_digits()
+    if kind == "adding":
+        return adding_problem(**_adding_options(arg, spec))
     loaders = {"idx": _load_idx_dir, "npz": _load_npz, "csv": _load_csv}
     if kind not in loaders:
         raise DeriveError(f"unknown data source {spec!r}.", where="--data", fix=_SOURCE_FIX)
@@ -214,6 +231,68 @@ def _load_digits() -> Source:
 
     bunch = load_digits()
     return Source("digits", bunch.images.astype(np.float64), _targets(bunch.target, "digits"))
+
+
+def _adding_options(text: str, spec: str) -> dict:
+    """``T=50,n=4000,seed=0`` → the adding problem's keyword arguments, checked."""
+    options = dict(ADDING_OPTIONS)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if key not in options or not eq:
+            raise DeriveError(f"{item!r} is not an option of the adding problem.",
+                              where=f"--data {spec}",
+                              fix="Write e.g. adding:T=50 or adding:T=50,n=4000,seed=0 "
+                                  f"(options: {', '.join(ADDING_OPTIONS)}).")
+        low = {"T": 2, "n": 1, "seed": 0}[key]
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if number is None or number < low:
+            raise DeriveError(f"{key} must be an integer ≥ {low}, got {value.strip()!r}.",
+                              where=f"--data {spec}", fix=f"Write e.g. adding:{key}="
+                              f"{ADDING_OPTIONS[key]}.")
+        options[key] = number
+    if options["T"] * options["n"] * 2 > _ADDING_MAX:
+        raise DeriveError(f"T × n = {options['T'] * options['n']:,} steps is more than the "
+                          "adding problem generates.", where=f"--data {spec}",
+                          fix="Use fewer or shorter sequences.")
+    return options
+
+
+def adding_problem(T: int = 50, n: int = 4000, seed: int = 0) -> Source:
+    """The adding problem: ``n`` training and ``n // 4`` test sequences of ``T`` steps.
+
+    Parameters
+    ----------
+    T : int
+        Sequence length (≥ 2): the marked values lie up to T − 1 steps apart.
+    n : int
+        Training sequences.
+    seed : int
+        Seeds the draw, so a source string always gives the same sequences.
+
+    Returns
+    -------
+    Source
+        x of shape (N, T, 2) (value, marker) and float targets of shape (N,).
+    """
+    rng = np.random.default_rng(seed)
+
+    def draw(count):
+        values = rng.uniform(0.0, 1.0, size=(count, T))
+        markers = np.zeros((count, T))
+        rows = np.arange(count)
+        half = T // 2
+        first, second = rng.integers(0, half, count), rng.integers(half, T, count)
+        markers[rows, first] = markers[rows, second] = 1.0
+        return (np.stack([values, markers], axis=2),
+                values[rows, first] + values[rows, second])
+
+    x, y = draw(n)
+    x_test, y_test = draw(max(1, n // 4))
+    return Source(f"adding:T={T}", x, y, x_test, y_test)
 
 
 #: IDX type byte → big-endian dtype.
