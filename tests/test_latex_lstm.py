@@ -49,6 +49,8 @@ def test_the_document_has_the_gates_the_totals_and_the_cell_path(lang, fmt):
     assert r"\prod_{u=t+1}^{T} f^{\langle u \rangle}_{n,j}" in body
     # Each gate's block of the pre-activation's gradient, in the gate's value.
     assert r"\left(1 - i^{\langle t \rangle}_{n,j}\right)" in body
+    # The recurrence is printed once, not again under the time step's 'Definition'.
+    assert ("Definição" if lang == "pt" else "Definition") not in body
     assert r"\sum_{t=0}" not in body and r"\sum_{j=0}" not in body
     for word in INTERNAL:
         assert word not in body, word

@@ -84,3 +84,18 @@ def test_the_step_claims_no_statistics(name, lang):
     word = "estatísticas" if lang == "pt" else "statistics"
     assert word not in document_for(name, lang=lang, fmt="article").text
     assert word in document_for("layer_norm", lang=lang, fmt="article").text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", [*FORMATS, "markdown"])
+@pytest.mark.parametrize("name", ["rnn", "rnn_relu"])
+def test_the_recurrence_is_printed_once(name, lang, fmt):
+    # Section 1 prints the recurrence; the time step's derivation does not print it again
+    # under its own 'Definition' heading (it did, word for word).
+    text = document_for(name, lang=lang, fmt=fmt).text
+    body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
+    heading = "Definição" if lang == "pt" else "Definition"
+    assert heading not in body
+    # The step's inputs and parameters are still said, once.
+    said = "os parâmetros aprendidos são" if lang == "pt" else "the learned parameters are"
+    assert body.count(said) == 1
