@@ -221,6 +221,10 @@ LAYERS = {
         lambda features, hidden: torch.nn.LSTM(features, hidden, batch_first=True,
                                                dtype=torch.float64),
         ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
+    "gru": RecurrentCases(
+        lambda features, hidden: torch.nn.GRU(features, hidden, batch_first=True,
+                                              dtype=torch.float64),
+        ("weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0")),
 }
 
 

@@ -240,9 +240,7 @@ def elman(name: str, title: str, activation: Activation) -> Layer:
         arrays=((x, (N, T, I)), (h0, (N, H)), (W_ih, (H, I)), (b_ih, (H,)), (W_hh, (H, H)),
                 (b_hh, (H,)), (s, (N, T, H)), (h, (N, T, H))),
         inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
-        recurrence=Recurrence(time=t, state=h, initial=h0),
-        # A network cannot hold it yet (issue 15).
-        in_networks=False)
+        recurrence=Recurrence(time=t, state=h, initial=h0))
 
 
 # torch.nn.RNN's nonlinearity="tanh" (its default) and nonlinearity="relu".
@@ -277,6 +275,34 @@ LSTM = register(Layer(
             *((gate, (N, T, H)) for gate in (gate_i, gate_f, gate_g, gate_o)),
             (c, (N, T, H)), (h, (N, T, H))),
     inputs=(x, h0, c0), weights=(W_ih, b_ih, W_hh, b_hh),
-    recurrence=Recurrence(time=t, state=h, initial=h0, carried=((c, c0),)),
+    recurrence=Recurrence(time=t, state=h, initial=h0, carried=((c, c0),))))
+
+# Gated recurrent unit, PyTorch's parameterisation (torch.nn.GRU): input size F, hidden
+# size H. W_ih (3H, F) and W_hh (3H, H) each hold three blocks of H rows, in PyTorch's
+# order [0, H) the reset gate r, [H, 2H) the update gate z, [2H, 3H) the candidate
+# (PyTorch's n, printed h̃: n is the batch index here). The input's part s and the
+# state's part v of the pre-activations are kept apart, because the reset gate scales
+# only the state's part of the candidate's:
+#   r = σ(s_r + v_r),  z = σ(s_z + v_z),  h̃ = tanh(s_h̃ + r ⊙ v_h̃),
+#   h_t = (1 − z) ⊙ h̃ + z ⊙ h_{t−1}.
+# h_t reads h_{t−1} directly as well, through z: the path that keeps the gradient alive.
+v = IndexedBase("v", real=True)
+gate_r, gate_z, candidate = (IndexedBase(name, real=True) for name in ("r", "z", "htilde"))
+GRU = register(Layer(
+    name="gru", title="Gated recurrent unit (GRU)", latex=r"\operatorname{gru}",
+    steps=(
+        (s[n, t, j], Sum(W_ih[j, k] * x[n, t, k], (k, 0, F - 1)) + b_ih[j]),
+        (v[n, t, j], Sum(W_hh[j, m] * h[n, t - 1, m], (m, 0, H - 1)) + b_hh[j]),
+        (gate_r[n, t, j], sigmoid(s[n, t, j] + v[n, t, j])),
+        (gate_z[n, t, j], sigmoid(s[n, t, H + j] + v[n, t, H + j])),
+        (candidate[n, t, j], sp.tanh(s[n, t, 2 * H + j] + gate_r[n, t, j] * v[n, t, 2 * H + j])),
+    ),
+    out=h[n, t, j],
+    expr=(1 - gate_z[n, t, j]) * candidate[n, t, j] + gate_z[n, t, j] * h[n, t - 1, j],
+    arrays=((x, (N, T, F)), (h0, (N, H)), (W_ih, (3 * H, F)), (b_ih, (3 * H,)),
+            (W_hh, (3 * H, H)), (b_hh, (3 * H,)), (s, (N, T, 3 * H)), (v, (N, T, 3 * H)),
+            *((gate, (N, T, H)) for gate in (gate_r, gate_z, candidate)), (h, (N, T, H))),
+    inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
+    recurrence=Recurrence(time=t, state=h, initial=h0),
     # A network cannot hold it yet (issue 15).
     in_networks=False))
