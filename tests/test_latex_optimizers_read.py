@@ -302,3 +302,20 @@ def test_a_two_line_update_fits_one_page(name, lang):
     """With a compact title, an optimizer of one or two update lines is one page, its
     remark included (six of them put the remark alone on a second page)."""
     assert len(_pages(name, lang)) == 1
+
+
+@pytest.mark.parametrize("fmt", (*FORMATS, "markdown"))
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", PENALTIES)
+def test_a_penalty_page_has_one_symbol_per_strength(name, lang, fmt):
+    """AdamW's decoupled decay is written with the penalty's own strength (elastic net's
+    page said −ηλw, 'λ the decay's strength', beside λ₁ and λ₂)."""
+    op = registry.get(name)
+    body = _body(name, lang, fmt)
+    strengths = {p.latex for p in op.strengths}
+    used = {u.replace("{", "").replace("}", "") for u in
+            re.findall(r"\\lambda(?:_\{\d\}|_\d)?", body)}
+    assert used and used <= strengths, (used, strengths)
+    # The strength of the term in w (λ, λ₂) is the one AdamW's decay takes.
+    for coupled in (p.latex for p in op.strengths if p.symbol.name == "l2"):
+        assert rf"-\eta {coupled} w" in body

@@ -34,7 +34,7 @@ from derive.latex.context import (
 )
 from derive.latex.optimizer import UpdatePrinter, optimizer_printer
 from derive.latex.printer import WORDS
-from derive.spec import Regulariser, g, grad_total, w
+from derive.spec import Regulariser, g, grad_total, lr, w
 
 #: The learning rate of the update the page shows.
 ETA = sp.Symbol("eta", positive=True)
@@ -141,14 +141,31 @@ def _split(gradient: sp.Expr) -> tuple[sp.Expr, sp.Expr]:
     return c, sp.expand(expanded - c * w)
 
 
-def decoupled_optimizers(lang: Language) -> tuple[DecoupledView, ...]:
-    """The catalogue's optimizers with a decoupled weight decay, and that decay."""
+def decoupled_optimizers(strength: sp.Expr, printer: UpdatePrinter,
+                         lang: Language) -> tuple[DecoupledView, ...]:
+    """The catalogue's optimizers with a decoupled weight decay, and that decay.
+
+    Each decay is written in the penalty's symbols: its own strength is set to the
+    penalty's coefficient of w (λ, or elastic net's λ₂), so the page has one symbol for
+    one strength (AdamW's λ beside λ₁ and λ₂ was undefined there).
+
+    Parameters
+    ----------
+    strength : sympy.Expr
+        The penalty's coefficient of w in its derivative.
+    printer : UpdatePrinter
+        The penalty page's printer (its η and strengths).
+    lang : Language
+        The language of the optimizers' titles.
+    """
     views = []
     for op in registry.all_ops("optimizer"):
         if op.decay == 0:
             continue
-        printer = optimizer_printer(op, lang)
-        views.append(DecoupledView(op.name, op_title(op, lang), printer.doprint(op.decay)))
+        own = {p.symbol: strength for p in op.params
+               if p.symbol != lr and p.symbol in op.decay.free_symbols}
+        decay = op.decay.xreplace({lr: ETA, **own})
+        views.append(DecoupledView(op.name, op_title(op, lang), printer.doprint(decay)))
     return tuple(views)
 
 
@@ -229,7 +246,7 @@ def _(op: Regulariser, lang: Language) -> RegulariserView:
         factor=pr(1 - ETA * coefficient) if coefficient != 0 else "",
         decay_strength=pr(coefficient) if coefficient != 0 else "",
         push=pr(-ETA * rest) if rest != 0 else "",
-        decoupled=decoupled_optimizers(lang) if coefficient != 0 else (),
+        decoupled=decoupled_optimizers(coefficient, printer, lang) if coefficient != 0 else (),
         example=worked_step(op, lang),
     )
 
