@@ -158,8 +158,11 @@ SOFTMAX = register(VectorFunction(
         Rearrange("chain_layer", sp.Sum(upstream[n, k] * sp.Derivative(softmax_[n, k], z[n, j]),
                                         (k, 0, K - 1)),
                   quote=(upstream[n, k],)),
+        # The Jacobian is quoted where it is used: on the slides it is on another frame.
         Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], softmax_[n, k],
-                                             _delta - softmax_[n, j]), (k, 0, K - 1))),
+                                             _delta - softmax_[n, j]), (k, 0, K - 1)),
+                  identities=((sp.Derivative(softmax_[n, k], z[n, j]),
+                               Factors(softmax_[n, k], _delta - softmax_[n, j])),)),
         Rearrange("distribute", sp.Sum(upstream[n, k] * softmax_[n, k] * _delta, (k, 0, K - 1))
                   - softmax_[n, j] * sp.Sum(upstream[n, k] * softmax_[n, k], (k, 0, K - 1))),
         Rearrange("delta_sum", Terms(Factors(softmax_[n, j], upstream[n, j]), -Factors(
@@ -199,7 +202,9 @@ LOG_SOFTMAX = register(VectorFunction(
                                         (k, 0, K - 1)),
                   quote=(upstream[n, k],)),
         Rearrange("jacobian", sp.Sum(Factors(upstream[n, k], _delta - softmax_[n, j]),
-                                     (k, 0, K - 1))),
+                                     (k, 0, K - 1)),
+                  identities=((sp.Derivative(log_softmax_[n, k], z[n, j]),
+                               _delta - softmax_[n, j]),)),
         Rearrange("distribute", sp.Sum(upstream[n, k] * _delta, (k, 0, K - 1))
                   - softmax_[n, j] * sp.Sum(upstream[n, k], (k, 0, K - 1))),
         Rearrange("delta_sum", upstream[n, j]
