@@ -426,14 +426,14 @@ def _layer_steps(op: Layer) -> LayerSteps:
     all_steps = [(t, e) for t, e in steps if t.base in differentiable] + [(out, expr)]
     # Each intermediate's definition, for the checks; its summation indices renamed
     # apart from every index a chain fixes (n, n').
-    defined = {}
-    for t, e in steps:
-        if t.base in differentiable or e.has(ArgMax):
-            args = sp.symbols(f"a0:{len(t.indices)}", integer=True)
-            body = _rename_bound(_rename_bound(e, _bound(e)), _bound(e) | {
-                _primed(i) for i in _bound(e)})
-            defined[t.base] = sp.Lambda(args, body.xreplace(dict(zip(t.indices, args,
-                                                                       strict=True))))
+    def definition(t, e):
+        args = sp.symbols(f"a0:{len(t.indices)}", integer=True)
+        body = _rename_bound(_rename_bound(e, _bound(e)), _bound(e) | {
+            _primed(i) for i in _bound(e)})
+        return sp.Lambda(args, body.xreplace(dict(zip(t.indices, args, strict=True))))
+
+    defined = {t.base: definition(t, e) for t, e in steps
+               if t.base in differentiable or e.has(ArgMax)}
 
     def gradient(array, engine, fallback):
         readers = [(t, e) for t, e in all_steps if e.has(array)]
@@ -456,8 +456,12 @@ def _layer_steps(op: Layer) -> LayerSteps:
         for size, name in counts.items():
             instance[name] = int(size.xreplace(instance))
         printed = _engine_printed(engine, names, element, FREE).subs(counts)
+        # An output that reads A besides the steps (a GRU's h_t reads h_{t-1} itself) is
+        # expanded by its definition in the checks, as the steps are.
+        expanded = defined | ({out.base: definition(out, expr)}
+                              if (out, expr) in readers else {})
         return _through_steps(op, array, element, readers, upstreams, instance, printed,
-                              defined, counts)
+                              expanded, counts)
 
     gradients = []
     for array in op.inputs + op.weights:
