@@ -133,10 +133,10 @@ def test_the_cnn_counts_indices_from_one_as_the_notes(lang, fmt):
     body = _document("examples/cnn_small.toml", lang, fmt).split(r"\begin{document}", 1)[-1]
     # every sum from 1, the padded input read one place back (h + i − 1), no library named
     assert not re.search(r"\\sum_\{\w+=0\}", body) and r"\sum_{w=1}^{28}" in body
-    assert r"\tilde{x}^{(0)}_{n,c,h + i - 1,j + w - 1}" in body  # the number last
+    assert r"\tilde{x}^{(0)}_{n,c,h + i - 1,w + j - 1}" in body  # the number last
     # the one input channel is no sum: Σ_{c=1}^{1} K x̃ is the term at c = 1
     assert r"\sum_{c=1}^{1}" not in body
-    assert r"K^{(1)}_{f,1,i,j} \tilde{x}^{(0)}_{n,1,h + i - 1,j + w - 1}" in body
+    assert r"K^{(1)}_{f,1,i,j} \tilde{x}^{(0)}_{n,1,h + i - 1,w + j - 1}" in body
     assert "PyTorch" not in _text(body)
     # the flattened gradient's place, with this network's sizes and no W (the weights')
     assert (r"${i = \left(c - 1\right) \cdot 14 \cdot 14 + \left(h - 1\right) \cdot 14 + w}$"

@@ -81,10 +81,11 @@ def test_batch_norm_in_a_network_prints_its_variance_and_every_gradient_it_reads
     assert r"\left(\sigma^{(2)}_{c}\right)^{2} &=" in body
     assert r"{\sigma^{2}}^{(" not in body and r"\sigma^{2(" not in body
     # the input's gradient reads ∂E/∂x̂, ∂E/∂σ², ∂E/∂μ: each is given first, no d_mu on the page
-    for wrt in (r"\hat{x}^{(2)}_{n,c,h,w}", r"\left(\sigma^{(2)}_{c}\right)^{2}",
+    # (after a dense layer the arrays have no image axes: x⁽¹⁾_{n,c}, not x⁽¹⁾_{n,c,h,w})
+    for wrt in (r"\hat{x}^{(2)}_{n,c}", r"\left(\sigma^{(2)}_{c}\right)^{2}",
                 r"\mu^{(2)}_{c}"):
         given = body.index(rf"\frac{{\partial E}}{{\partial {wrt}}} &=")
-        assert given < body.index(r"\frac{\partial E}{\partial x^{(1)}_{n,c,h,w}} &=")
+        assert given < body.index(r"\frac{\partial E}{\partial x^{(1)}_{n,c}} &=")
     assert "d_{" not in body and r"{d_" not in body
     # the count m is this network's batch N, not an undefined m
     assert r"\frac{1}{m}" not in body and r"\frac{1}{N} \sum_{n=1}^{N}" in body

@@ -258,8 +258,10 @@ def _cut(tex: str, candidates: list[tuple[int, int]], line: float) -> list[str]:
         pieces.append(tex[start:])
         pieces = [p.strip() for p in pieces if p.strip()]
         # A last line of a few characters ("+ S h]") is a worse page than a formula
-        # shrunk a little: such a cut is not offered.
-        if len(pieces) > 1 and width(pieces[-1]) < SHORTEST * line:
+        # shrunk a little: such a cut is not offered, unless the line is a whole operand
+        # of an outermost ⊙ (… ⊙ f'(s⁽¹⁾)), as the δ recursion writes it.
+        if (len(pieces) > 1 and width(pieces[-1]) < SHORTEST * line
+                and not (level == 0 and pieces[-1].startswith(r"\odot"))):
             continue
         best = pieces
         if max(width(p) for p in pieces) <= line:

@@ -27,7 +27,7 @@ from derive.latex.indexed import (
     position_steps,
     window_positions,
 )
-from derive.latex.lines import LINE, width
+from derive.latex.lines import LINE, split, width
 from derive.latex.penalty import training_terms
 from derive.netplan import SKIP_SUM, NetworkPlan, NetworkSpec
 from derive.spec import y
@@ -283,8 +283,8 @@ def readable_explicit(formulas) -> tuple[tuple[Formula, ...], int]:
     """The explicit formulas of the layers whose formulas all fit two lines.
 
     A layer is written out when each of its formulas (∂E/∂W⁽ˡ⁾, ∂E/∂b⁽ˡ⁾) is at most
-    :data:`EXPLICIT_WIDTH` wide. The width grows by one nested factor pair per layer
-    from the output down, so the kept layers are the top ones.
+    :data:`EXPLICIT_WIDTH` wide and breaks into two lines that fit. The width grows by one
+    nested factor pair per layer from the output down, so the kept layers are the top ones.
 
     Returns
     -------
@@ -294,15 +294,30 @@ def readable_explicit(formulas) -> tuple[tuple[Formula, ...], int]:
         The highest layer left out (its layers 1, …, below are not written), or 0.
     """
     formulas = tuple(formulas)
-    wide = {f.layer for f in formulas if width(f.rhs) > EXPLICIT_WIDTH}
+    wide = {f.layer for f in formulas if not _two_lines(f)}
     below = max(wide, default=0)
     return tuple(f for f in formulas if f.layer > below), below
+
+
+def _two_lines(formula: Formula) -> bool:
+    """Whether ``formula`` breaks into at most two lines that fit beside its ∂E/∂W⁽ˡ⁾ =.
+
+    It is also at most :data:`EXPLICIT_WIDTH` wide.
+
+    Its breaks are at its ⊙ signs; a nested product (W⁽⁶⁾)ᵀ((W⁽⁷⁾)ᵀ(…)) has none, so the
+    first line of a deep layer's formula is wider than a line however it is cut, and
+    would shrink.
+    """
+    line = LINE - width(formula.lhs + " = ")
+    pieces = split(formula.rhs, line)
+    return (width(formula.rhs) <= EXPLICIT_WIDTH and len(pieces) <= 2
+            and max(width(piece) for piece in pieces) <= line)
 
 
 class NetworkPrinter(PositionPrinter):
     """A network's printer: an array with its own exponent (σ²) as (σ⁽ˡ⁾_c)²."""
 
-    _default_settings = {**PositionPrinter._default_settings, "powers": {}}
+    _default_settings = {**PositionPrinter._default_settings, "powers": {}, "leading": frozenset()}
 
     def _lead_positive(self, terms: list) -> list:
         # A number added to positive terms is the small constant that keeps a division or
@@ -327,13 +342,24 @@ class NetworkPrinter(PositionPrinter):
         return rf"\left({tex}\right)" if not rest and isinstance(term, sp.Add) else tex
 
     def _print_Indexed(self, expr):
-        # An index with an offset keeps the number last: h + i − 1, not h − 1 + i.
+        # An index with an offset names the output's position first and the number last,
+        # as the notes' code reads a window (start = h·S, then start + i): h + i − 1 and
+        # w + j − 1, not SymPy's alphabetical h + i − 1 beside j + w − 1.
         moved = {}
         for index in expr.indices:
+            if not isinstance(index, sp.Add) or self._settings["one_based"]:
+                continue
             number, rest = sp.sympify(index).as_coeff_Add()
-            if isinstance(index, sp.Add) and number != 0 and not self._settings["one_based"]:
-                moved[index] = sp.Symbol(
-                    self._print(rest) + (f" - {-number}" if number < 0 else f" + {number}"))
+            terms = sorted(rest.as_ordered_terms(),
+                           key=lambda t_: not t_.free_symbols & self._settings["leading"])
+            if number == 0 and terms == rest.as_ordered_terms():
+                continue
+            text = self._print(terms[0]) + "".join(
+                f" - {self._print(-t_)}" if t_.could_extract_minus_sign()
+                else f" + {self._print(t_)}" for t_ in terms[1:])
+            if number != 0:
+                text += f" - {-number}" if number < 0 else f" + {number}"
+            moved[index] = sp.Symbol(text)
         if moved:
             expr = expr.base[tuple(moved.get(i, i) for i in expr.indices)]
         tex = super()._print_Indexed(expr)
@@ -369,8 +395,14 @@ def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: 
         for layer in plan.layers
         for definition, arg, name, axis in window_positions(layer.op, derivation_steps(layer.op)))
     settings = {k: v for k, v in base._settings.items() if k in PositionPrinter._default_settings}
+    # The output indices of the layers that read at offsets (h, w of x̃_{n,c,h+i−1,w+j−1}),
+    # which an offset index names first.
+    leading = frozenset() if plain else frozenset(
+        index for layer in plan.layers
+        if not plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
+        for index in layer.op.out.indices[1:])
     return NetworkPrinter({**settings, "positions": positions, "fixed": fixed,
-                           "powers": powers or {}})
+                           "powers": powers or {}, "leading": leading})
 
 
 def _output_symbol(spec: NetworkSpec) -> str:
@@ -380,6 +412,15 @@ def _output_symbol(spec: NetworkSpec) -> str:
 
 
 def _check_depth(spec: NetworkSpec) -> None:
+    # A recurrent layer's document is its own (the gradient through time); a network
+    # document composes one δ per layer and has no time axis yet.
+    recurrent = [layer for layer in spec.plan.layers if layer.op.recurrence is not None]
+    if recurrent:
+        layer = recurrent[0].spec
+        raise DeriveError(f"layers[{layer.index}] ({layer.type}) is recurrent, and a network "
+                          "document with a recurrent layer is not typeset yet.",
+                          where=spec.source, fix=f"Typeset the layer's own derivation through "
+                          f"time: `derive latex {layer.type}`.")
     depth = len(spec.layers)
     if depth > MAX_LAYERS:
         raise DeriveError(f"the network has {depth} layers; its derivation is typeset for "
@@ -440,9 +481,9 @@ def forward_views(plan: NetworkPlan, renames: dict, printer, lang: Language):
         # Switches printed as nothing (training) take their defaults, as in the layer's
         # own document.
         hidden = {h.symbol: h.default for h in op.hyper if not h.latex}
-        out = steps.out.xreplace(names)
-        pairs = [(t.xreplace(names), e.xreplace(names).xreplace(sizes).xreplace(hidden))
-                 for t, e in steps.steps]
+        own = renamed(op, spec, names)
+        out = own(steps.out)
+        pairs = [(own(t), own(e).xreplace(sizes).xreplace(hidden)) for t, e in steps.steps]
         arg = next((t for t, e in pairs if e.has(ArgMax)), None)
         mine = tuple(p_ for p_ in printer._settings["positions"]
                      if arg is not None and p_[1].base == arg.base)
@@ -451,7 +492,7 @@ def forward_views(plan: NetworkPlan, renames: dict, printer, lang: Language):
             forward = list(printed)
         else:
             forward, positions = [(pr(t), pr(e)) for t, e in pairs], ()
-        forward.append((pr(out), pr(steps.expr.xreplace(names).xreplace(sizes))))
+        forward.append((pr(out), pr(own(steps.expr).xreplace(sizes))))
         symbol = registry.get(spec.activation).latex if spec.activation else ""
         own = (rf"{symbol}\left(s^{{({number})}}\right)" if spec.activation
                else rf"s^{{({number})}}")
@@ -467,6 +508,40 @@ def forward_views(plan: NetworkPlan, renames: dict, printer, lang: Language):
             pr(out) if positions else "",
             skip, -1 if spec.skip_from is None else spec.skip_from + 1))
     return tuple(views)
+
+
+def renamed(op, spec, names: dict):
+    """The function that writes an expression of a layer with this layer's arrays.
+
+    Its arrays get the layer's names (x → x⁽ˡ⁻¹⁾, W → W⁽ˡ⁾), and the axes the network does
+    not give the layer's input go: a batch norm after a dense layer reads (N, C) as its
+    declared (N, C, H, W) with H = W = 1, so x⁽¹⁾_{n,c,h,w} is x⁽¹⁾_{n,c}, and its
+    statistics sum over n alone.
+    """
+    unit = unit_axes(op, spec)
+
+    def own(expr):
+        if unit:
+            expr = expr.replace(
+                lambda e: isinstance(e, sp.Indexed) and any(i in unit for i in e.indices),
+                lambda e: e.base[tuple(i for i in e.indices if i not in unit)])
+        return expr.xreplace(names)
+    return own
+
+
+def unit_axes(op, spec) -> frozenset:
+    """The index symbols of the axes of size 1 that a network adds to a layer's input.
+
+    A layer that reads any input (:attr:`~derive.spec.Layer.any_input` ``"unit_axes"``)
+    pads a shorter shape with axes of size 1 at the end; their indices (h, w of the output
+    y_{n,c,h,w}) name nothing the network has.
+    """
+    declared = op.shape(op.source)[1:]
+    if op.any_input != "unit_axes" or len(spec.in_shape) >= len(declared):
+        return frozenset()
+    if len(op.out.indices) != len(declared) + 1:
+        return frozenset()
+    return frozenset(op.out.indices[1 + len(spec.in_shape):])
 
 
 def _padding(op, spec, names: dict, pr) -> tuple[str, str, str, str]:
@@ -535,22 +610,23 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
         # define m.
         sizes |= {s: sp.sympify(v).xreplace(sizes) for s, v in steps.counts}
         names = renames[spec.index]
+        own = renamed(op, spec, names)
         # The weights of the layer first, then its intermediate steps' gradients (last
         # step first), which the gradient it sends down to the layer below reads.
         ordered = sorted(steps.gradients, key=lambda g: g.array not in op.weights)
         weights = [g for g in ordered if g.array in op.weights]
         for g in weights:
-            backward.append(Formula("weight", number, pr(D(E, g.element.xreplace(names))),
-                                    pr(g.result.xreplace(names).xreplace(sizes)), spec.type,
+            backward.append(Formula("weight", number, pr(D(E, own(g.element))),
+                                    pr(own(g.result).xreplace(sizes)), spec.type,
                                     pr(names[g.array].label)))
         for g in steps.intermediates:
-            element = g.element.xreplace(names)
+            element = own(g.element)
             backward.append(Formula("intermediate", number, pr(D(E, element)),
-                                    pr(g.result.xreplace(names).xreplace(sizes)), spec.type,
+                                    pr(own(g.result).xreplace(sizes)), spec.type,
                                     pr(element)))
         for g in ordered[len(weights):]:
-            element = g.element.xreplace(names)
-            result = g.result.xreplace(names).xreplace(sizes)
+            element = own(g.element)
+            result = own(g.result).xreplace(sizes)
             if g.array in op.weights:
                 backward.append(Formula("weight", number, pr(D(E, element)), pr(result),
                                         spec.type, pr(names[g.array].label)))
