@@ -16,8 +16,9 @@ from pathlib import Path
 from derive import pipeline, registry
 from derive.errors import DeriveError
 
-#: Lecture notes the demo typesets: one of each kind, as a course would use them.
-NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd", "l2")
+#: Lecture notes the demo typesets: one of each kind, as a course would use them, and
+#: the Elman RNN's backpropagation through time (the recurrent chapter's derivation).
+NOTES = ("sigmoid", "relu", "sse_half", "softmax_cross_entropy", "dense", "gd", "l2", "rnn")
 NETWORK = "mlp_notes.toml"
 
 

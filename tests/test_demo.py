@@ -94,3 +94,12 @@ def test_the_training_diagnosis_speaks_the_demos_language(tmp_path, monkeypatch,
     assert seen["lang"] == lang
     lines = [line.strip() for line in said]
     assert lines and all(line.startswith(f"{word}: {text}") for line in lines), lines
+
+
+def test_notes_include_a_recurrent_derivation():
+    """The course goes on to recurrent networks: the demo's notes derive one through time."""
+    from derive import registry
+
+    recurrent = [t for t in demo.NOTES
+                 if getattr(registry.get(t), "recurrence", None) is not None]
+    assert recurrent, "no note of the demo is a recurrent layer's derivation"
