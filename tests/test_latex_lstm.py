@@ -66,3 +66,18 @@ def test_it_compiles(tmp_path, lang, fmt):
     out = tmp_path / f"lstm_{lang}_{fmt}.tex"
     assert main(["latex", "lstm", "--lang", lang, "--format", fmt, "-o", str(out), "--pdf"]) == 0
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize(("name", "count"), [("lstm", 7), ("rnn", 6), ("dense", 3)])
+def test_one_example_at_a_time_fits_its_slides(name, count, lang):
+    # The LSTM's seven gradients were centred one under another on one slide, and the
+    # last ran off it: at most five to a slide, aligned at '='.
+    import re
+
+    text = document_for(name, lang=lang, fmt="beamer").text
+    heading = "Um exemplo de cada vez" if lang == "pt" else "One example at a time"
+    frames = re.findall(r"\\begin\{frame\}\{" + heading + r".*?\\end\{frame\}", text, re.S)
+    rows = [frame.count("&= ") for frame in frames]
+    assert rows and max(rows) <= 5, rows
+    assert sum(rows) == count
