@@ -183,7 +183,8 @@ def test_exact_places_read_exactly():
     assert r"$\sigma'({0}) = 0{,}25$" in _document("sigmoid", "pt")
     assert r"\operatorname{SELU}'({0}) \approx 1{,}7581" in _document("selu", "pt")
     assert r"S'({2.8})" in _document("wilson_cowan", "en")
-    assert r"atingido em $x \approx 1{,}4142$" in _document("gelu", "pt")
+    # GELU's maximiser is √2 exactly (GELU'' = φ(x)(2 − x²)), no longer x ≈ 1,4142.
+    assert r"\operatorname{GELU}'({\sqrt{2}}) \approx 1{,}1289" in _document("gelu", "pt")
 
 
 def test_kinks_say_one_sided_derivatives_and_the_convention():
