@@ -47,6 +47,8 @@ def torch_recurrent(kind, x, w_ih, b_ih, w_hh, b_hh):
     weights = [w_ih, w_hh, b_ih, b_hh]
     if kind == "lstm":
         return torch._VF.lstm(x, (zero, zero), weights, True, 1, 0.0, False, False, True)[0]
+    if kind == "gru":
+        return torch._VF.gru(x, zero, weights, True, 1, 0.0, False, False, True)[0]
     return torch._VF.rnn_tanh(x, zero, weights, True, 1, 0.0, False, False, True)[0]
 
 
@@ -73,13 +75,15 @@ def test_lstm_last_state_network_matches_pytorch(build):
                                rtol=TOL, atol=TOL)
 
 
-def test_rnn_time_mean_network_matches_pytorch(build):
-    m = build("rnn_mean", [T, FEATURES], RNN_MEAN)
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+def test_time_mean_network_matches_pytorch(build, kind):
+    # The network code knows no layer by name: a GRU needs nothing an Elman layer does not.
+    m = build(f"{kind}_mean", [T, FEATURES], [{**RNN_MEAN[0], "type": kind}, *RNN_MEAN[1:]])
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(5, T, FEATURES)), rng.normal(size=(5, 2))
     params = m.init_params(seed=2)
     tp = [torch.tensor(p, requires_grad=True) for p in params]
-    states = torch_recurrent("rnn", torch.tensor(x), *tp[:4])
+    states = torch_recurrent(kind, torch.tensor(x), *tp[:4])
     tloss = F.mse_loss(F.linear(states.mean(dim=1), tp[4], tp[5]), torch.tensor(y))
     tloss.backward()
     loss, grads = m.loss_and_grad(params, x, y)

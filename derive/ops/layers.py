@@ -303,6 +303,4 @@ GRU = register(Layer(
             (W_hh, (3 * H, H)), (b_hh, (3 * H,)), (s, (N, T, 3 * H)), (v, (N, T, 3 * H)),
             *((gate, (N, T, H)) for gate in (gate_r, gate_z, candidate)), (h, (N, T, H))),
     inputs=(x, h0), weights=(W_ih, b_ih, W_hh, b_hh),
-    recurrence=Recurrence(time=t, state=h, initial=h0),
-    # A network cannot hold it yet (issue 15).
-    in_networks=False))
+    recurrence=Recurrence(time=t, state=h, initial=h0)))
