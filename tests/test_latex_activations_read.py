@@ -340,9 +340,13 @@ def test_a_sum_rule_that_drops_a_constant_is_a_clause(lang, fmt):
     own = {"pt": "Pela regra da soma", "en": "By the sum rule"}[lang]
     clause = {"pt": "; a derivada de uma soma é a soma das derivadas das parcelas",
               "en": "; the derivative of a sum is the sum of the derivatives of its terms"}[lang]
-    for name in ("sigmoid", "softsign", "hard_sigmoid"):
+    # After the piecewise step's full stop the clause opens a sentence on the branches.
+    branches = {"pt": "Nos ramos, a derivada de uma soma é a soma das derivadas das parcelas",
+                "en": "In the branches, the derivative of a sum is the sum of the derivatives "
+                      "of its terms"}[lang]
+    for name, said in (("sigmoid", clause), ("softsign", clause), ("hard_sigmoid", branches)):
         text = _document(name, lang, fmt)
-        assert own not in text and clause in text, name
+        assert own not in text and said in text, name
     quotient = {"pt": "Pela regra do quociente", "en": "By the quotient rule"}[lang]
     sigmoid = _document("sigmoid", lang, fmt)
     assert sigmoid.index(clause) - sigmoid.index(quotient) < 200
@@ -523,9 +527,59 @@ def test_network_documents_write_sigma_prime_as_the_notes_do(lang):
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_the_chain_rule_clause_prints_its_fraction_at_full_size(lang, fmt):
     # d/dx erf(x/√2) = √2 e^{−x²/2}/√π in a text-style fraction: an exponent inside a
-    # numerator, both script size, unreadable on a slide. Display style, as the identities.
+    # numerator, both script size, unreadable on a slide. Displayed, as the identities
+    # (it was display style inline until the clause was displayed, below).
     text = _document("gelu", lang, fmt)
-    said = {"pt": "pela regra da cadeia, ", "en": "by the chain rule, "}[lang]
+    said = {"pt": "pela regra da cadeia,", "en": "by the chain rule,"}[lang]
     clause = text[text.index(said):][:200]
-    assert (r"$\displaystyle \frac{d}{dx} \operatorname{erf}\left(x / \sqrt{2}\right) = "
-            r"\frac{\sqrt{2} e^{- x^{2} / 2}}{\sqrt{\pi}}$") in clause
+    assert (r"\[ \frac{d}{dx} \operatorname{erf}\left(x / \sqrt{2}\right) = "
+            r"\frac{\sqrt{2} e^{- x^{2} / 2}}{\sqrt{\pi}} \]") in clause
+
+
+CHAIN_LINEAR = ("sigmoid", "wilson_cowan", "silu", "gelu", "softplus")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_chain_rule_clause_displays_its_identity(lang, fmt):
+    # Inline, sigmoid's d/dx e^{−x} = −e^{−x} sat alone at the start of a slide line after
+    # "...; by the chain rule,". Displayed like the quoted identities, and followed by a
+    # lead-in so that the next line's '=' is not read as part of the identity.
+    said = {"pt": "pela regra da cadeia,", "en": "by the chain rule,"}[lang]
+    then = {"pt": "e a derivada fica:", "en": "and the derivative becomes:"}[lang]
+    for name in CHAIN_LINEAR:
+        text = _document(name, lang, fmt)
+        assert re.search(re.escape(said) + r"\n\\\[ [^\n]* = [^\n]* \\\]\n" + re.escape(then),
+                         text), name
+        assert said + r" \mbox" not in text, name
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_displayed_chain_clause_weighs_more_on_a_slide(lang):
+    # The displayed identity is taller: with it, a frame holds at most two steps more.
+    text = _document("sigmoid", lang, "beamer")
+    said = {"pt": "pela regra da cadeia,", "en": "by the chain rule,"}[lang]
+    frame = next(f for f in text.split(r"\begin{frame}") if said in f)
+    assert frame.count(r"\pause") <= 1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_lone_folded_identity_reads_as_part_of_the_sentence(lang, fmt):
+    # "A constant factor comes out of the derivative; d/dx x = 1:" and a piecewise step
+    # ending "...contains the boundary; d/dx x = 1." read terse. One folded rule joins with
+    # "and"; after a full stop the clause is a sentence of its own, said of the branches.
+    d1 = r"\mbox{$\frac{d}{dx} x = 1$}"
+    factor = {"pt": "Um fator constante sai da derivada, e " + d1 + ":",
+              "en": "A constant factor comes out of the derivative, and " + d1 + ":"}[lang]
+    branches = {"pt": "contém a fronteira. Nos ramos, " + d1 + ".",
+                "en": "contains the boundary. In the branches, " + d1 + "."}[lang]
+    for name in ("leaky_relu", "prelu", "rrelu"):
+        text = _document(name, lang, fmt)
+        assert factor in text and branches in text, name
+        assert "; " + d1 not in text, name
+    # Several folded rules stay a list after a semicolon; after the piecewise step's full
+    # stop they open the sentence about the branches.
+    constant = {"pt": "Nos ramos, a derivada de uma constante é zero e " + d1 + ".",
+                "en": "In the branches, the derivative of a constant is zero and " + d1 + "."}
+    assert constant[lang] in _document("relu", lang, fmt)
