@@ -319,3 +319,34 @@ def test_a_penalty_page_has_one_symbol_per_strength(name, lang, fmt):
     # The strength of the term in w (λ, λ₂) is the one AdamW's decay takes.
     for coupled in (p.latex for p in op.strengths if p.symbol.name == "l2"):
         assert rf"-\eta {coupled} w" in body
+
+
+#: Phrases a Brazilian reader of these pages stopped at, each with what replaced it:
+#: 'como aritmética' (nas contas), 'o move de −ηλ sgn(w)' (read as 'from'; soma),
+#: 'passa a designar' (passa a valer), 'não recebe empurrão' (não é empurrado).
+FLAGGED_PT = ("Como aritmética", "o move de", "muda também de", "passa a designar",
+              "recebe empurrão")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("name", OPTIMIZERS + PENALTIES)
+def test_the_pt_text_reads_as_a_brazilian_lecturer_writes(name, fmt):
+    body = _body(name, "pt", fmt)
+    assert not [p for p in FLAGGED_PT if p in body]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_pt_worked_example_reads_as_a_brazilian_lecturer_writes(fmt):
+    from derive.example import parse_settings, worked_example
+    from derive.latex.document import example_document
+
+    example = worked_example("mse", parse_settings(["x=2.1", "w=1", "b=0", "y=4"]))
+    text = example_document(example, ["example", "mse"], lang="pt", fmt=fmt).text
+    assert not [p for p in FLAGGED_PT if p in text]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_rumelharts_remark_reads_naturally_in_english(fmt):
+    """'As arithmetic it is Polyak's recurrence' read as a noun phrase gone astray."""
+    body = _body("momentum_rumelhart", "en", fmt)
+    assert "Arithmetically it is Polyak's recurrence" in body and "As arithmetic" not in body
