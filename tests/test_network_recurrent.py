@@ -214,6 +214,10 @@ def test_an_lstm_learns_the_adding_problem_and_a_plain_rnn_does_not(build, one_t
     assert losses["lstm"] < 0.2 * BASELINE, losses
     assert losses["rnn"] > 0.7 * BASELINE, losses
     assert all(np.isfinite(c).all() and len(c) == ADDING_T for c in curves.values())
+    # Why: from the last state back to the first, the trained RNN's ||dE/dh_t|| falls by
+    # about 1e-5 (a product of 49 Jacobians), the trained LSTM's by about 1e-2 and then
+    # stays level (measured 2.3e-5 against 0.045 at t = 0, both 5.66 at t = 49).
+    assert curves["lstm"][0] > 100 * curves["rnn"][0], curves
     png = plot_state_gradients(curves, tmp_path / "gradients.png", "adding, T = 50")
     assert png.stat().st_size > 1000
 
