@@ -47,7 +47,7 @@ from derive.codegen.emit import (
     runtime_helpers,
     with_hash,
 )
-from derive.codegen.ir import LayerKernel
+from derive.codegen.ir import LayerKernel, RowKernel
 from derive.codegen.loops import Contraction, GemmUpdate, arrays_used
 from derive.codegen.lower import (
     gradient_array,
@@ -565,7 +565,32 @@ def loss_context(plan: NetworkPlan) -> dict:
     return {"encoding": encoding,
             "forward": row_context(variant.forward, printer),
             "backward": row_context(variant.backward, printer),
+            "fused": fused_loss(variant.forward, variant.backward, printer),
             "helpers": printer.helpers}
+
+
+def fused_loss(forward: RowKernel, backward: RowKernel, printer: NumbaPrinter) -> dict | None:
+    """The loss and its gradient in one pass over the rows, when their reductions agree.
+
+    A training step needs both, and the gradient's kernel recomputes each row's
+    reductions (softmax cross-entropy's log-sum-exp) that the loss's computed. When they
+    are the same sums, the fused kernel computes them once a row, adds the row's loss and
+    writes its gradient: the same expressions in the same order, so the same numbers.
+    Returns the two parts as :func:`row_context` gives them (the loss's with the
+    gradient's row index), or None when the reductions differ.
+    """
+    if forward.col is not None or backward.col is None:
+        return None
+    rename = {forward.row: backward.row}
+    reductions = tuple(dataclasses.replace(r, body=sp.sympify(r.body).xreplace(rename))
+                       for r in forward.reductions)
+    if reductions != tuple(backward.reductions):
+        return None
+    loss = RowKernel(backward.row, None, (),
+                     tuple(dataclasses.replace(a, expr=sp.sympify(a.expr).xreplace(rename))
+                           for a in forward.body),
+                     sp.sympify(forward.value).xreplace(rename))
+    return {"loss": row_context(loss, printer), "gradient": row_context(backward, printer)}
 
 
 def parameter_context(spec: NetworkSpec) -> dict:
