@@ -25,8 +25,8 @@ import sympy as sp
 from derive.calculus.derivation import gradient_array, output_upstream
 from derive.calculus.recurrence import derive_recurrence
 from derive.latex.context import Language, document_view, op_title
-from derive.latex.indexed import RECURRENT_VIEWS, LayerView, indexed_printer
-from derive.latex.recurrent import at_step
+from derive.latex.indexed import NOTATION, RECURRENT_VIEWS, LayerView, indexed_printer
+from derive.latex.recurrent import at_step, back_in_time
 from derive.spec import Layer
 
 
@@ -77,18 +77,20 @@ class CellView:
         return self.step.gradients
 
 
-def _names(op: Layer, rd, time: str, before: str) -> dict:
+def marked_names(op: Layer, rd, time: str, before: str) -> dict:
     """Each array of the step renamed with its time step marked (x → x^⟨t⟩)."""
     initials = {initial for _, initial in op.recurrence.states}
-    marked = {a: sp.IndexedBase(at_step(str(a), time), real=True) for a in
-              (*(b for b in op.inputs if b not in initials), *(t.base for t, _ in op.steps),
-               op.recurrence.state)}
+    # In the notes' notation (a GRU's candidate htilde is h̃).
+    marked = {a: sp.IndexedBase(at_step(NOTATION.get(str(a), str(a)), time), real=True)
+              for a in (*(b for b in op.inputs if b not in initials),
+                        *(t.base for t, _ in op.steps), op.recurrence.state)}
     for state, _, previous in rd.states:
         marked[previous] = sp.IndexedBase(at_step(str(state), before), real=True)
     return marked
 
 
-def _printed_step(rd, names: dict) -> Layer:
+def printed_step(rd, names: dict) -> Layer:
+    """The step of ``rd`` with its arrays renamed by ``names`` (marked by time step)."""
     from dataclasses import replace
 
     step = rd.step
@@ -103,13 +105,34 @@ def _printed_step(rd, names: dict) -> Layer:
                    extra_outputs=tuple(names.get(a, a) for a in step.extra_outputs))
 
 
-def _squared(tex: str) -> str:
-    """A marked element squared parenthesised: (g^⟨t⟩_{n,j})², not a double superscript."""
-    return re.sub(r"(\w\^\{\\langle [^}]*\\rangle\}_\{[^}]*\})\^\{", r"\\left(\1\\right)^{",
-                  tex)
+def squared(tex: str) -> str:
+    r"""A marked element squared parenthesised: (g^⟨t⟩_{n,j})², not a double superscript.
+
+    The name may carry an accent (\tilde{h}^⟨t⟩_{n,j}, a GRU's candidate).
+    """
+    return re.sub(r"((?:\\[a-z]+\{\w\}|\w)\^\{\\langle [^}]*\\rangle\}_\{[^}]*\})\^\{",
+                  r"\\left(\1\\right)^{", tex)
 
 
-def _on_block(piece: sp.Piecewise, j: sp.Symbol, size: sp.Symbol) -> sp.Expr:
+def gradient_first(ex: sp.Expr, gradients: tuple, pr) -> str:
+    r"""∂E/∂i · i (1 − i): the gate's gradient, then the gate's derivative, the sum last.
+
+    As the activation documents write σ′ = σ(1 − σ); SymPy's order of the factors would
+    print (1 − i) ∂E/∂i i. Any other form is printed as it is.
+    """
+    factors = sp.Mul.make_args(ex)
+    upstream = [f for f in factors if f.has(*gradients)]
+    rest = [f for f in factors if not f.has(*gradients)]
+    if not upstream or not rest or ex.could_extract_minus_sign():
+        return pr(ex)
+    ordered = ([f for f in rest if not isinstance(f, sp.Add)]
+               + [f for f in rest if isinstance(f, sp.Add)])
+    slope = " ".join(rf"\left({pr(f)}\right)" if isinstance(f, sp.Add) else pr(f)
+                     for f in ordered)
+    return rf"{pr(sp.Mul(*upstream))} \cdot {slope}"
+
+
+def on_block(piece: sp.Piecewise, j: sp.Symbol, size: sp.Symbol) -> sp.Expr:
     """A guarded term of ∂E/∂s on one gate's rows j = 0, …, H − 1: kept or 0 there."""
     (value, condition), *_ = piece.args
     holds = {bool(condition.xreplace({size: 5, j: row})) for row in range(5)}
@@ -126,9 +149,9 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     n, j = step.out.indices
     k = sp.Symbol("k", integer=True, nonnegative=True)
     t = sp.Symbol("t", integer=True, nonnegative=True)
-    now, after, first = (_names(op, rd, a, b) for a, b in
+    now, after, first = (marked_names(op, rd, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
-    step_view = document_view(_printed_step(rd, now), lang)
+    step_view = document_view(printed_step(rd, now), lang)
     symbols = {at_step(r"\delta", a): at_step(r"\delta", a) for a in ("t", "T")}
     label = indexed_printer(lang, symbols).doprint
 
@@ -206,10 +229,11 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         (read,) = [a for a in definition.atoms(sp.Indexed) if a.base == s_arr]
         ex = d_s.expr.xreplace({d_s.index[1]: read.indices[1], d_s.index[0]: n})
         ex = ex.replace(lambda a: isinstance(a, sp.Piecewise),
-                        lambda a: _on_block(a, j, size))
+                        lambda a: on_block(a, j, size))
         ex = sp.factor_terms(ex).xreplace({definition: target})
         rows.append((pr(at_time["t"][s_arr][read.indices]),
-                     _squared(pr(ex.xreplace(renames("t")).xreplace(now)))))
+                     squared(gradient_first(ex.xreplace(renames("t")).xreplace(now),
+                                              tuple(renames("t").values()), pr))))
 
     # ∂c^⟨t⟩/∂c^⟨t−1⟩: what the step sends back to its previous cell state, per unit of
     # the gradient of c (the forget gate).
@@ -220,7 +244,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
                      pr(slope.xreplace({p: n, q: j}).xreplace(now)))
     factor = slope.xreplace({p: n, q: j}).xreplace(
         {a: sp.IndexedBase(at_step(str(a), "u"), real=True) for a in arrays})
-    cell_product = (rf"\frac{{\partial {pr(_names(op, rd, 'T', 'T-1')[c][n, j])}}}"
+    cell_product = (rf"\frac{{\partial {pr(marked_names(op, rd, 'T', 'T-1')[c][n, j])}}}"
                     rf"{{\partial {pr(now[c][n, j])}}}",
                     r"\prod_{u=t+1}^{T} " + pr(factor))
     gates = tuple(lab(now[t_.base]) for t_, _ in step.steps[1:5])
@@ -238,7 +262,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         lasts=(at_step(lab(h), "T"), at_step(lab(c), "T")),
         inputs=tuple(lab(now[a]) for a in op.inputs if a not in initials),
         weights=tuple(lab(w) for w in op.weights),
-        step=step_view,
+        step=back_in_time(step_view, {lab(now[h_prev]), lab(now[c_prev])}),
         total_h=total_h,
         total_c=total_c,
         from_above=pr(upstream[n, k]),
@@ -253,4 +277,4 @@ def cell_view(op: Layer, lang: Language) -> CellView:
 
 
 # A recurrence that carries a cell state besides its output (the LSTM) gets this document.
-RECURRENT_VIEWS[2] = cell_view
+RECURRENT_VIEWS[2, False] = cell_view

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 
 from derive.calculus.derivation import LABELS, derive_loss, output_upstream
 from derive.calculus.functions import softplus, uniform01
@@ -53,6 +54,7 @@ NOTATION = {
     "softmax": r"\operatorname{softmax}",
     "x_pad": r"\tilde{x}",
     "xhat": r"\hat{x}",
+    "htilde": r"\tilde{h}",
     "var": r"\sigma^{2}",
     "mu": r"\mu",
     "running_mean": r"\bar{\mu}",
@@ -151,6 +153,7 @@ def _step_view(i: int, step: Step, printer: DerivePrinter, show) -> StepView:
 
 def indexed_chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
     """Print an indexed chain; after "drop the cases" the case index is no longer shown."""
+    printer = printer.ordered(chain.outer_first())
     rules = chain.rules()
     hide_after = rules.index("drop_cases") + 1 if "drop_cases" in rules else None
     steps = []
@@ -278,8 +281,10 @@ def _(op: Loss, lang: Language) -> LossView:
         # The softmax of the logits by the name the definition gives it (ŷ), as in §2.
         gradient = _kernel_printed(variant.gradient, n, j).xreplace(
             {softmax_of(op.pred): sp.IndexedBase("yhat", real=True)})
-        # Read in ŷ − y, as the boxed result (sgn(ŷ − y), not −sgn(y − ŷ)).
-        gradient = even_first(prediction_first(gradient, op.pred[n, j]) or gradient, op.pred)
+        # Read in ŷ − y, as the boxed result (sgn(ŷ − y), not −sgn(y − ŷ)), common factors
+        # out as the box has them: 2(ŷ − y)/(KN), not (2ŷ − 2y)/(KN).
+        gradient = sp.factor_terms(
+            even_first(prediction_first(gradient, op.pred[n, j]) or gradient, op.pred))
         exprs += [row, gradient]
         kernel.append(KernelForm(variant.encoding, printer.doprint(row),
                                  printer.doprint(D(steps.name, op.pred[n, j])),
@@ -396,14 +401,55 @@ class PositionPrinter(DerivePrinter):
     """
 
     _default_settings = {**DerivePrinter._default_settings, "positions": (), "fixed": None,
-                         "trailing": ()}
+                         "trailing": (), "weights": (), "computed": (), "inputs": ()}
 
     def _as_ordered_terms(self, expr, order=None):
+        terms = list(super()._as_ordered_terms(expr, order=order))
+        # A sum whose every term reads a weight follows the declaration's order of the
+        # weights, as one writes it: W_ih x + b_ih + W_hh h + b_hh and W x + b, not
+        # SymPy's b_hh + b_ih + … (the sort is stable: terms of one weight keep theirs).
+        rank = {w: k_ for k_, w in enumerate(self._settings["weights"])}
+
+        def first_weight(term):
+            held = [rank[el.base] for el in term.atoms(sp.Indexed) if el.base in rank]
+            return min(held) if held else None
+
+        ranks = [first_weight(t_) for t_ in terms]
+        if len(terms) > 1 and None not in ranks:
+            terms = [t_ for _, t_ in sorted(zip(ranks, terms, strict=True), key=lambda p_: p_[0])]
         # A setting standing alone as a term comes last, as one writes a small constant
         # added to keep a quantity away from zero: σ² + ε, not ε + σ² (SymPy's order).
-        terms = list(super()._as_ordered_terms(expr, order=order))
         alone = [t_ for t_ in terms if t_ in self._settings["trailing"]]
         return [t_ for t_ in terms if t_ not in alone] + alone
+
+    def _print_plain_Mul(self, expr):
+        # A product of the layer's own arrays names them in the order the layer computes
+        # them, its inputs last: f c^⟨t−1⟩ + i g, as the notes write the LSTM's cell
+        # (SymPy sorts by name: c^⟨t−1⟩ f + g i).
+        computed = self._settings["computed"]
+        factors = sp.Mul.make_args(expr)
+        if len(factors) > 1 and all(isinstance(f, sp.Indexed) for f in factors) and any(
+                f.base in computed for f in factors) and all(
+                f.base in computed or f.base in self._settings["inputs"] for f in factors):
+            rank = {a: k_ for k_, a in enumerate(computed)}
+            ordered = sorted(factors, key=lambda f: rank.get(f.base, len(rank)))
+            return " ".join(self._print(f) for f in ordered)
+        # In a layer's document (its weights set), a fraction whose numerator scales a sum
+        # by elements names the elements first, as one writes a product:
+        # γ_c (x − μ̂_c)/√(σ̂²_c + ε) and δ (x − μ̂_c)/…, not SymPy's (x − μ̂_c) γ_c.
+        numer, denom = sp.fraction(expr, exact=True)
+        sign = ""
+        if numer.could_extract_minus_sign():
+            sign, numer = "-", -numer
+        factors = numer.as_ordered_factors()
+        sums = [f for f in factors if isinstance(f, sp.Add)]
+        if denom == 1 or not sums or len(sums) == len(factors) or not all(
+                isinstance(f, sp.Add | sp.Indexed) for f in factors) or not self._settings[
+                "weights"]:
+            return super()._print_plain_Mul(expr)
+        ordered = [f for f in factors if not isinstance(f, sp.Add)] + sums
+        top = " ".join(self.parenthesize(f, PRECEDENCE["Mul"], strict=True) for f in ordered)
+        return rf"{sign}\frac{{{top}}}{{{self._print(denom)}}}"
 
     def _print_StrictGreaterThan(self, expr):
         # A value compared with a setting names the value first, as one says it: the
@@ -525,7 +571,10 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
     fixed = None if plain else frozenset(p_.symbol for p_ in op.hyper)
     return PositionPrinter({**settings, "positions": window_positions(op, steps),
                             "fixed": fixed,
-                            "trailing": tuple(p_.symbol for p_ in op.hyper if p_.latex)})
+                            "trailing": tuple(p_.symbol for p_ in op.hyper if p_.latex),
+                            "weights": op.weights,
+                            "computed": tuple(t_.base for t_, _ in op.steps),
+                            "inputs": op.inputs})
 
 
 def _single_case(result: sp.Expr, batch: sp.Symbol) -> sp.Expr:
@@ -552,24 +601,37 @@ def _grad_view(g: GradientSteps, role: str, printer, batch, single: bool) -> Gra
                     sides)
 
 
-#: Document views of layers whose declaration has a recurrence, by the number of states
-#: it carries through time (the Elman layer's h; the LSTM's h and cell state c), filled
-#: by the modules that define them (derive.latex.recurrent, derive.latex.cell).
+#: Document views of layers whose declaration has a recurrence, by its
+#: :func:`recurrence_kind` (the Elman layer's h; the GRU's h, which also reads itself one
+#: step back; the LSTM's h and cell state c), filled by the modules that define them
+#: (derive.latex.recurrent, derive.latex.gated, derive.latex.cell).
 RECURRENT_VIEWS: dict = {}
+
+
+def recurrence_kind(op: Layer) -> tuple[int, bool]:
+    """(states carried through time, whether the output reads its own previous value).
+
+    (1, False) for the Elman layer, h_t = f(s_t); (1, True) for the GRU, whose
+    h_t = (1 − z_t) h̃_t + z_t h_{t−1} reads h_{t−1} directly; (2, False) for the LSTM.
+    """
+    rec = op.recurrence
+    direct = any(el.base == rec.state for el in op.expr.atoms(sp.Indexed))
+    return len(rec.states), direct
 
 
 @document_view.register
 def _(op: Layer, lang: Language):
     if op.recurrence is not None:
-        # Chosen by the declaration's field: a layer with a recurrence gets the document
+        # Chosen by the declaration's fields: a layer with a recurrence gets the document
         # through time of its kind of recurrence, every other layer the one below.
-        carried = len(op.recurrence.states)
-        if carried not in RECURRENT_VIEWS:
+        kind = recurrence_kind(op)
+        if kind not in RECURRENT_VIEWS:
             raise DeriveError(
-                f"no document for a recurrence that carries {carried} states",
+                f"no document for a recurrence that carries {kind[0]} states"
+                + (" and reads its output one step back" if kind[1] else ""),
                 where=f"layer {op.name!r}",
                 fix="Import derive.latex.render, which loads every recurrent document.")
-        return RECURRENT_VIEWS[carried](op, lang)
+        return RECURRENT_VIEWS[kind](op, lang)
     return layer_view(op, lang)
 
 
@@ -771,6 +833,7 @@ def _hidden_chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
     def show(e):
         return hide_case(e, chain.case)
 
+    printer = printer.ordered(chain.outer_first())
     steps = tuple(_step_view(i + 1, s, printer, show) for i, s in enumerate(chain.steps))
     return ChainView(var=printer.doprint(show(chain.var)), d=r"\partial",
                      lhs=printer.doprint(show(chain.start)), steps=steps,

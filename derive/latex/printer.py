@@ -170,6 +170,10 @@ class DerivePrinter(LatexPrinter):
         # declarations and kernels count from 0, as Python does. Only for formulas whose
         # indices are plain names: an offset such as S h + i would change with the origin.
         "one_based": False,
+        # The chain's inner-function names, outermost derivative first (a chain's
+        # ``outer_first``): d/dv ln(v) · d/du cosh(u) when v = cosh(u), as the notes
+        # write f′(g(x)) · g′(x). Without it, names print in the order they are issued.
+        "outer_first": (),
     }
 
     def __init__(self, settings=None):
@@ -177,6 +181,23 @@ class DerivePrinter(LatexPrinter):
         missing = [w for w in WORDS if w not in self._settings["words"]]
         if missing:
             raise ValueError(f"the printer needs the words {missing}")
+
+    def ordered(self, names) -> DerivePrinter:
+        """A copy of the printer that sets a product's derivatives in the order of ``names``.
+
+        Parameters
+        ----------
+        names : tuple of sympy.Symbol
+            A chain's inner-function names, outermost derivative first
+            (``StepChain.outer_first()``).
+
+        Returns
+        -------
+        DerivePrinter
+            A printer with the same settings and this order.
+        """
+        settings = {k: v for k, v in self._settings.items() if k in self._default_settings}
+        return type(self)({**settings, "outer_first": tuple(names)})
 
     def _print(self, expr, **kwargs):
         # derive's named functions carry a ``_latex`` of their own, which SymPy would
@@ -266,7 +287,7 @@ class DerivePrinter(LatexPrinter):
             return factored if factored is not None else self._print_plain_Mul(expr)
         # Outer derivative first (d/du before d/dx, u before v), joined by ·, so that
         # "d/du e^u · d/dx[-x]" cannot be misread as d/du applied to everything after it.
-        derivatives.sort(key=_derivative_order)
+        derivatives.sort(key=self._derivative_order)
         rest = sp.Mul(*[f for f in factors if not isinstance(f, sp.Derivative)])
         numer, denom = sp.fraction(rest, exact=True)
         sign = ""
@@ -283,6 +304,23 @@ class DerivePrinter(LatexPrinter):
             pieces = [self._coefficient(numer, denom)]
         pieces += [self._print(d) for d in derivatives]
         return sign + r" \cdot ".join(pieces)
+
+    def _derivative_order(self, d: sp.Derivative) -> tuple:
+        """Where a derivative stands in a product: by an inner function before the rest.
+
+        Names in the printer's ``outer_first`` order come first, in that order; other
+        inner-function names in the order they are issued (u, v, …, u_1); then the
+        derivatives by the variable itself.
+        """
+        var = d.variables[0]
+        order = self._settings["outer_first"]
+        if var in order:
+            return (0, order.index(var), 0)
+        name = var.name if isinstance(var, sp.Symbol) else ""
+        base, _, suffix = name.partition("_")
+        if base in INNER_NAMES:
+            return (1, int(suffix or 0), INNER_NAMES.index(base))
+        return (2, 0, 0)
 
     def _print_over_root(self, expr) -> str | None:
         r"""x/√2, not SymPy's rationalised √2 x/2 (the erf of GELU and Φ, as papers write it).
@@ -774,12 +812,6 @@ def _leads_with_minus(expr) -> bool:
     return expr.could_extract_minus_sign()
 
 
-def _derivative_order(d: sp.Derivative):
-    name = d.variables[0].name if isinstance(d.variables[0], sp.Symbol) else ""
-    base, _, suffix = name.partition("_")
-    if base in INNER_NAMES:
-        return (0, int(suffix or 0), INNER_NAMES.index(base))
-    return (1, 0, 0)
 
 
 def _number_out(numer):

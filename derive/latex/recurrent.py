@@ -34,6 +34,16 @@ def at_step(name: str, time: str) -> str:
     return name + STEP.format(time)
 
 
+def back_in_time(view: LayerView, states: set[str]) -> LayerView:
+    """The step's view with each previous state's gradient in the role ``"state"``.
+
+    The step reads h^⟨t−1⟩ as an input, but its gradient goes back to the previous time
+    step, not on to a layer below as an input's does.
+    """
+    return replace(view, gradients=tuple(replace(g, role="state") if g.array in states else g
+                                         for g in view.gradients))
+
+
 @dataclass(frozen=True)
 class RecurrentView:
     """Everything a recurrent layer's templates print."""
@@ -245,7 +255,7 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
         state_last=at_step(lab(state), "T"),
         inputs=tuple(lab(now[a]) for a in op.inputs if a != rec.initial),
         weights=tuple(lab(w) for w in op.weights),
-        step=step_view,
+        step=back_in_time(step_view, {lab(now[previous])}),
         total_lhs=total[0],
         from_above=pr(upstream[n, j]),
         total=total[1],
@@ -266,5 +276,6 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     )
 
 
-# A recurrence that carries one state (the Elman layer's h) gets this document.
-RECURRENT_VIEWS[1] = recurrent_view
+# A recurrence that carries one state, which its output reads only through the step's
+# pre-activation (the Elman layer's h), gets this document.
+RECURRENT_VIEWS[1, False] = recurrent_view

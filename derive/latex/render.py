@@ -16,6 +16,7 @@ import jinja2
 from derive.latex import (  # noqa: F401  (register their views)
     cell,
     example,
+    gated,
     indexed,
     network,
     optimizer,

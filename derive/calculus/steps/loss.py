@@ -253,7 +253,7 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
     rec = _one_term(op, name, whole, var)
     term = printed_term(op).xreplace({n: CASE}).xreplace({j: k})
     error = var - op.target[CASE, k]
-    u = rec.names.fresh()
+    u = rec.names.fresh(error)
     rec.step("constant_factor", op.scale * D(term, var))
     rec.step("chain", op.scale * D(plain(term).xreplace({var: u + op.target[CASE, k]}), u)
              * D(error, var), inner=((u, error),))
@@ -267,6 +267,8 @@ def _difference_chain(op, name, whole, engine) -> StepChain:
 
 def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
     """CE of softmax: ln of a quotient, Σ_j y_j = 1, and ŷ − y at the end."""
+    from derive.calculus.functions import Factors
+
     n, j, k, N, K = loss_indices()
     z, y = op.pred, op.target
     yhat = sp.IndexedBase("yhat", real=True)
@@ -280,10 +282,11 @@ def _softmax_ce_chain(op, name, whole, engine) -> StepChain:
     rec.step("definition", D(ce, var), inner=((name, ce),))
     rec.step("definition", D(ce.xreplace({yhat[n, j]: softmax(n, j)}), var),
              inner=((yhat[n, j], softmax(n, j)),))
-    logs = -sp.Sum(y[n, j] * (z[n, j] - sp.log(row)), (n, 0, N - 1), (j, 0, K - 1)) / N
+    # y_j (z_j − ln Σ) as the definition's y_j ln ŷ_j: the target keeps its place in front.
+    logs = -sp.Sum(Factors(y[n, j], z[n, j] - sp.log(row)), (n, 0, N - 1), (j, 0, K - 1)) / N
     rec.step("log_quotient", D(logs, var))
     case_row = row.xreplace({n: CASE})
-    rec.step("drop_cases", D(-sp.Sum(y[CASE, j] * (z[CASE, j] - sp.log(case_row)),
+    rec.step("drop_cases", D(-sp.Sum(Factors(y[CASE, j], z[CASE, j] - sp.log(case_row)),
                                       (j, 0, K - 1)) / N, var))
     linear = sp.Sum(y[CASE, j] * z[CASE, j], (j, 0, K - 1))
     targets = sp.Sum(y[CASE, j], (j, 0, K - 1))

@@ -144,6 +144,10 @@ class StepChain:
         """The rule keys in order (handy in tests and prose)."""
         return tuple(s.rule for s in self.steps)
 
+    def outer_first(self) -> tuple[sp.Symbol, ...]:
+        """The chain's inner-function names, outermost derivative first (:func:`outer_first`)."""
+        return outer_first(self.definitions)
+
 
 
 @dataclass(frozen=True)
@@ -168,13 +172,39 @@ class NameSupply:
     def __init__(self, avoid: Iterable[str]):
         avoid = set(avoid)
         self._names: Iterator[str] = (n for n in _candidates() if n not in avoid)
-        self.issued: list[sp.Symbol] = []
+        self.issued: list[tuple[sp.Symbol, sp.Expr]] = []
 
-    def fresh(self) -> sp.Symbol:
-        """The next unused inner-function symbol (real, so |u|' = sign(u))."""
+    def fresh(self, definition: sp.Expr) -> sp.Symbol:
+        """The next unused inner-function symbol (real, so |u|' = sign(u)) for ``definition``."""
         u = sp.Symbol(next(self._names), real=True)
-        self.issued.append(u)
+        self.issued.append((u, definition))
         return u
+
+    def outer_first(self) -> tuple[sp.Symbol, ...]:
+        """The names issued so far, outermost derivative first (:func:`outer_first`)."""
+        return outer_first(self.issued)
+
+
+def outer_first(definitions: Iterable[tuple[sp.Expr, sp.Expr]]) -> tuple[sp.Symbol, ...]:
+    """Inner-function names in the order the chain rule writes their derivatives.
+
+    The notes write f′(g(x)) · g′(x): the outer derivative first. Names are issued as the
+    chain rule meets the functions, and most are met from the outside in (u, then v inside
+    u's derivative by x); but a name defined in terms of another, v = cosh(u) in
+    d/du ln cosh(u), was issued to take the derivative by u apart, and d/dv ln(v) comes
+    before d/du cosh(u). So each name goes before the earliest name its definition holds,
+    or last.
+    """
+    order: list[sp.Symbol] = []
+    for name, definition in definitions:
+        if not isinstance(name, sp.Symbol):
+            continue
+        held = [i for i, u in enumerate(order) if sp.sympify(definition).has(u)]
+        if held:
+            order.insert(min(held), name)
+        else:
+            order.append(name)
+    return tuple(order)
 
 
 def _candidates() -> Iterator[str]:

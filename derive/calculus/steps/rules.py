@@ -136,7 +136,7 @@ def _(g: sp.Pow, var, names):
 
 
 def _chain(g, inner, outer, var, names: NameSupply) -> Rewrite:
-    u = names.fresh()
+    u = names.fresh(inner)
     return Rewrite("chain", D(outer(u), u) * D(inner, var), inner=((u, inner),))
 
 
@@ -284,7 +284,8 @@ def apply_rule(expr: sp.Expr, names: NameSupply, *, factors_first: bool = False)
 
     Constants and d/dx x are cleared first, all at once (:data:`SWEEPING`), which keeps
     the expressions short. Otherwise the derivative with respect to the earliest inner
-    function is taken (d/du F(u) before du/dx, the order they are printed and read in),
+    function is taken (d/du F(u) before du/dx, and d/dv ln(v) before d/du cosh(u) when
+    v = cosh(u): the order they are printed and read in, :func:`.records.outer_first`),
     and failing that the first derivative node in pre-order. With ``factors_first``,
     every constant factor comes out first, all at once: a loss's terms each have one
     (y ln ŷ, (1 − y) ln(1 − ŷ)), and taken one term at a time, between the rules of the
@@ -317,7 +318,7 @@ def apply_rule(expr: sp.Expr, names: NameSupply, *, factors_first: bool = False)
         focus, rewrite = factored[0], Rewrite("constant_factor", swap[factored[0]])
         after, folded = fold_trivial(expr.xreplace(swap))
     else:
-        rank = {u: i for i, u in enumerate(names.issued)}
+        rank = {u: i for i, u in enumerate(names.outer_first())}
         focus = min(nodes, key=lambda n: rank.get(n.variables[0], len(rank)))
         rewrite = local_rule(focus, names)
         after, folded = fold_trivial(expr.xreplace({focus: rewrite.result}))
