@@ -470,3 +470,24 @@ def test_dropout_drops_an_element_if_its_draw_is_below_p(lang, fmt):
     """'se p > u_{n,k}' (SymPy's canonical order) reads backwards: the draw is compared."""
     text = body(document("dropout", lang, fmt))
     assert r"{u}_{n,k} < p" in text and r"p > {u}" not in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_a_weight_scales_the_difference_from_the_front(lang):
+    """γ_c (x − μ̂_c)/√(σ̂²_c + ε), as the notes write it; SymPy's order put γ_c after."""
+    text = body(document("batch_norm_inference", lang))
+    assert (r"\frac{{\gamma}_{c} \left({x}_{n,c,h,w} - {\bar{\mu}}_{c}\right)}"
+            r"{\sqrt{\bar{\sigma}^{2}_{c} + \varepsilon}} + {\beta}_{c}") in text
+    assert r"{\bar{\mu}}_{c}\right) {\gamma}_{c}" not in text
+    # ∂E/∂γ_c = Σ δ (x − μ̂_c)/√(σ̂²_c + ε): the upstream gradient before the difference too.
+    assert r"\frac{{\delta}_{n,c,h,w} \left({x}_{n,c,h,w} - {\bar{\mu}}_{c}\right)}" in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["dense", "conv1d"])
+def test_a_weighted_sum_is_written_in_the_order_of_the_weights(name, lang):
+    """s = Σ W x + b (the notes' Wx + b), not SymPy's b + Σ W x."""
+    text = body(document(name, lang))
+    definition = re.search(r"= \\deriveFit\[0\.8\\linewidth\]\{(.*)\}\n", text).group(1)
+    assert definition.startswith(r"\sum"), definition
+    assert definition.endswith(r" + {b}_{f}" if name == "conv1d" else r" + {b}_{j}"), definition

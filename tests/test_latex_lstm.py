@@ -47,8 +47,18 @@ def test_the_document_has_the_gates_the_totals_and_the_cell_path(lang, fmt):
             r"f^{\langle t+1 \rangle}_{n,j}") in body
     # The cell path: one forget gate per step, their product.
     assert r"\prod_{u=t+1}^{T} f^{\langle u \rangle}_{n,j}" in body
-    # Each gate's block of the pre-activation's gradient, in the gate's value.
-    assert r"\left(1 - i^{\langle t \rangle}_{n,j}\right)" in body
+    # Each gate's block of the pre-activation's gradient, in the gate's value, written as
+    # the activation documents write σ′ = σ(1 − σ): ∂E/∂i · i (1 − i), not (1 − i) ∂E/∂i i.
+    for gate in "ifo":
+        g = rf"{gate}{t}_{{n,j}}"
+        assert (rf"\frac{{\partial E}}{{\partial {g}}} \cdot {g} \left(1 - {g}\right)"
+                in body), gate
+    assert (rf"\frac{{\partial E}}{{\partial g{t}_{{n,j}}}} \cdot "
+            rf"\left(1 - \left(g{t}_{{n,j}}\right)^{{2}}\right)") in body
+    assert rf"\right) \frac{{\partial E}}{{\partial i{t}_{{n,j}}}}" not in body
+    # The cell as the notes write it, f c^⟨t−1⟩ + i g (SymPy's order: c^⟨t−1⟩ f + g i).
+    assert (rf"f{t}_{{n,j}} c^{{\langle t-1 \rangle}}_{{n,j}} + i{t}_{{n,j}} g{t}_{{n,j}}"
+            in body)
     # The recurrence is printed once, not again under the time step's 'Definition'.
     assert ("Definição" if lang == "pt" else "Definition") not in body
     assert r"\sum_{t=0}" not in body and r"\sum_{j=0}" not in body

@@ -99,3 +99,32 @@ def test_the_recurrence_is_printed_once(name, lang, fmt):
     # The step's inputs and parameters are still said, once.
     said = "os parâmetros aprendidos são" if lang == "pt" else "the learned parameters are"
     assert body.count(said) == 1
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", [*FORMATS, "markdown"])
+@pytest.mark.parametrize("name", ["rnn", "rnn_relu"])
+def test_the_preactivation_follows_the_declared_order(name, lang, fmt):
+    text = document_for(name, lang=lang, fmt=fmt).text
+    body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
+    # W_ih x + b_ih + W_hh h + b_hh, as declared: SymPy's order put b_hh + b_ih first.
+    t = r"^{\langle t \rangle}"
+    assert (rf"x{t}_{{n,i}} + \left(b_{{ih}}\right)_{{j}} + \sum_{{k=1}}^{{H}} "
+            r"\left(W_{hh}\right)_{j,k}") in body
+    assert r"h^{\langle t-1 \rangle}_{n,k} + \left(b_{hh}\right)_{j}" in body
+    assert r"\left(b_{hh}\right)_{j} + \left(b_{ih}\right)_{j}" not in body
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_the_previous_state_goes_back_in_time_not_to_a_layer_below(name, lang):
+    # The step reads h^⟨t−1⟩ as an input, but its gradient goes to step t − 1: it was
+    # introduced as 'the input h^⟨t−1⟩, which goes on to the layer below'.
+    text = document_for(name, lang=lang, fmt="article").text
+    state = ("estado anterior $h^{\\langle t-1 \\rangle}$, que volta ao instante anterior"
+             if lang == "pt" else
+             "previous state $h^{\\langle t-1 \\rangle}$, which goes back to the previous "
+             "time step")
+    assert state in text
+    assert "$h^{\\langle t-1 \\rangle}$, " + ("que segue" if lang == "pt" else "which goes on") \
+        not in text
