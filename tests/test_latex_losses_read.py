@@ -10,11 +10,16 @@ log-cosh mentions no logits; and the bracket [k = t] is defined where it is used
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import tempfile
 from functools import cache
+from pathlib import Path
 
 import pytest
 
 from derive import registry
+from derive.latex.compile import compile_pdf
 from derive.pipeline import document_for
 from derive.spec import Loss
 
@@ -374,9 +379,10 @@ def test_a_chain_rule_inside_another_differentiates_by_the_inner_function(lang, 
 @pytest.mark.parametrize("name", ["softmax_cross_entropy"])
 def test_the_programs_second_form_opens_a_sentence(name, lang):
     text = _document(name, lang)
-    # After "... = (ŷ − y)/N." the integer-label form starts a new sentence, capitalised.
-    opening = {"pt": "\\end{equation*}\nCom rótulos inteiros $t_n$",
-               "en": "\\end{equation*}\nWith integer labels $t_n$"}[lang]
+    # After "... = (ŷ − y)/N." the integer-label form starts a new sentence, capitalised
+    # (in a block of its own, after the first form's).
+    after = "\\end{equation*}\n\\end{minipage}\n\\noindent\\begin{minipage}{\\linewidth}\n"
+    opening = after + {"pt": "Com rótulos inteiros $t_n$", "en": "With integer labels $t_n$"}[lang]
     assert opening in text
     assert {"pt": "\ncom rótulos inteiros", "en": "\nwith integer labels"}[lang] not in text
 
@@ -384,6 +390,116 @@ def test_the_programs_second_form_opens_a_sentence(name, lang):
 @pytest.mark.parametrize("lang", LANGS)
 def test_the_constant_slope_chain_rule_is_never_broken_at_its_equals_sign(lang):
     text = _document("binary_cross_entropy", lang)
-    # Set in display style inside the sentence, it broke after its '=' at the line end.
-    assert (r"\mbox{$\displaystyle \frac{\partial}{\partial {\hat{y}}_{k}} "
+    # Set in display style inside the sentence, it broke after its '=' at the line end;
+    # it is displayed now (as the quoted identities are), where no line can break it.
+    assert (r"\[ \frac{\partial}{\partial {\hat{y}}_{k}} "
             r"\ln(1 - {\hat{y}}_{k}) = ") in text
+
+
+def test_names_are_ordered_outer_derivative_first():
+    import sympy as sp
+
+    from derive.calculus.steps.records import outer_first
+
+    u, v, w, x = sp.symbols("u v w x", real=True)
+    # v inside u's derivative by x (u = h(k(x)), v = k(x)): issue order.
+    assert outer_first([(u, sp.exp(sp.sin(x))), (v, sp.sin(x))]) == (u, v)
+    # v = cosh(u) takes d/du ln cosh(u) apart: v's derivative is the outer one; w = g(v)
+    # inside it again goes before v.
+    assert outer_first([(u, x - 1), (v, sp.cosh(u)), (w, sp.sinh(v))]) == (w, v, u)
+    # Names of other things (the function f(x)) are not inner functions.
+    assert outer_first([(sp.Function("f")(x), x**2), (u, x)]) == (u,)
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_softmax_ce_keeps_the_target_in_front_and_says_the_sign(lang, fmt):
+    text = _document("softmax_cross_entropy", lang, fmt)
+    # y_j (z_j − ln Σ), the target in front as in the definition's y_j ln ŷ_j.
+    assert r"{y}_{n,j} \left({z}_{n,j} - \ln" in text
+    assert r"{y}_{c,j} \left({z}_{c,j} - \ln" in text
+    assert r"\right)\right) {y}_{" not in text
+    # The next line has the minus sign distributed, (ln Σ Σy − Σ yz)/N: the sentence says so.
+    said = {"pt": "o sinal de menos na frente troca o sinal dos dois termos, $-(a - b) = b - a$",
+            "en": "the minus sign in front changes the sign of both terms, $-(a - b) = b - a$"}
+    assert said[lang] in text
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_softplus_is_defined_where_the_program_first_uses_it(lang, fmt):
+    text = _document("binary_cross_entropy_with_logits", lang, fmt)
+    body = text[text.index("\\begin{document}"):]
+    first = body.index(r"\operatorname{softplus}")
+    # The first softplus is in ℓ_n; the sentence right after it defines it (the stability
+    # slide, which defined it before, comes later, on a frame of its own).
+    definition = {"pt": r"onde $\operatorname{softplus}(z) = \ln(1 + e^{z})$, e o custo",
+                  "en": r"where $\operatorname{softplus}(z) = \ln(1 + e^{z})$, and the loss"}[lang]
+    assert body.index(r"\ell_n") < first < body.index(definition) < body.index(r"\item")
+    assert body.count(r"\operatorname{softplus}(z) = \ln(1 + e^{z})") == 1
+
+
+needs_pdf_tools = pytest.mark.skipif(
+    shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+    reason="pdflatex or pdftotext not installed")
+
+
+def _pages(name: str, lang: str) -> list[str]:
+    """The article compiled, as the text of each page."""
+    with tempfile.TemporaryDirectory(prefix="derive-test-") as tmp:
+        pdf = compile_pdf(_document(name, lang), Path(tmp) / "doc.pdf")
+        text = subprocess.run(["pdftotext", "-layout", "-enc", "UTF-8", str(pdf), "-"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout
+    return [" ".join(page.split()) for page in text.split("\f") if page.strip()]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", LOSSES)
+def test_each_form_of_the_program_is_one_block(name, lang):
+    text = _document(name, lang)
+    section = text.split("\\section{")[3]
+    blocks = re.findall(r"\\begin\{minipage\}(.*?)\\end\{minipage\}", section, re.S)
+    # ℓ_n, the total and the gradient of each form together; the first with the opening.
+    assert blocks and len(blocks) == section.count(r"\ell_n = ")
+    opening = {"pt": "O programa gerado calcula", "en": "The generated program computes"}[lang]
+    assert opening in blocks[0]
+    for block in blocks:
+        assert r"\ell_n = " in block and block.count("\\begin{equation*}") == 2
+
+
+@needs_pdf_tools
+@pytest.mark.parametrize("lang", LANGS)
+def test_the_programs_gradient_is_never_alone_on_a_last_page(lang):
+    # Huber pt printed ℓ_n at the foot of page 2 and its gradient alone on page 3.
+    heading = {"pt": "O que o programa calcula", "en": "What the program computes"}[lang]
+    total = {"pt": "o gradiente que ele devolve", "en": "the gradient it returns"}[lang]
+    pages = _pages("huber", lang)
+    [where] = [k for k, page in enumerate(pages) if heading in page]
+    assert total in pages[where] and r"sgn" in pages[where].split(total)[1]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+def test_the_outer_derivative_comes_first_in_a_nested_chain(lang, fmt):
+    text = _document("log_cosh", lang, fmt)
+    # f′(g(u)) · g′(u) as the notes write it: d/dv ln(v) before d/du cosh(u) (v = cosh u),
+    # and the rules are applied in that order, left to right.
+    outer, inner = r"\frac{\partial}{\partial v} \ln(v)", r"\frac{\partial}{\partial u} \cosh(u)"
+    assert f"{outer} \\cdot {inner}" in text
+    assert f"{inner} \\cdot {outer}" not in text
+    assert text.index(r"\ln(v) = \frac{1}{v}") < text.index(r"\cosh(u) = \sinh(u)")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("name", ["mse", "mae", "log_cosh", "softmax_cross_entropy"])
+def test_the_programs_gradient_is_the_boxed_result_at_n_j(name, lang, fmt):
+    text = _document(name, lang, fmt)
+    boxed = _boxed(text)[0] if fmt == "article" else next(
+        p[len("\\boxed{"):-1] for p in _fits(text) if p.startswith("\\boxed{"))
+    rhs = boxed.split(" = ", 1)[1]
+    # One form on the page: 2(ŷ − y)/(KN) in the box and in the program, not (2ŷ − 2y)/(KN).
+    at_n_j = rhs.replace("_{k}", "_{n,j}")
+    program = text[text.index(r"\ell_n"):]
+    assert at_n_j in program
+    assert r"2 {\hat{y}}_{n,j} - 2 {y}_{n,j}" not in program

@@ -300,3 +300,18 @@ def test_the_documents_compile_with_nothing_shrunk_or_overfull(name, lang, fmt, 
     assert (tmp_path / "doc.pdf").exists(), log[-2000:]
     assert re.findall(r"derive-fit: ([0-9.]+)", log) == []
     assert "Overfull \\hbox" not in log
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer"))
+@pytest.mark.parametrize("name, jacobian", [
+    ("softmax", SM + r"_{k} \left(\delta_{kj} - " + SM + "_{j}\\right)"),
+    ("log_softmax", r"\delta_{kj} - " + SM + "_{j}")])
+def test_the_jacobian_is_quoted_where_it_is_substituted(name, jacobian, lang, fmt):
+    text = _document(name, lang, fmt)
+    # On the slides the Jacobian is on another frame: "found above" pointed at nothing there.
+    said = {"pt": "Substituímos a jacobiana, $", "en": "We substitute the Jacobian, $"}[lang]
+    sentence = text[text.index(said):].split("\n", 1)[0]
+    assert r"}{\partial {z}_{j}} = " + jacobian + "$:" in sentence
+    body = text[text.index("\\begin{document}"):]
+    assert "acima" not in body and "above" not in body

@@ -424,6 +424,7 @@ def _one_substitution(steps) -> list[Step]:
 
 def chain_view(chain: StepChain, printer: DerivePrinter) -> ChainView:
     """Print a chain; ``derivative`` is the result before any form in terms of y."""
+    printer = printer.ordered(chain.outer_first())
     steps = _one_substitution(chain.steps)
     in_output = steps[-1] if steps and steps[-1].rule == "in_terms_of_output" else None
     derivative = in_output.before if in_output is not None else chain.result
