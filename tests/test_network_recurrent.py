@@ -252,3 +252,22 @@ def test_latex_of_a_recurrent_network_is_one_line(capsys):
     assert main(["latex", str(REPO / "examples" / "lstm_digits.toml")]) == 2
     line = one_error_line(capsys)
     assert "layers[0] (lstm) is recurrent" in line and "derive latex lstm" in line
+
+
+@pytest.mark.parametrize("path, step", [
+    ("generated/layers/lstm.py", "_forward"), ("generated/layers/rnn.py", "_forward"),
+    ("generated/layers/gru.py", "_forward"),
+    ("generated/networks/lstm_digits.py", "_lstm_step_forward")])
+def test_a_time_steps_kernels_are_serial(path, step):
+    """The step runs T times inside one sequential loop: its kernels must not open a
+    parallel region each (Numba's spinning threads starved BLAS's: 400 ms a step)."""
+    from pathlib import Path
+
+    from derive.codegen.compiled import parallel_kernels
+
+    text = (Path(__file__).parent.parent / path).read_text()
+    assert f"def {step}(" in text
+    # A layer module holds only the step's kernels; a network also its other layers'.
+    steps = [name for name in parallel_kernels(text)
+             if "networks/" not in path or "_step_" in name]
+    assert not steps, f"{path}: {steps} compiled parallel=True"

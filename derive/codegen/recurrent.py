@@ -23,7 +23,7 @@ from derive.codegen.emit import (
     uses_math,
     with_hash,
 )
-from derive.codegen.lower import lower_layer
+from derive.codegen.lower import lower_step
 from derive.codegen.printer import NumbaPrinter
 
 
@@ -45,7 +45,7 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
         The command that regenerates the file.
     """
     op, step = rd.op, rd.step
-    m = lower_layer(rd.derivation, source)
+    m = lower_step(rd.derivation, source)
     printer = NumbaPrinter()
     kernels = [kernel_source(m.forward, step, printer), kernel_source(m.backward, step, printer)]
     rec = op.recurrence

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from derive.calculus.derivation import output_upstream, upstream_of
 from derive.calculus.recurrence import derive_recurrence
 from derive.codegen.emit import environment
-from derive.codegen.lower import gradient_array, lower_layer
+from derive.codegen.lower import gradient_array, lower_step
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def sequence_calls(op, layer, names: dict, source: str, d_source: str | None,
     """
     rd = derive_recurrence(op)
     step, i = rd.step, layer.index
-    module = lower_layer(rd.derivation, "network")
+    module = lower_step(rd.derivation, "network")
     fwd = dataclasses.replace(module.forward, name=f"_{step.name}_forward")
     bwd = dataclasses.replace(module.backward, name=f"_{step.name}_backward")
     if fwd.hyper or bwd.hyper:
