@@ -27,8 +27,18 @@ from derive.codegen.lower import lower_step
 from derive.codegen.printer import NumbaPrinter
 
 
-def _at(name: str, axis: int, time: str) -> str:
-    """``name`` at one time step: the slice with ``time`` on its time axis."""
+def time_slice(name: str, axis: int, time: str) -> str:
+    """``name`` at one time step: the slice with ``time`` on its time axis.
+
+    Parameters
+    ----------
+    name : str
+        The array's name in the generated code.
+    axis : int
+        Its time axis.
+    time : str
+        The time step, as code (``"t"``, ``"t - 1"``).
+    """
     return f"{name}[{':, ' * axis}{time}]"
 
 
@@ -67,14 +77,14 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
     states = [{"name": str(state), "initial": str(initial), "previous": str(previous),
                "carried": "carried" if k == 0 else f"carried_{state}",
                "shape": shape(state), "initial_shape": shape(initial),
-               "at": _at(str(state), rd.axis[state], "t"),
-               "before": _at(str(state), rd.axis[state], "t - 1"),
-               "last": _at(str(state), rd.axis[state], f"{length} - 1"),
+               "at": time_slice(str(state), rd.axis[state], "t"),
+               "before": time_slice(str(state), rd.axis[state], "t - 1"),
+               "last": time_slice(str(state), rd.axis[state], f"{length} - 1"),
                "position": ordinal[k]}
               for k, (state, initial, previous) in enumerate(rd.states)]
     carried = {previous: str(previous) for _, _, previous in rd.states}
     # The step's inputs read one time step at a time (the carried states are not).
-    step_inputs = [{"name": str(a), "step": f"{a}_t", "at": _at(str(a), rd.axis[a], "t")}
+    step_inputs = [{"name": str(a), "step": f"{a}_t", "at": time_slice(str(a), rd.axis[a], "t")}
                    for a in step.inputs if a not in carried]
     state = rec.state
     context = {
@@ -100,7 +110,7 @@ def render_recurrent(rd: RecurrenceDerivation, source: str, command: str) -> str
         "step_grads": [f"d_{carried.get(a, f'{a}_t')}" for a in step.inputs],
         "weights": [str(w) for w in op.weights],
         "upstream": f"d_{state}",
-        "upstream_at": _at(f"d_{state}", rd.axis[state], "t"),
+        "upstream_at": time_slice(f"d_{state}", rd.axis[state], "t"),
     }
     text = environment().get_template("kernels/recurrent.py.jinja").render(context)
     return with_hash(text)

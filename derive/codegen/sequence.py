@@ -25,6 +25,7 @@ from derive.calculus.derivation import output_upstream, upstream_of
 from derive.calculus.recurrence import derive_recurrence
 from derive.codegen.emit import environment
 from derive.codegen.lower import gradient_array, lower_step
+from derive.codegen.recurrent import time_slice
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,6 @@ class SequenceCalls:
     buffers: dict
     kernels: tuple
     sources: tuple
-
-
-def _at(name: str, axis: int, time: str) -> str:
-    """``name`` at one time step: the slice with ``time`` on its time axis."""
-    return f"{name}[{':, ' * axis}{time}]"
 
 
 def sequence_calls(op, layer, names: dict, source: str, d_source: str | None,
@@ -83,7 +79,7 @@ def sequence_calls(op, layer, names: dict, source: str, d_source: str | None,
     if fwd.hyper or bwd.hyper:
         raise NotImplementedError(f"{op.name}: a recurrent step with hyper-parameters")
     sizes = dict(layer.sizes)
-    states = [(state, initial, previous) for state, initial, previous in rd.states]
+    states = list(rd.states)
     sequence_inputs = [a for a in step.inputs if a in rd.axis]
     # The local names inside the loops, by each array's role in the step.
     local = {a: f"{a}_t" for a in sequence_inputs}
@@ -105,12 +101,12 @@ def sequence_calls(op, layer, names: dict, source: str, d_source: str | None,
                           + [f"d_{a}" for a in op.inputs] + [f"d_{w}" for w in op.weights]),
         "length": f"{output}.shape[{rd.axis[rd.op.recurrence.state]}]",
         "states": [{"name": str(state), "initial": str(initial), "previous": str(previous),
-                    "at": _at(str(state), rd.axis[state], "t"),
-                    "before": _at(str(state), rd.axis[state], "t - 1")}
+                    "at": time_slice(str(state), rd.axis[state], "t"),
+                    "before": time_slice(str(state), rd.axis[state], "t - 1")}
                    for state, initial, previous in states],
-        "inputs": [{"name": str(a), "at": _at(str(a), rd.axis[a], "t")}
+        "inputs": [{"name": str(a), "at": time_slice(str(a), rd.axis[a], "t")}
                    for a in sequence_inputs],
-        "upstream_at": _at(f"d_{output}", rd.axis[rd.op.recurrence.state], "t"),
+        "upstream_at": time_slice(f"d_{output}", rd.axis[rd.op.recurrence.state], "t"),
         "weights": [str(w) for w in op.weights],
         "forward_call": f"{fwd.name}({', '.join(local[a] for a in fwd.arrays)})",
         "backward_call": f"{bwd.name}({', '.join(local[a] for a in bwd.arrays)})",
