@@ -208,6 +208,13 @@ LAYERS = {
                             [([(3, 7)], [(5, 4)], {}), ([(1, 1)], [(1, 2)], {}),
                              ([(2, 50)], [(9, 3)], {})],
                             linear=False),
+    # Q (N, L, D), K (N, S, D), V (N, S, E); L ≠ S without the mask, L = S with it.
+    "attention": LayerCases(
+        lambda Q, K, V, causal: F.scaled_dot_product_attention(Q, K, V,
+                                                               is_causal=bool(causal)),
+        [([(2, 3, 4), (2, 5, 4), (2, 5, 3)], [], {"causal": 0}),
+         ([(2, 4, 3), (2, 4, 3), (2, 4, 2)], [], {"causal": 1})],
+        linear=False),
     # PyTorch's h_n is (layers, N, H): the last state, with one more axis in front.
     "rnn": RecurrentCases(
         lambda features, hidden: torch.nn.RNN(features, hidden, batch_first=True,

@@ -17,6 +17,7 @@ from derive.calculus.indexed import (
     k,
     n,
     name_softmax,
+    name_softmax_steps,
     p,
     q,
 )
@@ -332,7 +333,9 @@ def derive_layer(op: Layer) -> LayerDerivation:
             if target.base not in upstream:
                 continue  # a step nothing differentiable depends on
             pairing = sp.Sum(upstream[target.base][target.indices] * expr, *_limits(op, target))
-            total += eliminate_deltas(sp.diff(pairing, array[index]), ranges)
+            # A softmax step's exponential, differentiated, comes back as that step.
+            total += name_softmax_steps(eliminate_deltas(sp.diff(pairing, array[index]),
+                                                         ranges), op.steps)
         return LayerGradient(array, index, total)
 
     differentiable = set(op.inputs + op.weights)

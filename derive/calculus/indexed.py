@@ -273,6 +273,30 @@ def _softmax_parts(u: sp.Expr):
     return None
 
 
+def name_softmax_steps(expr: sp.Expr, steps) -> sp.Expr:
+    """Read a softmax a layer declares as a step from that step's array.
+
+    A step ``P[n, i, j] = exp(s[n, i, j] − lse(s[n, i, k], k, S))`` differentiates into
+    the same exponential again (the softmax's Jacobian is P(δ − P)); written as
+    ``P[p, q, r]`` the gradient reads the values the forward pass stored, as the vector
+    function's VJP reads its output, and never evaluates an exponential of its own.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        A gradient of the layer.
+    steps : iterable of (Indexed, Expr)
+        The layer's steps; those whose value holds a :class:`lse` are named.
+    """
+    for target, value in steps:
+        if not value.has(lse):
+            continue
+        wilds = {ix: sp.Wild(f"w_{ix}") for ix in target.indices}
+        pattern = value.xreplace(wilds)
+        expr = expr.replace(pattern, target.base[tuple(wilds[ix] for ix in target.indices)])
+    return expr
+
+
 def unname_softmax(expr: sp.Expr) -> sp.Expr:
     """Inverse of :func:`name_softmax`, for lowering: softmax(z)[p, q] → exp(z − lse)."""
 

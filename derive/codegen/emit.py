@@ -337,6 +337,15 @@ def _accumulator_lines(acc, printer: NumbaPrinter) -> list[str]:
     body = printer.doprint(acc.body)
     if acc.kind == "sum":
         return [f"{acc.target} = 0.0", *inner, f"{deep}{acc.target} += {body}"]
+    if acc.kind == "logsumexp":
+        printer.helpers.add("vexp")
+        t = acc.target
+        return [
+            "# log-sum-exp with the row maximum subtracted: no exp can overflow",
+            f"{t}_max = -math.inf", *inner, f"{deep}{t}_max = max({t}_max, {body})",
+            f"{t} = 0.0", *inner, f"{deep}{t} += vexp({body} - {t}_max)",
+            f"{t} = {t}_max + math.log({t})",
+        ]
     # First maximum in row-major window order wins a tie; a NaN is taken, as PyTorch does.
     position = sp.S.Zero
     for lp in acc.loops:
@@ -350,6 +359,21 @@ def _accumulator_lines(acc, printer: NumbaPrinter) -> list[str]:
         f"{deep}    {acc.target}_max = value",
         f"{deep}    {acc.target} = {printer.doprint(position)}",
     ]
+
+
+def _accumulator_depth(acc, loops) -> int:
+    """How many of a statement's loops an accumulator sits inside.
+
+    A sum or a log-sum-exp whose body reads none of the innermost loops' indices (a
+    softmax row's log-sum-exp, Σ_j P_j d_P_j in its gradient) is computed before those
+    loops, once per row instead of once per element. An arg-max sits inside every loop.
+    """
+    if acc.kind == "argmax":
+        return len(loops)
+    read = set().union(*(sp.sympify(e).free_symbols
+                         for e in (acc.body, *(b for lp in acc.loops for b in (lp.low, lp.high)))))
+    read -= {lp.index for lp in acc.loops}
+    return max((depth + 1 for depth, lp in enumerate(loops) if lp.index in read), default=0)
 
 
 def _matrix(m, printer: NumbaPrinter) -> str:
@@ -433,10 +457,15 @@ def _statement_lines(statement, printer: NumbaPrinter, parallel: bool, hyper=(),
         pad = "    " * len(statement.loops)
         target = printer.doprint(statement.array[statement.target_index])
         return lines + [f"{pad}{target} += {printer.doprint(statement.value)}"]
-    lines = _loop_lines(statement.loops, printer, parallel)
+    loops = _loop_lines(statement.loops, printer, parallel)
+    depths = [_accumulator_depth(acc, statement.loops) for acc in statement.accumulators]
+    lines = []
+    for depth in range(len(loops) + 1):
+        for acc, at in zip(statement.accumulators, depths, strict=True):
+            if at == depth:
+                lines += ["    " * depth + line for line in _accumulator_lines(acc, printer)]
+        lines += loops[depth:depth + 1]
     pad = "    " * len(statement.loops)
-    for acc in statement.accumulators:
-        lines += [pad + line for line in _accumulator_lines(acc, printer)]
     target = printer.doprint(statement.array[statement.index])
     op = "+=" if statement.accumulate else "="
     lines.append(f"{pad}{target} {op} {printer.doprint(statement.value)}")

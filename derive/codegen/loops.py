@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
-from derive.calculus.indexed import ArgMax, floordiv
+from derive.calculus.indexed import ArgMax, floordiv, lse
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Accumulator:
     """``target = Σ body`` over ``loops``.
 
     For ``kind="argmax"``: the flat position of the first maximum of body, as PyTorch
-    breaks ties.
+    breaks ties. For ``kind="logsumexp"``: log Σ e^body, with the maximum subtracted
+    first (a softmax step's row).
     """
 
     target: sp.Symbol
@@ -732,9 +733,13 @@ def lower_assignment(array, index, ranges, expr, shape_of, short=frozenset()) ->
         value = sp.Add(*rest)
         names = sp.numbered_symbols("acc", real=True)
         accumulators = []
-        for total in sorted(value.atoms(sp.Sum, ArgMax), key=sp.default_sort_key):
+        for total in sorted(value.atoms(sp.Sum, ArgMax, lse), key=sp.default_sort_key):
             target = next(names)
-            if isinstance(total, ArgMax):
+            if isinstance(total, lse):
+                row, ix, size = total.args
+                loops = (Loop(ix, sp.S.Zero, size - 1),)
+                accumulators.append(Accumulator(target, loops, row, "logsumexp"))
+            elif isinstance(total, ArgMax):
                 loops = tuple(Loop(ix, lo, hi) for ix, lo, hi in total.limits)
                 accumulators.append(Accumulator(target, loops, total.body, "argmax"))
             else:

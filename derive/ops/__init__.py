@@ -1,3 +1,10 @@
 """The catalogue: declarations only. Importing this package registers them all."""
 
-from derive.ops import activations, layers, losses, optimizers, regularisers  # noqa: F401
+from derive.ops import (  # noqa: F401
+    activations,
+    attention,
+    layers,
+    losses,
+    optimizers,
+    regularisers,
+)
