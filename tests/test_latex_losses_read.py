@@ -503,3 +503,33 @@ def test_the_programs_gradient_is_the_boxed_result_at_n_j(name, lang, fmt):
     program = text[text.index(r"\ell_n"):]
     assert at_n_j in program
     assert r"2 {\hat{y}}_{n,j} - 2 {y}_{n,j}" not in program
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", ("article", "beamer", "markdown"))
+def test_the_programs_row_writes_the_target_first_as_the_derivation(lang, fmt):
+    text = _document("softmax_cross_entropy", lang, fmt)
+    program = text[text.index(r"\ell_n"):]
+    row = program[:program.index("\n")]
+    # ℓ_n = −Σ_j y_{n,j} (z_{n,j} − ln Σ_i e^{z_{n,i}}), as the derivation's lines write it
+    # (SymPy set the target last: −Σ_j (z_{n,j} − ln Σ) y_{n,j}).
+    assert r"-\sum_{j=1}^{K} {y}_{n,j} \left({z}_{n,j} - \ln" in row
+    assert r"\right) {y}_{n,j}" not in row
+
+
+def test_an_element_is_written_before_the_sum_it_multiplies():
+    import sympy as sp
+
+    from derive.calculus.functions import Factors
+    from derive.calculus.steps.loss import written
+
+    y, z, yhat = (sp.IndexedBase(s, real=True) for s in ("y", "z", "yhat"))
+    n, j = sp.symbols("n j", integer=True)
+    a, b = z[n, j], sp.log(z[n, j + 1])
+    assert written(-y[n, j] * (a - b), z) == -Factors(y[n, j], a - b)
+    assert written(sp.Sum(3 * y[n, j] * (a - b), (j, 0, 2)), z) == sp.Sum(
+        3 * Factors(y[n, j], a - b), (j, 0, 2))
+    # Products with a function, or with no element, are the printer's to order.
+    assert written(y[n, j] * sp.log(yhat[n, j]), yhat) == y[n, j] * sp.log(yhat[n, j])
+    assert written(2 * (yhat[n, j] - y[n, j]), yhat) == 2 * (yhat[n, j] - y[n, j])
+    assert written(y[n, j] * b * (a - b), z) == y[n, j] * b * (a - b)

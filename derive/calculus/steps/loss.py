@@ -72,16 +72,58 @@ def written(term: sp.Expr, pred) -> sp.Expr:
     on every line of a derivation; written as −(y ln ŷ + (1 − y) ln(1 − ŷ)) in a
     :class:`~derive.calculus.functions.Terms`, the order and the sign stay put. An even
     function of y − ŷ is written of ŷ − y, as the declaration has it (kept unevaluated;
-    :func:`plain` undoes it before differentiating).
+    :func:`plain` undoes it before differentiating). An element times a sum is written
+    element first, y_j (z_j − ln Σ), as y_j ln ŷ_j is: SymPy sets the sum first.
     """
     from derive.calculus.functions import Terms
 
-    term = even_first(term, pred)
+    term = elements_first(even_first(term, pred))
     if not isinstance(term, sp.Add) or not all(t.could_extract_minus_sign() for t in term.args):
         return term
     terms = sorted((-t for t in term.args),
                    key=lambda t: (sp.count_ops(t), sp.default_sort_key(t)))
     return -Terms(*terms)
+
+
+def elements_first(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with every product of array elements and sums written elements first.
+
+    y_j (z_j − ln Σ), softmax_j (g_j − Σ g softmax), as a lecture writes a coefficient
+    before the parentheses it multiplies; SymPy sets the sum first. The product is kept
+    in a :class:`~derive.calculus.functions.Factors`, which prints its factors in order.
+
+    Parameters
+    ----------
+    expr : sympy.Expr
+        A formula to print.
+
+    Returns
+    -------
+    sympy.Expr
+        The same value; products with a function or with no element are left to the
+        printer.
+    """
+    return expr.replace(_element_times_sum, _element_first)
+
+
+def _element_times_sum(expr) -> bool:
+    """Whether ``expr`` is a product of array elements and sums (and a number) alone."""
+    if not isinstance(expr, sp.Mul):
+        return False
+    kinds = [isinstance(f, sp.Indexed) - isinstance(f, sp.Add)
+             for f in sp.Mul.make_args(expr) if not f.is_Number]
+    return 1 in kinds and -1 in kinds and 0 not in kinds
+
+
+def _element_first(expr) -> sp.Expr:
+    """The product :func:`_element_times_sum` matched, its elements before its sums."""
+    from derive.calculus.functions import Factors
+
+    coeff, rest = expr.as_coeff_Mul()
+    factors = sp.Mul.make_args(rest)
+    ordered = ([f for f in factors if isinstance(f, sp.Indexed)]
+               + [f for f in factors if isinstance(f, sp.Add)])
+    return coeff * Factors(*ordered)
 
 
 def even_first(expr: sp.Expr, pred) -> sp.Expr:
