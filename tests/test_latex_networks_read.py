@@ -1,5 +1,6 @@
 """Network documents as read page by page (issue 13): what the reading found, pinned."""
 
+import pathlib
 import re
 
 import pytest
@@ -117,3 +118,60 @@ def test_the_first_layers_bias_slide_offers_the_broken_formula(tmp_path):
     line = next(ln for ln in slide.splitlines() if r"\partial b^{(1)}} = " in ln)
     assert line.count(r"\deriveFitBroken") == 1
     assert r"\\ &\quad {}\odot \operatorname{ReLU}'\left(s^{(1)}\right)" in line
+
+
+def _delta_indices(text):
+    """Each layer's δ⁽ˡ⁾ subscripts where it is the formula's subject or a bias's sum."""
+    found: dict = {}
+    subject = r"\\delta\^\{\((\d+)\)\}_\{([a-z,]+)\} = "
+    summed = (r"\\partial b\^\{\((\d+)\)\}_\{[a-z]+\}\} = \\sum_\{n=1\}\^\{N\} "
+              r"\\delta\^\{\(\d+\)\}_\{([a-z,]+)\}")
+    for pattern in (subject, summed):
+        for layer, indices in re.findall(pattern, text):
+            found.setdefault(layer, set()).add(indices)
+    return found
+
+
+@pytest.mark.parametrize(("spec", "lang"), [
+    ("examples/deep_sigmoid.toml", "en"), ("examples/mlp_notes.toml", "pt"),
+    ("examples/residual_mlp.toml", "en"), ("examples/cnn_small.toml", "en"),
+    ("dense_bn", "pt")])
+def test_each_delta_has_one_set_of_indices(tmp_path, spec, lang):
+    # δ⁽⁸⁾ was δ⁽⁸⁾_{n,i} in the line that defines it (the letters of layer 9's input)
+    # and δ⁽⁸⁾_{n,j} in layer 8's own gradients, two letters for one axis; after a dense
+    # layer, a batch norm's δ⁽²⁾ was n,i in one formula and n,c in the next.
+    if spec == "dense_bn":
+        spec = tmp_path / "dense_bn.toml"
+        spec.write_text(DENSE_BN)
+    spec = pathlib.Path(spec)
+    text = tex(tmp_path, spec, lang, "markdown")
+    found = _delta_indices(text)
+    assert found, "no δ formula found"
+    if spec.name == "dense_bn.toml":
+        # The batch norm's input keeps its c (its μ_c, σ_c read it): δ⁽¹⁾ is left mixed.
+        found.pop("1")
+    assert all(len(v) == 1 for v in found.values()), found
+    # The layer below's letters, and a summation letter of its own for the layer above.
+    if "deep_sigmoid" in str(spec):
+        assert (r"\frac{\partial E}{\partial x^{(8)}_{n,j}} = \sum_{k=1}^{10} "
+                r"\delta^{(9)}_{n,k} W^{(9)}_{k,j}") in text
+
+
+@pytest.mark.parametrize(("name", "lang", "said", "wrong"), [
+    ("deep_relu", "en", r"Here $\operatorname{ReLU}'$ is $1$ wherever a unit is active",
+     "Where the derivatives of the activations are small"),
+    ("deep_relu", "pt", r"Aqui $\operatorname{ReLU}'$ vale $1$ onde a unidade está ativa",
+     "Onde as derivadas das ativações são pequenas"),
+    ("deep_sigmoid", "en", r"Here every factor $f'$ is at most $\frac{1}{4}$ "
+     r"($\sigma' \le \frac{1}{4}$)", "wherever a unit is active"),
+    ("deep_sigmoid", "pt", r"Aqui cada fator $f'$ vale no máximo $\frac{1}{4}$",
+     "onde a unidade está ativa")])
+def test_the_vanishing_gradient_sentence_follows_the_activations_bound(
+        tmp_path, name, lang, said, wrong):
+    # deep_relu said the small derivatives of its activations make the gradient vanish:
+    # that is the sigmoid's case (σ' ≤ 1/4); ReLU' is 0 or 1. The sentence is chosen by
+    # the supremum of f' computed from each hidden activation's derivative.
+    view = document_view(load_spec(f"examples/{name}.toml"), language("en"))
+    assert view.slope.kind == ("unit" if name == "deep_relu" else "below")
+    text = tex(tmp_path, f"examples/{name}.toml", lang, "article")
+    assert said in text and wrong not in text

@@ -324,8 +324,9 @@ def test_a_penalty_page_has_one_symbol_per_strength(name, lang, fmt):
 #: Phrases a Brazilian reader of these pages stopped at, each with what replaced it:
 #: 'como aritmética' (nas contas), 'o move de −ηλ sgn(w)' (read as 'from'; soma),
 #: 'passa a designar' (passa a valer), 'não recebe empurrão' (não é empurrado).
+#: 'Um único neurônio … deste único exemplo' said 'único' twice in one sentence.
 FLAGGED_PT = ("Como aritmética", "o move de", "muda também de", "passa a designar",
-              "recebe empurrão")
+              "recebe empurrão", "deste único exemplo")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -343,6 +344,8 @@ def test_the_pt_worked_example_reads_as_a_brazilian_lecturer_writes(fmt):
     example = worked_example("mse", parse_settings(["x=2.1", "w=1", "b=0", "y=4"]))
     text = example_document(example, ["example", "mse"], lang="pt", fmt=fmt).text
     assert not [p for p in FLAGGED_PT if p in text]
+    opening = text[text.index("Um único neurônio"):].split(". ", 1)[0]
+    assert opening.count("único") == 1 and "um só exemplo" in opening
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -19,6 +19,7 @@ from derive.calculus.indexed import ArgMax, K, N, p, q, softmax_of
 from derive.calculus.steps import D, derivation_steps, loss_indices
 from derive.errors import DeriveError
 from derive.latex.context import Language, document_view, inline_title, op_title, printer_for
+from derive.latex.facts import activation_facts
 from derive.latex.indexed import (
     NOTATION,
     PositionPrinter,
@@ -73,6 +74,26 @@ class ActView:
 
 
 @dataclass(frozen=True)
+class SlopeView:
+    """What the hidden layers' activation derivatives f' do to the gradient passed down.
+
+    ``kind`` is "below" when every f' is at most a number below 1 (σ' ≤ 1/4: the product
+    of the factors shrinks), "unit" when every f' is 1 on a whole half-line (ReLU' is 1
+    where a unit is active: the factors do not shrink it), else "". Computed from each
+    activation's derivative (:func:`~derive.latex.facts.activation_facts`), not its name.
+    """
+
+    kind: str = ""
+    #: The largest bound's value (1/4) and each activation's bound (σ' ≤ 1/4), as LaTeX.
+    most: str = ""
+    bounds: tuple[str, ...] = ()
+    #: The activations' f' (ReLU'), and whether f' is 0 on the other half-line (a unit
+    #: inactive there passes nothing back).
+    derivatives: tuple[str, ...] = ()
+    zero: bool = False
+
+
+@dataclass(frozen=True)
 class Formula:
     """One displayed equation: what it is (for the words), its layer, both sides."""
 
@@ -124,6 +145,8 @@ class NetworkView:
     #: The layers 1, …, ``explicit_below`` whose explicit formulas are too wide to print
     #: (0 when every layer's is printed).
     explicit_below: int = 0
+    #: What the hidden layers' f' do to the gradient, for the vanishing-gradient sentence.
+    slope: SlopeView = SlopeView()
 
     def forward_frames(self, most: int = 4) -> tuple[tuple[tuple[str, str], ...], ...]:
         """The forward equations grouped for slides, at most ``most`` to a group.
@@ -276,7 +299,35 @@ def _(spec: NetworkSpec, lang: Language) -> NetworkView:
         skips=tuple(view for view in layer_views if view.skip),
         training=training_terms(spec, lang),
         explicit_below=explicit_below,
+        slope=hidden_slope(plan, printer),
     )
+
+
+def hidden_slope(plan: NetworkPlan, printer) -> SlopeView:
+    """The bound of the hidden layers' activation derivatives (see :class:`SlopeView`)."""
+    acts = {layer.activation.name: layer.activation for layer in plan.layers[:-1]
+            if layer.activation is not None}
+    if not acts:
+        return SlopeView()
+    facts = {}
+    for name, act in acts.items():
+        found = derive_activation(act)
+        facts[name] = activation_facts(act, found.forward, found.derivative, found.kinks)
+    tops = {name: f.dmax for name, f in facts.items()}
+    if any(top is None or not top.attained for top in tops.values()):
+        return SlopeView()
+    values = {name: sp.nsimplify(top.value, rational=True) for name, top in tops.items()}
+    derivatives = tuple(f"{act.latex}'" for act in acts.values())
+    if all(v < 1 for v in values.values()):
+        return SlopeView(
+            "below", printer.doprint(max(values.values())),
+            tuple(rf"{acts[name].latex}' \le {printer.doprint(v)}" for name, v in values.items()),
+            derivatives)
+    if all(v == 1 and tops[name].hi is None and tops[name].lo is not None
+           for name, v in values.items()):
+        zero = all(any(s.zero for s in f.saturation) for f in facts.values())
+        return SlopeView("unit", "1", (), derivatives, zero)
+    return SlopeView()
 
 
 def readable_explicit(formulas) -> tuple[tuple[Formula, ...], int]:
@@ -412,15 +463,18 @@ def _output_symbol(spec: NetworkSpec) -> str:
 
 
 def _check_depth(spec: NetworkSpec) -> None:
-    # A recurrent layer's document is its own (the gradient through time); a network
-    # document composes one δ per layer and has no time axis yet.
-    recurrent = [layer for layer in spec.plan.layers if layer.op.recurrence is not None]
-    if recurrent:
-        layer = recurrent[0].spec
-        raise DeriveError(f"layers[{layer.index}] ({layer.type}) is recurrent, and a network "
-                          "document with a recurrent layer is not typeset yet.",
-                          where=spec.source, fix=f"Typeset the layer's own derivation through "
-                          f"time: `derive latex {layer.type}`.")
+    # A recurrent layer's document is its own (the gradient through time), and so is an
+    # embedding's (tokens in, a sequence out); a network document composes one δ per layer
+    # and has no time axis yet.
+    sequences = [layer for layer in spec.plan.layers
+                 if layer.op.recurrence is not None or layer.op.indices]
+    if sequences:
+        layer = sequences[0].spec
+        kind = "is recurrent" if sequences[0].op.recurrence is not None else "reads tokens"
+        raise DeriveError(f"layers[{layer.index}] ({layer.type}) {kind}, and a network "
+                          "document with a sequence (a time axis) is not typeset yet.",
+                          where=spec.source, fix=f"Typeset the layer's own derivation: "
+                          f"`derive latex {layer.type}`.")
     depth = len(spec.layers)
     if depth > MAX_LAYERS:
         raise DeriveError(f"the network has {depth} layers; its derivation is typeset for "
@@ -627,6 +681,10 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
         for g in ordered[len(weights):]:
             element = own(g.element)
             result = own(g.result).xreplace(sizes)
+            if number > 1 and g.array not in op.weights and op.padding is None:
+                shared = {names[w] for w in op.weights} | {_delta_base(names, op), element.base}
+                element, result = below_letters(element, result, plan.layers[spec.index - 1],
+                                                renames, shared)
             if g.array in op.weights:
                 backward.append(Formula("weight", number, pr(D(E, element)), pr(result),
                                         spec.type, pr(names[g.array].label)))
@@ -659,6 +717,48 @@ def backward_formulas(plan: NetworkPlan, renames: dict, pr) -> tuple[Formula, ..
                     backward.append(Formula("delta_identity", number - 1, pr(delta[index]),
                                             pr(D(E, x_below[index])), below.spec.type))
     return tuple(backward)
+
+
+#: Letters a summation index may take when its own is given to an axis of the layer below.
+SPARE_LETTERS = ("k", "m", "p", "q", "r", "u", "v")
+
+
+def below_letters(element, result, below, renames: dict, shared: set):
+    """The gradient a layer sends down, indexed with the letters of the layer below.
+
+    ∂E/∂x⁽ˡ⁻¹⁾ is the upstream gradient of layer l − 1, whose own formulas write its
+    output's axes with their letters (dense: δ⁽ˡ⁻¹⁾_{n,j}); the layer above names its
+    input's axes differently (dense: x_{n,i}). The same δ⁽ˡ⁻¹⁾ printed n,i in one formula
+    and n,j in the next reads as two arrays, so the layer above's formula takes the letters
+    of the layer below; a summation index that already had one of them gets a letter the
+    formula does not use (Σ_j δ_{n,j} W_{j,i} becomes Σ_k δ_{n,k} W_{k,j}, as the notes
+    write ∂E/∂x_i = Σ_j W_{j,i} δ_j with a summation letter of its own). Axes that do not
+    correspond one to one (a flat input read as an image) keep their letters, and so does
+    a layer whose own arrays, other than ``shared`` (its weights, its δ, its input), carry
+    the letter (a batch norm's μ_c, a pooling window's arg max): those arrays have the
+    letter in the layer's other formulas.
+    """
+    names = renames[below.spec.index]
+    own = renamed(below.op, below.spec, names)
+    letters = own(derivation_steps(below.op).out).indices
+    here = element.indices
+    if len(letters) != len(here):
+        return element, result
+    swap = {a: b for a, b in zip(here, letters, strict=True) if a != b}
+    own = {i for el in result.atoms(sp.Indexed) if el.base not in shared
+           for i in el.indices}
+    if any(a in own for a in swap):
+        return element, result
+    read = result.atoms(sp.Symbol, sp.Idx)
+    taken = {str(t) for t in read | set(here) | set(letters)}
+    for b in list(swap.values()):
+        if b not in swap and b in read:
+            fresh = next((c for c in SPARE_LETTERS if c not in taken), None)
+            if fresh is None:
+                return element, result
+            swap[b] = sp.Symbol(fresh, **b.assumptions0)
+            taken.add(fresh)
+    return element.xreplace(swap), result.xreplace(swap)
 
 
 def _flat_place(op, spec, names: dict, pr) -> tuple[str, str, str]:
