@@ -162,3 +162,22 @@ def table_network_builder(folder: Path):
         return modules[name]
 
     return get
+
+
+# --- compiled documents, shared by the recurrent layers' LaTeX tests ----------------------
+
+def rows_on_one_page(pdf, lang: str, rows: tuple) -> None:
+    """Every row of the group the text introduces 'block by block' on that phrase's page."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext not installed")
+
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    phrase = "bloco a bloco" if lang == "pt" else "block by block"
+    (page,) = [p_ for p_ in text.split("\f") if phrase in p_]
+    after = page[page.index(phrase):]
+    for row in rows:
+        assert row in after, (row, after)

@@ -6,6 +6,7 @@ that keeps the gradient alive."""
 import shutil
 
 import pytest
+from conftest import rows_on_one_page
 
 from derive.cli import main
 from derive.latex.cell import CellView
@@ -46,16 +47,23 @@ def test_the_document_has_the_gates_the_total_and_the_direct_path(lang, fmt):
     # The gates read PyTorch's blocks of rows of both parts; the reset gate scales the
     # state's part of the candidate only.
     for gate in (rf"\sigma(s{T}_{{n,j}} + v{T}_{{n,j}})",
-                 rf"\sigma(s{T}_{{n,j + H}} + v{T}_{{n,j + H}})"):
+                 rf"\sigma(s{T}_{{n,H + j}} + v{T}_{{n,H + j}})"):
         assert gate in body, gate
-    r, v = rf"r{T}_{{n,j}}", rf"v{T}_{{n,j + 2 H}}"
-    assert any(rf"\tanh({a} {b} + s{T}_{{n,j + 2 H}})" in body for a, b in ((r, v), (v, r)))
-    # h^⟨t⟩ mixes the candidate h̃ with the previous state through the update gate.
+    # The candidate in the declared order, tanh(s + r v): the input's part, then the gate
+    # that scales the state's part (printed tanh(v r + s): SymPy's order of the terms, the
+    # factors by the order they are computed in). The block's offset first: 2 H + j.
+    r, v = rf"r{T}_{{n,j}}", rf"v{T}_{{n,2 H + j}}"
+    assert rf"\tanh(s{T}_{{n,2 H + j}} + {r} {v})" in body
+    assert f"{v} {r}" not in body and "j + 2 H" not in body and "j + H" not in body
+    # h^⟨t⟩ mixes the candidate h̃ with the previous state through the update gate, the
+    # gate first: z h^⟨t−1⟩.
     z, before = rf"z{T}_{{n,j}}", r"h^{\langle t-1 \rangle}_{n,j}"
-    assert any(rf"\left(1 - {z}\right) \tilde{{h}}{T}_{{n,j}} + {a} {b}" in body
-               for a, b in ((z, before), (before, z)))
+    assert rf"\left(1 - {z}\right) \tilde{{h}}{T}_{{n,j}} + {z} {before}" in body
     # ∂E/∂h^⟨t⟩: the gradient from above, the next step's direct path and its state part.
-    assert (rf"\frac{{\partial E}}{{\partial h{T}_{{n,k}}}} = \delta{T}_{{n,k}} + "
+    # The gradient from above is g^⟨t⟩, as in the Elman layer's document (δ^⟨t⟩ gave δ
+    # two meanings: the time step's δ_{n,j} is all of ∂E/∂h^⟨t⟩).
+    assert r"\delta^{\langle" not in body
+    assert (rf"\frac{{\partial E}}{{\partial h{T}_{{n,k}}}} = g{T}_{{n,k}} + "
             r"\frac{\partial E}{\partial h^{\langle t+1 \rangle}_{n,k}} "
             r"z^{\langle t+1 \rangle}_{n,k} + \sum_{j=1}^{3 H}") in body
     assert r"\partial v^{\langle t+1 \rangle}_{n,j}" in body
@@ -92,3 +100,7 @@ def test_it_compiles(tmp_path, lang, fmt):
     out = tmp_path / f"gru_{lang}_{fmt}.tex"
     assert main(["latex", "gru", "--lang", lang, "--format", fmt, "-o", str(out), "--pdf"]) == 0
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    if fmt == "article":
+        # The six rows of the two parts' gradients, block by block, on one page.
+        rows_on_one_page(out.with_suffix(".pdf"), lang,
+                         ("sn,j", "sn,H+j", "sn,2H+j", "vn,j", "vn,H+j", "vn,2H+j"))

@@ -5,6 +5,7 @@ states, ∂c^⟨t⟩/∂c^⟨t−1⟩ = f^⟨t⟩, that keeps the gradient alive
 import shutil
 
 import pytest
+from conftest import rows_on_one_page
 
 from derive.cli import main
 from derive.latex.cell import CellView
@@ -34,13 +35,18 @@ def test_the_document_has_the_gates_the_totals_and_the_cell_path(lang, fmt):
     text = document_for("lstm", lang=lang, fmt=fmt).text
     body = text[text.index("\\begin{document}"):] if fmt in FORMATS else text
     t = r"^{\langle t \rangle}"
-    # The gates read PyTorch's blocks of rows of one pre-activation.
-    for gate in (rf"\sigma(s{t}_{{n,j + H}})", rf"\tanh(s{t}_{{n,j + 2 H}})",
-                 rf"\sigma(s{t}_{{n,j + 3 H}})"):
+    # The gates read PyTorch's blocks of rows of one pre-activation, the block's offset
+    # first as declared (SymPy's order printed j + H).
+    for gate in (rf"\sigma(s{t}_{{n,H + j}})", rf"\tanh(s{t}_{{n,2 H + j}})",
+                 rf"\sigma(s{t}_{{n,3 H + j}})"):
         assert gate in body, gate
-    # ∂E/∂h^⟨t⟩: the gradient from above and what the next step's gates send back.
+    assert "j + H" not in body and "j + 2 H" not in body and "j + 3 H" not in body
+    # ∂E/∂h^⟨t⟩: the gradient from above and what the next step's gates send back. The
+    # gradient from above is ε (g is the candidate): δ^⟨t⟩ gave δ two meanings, the time
+    # step's δ_{n,j} being all of ∂E/∂h^⟨t⟩.
     assert (r"\frac{\partial E}{\partial h^{\langle t \rangle}_{n,k}} = "
-            r"\delta^{\langle t \rangle}_{n,k} + \sum_{j=1}^{4 H}") in body
+            r"\varepsilon^{\langle t \rangle}_{n,k} + \sum_{j=1}^{4 H}") in body
+    assert r"\delta^{\langle" not in body
     assert r"\partial s^{\langle t+1 \rangle}_{n,j}" in body
     # ∂E/∂c^⟨t⟩ keeps the fraction f^⟨t+1⟩ of the next cell state's gradient.
     assert (r"\frac{\partial E}{\partial c^{\langle t+1 \rangle}_{n,j}} "
@@ -76,6 +82,27 @@ def test_it_compiles(tmp_path, lang, fmt):
     out = tmp_path / f"lstm_{lang}_{fmt}.tex"
     assert main(["latex", "lstm", "--lang", lang, "--format", fmt, "-o", str(out), "--pdf"]) == 0
     assert out.with_suffix(".pdf").read_bytes().startswith(b"%PDF")
+    if fmt == "article":
+        # The four gate rows of ∂E/∂s^⟨t⟩ ran from page 8 to page 9: one page holds them.
+        rows_on_one_page(out.with_suffix(".pdf"), lang, ("n,H+j", "n,2H+j", "n,3H+j"))
+
+
+def test_an_index_prints_the_block_offset_before_the_position():
+    """H + j, 3 H + j as declared and as a lecturer writes a block of rows; an index that
+    is not a block's offset plus a position (S h + i, j − H) keeps SymPy's order."""
+    import sympy as sp
+
+    from derive.latex.indexed import indexed_printer
+
+    j, h, i = sp.symbols("j h i", integer=True, nonnegative=True)
+    H, S = sp.symbols("H S", integer=True, positive=True)
+    s = sp.IndexedBase("s")
+    pr = indexed_printer(language("en"), {}).doprint
+    assert pr(s[j + H]) == "{s}_{H + j}"
+    assert pr(s[j + 3 * H]) == "{s}_{3 H + j}"
+    # Not a block's offset: a product with a position, a subtracted size.
+    assert pr(s[S * h + i]) == "{s}_{i + S h}"
+    assert pr(s[j - H]) == "{s}_{j - H}"
 
 
 @pytest.mark.parametrize("lang", LANGS)

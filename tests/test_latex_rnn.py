@@ -128,3 +128,35 @@ def test_the_previous_state_goes_back_in_time_not_to_a_layer_below(name, lang):
     assert state in text
     assert "$h^{\\langle t-1 \\rangle}$, " + ("que segue" if lang == "pt" else "which goes on") \
         not in text
+
+
+#: The headings of the time step and of the gradient through time, in each language.
+HEADINGS = {"pt": ("Um instante de tempo", "Através do tempo"),
+            "en": ("One time step", "Through time")}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_one_word_for_the_time_step_in_every_recurrent_document(lang, fmt):
+    """The LSTM's and GRU's pt text said 'passo de tempo' where the Elman layer's said
+    'instante': one word for one thing, 'instante' ('passo' is a step of a derivation) and
+    'time step' in en, with the same headings in the four documents. 'Dentro de um
+    instante' reads 'in a moment': the step is 'o instante t'."""
+    import re
+
+    step, time = HEADINGS[lang]
+    for name in ("rnn", "rnn_relu", "lstm", "gru"):
+        text = document_for(name, lang=lang, fmt=fmt).text
+        body = text[text.index("\\begin{document}"):]
+        assert step in body and time in body, name
+        # The recurrent text itself, around the one time step's layer derivation (whose
+        # shared prose says 'Cada passo abaixo', a step of the derivation).
+        own = body[:body.index(step)] + body[body.index(time):]
+        if lang == "pt":
+            assert "instante" in own and "passo de tempo" not in body, name
+            assert not re.search(r"\bpassos?\b", own), (name, re.findall(r".{30}\bpassos?\b", own))
+            assert "Dentro de um" not in body, name
+        else:
+            assert "time step" in own, name
+            bare = re.findall(r".{30}(?<!time )\bsteps?\b", own)
+            assert not bare, (name, bare)

@@ -109,6 +109,10 @@ class NamedFunction(sp.Function):
         ``exp``, Φ in ``erf``. None for a function with no closed form.
     stable_rewrites : tuple of StableRewrite
         Unsafe spellings of it that the stability pass replaces by it.
+    in_unit_interval : bool
+        Whether its values lie in (0, 1). Applied to an array it makes a gate, a fraction
+        that scales what it multiplies, and a lecturer names it first: f c, r v.
+        False unless a subclass says so.
 
     """
 
@@ -121,6 +125,7 @@ class NamedFunction(sp.Function):
     latex_name = _Fact("the LaTeX of its name")
     explicit_in = _Fact("the SymPy function its explicit form is written in")
     stable_rewrites = _Fact("the unsafe spellings it replaces, as StableRewrite rules")
+    in_unit_interval = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -197,6 +202,7 @@ class sigmoid(NamedFunction):  # noqa: N801  (SymPy functions are lower-case)
     numba_helpers = ("sigmoid",)
     latex_name = r"\sigma"
     explicit_in = sp.exp
+    in_unit_interval = True
     stable_rewrites = (
         StableRewrite("sigmoid", "1/(1+e^{-v}) overflows in e^{-v} for v → −∞",
                       _sigmoid_from_reciprocal, lambda v: 1 / (1 + sp.exp(-v))),

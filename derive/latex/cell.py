@@ -26,7 +26,7 @@ from derive.calculus.derivation import gradient_array, output_upstream
 from derive.calculus.recurrence import derive_recurrence
 from derive.latex.context import Language, document_view, op_title
 from derive.latex.indexed import NOTATION, RECURRENT_VIEWS, LayerView, indexed_printer
-from derive.latex.recurrent import at_step, back_in_time
+from derive.latex.recurrent import at_step, back_in_time, from_above
 from derive.spec import Layer
 
 
@@ -152,7 +152,8 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     now, after, first = (marked_names(op, rd, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
     step_view = document_view(printed_step(rd, now), lang)
-    symbols = {at_step(r"\delta", a): at_step(r"\delta", a) for a in ("t", "T")}
+    above = from_above(op)
+    symbols = {at_step(above, a): at_step(above, a) for a in ("t", "T")}
     label = indexed_printer(lang, symbols).doprint
 
     # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
@@ -190,7 +191,7 @@ def cell_view(op: Layer, lang: Language) -> CellView:
         return (expr.xreplace(dict(zip((p, q), free, strict=False)))
                 .xreplace({**renames(key), **(extra or {})}).xreplace(named))
 
-    upstream = sp.IndexedBase(at_step(r"\delta", "t"), real=True)
+    upstream = sp.IndexedBase(at_step(above, "t"), real=True)
     back_h, back_c = d.gradient(h_prev), d.gradient(c_prev)
     # ∂E/∂h^⟨t⟩: the gradient from above, and what step t + 1 sends back through h^⟨t⟩.
     # At the state's unit k: the sum over the gates' rows j is what the step sends back.

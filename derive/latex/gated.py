@@ -27,7 +27,7 @@ from derive.calculus.recurrence import derive_recurrence
 from derive.latex.cell import gradient_first, marked_names, on_block, printed_step, squared
 from derive.latex.context import Language, document_view, op_title
 from derive.latex.indexed import NOTATION, RECURRENT_VIEWS, LayerView, indexed_printer
-from derive.latex.recurrent import at_step, back_in_time
+from derive.latex.recurrent import at_step, back_in_time, from_above
 from derive.spec import Layer
 
 
@@ -90,7 +90,8 @@ def gated_view(op: Layer, lang: Language) -> GatedView:
     now, after, first = (marked_names(op, rd, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
     step_view = document_view(printed_step(rd, now), lang)
-    symbols = {at_step(r"\delta", "t"): at_step(r"\delta", "t")}
+    above = from_above(op)
+    symbols = {at_step(above, "t"): at_step(above, "t")}
     label = indexed_printer(lang, symbols).doprint
 
     # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
@@ -125,7 +126,7 @@ def gated_view(op: Layer, lang: Language) -> GatedView:
         return (expr.xreplace(dict(zip((p, q), free, strict=False)))
                 .xreplace({**renames(key), **(extra or {})}).xreplace(named))
 
-    upstream = sp.IndexedBase(at_step(r"\delta", "t"), real=True)
+    upstream = sp.IndexedBase(at_step(above, "t"), real=True)
     back = d.gradient(h_prev)
     # ∂E/∂h^⟨t⟩: the gradient from above, and what step t + 1 sends back through h^⟨t⟩,
     # written at the state's unit k (the sum over the gates' rows j is the step's).

@@ -15,7 +15,7 @@ import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 
 from derive.calculus.derivation import LABELS, derive_loss, output_upstream
-from derive.calculus.functions import softplus, uniform01
+from derive.calculus.functions import NamedFunction, softplus, uniform01
 from derive.calculus.indexed import ArgMax, K, N, lse, p, q, softmax_of
 from derive.calculus.steps import (
     CASE,
@@ -31,7 +31,7 @@ from derive.calculus.steps import (
     loss_indices,
     prediction_first,
 )
-from derive.calculus.steps.loss import even_first, written
+from derive.calculus.steps.loss import elements_first, even_first, written
 from derive.errors import DeriveError
 from derive.latex.context import (
     ChainView,
@@ -401,7 +401,8 @@ class PositionPrinter(DerivePrinter):
     """
 
     _default_settings = {**DerivePrinter._default_settings, "positions": (), "fixed": None,
-                         "trailing": (), "weights": (), "computed": (), "inputs": ()}
+                         "trailing": (), "weights": (), "computed": (), "inputs": (),
+                         "gates": ()}
 
     def _as_ordered_terms(self, expr, order=None):
         terms = list(super()._as_ordered_terms(expr, order=order))
@@ -417,22 +418,60 @@ class PositionPrinter(DerivePrinter):
         ranks = [first_weight(t_) for t_ in terms]
         if len(terms) > 1 and None not in ranks:
             terms = [t_ for _, t_ in sorted(zip(ranks, terms, strict=True), key=lambda p_: p_[0])]
+        else:
+            # A sum of the layer's own arrays and their products, in the order they can be
+            # computed (an input is ready first): s + r v in a GRU's candidate, as
+            # declared, f c^⟨t−1⟩ + i g in an LSTM's cell (SymPy's: v r + s).
+            ready = [self._ready(t_) for t_ in terms]
+            if len(terms) > 1 and None not in ready:
+                terms = [t_ for _, t_ in sorted(zip(ready, terms, strict=True),
+                                                key=lambda p_: p_[0])]
+        # The chain rule's terms, one for each intermediate array the variable feeds, keep
+        # the order of the layer's steps from line to line (∂E/∂μ … + ∂E/∂σ² … + ∂E/∂x̂ …):
+        # SymPy's order changed with each step's factors, and the terms moved about.
+        held = [self._gradient_of(t_) for t_ in terms]
+        if len(terms) > 1 and None in ranks and None not in held:
+            terms = [t_ for _, t_ in sorted(zip(held, terms, strict=True), key=lambda p_: p_[0])]
         # A setting standing alone as a term comes last, as one writes a small constant
         # added to keep a quantity away from zero: σ² + ε, not ε + σ² (SymPy's order).
         alone = [t_ for t_ in terms if t_ in self._settings["trailing"]]
         return [t_ for t_ in terms if t_ not in alone] + alone
 
+    def _gradient_of(self, term) -> int | None:
+        """The step whose array's gradient ∂E/∂A the term holds (its rank), or None.
+
+        None for a term that holds no such gradient or more than one.
+        """
+        rank = {name: k_ for k_, name in enumerate(self._settings["gradients"])}
+        held = {rank[el.base.label.name] for el in term.atoms(sp.Indexed)
+                if el.base.label.name in rank}
+        return held.pop() if len(held) == 1 else None
+
+    def _ready(self, term) -> int | None:
+        """When a term of the layer's own arrays can be computed, None for another term.
+
+        The rank of the last array it reads; an input is ready before any step.
+        """
+        computed, inputs = self._settings["computed"], self._settings["inputs"]
+        factors = sp.Mul.make_args(term)
+        if not all(isinstance(f, sp.Indexed) and (f.base in computed or f.base in inputs)
+                   for f in factors) or not any(f.base in computed for f in factors):
+            return None
+        rank = {a: k_ for k_, a in enumerate(computed)}
+        return max(rank.get(f.base, -1) for f in factors)
+
     def _print_plain_Mul(self, expr):
-        # A product of the layer's own arrays names them in the order the layer computes
-        # them, its inputs last: f c^⟨t−1⟩ + i g, as the notes write the LSTM's cell
-        # (SymPy sorts by name: c^⟨t−1⟩ f + g i).
-        computed = self._settings["computed"]
+        # A product of the layer's own arrays names a gate first, as the fraction that
+        # scales the rest (f c^⟨t−1⟩, i g, r v), then the others in the order the layer
+        # computes them, its inputs last (SymPy sorts by name: c^⟨t−1⟩ f + g i, v r).
+        computed, gates = self._settings["computed"], self._settings["gates"]
         factors = sp.Mul.make_args(expr)
         if len(factors) > 1 and all(isinstance(f, sp.Indexed) for f in factors) and any(
                 f.base in computed for f in factors) and all(
                 f.base in computed or f.base in self._settings["inputs"] for f in factors):
             rank = {a: k_ for k_, a in enumerate(computed)}
-            ordered = sorted(factors, key=lambda f: rank.get(f.base, len(rank)))
+            ordered = sorted(factors, key=lambda f: (f.base not in gates,
+                                                     rank.get(f.base, len(rank))))
             return " ".join(self._print(f) for f in ordered)
         # In a layer's document (its weights set), a fraction whose numerator scales a sum
         # by elements names the elements first, as one writes a product:
@@ -574,6 +613,8 @@ def layer_printer(op: Layer, lang: Language, steps: LayerSteps) -> DerivePrinter
                             "trailing": tuple(p_.symbol for p_ in op.hyper if p_.latex),
                             "weights": op.weights,
                             "computed": tuple(t_.base for t_, _ in op.steps),
+                            "gates": tuple(t_.base for t_, e in op.steps if isinstance(
+                                e, NamedFunction) and e.in_unit_interval),
                             "inputs": op.inputs})
 
 
@@ -863,7 +904,8 @@ def _(op: VectorFunction, lang: Language) -> VectorView:
     kernel_printer = indexed_printer(lang, {"d_y": printer.doprint(op.upstream.label),
                                             "y": op.latex})
     if kernel is not None:
-        kernel = kernel.xreplace({p: n, q: j})
+        # softmax_{n,j} (g_{n,j} − Σ …), the saved output in front as in the boxed result.
+        kernel = elements_first(kernel.xreplace({p: n, q: j}))
     return VectorView(
         kind="vector",
         name=op.name,

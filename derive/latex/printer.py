@@ -623,10 +623,28 @@ class DerivePrinter(LatexPrinter):
         a, b = expr.args
         return rf"\left\lfloor {self._print(a)} / {self._print(b)} \right\rfloor"
 
+    def _index(self, index) -> str:
+        """An element's index, a block's offset before the position in it: H + j, 2 H + j.
+
+        The offset is the terms made of sizes alone (positive symbols), as a declaration
+        and a lecturer write a block of rows; SymPy's order would print j + H.
+        """
+        index = sp.sympify(index)
+        if not isinstance(index, sp.Add):
+            return self._print(index)
+        offsets = [a for a in index.args if a.free_symbols and not a.could_extract_minus_sign()
+                   and all(s_.is_positive for s_ in a.free_symbols)]
+        rest = sp.Add(*(a for a in index.args if a not in offsets))
+        if not offsets or not rest.free_symbols:
+            return self._print(index)
+        tail = self._print(rest)
+        joint = f" - {tail[1:].lstrip()}" if tail.startswith("-") else f" + {tail}"
+        return self._print(sp.Add(*offsets)) + joint
+
     def _print_Indexed(self, expr):
         name = expr.base.label.name
         wrt = self._settings["gradients"].get(name)
-        indices = ",".join(self._print(self._origin(i)) for i in expr.indices)
+        indices = ",".join(self._index(self._origin(i)) for i in expr.indices)
         base = self._print(expr.base)
         if wrt is not None:
             return (rf"\frac{{\partial {self._settings['loss']}}}"
@@ -748,6 +766,30 @@ class DerivePrinter(LatexPrinter):
             return self._print(expr)
         finally:
             self._settings["fold_short_frac"] = fold
+
+    def inline(self, expr) -> str:
+        r"""``expr`` as a sentence quotes it: x/\sqrt{2}, not a stacked fraction.
+
+        In a line of text, \frac sets both parts at script size (GELU's inner function
+        read as a small x over a smaller √2): a fraction whose denominator is one factor
+        is written with a slash. A denominator of several factors stays stacked, since
+        a / K N would read as (a/K)·N.
+
+        Parameters
+        ----------
+        expr : sympy.Expr
+            The formula a sentence quotes.
+
+        Returns
+        -------
+        str
+            Its LaTeX for inline math.
+        """
+        expr = sp.sympify(expr)
+        if any(isinstance(sp.fraction(m, exact=True)[1], sp.Mul)
+               for m in sp.preorder_traversal(expr) if isinstance(m, sp.Mul)):
+            return self._print(expr)
+        return self._folded(expr)
 
     def _print_ExpBase(self, expr, exp=None):
         # A fraction in an exponent sets its parts at half size (the x² of e^{-x²/2}

@@ -22,7 +22,7 @@ import sympy as sp
 
 from derive.calculus.recurrence import derive_recurrence
 from derive.latex.context import Language, document_view, op_title
-from derive.latex.indexed import RECURRENT_VIEWS, LayerView, indexed_printer
+from derive.latex.indexed import NOTATION, RECURRENT_VIEWS, LayerView, indexed_printer
 from derive.spec import Activation, Layer
 
 #: How each time step is marked: a superscript, as the notes mark a layer with (l).
@@ -32,6 +32,18 @@ STEP = r"^{{\langle {} \rangle}}"
 def at_step(name: str, time: str) -> str:
     """``name`` marked with the time step ``time``, as the recurrent documents print it."""
     return name + STEP.format(time)
+
+
+#: The names of the gradient that reaches a state from the layers above, the first one no
+#: array of the layer uses: g, but ε in an LSTM, whose candidate is g. Never δ, which the
+#: time step's derivation already gives to the whole gradient of its output.
+FROM_ABOVE = ("g", r"\varepsilon")
+
+
+def from_above(op: Layer) -> str:
+    """The name of the gradient from the layers above at each time step (g^⟨t⟩)."""
+    used = {NOTATION.get(str(a), str(a)) for a, _ in op.arrays}
+    return next(name for name in FROM_ABOVE if name not in used)
 
 
 def back_in_time(view: LayerView, states: set[str]) -> LayerView:
@@ -141,7 +153,8 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
     now, after, first = (_names(op, previous, a, b) for a, b in
                          (("t", "t-1"), ("t+1", "t"), ("1", "0")))
     step_view = document_view(_printed_step(rd, now), lang)
-    symbols = {at_step("g", a): at_step("g", a) for a in ("t", "T")}
+    above = from_above(op)
+    symbols = {at_step(above, a): at_step(above, a) for a in ("t", "T")}
     label = indexed_printer(lang, symbols).doprint
 
     # ∂E/∂A for arrays named by their LaTeX (the printer's gradient notation).
@@ -177,10 +190,10 @@ def recurrent_view(op: Layer, lang: Language) -> RecurrentView:
         return expr.xreplace(sums).xreplace(dict(zip((p, q), free, strict=False))
                                             ).xreplace(renames)
 
-    upstream = sp.IndexedBase(at_step("g", "t"), real=True)
+    upstream = sp.IndexedBase(at_step(above, "t"), real=True)
     sent_next = at(back.expr, (n, j), {d_s: s_grad["t+1"]}, k)
     total = (pr(h_grad[n, j]), pr(upstream[n, j] + sent_next))
-    upstream_last = sp.IndexedBase(at_step("g", "T"), real=True)
+    upstream_last = sp.IndexedBase(at_step(above, "T"), real=True)
     sent_back = (pr(prev_grad[n, k]), pr(at(back.expr, (n, k), {d_s: s_grad["t"]}, j)))
     initial_gradient = (pr(initial_grad[n, k]), pr(at(back.expr, (n, k), {d_s: s_grad["1"]}, j)))
 
