@@ -114,9 +114,12 @@ def test_softmax_products_read_factor_by_factor(lang):
 @pytest.mark.parametrize("lang", LANGS)
 def test_the_programs_form_names_the_output_by_the_softmax_not_y(lang, fmt):
     text = _document("softmax", lang, fmt)
-    kernel = (r"\left({g}_{n,j} - \sum_{k=1}^{K} {g}_{n,k} \, "
-              rf"{SM}_{{n,k}}\right) {SM}_{{n,j}}")
+    # The saved output in front, softmax_{n,j} (g_{n,j} − Σ …), as the boxed result has it
+    # (SymPy printed (g_{n,j} − Σ …) softmax_{n,j}).
+    kernel = (rf"{SM}_{{n,j}} \left({{g}}_{{n,j}} - \sum_{{k=1}}^{{K}} {{g}}_{{n,k}} \, "
+              rf"{SM}_{{n,k}}\right)")
     assert kernel in text
+    assert rf"\right) {SM}_{{n,j}}" not in text
     assert "{y}_{n," not in text and "$y$" not in text
 
 
