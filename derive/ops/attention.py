@@ -30,7 +30,7 @@ s, P, O = (IndexedBase(name, real=True) for name in ("s", "P", "O"))  # noqa: E7
 # is 0 and it leaves the softmax's sum. M is a step of its own that reads neither Q nor
 # K: nothing flows back through it, and the scores' gradients stay plain sums.
 causal = sp.Symbol("causal", integer=True, nonnegative=True)
-CAUSAL = Param(causal, 0, latex="", keyword="causal")  # a flag: 0 off, else on
+CAUSAL = Param(causal, 0, latex="c", keyword="causal")  # a flag: 0 off, else on
 M = IndexedBase("M", real=True)
 
 ATTENTION = register(Layer(

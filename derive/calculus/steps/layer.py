@@ -32,8 +32,10 @@ from derive.spec import Layer
 #: Index names a lecture uses instead of the declaration's (outputs j, as in the notes).
 PRINTED_INDEX = {"o": "j"}
 #: Sizes at which layer derivations are checked (others: 2); free indices sit inside.
-LAYER_SIZES = {"N": 2, "I": 3, "O": 2, "H": 3, "W": 3, "D": 3, "KH": 2, "KW": 2, "S": 1,
-               "P": 0}
+LAYER_SIZES = {"N": 2, "I": 3, "O": 2, "H": 3, "W": 3, "D": 3, "KH": 2, "KW": 2}
+#: Values of the hyper-parameters at the checks (a stride S of 1, no padding P); a size
+#: of the same name that is not a hyper-parameter (attention's S keys) is a size, 2.
+LAYER_HYPER = {"S": 1, "P": 0}
 
 
 def _primed(symbol: sp.Symbol) -> sp.Symbol:
@@ -102,7 +104,9 @@ def layer_instance(op, element: sp.Indexed | None = None) -> dict:
         symbols.add(p.symbol)
     for _, value in op.sizes:
         symbols |= value.free_symbols
-    at = {s: LAYER_SIZES.get(s.name, 2) for s in symbols if s not in dict(op.sizes)}
+    hyper = {p.symbol for p in op.hyper}
+    at = {s: (LAYER_HYPER if s in hyper else LAYER_SIZES).get(s.name, 2)
+          for s in symbols if s not in dict(op.sizes)}
     for size, value in op.sizes:
         at[size] = int(value.xreplace(at))
     if element is not None:
@@ -238,13 +242,16 @@ def _through_steps(op, array, element, readers, upstreams, instance, engine,
     for target, body in readers:
         out_indices = list(target.indices)
         pair = {i: (_primed(i) if i in free else i) for i in out_indices}
+        # An output index is fixed by the element when every read of A has it in the
+        # same place: a softmax's e^{s_ij − log Σ_k e^{s_ik}} reads the whole row too, so
+        # every P_ij' of the row depends on s_ij.
+        reads = [a for a in body.atoms(sp.Indexed) if a.base == array]
         fixed: dict = {}
-        for a in body.atoms(sp.Indexed):
-            if a.base != array:
-                continue
-            for pos, index in enumerate(a.indices):
-                if index in out_indices:
-                    fixed[index] = element.indices[pos]
+        for index in out_indices:
+            places = {tuple(pos for pos, ix in enumerate(a.indices) if ix == index)
+                      for a in reads}
+            if len(places) == 1 and len(place := places.pop()) == 1:
+                fixed[index] = element.indices[place[0]]
         shape = dict(zip(out_indices, op.shape(target.base), strict=True))
         renamed = _rename_bound(body, free | set(pair.values()))
         up = upstreams[target.base]
@@ -266,6 +273,13 @@ def _through_steps(op, array, element, readers, upstreams, instance, engine,
                    instance=tuple(instance.items()),
                    samples=tuple((base, "defined") for base in defined))
     rec.step("chain_steps", sp.Add(*terms), quote=tuple(t for t, _ in inner))
+    jacobians = [(t, _row_jacobian(op, local, element)) for t, local in inner]
+    if any(j is not None for _, j in jacobians):
+        # A step that reads A along a whole row (a softmax): each element of its row
+        # depends on A's element, which the rules, one element at a time, do not open.
+        # Its Jacobian, from SymPy's derivative with the deltas solved and the step
+        # named, is substituted, then multiplied out and the δ sum kept to one term.
+        return _through_jacobian(op, array, element, rec, terms, jacobians, engine)
     rec.step("definition", sp.Add(*inside), inner=tuple(inner))
     rec.auto()
     rec.steps[:] = fold_regrouping(rec.steps)
@@ -278,6 +292,44 @@ def _through_steps(op, array, element, readers, upstreams, instance, engine,
         kept_terms = [t for t in sp.Add.make_args(rec.current)
                       if not any(t.has(z[0]) for z in zero)]
         rec.step("zero_sum", sp.Add(*kept_terms), identities=tuple(zero))
+    chain = rec.chain()
+    check_equal(chain.result, engine, chain, f"∂E/∂{element} of {op.name}")
+    return GradientSteps(array, element, chain, chain.result, "rules")
+
+
+def _row_jacobian(op, local: sp.Expr, element: sp.Indexed) -> sp.Expr | None:
+    """∂t/∂A of a step that reads A along a row with a log-sum-exp, or None for others."""
+    from derive.calculus.indexed import eliminate_deltas, lse, name_softmax_steps
+
+    if not local.has(lse):
+        return None
+    return name_softmax_steps(eliminate_deltas(sp.diff(local, element)), op.steps)
+
+
+def _through_jacobian(op, array, element, rec, terms, jacobians, engine) -> GradientSteps:
+    """The chain through softmax steps: their Jacobians substituted, the δ sums kept."""
+    replaced = {D(target, element): jacobian for target, jacobian in jacobians}
+    # Quoted at an element j' of the row, which the sums bind: the step after the
+    # substitution is checked equal to the one before, as every step.
+    quoted = tuple(sp.Eq(lhs, rhs, evaluate=False) for lhs, rhs in replaced.items())
+    rec.step("row_jacobian", sp.Add(*terms).xreplace(replaced), quote=quoted)
+
+    def pull(e):
+        indices = {lim[0] for lim in e.limits}
+        parts = []
+        for t in sp.Add.make_args(sp.expand(e.function)):
+            outside = [f for f in sp.Mul.make_args(t) if not f.free_symbols & indices]
+            inside = [f for f in sp.Mul.make_args(t) if f.free_symbols & indices]
+            parts.append(sp.Mul(*outside) * sp.Sum(sp.Mul(*inside), *e.limits))
+        return sp.Add(*parts)
+
+    rows = sorted({lim[0] for e in rec.current.atoms(sp.Sum) for lim in e.limits},
+                  key=sp.default_sort_key)
+    rec.step("distribute", rec.current.replace(lambda e: isinstance(e, sp.Sum), pull),
+             quote=tuple(rows[:1]))
+    deltas = sorted(rec.current.atoms(sp.KroneckerDelta), key=sp.default_sort_key)
+    rec.step("delta_sum", engine,
+             quote=(deltas[0], sp.Eq(*deltas[0].args, evaluate=False)) if deltas else ())
     chain = rec.chain()
     check_equal(chain.result, engine, chain, f"∂E/∂{element} of {op.name}")
     return GradientSteps(array, element, chain, chain.result, "rules")

@@ -33,6 +33,8 @@ RULES = (
     # row-wise vector functions (softmax): the Jacobian and its product with a gradient
     "delta", "split_terms", "common_factor", "jacobian", "distribute", "delta_sum",
     "name_softmax",
+    # a layer's softmax step: its Jacobian substituted in the chain through it
+    "row_jacobian",
 )
 #: Names for inner functions, in order of use.
 INNER_NAMES = ("u", "v", "w", "z", "s", "q", "g", "h")
