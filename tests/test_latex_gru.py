@@ -104,3 +104,15 @@ def test_it_compiles(tmp_path, lang, fmt):
         # The six rows of the two parts' gradients, block by block, on one page.
         rows_on_one_page(out.with_suffix(".pdf"), lang,
                          ("sn,j", "sn,H+j", "sn,2H+j", "vn,j", "vn,H+j", "vn,2H+j"))
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_no_sentence_ends_in_a_bare_number(name, lang):
+    """'... menores que 1.' broke before the number: page 10 of the GRU's pt article began
+    '1. O primeiro termo ...', read as a numbered item. The number stays inside."""
+    import re
+
+    text = document_for(name, lang=lang, fmt="article").text
+    body = text[text.index("\\begin{document}"):]
+    assert not re.search(r"(?:que|than) 1\.", body), re.findall(r".{40}(?:que|than) 1\.", body)
