@@ -491,3 +491,37 @@ def test_a_weighted_sum_is_written_in_the_order_of_the_weights(name, lang):
     definition = re.search(r"= \\deriveFit\[0\.8\\linewidth\]\{(.*)\}\n", text).group(1)
     assert definition.startswith(r"\sum"), definition
     assert definition.endswith(r" + {b}_{f}" if name == "conv1d" else r" + {b}_{j}"), definition
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("name", ["batch_norm", "layer_norm"])
+def test_the_chain_rule_terms_keep_the_order_of_the_steps(name, lang, fmt):
+    """∂E/∂x's three terms stay μ, σ², x̂ from line to line, as the chain rule wrote them.
+
+    SymPy's order moved them about (σ², μ, x̂ after the substitution; μ, σ², x̂ when the
+    sum was opened; μ, x̂, σ² from the power rule on), slide after slide.
+    """
+    text = body(document(name, lang, fmt))
+    start = text.index(r"\frac{\partial E}{\partial {x}_{n,")
+    names = (r"\partial \mu_{", r"\partial \sigma^{2}_{", r"\partial \hat{x}_{")
+    lines = [line for line in text[start:].splitlines() if all(n in line for n in names)]
+    assert len(lines) >= 5
+    for line in lines:
+        places = [line.index(n) for n in names]
+        assert places == sorted(places), line[:200]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+                    reason="pdflatex or pdftotext not installed")
+@pytest.mark.parametrize(("name", "lang", "hence"), [("embedding", "pt", "Portanto"),
+                                                      ("dropout", "en", "Hence")])
+def test_the_closing_text_never_makes_a_page_of_its_own(name, lang, hence, tmp_path):
+    """The text after the last result stays whole and with that result.
+
+    Embedding's page 2 held the closing paragraph's last two lines, dropout's the
+    one-example section alone: the result (and its last step) now go with them.
+    """
+    pages = [p for p in _pages(document(name, lang), tmp_path) if p.strip()]
+    assert len(pages) > 1
+    assert hence in pages[-1]
