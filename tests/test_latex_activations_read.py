@@ -412,7 +412,8 @@ def test_rrelu_writes_its_numbers_in_one_form(lang, fmt):
     assert "\t" not in text
     assert r"$l = \frac{1}{8}$" in text and r"$u = \frac{1}{3}$" in text
     assert "= 0{,}125" not in text and "= 0.125" not in text
-    assert r"r = \frac{l + u}{2}" in text and r"\frac{l}{2}" not in text
+    # The mean as it is said, (l + u)/2, with a slash in the sentence (not l/2 + u/2).
+    assert r"r = \left(l + u\right) / 2" in text and r"\frac{l}{2}" not in text
     word = {"pt": "na avaliação", "en": "in evaluation mode"}[lang]
     assert text.count(r"(= \frac{11}{48} \text{ " + word + "})") >= 2
 

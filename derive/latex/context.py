@@ -389,11 +389,13 @@ def step_view(i: int, step: Step, printer: DerivePrinter) -> StepView:
         number=i,
         rule=step.rule,
         tex=p(step.after),
-        focus=p(step.focus) if step.focus is not None else "",
-        result=p(step.result) if step.result is not None else "",
-        inner=tuple((p(a), p(b)) for a, b in step.inner),
+        # A step's rule (d/du ln(u) = 1/u), its inner functions and its quoted formulas
+        # stand in sentences, inline.
+        focus=printer.inline(step.focus) if step.focus is not None else "",
+        result=printer.inline(step.result) if step.result is not None else "",
+        inner=tuple((printer.inline(a), printer.inline(b)) for a, b in step.inner),
         identities=tuple(tuple(p(e) for e in identity) for identity in step.identities),
-        quote=tuple(p(q) for q in step.quote),
+        quote=tuple(printer.inline(q) for q in step.quote),
         folded=tuple((rule, p(node)) for rule, node in step.folded),
         by=_by(step, p),
     )
@@ -719,8 +721,9 @@ def _(op: Activation, lang: Language) -> ActivationView:
     by_name = {pv.name: pv for pv in params}
     noise = tuple(
         NoiseView(printer.doprint(n.symbol), n.distribution, printer.doprint(n.low),
-                  # (l + u)/2, the mean as it is said, not SymPy's l/2 + u/2.
-                  printer.doprint(n.high), printer.doprint(sp.factor(n.eval_value)))
+                  # (l + u)/2, the mean as it is said, not SymPy's l/2 + u/2; a sentence
+                  # quotes it, so with a slash.
+                  printer.doprint(n.high), printer.inline(sp.factor(n.eval_value)))
         for n in op.noise
     )
     fx = printer.doprint(steps.function)
