@@ -47,6 +47,11 @@ def test_the_document_has_the_gates_the_totals_and_the_cell_path(lang, fmt):
     assert (r"\frac{\partial E}{\partial h^{\langle t \rangle}_{n,k}} = "
             r"\varepsilon^{\langle t \rangle}_{n,k} + \sum_{j=1}^{4 H}") in body
     assert r"\delta^{\langle" not in body
+    # ∂E/∂c^⟨t⟩: what reaches it through h^⟨t⟩ written as the gate rows are, the gradient
+    # first (it printed (1 − tanh²(c)) ∂E/∂h o), then what the next step sends back.
+    assert (rf"\frac{{\partial E}}{{\partial h{t}_{{n,j}}}} \cdot o{t}_{{n,j}} "
+            rf"\left(1 - \tanh^{{2}}(c{t}_{{n,j}})\right) + "
+            r"\frac{\partial E}{\partial c^{\langle t+1 \rangle}_{n,j}}") in body
     assert r"\partial s^{\langle t+1 \rangle}_{n,j}" in body
     # ∂E/∂c^⟨t⟩ keeps the fraction f^⟨t+1⟩ of the next cell state's gradient.
     assert (r"\frac{\partial E}{\partial c^{\langle t+1 \rangle}_{n,j}} "

@@ -201,8 +201,11 @@ def cell_view(op: Layer, lang: Language) -> CellView:
     local_c = d.gradient(c)
     sent_c = at(back_c.expr, (n, j), "t+1")
     through_h = sp.factor_terms(local_c.expr - output_upstream(c)[local_c.index])
+    # What reaches c^⟨t⟩ through h^⟨t⟩ as the gate rows write it, the gradient first:
+    # ∂E/∂h · o (1 − tanh²(c)), then what the next step sends back.
     total_c = (pr(at_time["t"][c][n, j]),
-               pr(at(through_h, (n, j), "t", {gradient_array(h): h_grad}) + sent_c))
+               gradient_first(at(through_h, (n, j), "t", {gradient_array(h): h_grad}),
+                              (h_grad,), pr) + " + " + pr(sent_c))
     sent_back = tuple((pr(prev_grad[p_][n, k]), pr(at(g.expr, (n, k), "t")))
                       for p_, g in ((h_prev, back_h), (c_prev, back_c)))
     initial_gradients = tuple((pr(initial_grad[s][n, k]), pr(at(g.expr, (n, k), "1")))
