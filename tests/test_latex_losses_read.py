@@ -533,3 +533,23 @@ def test_an_element_is_written_before_the_sum_it_multiplies():
     assert written(y[n, j] * sp.log(yhat[n, j]), yhat) == y[n, j] * sp.log(yhat[n, j])
     assert written(2 * (yhat[n, j] - y[n, j]), yhat) == 2 * (yhat[n, j] - y[n, j])
     assert written(y[n, j] * b * (a - b), z) == y[n, j] * b * (a - b)
+
+
+def test_a_line_broken_after_a_sum_continues_with_its_summand_without_a_dot():
+    from derive.latex.lines import aligned
+
+    # Σ_{n} Σ_{j} at a line's end: the next line is the summand, not a second factor.
+    broken = aligned([r"\frac{1}{K N} \sum_{n=1}^{N} \sum_{j=1}^{K}",
+                      r"\begin{cases} a & b \end{cases}"])
+    assert r"\\ &\quad \begin{cases}" in broken and r"\cdot" not in broken
+    # Between two factors the dot stays.
+    assert r"{}\cdot \frac{d}{dx}" in aligned([r"\frac{1}{K N}", r"\frac{d}{dx}"])
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_huber_slides_never_set_a_dot_before_the_summand(lang):
+    text = _document("huber", lang, "beamer")
+    dot_after_sum = (r"\\sum_\{j=1\}\^\{K\}( \\vphantom\{[^}]*\}\{1\}\^\{1\}\})?"
+                     r"( \\right\.)? \\\\ &(\\quad )+(\\left\. (\\vphantom\S* )?)?\{\}\\cdot")
+    assert not re.search(dot_after_sum, text)
+    assert r"\sum_{j=1}^{K} \\ &\quad \begin{cases}" in text

@@ -197,7 +197,8 @@ def test_softmax_derives_its_jacobian_with_the_kronecker_delta(lang):
     assert text.index(jacobian) < text.index(vjp)
     # the quotient rule and δ_kj on the way, and the kernel's product at the end
     assert text.count(r"\delta_{kj}") >= 4
-    assert r"\frac{\partial E}{\partial {z}_{n,j}} = \left({g}_{n,j}" in text
+    assert (r"\frac{\partial E}{\partial {z}_{n,j}} = {\operatorname{softmax}}_{n,j} "
+            r"\left({g}_{n,j}") in text
 
 
 def test_softmax_jacobian_is_checked_on_and_off_the_diagonal():

@@ -313,6 +313,11 @@ def _strut(pieces: list[str]) -> str:
     return ""
 
 
+#: A piece that ends with a big operator and its limits (\sum_{j=1}^{K}): its operand follows.
+_OPERATOR_LAST = re.compile(r"\\(?:sum|prod)_\{(?:[^{}]|\{[^{}]*\})*\}"
+                            r"(?:\^\{(?:[^{}]|\{[^{}]*\})*\})?\s*$")
+
+
 def aligned(pieces: list[str]) -> str:
     r"""Lines as an ``aligned`` block, ``\left``/``\right`` balanced on each line.
 
@@ -324,8 +329,11 @@ def aligned(pieces: list[str]) -> str:
     carry = 0
     strut = _strut(_carried(pieces))
     for k, piece in enumerate(pieces):
-        if k and not piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times")):
-            piece = r"\cdot " + piece  # a product cut between two factors
+        if k and not piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times")) and not (
+                _OPERATOR_LAST.search(pieces[k - 1])):
+            # A product cut between two factors; after Σ_{j=1}^{K} the line holds the
+            # summand, which a dot would set apart as a second factor.
+            piece = r"\cdot " + piece
         # "{}+ K…": a sign that opens a line is the binary operator it was, spaced as one.
         binary = k and piece.startswith(("+", "-", r"\odot", r"\cdot", r"\times"))
         opened = carry
