@@ -436,6 +436,10 @@ def cmd_train(args) -> int:
         check_train(spec.train, f"{args.spec} with --optimizer {args.optimizer}")
     if args.batch_size is not None:
         check_batch_size(spec.layers, args.batch_size, f"--batch-size {args.batch_size}")
+    if spec.vocabulary is not None and args.normalise not in (None, "none"):
+        raise DeriveError(f"the input is tokens (the {spec.layers[0].type} layer's rows), "
+                          "which cannot be normalised.", where=f"--normalise {args.normalise}",
+                          fix="Drop --normalise for this spec.")
     with run_lock(args.out):
         checkpoint = args.out / CHECKPOINT
         if not args.resume and checkpoint.exists():

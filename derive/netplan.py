@@ -223,6 +223,19 @@ class NetworkSpec:
         """Per-example shape of the network's output."""
         return self.layers[-1].out_shape if self.layers else self.input_shape
 
+    @property
+    def vocabulary(self) -> int | None:
+        """The number of tokens V when the input is tokens 0..V−1 (an embedding first), else None.
+
+        A layer that reads integer indices (:attr:`~derive.spec.Layer.indices`) can only be
+        first, where the data comes in; its declaration says which axis the tokens index.
+        """
+        first = self.layers[0] if self.layers else None
+        op = layer_op(first.type) if first is not None else None
+        if op is None or not op.indices:
+            return None
+        return int(sp.sympify(op.index_range(op.indices[0])).xreplace(dict(first.sizes)))
+
     @cached_property
     def plan(self) -> NetworkPlan:
         """The network's plan (see :class:`NetworkPlan`), made once per spec."""

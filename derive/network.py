@@ -306,6 +306,10 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
             supported = [name for name in known_layers if layer_op(name).in_networks]
             raise _fail(path, f"{where}.type", f"layer type {kind!r} is not supported in "
                         "networks yet.", f"Use one of: {', '.join(supported)}.")
+        if op.indices and index > 0:
+            raise _fail(path, f"{where}.type", f"a {kind} layer reads tokens, which only the "
+                        "network's input holds, not a layer's output.",
+                        "Make it the first layer.")
         activation = entry.get("activation")
         if activation is not None:
             _check_activation(path, f"{where}.activation", activation,
@@ -361,6 +365,12 @@ def parse_spec(text: str, path: str = "<spec>") -> NetworkSpec:
         raise _fail(path, "train", f"must be a table, got {given!r}.",
                     "Write it as a [train] table, e.g. [train] with epochs = 5 under it.")
     train = dict(TRAIN_DEFAULTS) | given
+    if layer_op(layers[0].type).indices:
+        # Tokens are row numbers of the embedding's table: a normalisation would move them.
+        if train.setdefault("normalisation", "none") != "none":
+            raise _fail(path, "train.normalisation", f"the input is tokens (the "
+                        f"{layers[0].type} layer's rows), which cannot be normalised.",
+                        'Drop normalisation, or write normalisation = "none".')
     check_train(train, path)
     _check_monitor(path, train, loss_op)
     check_batch_size(layers, train["batch_size"], f"{path}: train.batch_size")

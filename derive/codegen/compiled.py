@@ -152,7 +152,8 @@ def _signatures(module, dtype: str) -> dict:
     params = module.init_params(0, dtype)
     buffers, grads = module._work(1, dtype)
     state = module.init_state(params)
-    x = np.zeros((1,) + tuple(module.INPUT_SHAPE), dtype)
+    # Tokens (an embedding's input) are int64 whatever the parameters' dtype.
+    x = np.zeros((1,) + tuple(module.INPUT_SHAPE), np.int64 if module.VOCABULARY else dtype)
     if module.TARGETS == "index":
         y = np.zeros(1, np.int64)
     else:

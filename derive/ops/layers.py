@@ -204,8 +204,7 @@ EMBEDDING = register(Layer(
     out=y[n, t, k], expr=Wt[tokens[n, t], k],
     arrays=((tokens, (N, T)), (Wt, (V, D)), (y, (N, T, D))),
     inputs=(), indices=(tokens,), weights=(Wt,),
-    # A network would feed it integer tokens, which its data and layout do not carry yet.
-    in_networks=False))
+    spec_keys=(SpecKey("vocabulary", (V,)), SpecKey("dim", (D,)))))
 
 # Elman recurrent layer, PyTorch's parameterisation (torch.nn.RNN): hidden size H, input
 # size I; the state h[n, t − 1, k] is read back one step later.
