@@ -440,11 +440,11 @@ class PositionPrinter(DerivePrinter):
     def _gradient_of(self, term) -> int | None:
         """The step whose array's gradient ∂E/∂A the term holds (its rank), or None.
 
-        None for a term that holds no such gradient or more than one.
+        None for a term that holds no such gradient or more than one. An element's label
+        is a symbol, and one example's ∂E/∂μ (its index dropped) a symbol of that name.
         """
         rank = {name: k_ for k_, name in enumerate(self._settings["gradients"])}
-        held = {rank[el.base.label.name] for el in term.atoms(sp.Indexed)
-                if el.base.label.name in rank}
+        held = {rank[s_.name] for s_ in term.atoms(sp.Symbol) if s_.name in rank}
         return held.pop() if len(held) == 1 else None
 
     def _ready(self, term) -> int | None:
