@@ -221,6 +221,7 @@ def test_the_module_runs_the_step_over_time_and_holds_no_derivative(folder):
     loops = text[text.index("def _sequence("):]
     kernels = text[:text.index("def _sequence(")]
     assert "sigmoid" not in loops and "tanh" not in loops and "np.dot" not in loops
-    assert "def _backward(x, h_prev, W_ih, b_ih, W_hh, b_hh, d_h," in kernels
-    assert "d_h_t = d_h[:, t] + carried" in loops and "d_h_0 = carried" in loops
+    assert "def _backward(s, h_prev, W_hh, b_hh, v, r, z, htilde, d_h," in kernels
+    assert "d_h_t[:] = d_h[:, t]\n        d_h_t += carried\n" in loops
+    assert "d_h_0 = carried" in loops
     assert "forward(x, h_0, W_ih, b_ih, W_hh, b_hh) -> (h, h_last)" in text

@@ -207,7 +207,12 @@ def test_the_module_runs_the_step_over_time_and_holds_no_derivative(folder):
     loops = text[text.index("def _sequence("):]
     kernels = text[:text.index("def _sequence(")]
     assert "sigmoid" not in loops and "tanh" not in loops and "np.dot" not in loops
-    assert "def _backward(x, h_prev, c_prev, W_ih, b_ih, W_hh, b_hh, d_h, d_c_out," in kernels
-    assert "d_h_t = d_h[:, t] + carried" in loops and "d_c_t = carried_c" in loops
+    # The step reads the input's part W_ih x + b_ih + b_hh, computed for every t at once
+    # before the loop, and backward reads the gates forward kept instead of recomputing.
+    assert "def _backward(s_in, h_prev, c_prev, W_hh, c, s, i, f, g, o, d_h, d_c_out," in kernels
+    assert "def _input_forward(x, W_ih, b_ih, b_hh, s_in):" in kernels
+    assert "_input_forward(x.reshape((-1,) + x.shape[2:])" in loops
+    assert "d_h_t[:] = d_h[:, t]\n        d_h_t += carried\n" in loops
+    assert "d_h_t, carried_c, d_s_in_t" in loops
     assert "d_h_0 = carried" in loops and "d_c_0 = carried_c" in loops
     assert "forward(x, h_0, c_0, W_ih, b_ih, W_hh, b_hh) -> (h, h_last, c_last)" in text

@@ -370,7 +370,7 @@ def lower_layer(derivation: LayerDerivation, source: str,
                        tuple(formulas))
 
 
-def lower_step(derivation: LayerDerivation, source: str) -> LayerModule:
+def lower_step(derivation: LayerDerivation, source: str, keep: bool = False) -> LayerModule:
     """Lower one time step of a recurrent layer: :func:`lower_layer` with serial kernels.
 
     The step runs T times in a row inside one sequential loop, on a batch of states
@@ -387,9 +387,204 @@ def lower_step(derivation: LayerDerivation, source: str) -> LayerModule:
         The derivation of the layer's step (``RecurrenceDerivation.derivation``).
     source : str
         What the generated module names as its source.
+    keep : bool
+        Forward writes every intermediate step (a gate, a pre-activation) into an array
+        of the caller's, and backward reads them there instead of computing them again:
+        a loop over time that keeps them for every t runs the step's matrix product
+        once per step instead of twice.
     """
     module = lower_layer(derivation, source)
-    return dataclasses.replace(module,
-                               forward=dataclasses.replace(module.forward, parallel=False),
-                               backward=dataclasses.replace(module.backward, parallel=False))
+    declared = derivation.op.steps
+    if keep:
+        op = derivation.op
+        inputs = list(op.indices) + list(op.inputs) + list(op.weights) + list(op.buffers)
+        returned = list(op.extra_outputs)
+        kept = [t.base for t, _ in op.steps if t.base not in returned]
+        steps = [(t.base, t.indices, e) for t, e in op.steps]
+        upstream = [derivation.upstream] + [output_upstream(a) for a in returned]
+        forward = _kernel("_forward", op, inputs + [op.out.base] + returned + kept,
+                          steps + [(op.out.base, op.out.indices, op.expr)], [])
+        backward = _kernel(
+            "_backward", op,
+            inputs + returned + kept + upstream + [gradient_array(g.array)
+                                                   for g in derivation.gradients],
+            [(gradient_array(g.array), g.index, g.expr)
+             for g in derivation.intermediates + derivation.gradients],
+            [_allocation(op, gradient_array(g.array)) for g in derivation.intermediates])
+        module = dataclasses.replace(module, forward=forward, backward=backward)
 
+    def serial(kernel):
+        statements = tuple(reuse_steps(piece, declared, derivation.op.shape)
+                           for st in kernel.statements for piece in split_guards(st))
+        return dataclasses.replace(kernel, statements=statements, parallel=False)
+
+    return dataclasses.replace(module, forward=serial(module.forward),
+                               backward=serial(module.backward))
+
+
+def split_guards(statement) -> tuple:
+    """A loop whose terms each hold on a range of one index, as one loop per range.
+
+    A gradient through blocks of an array (an LSTM's four gates share s, each its H
+    columns) is a sum of guarded terms, ``(σ(s[p, q]) d_f[p, q − H] if H ≤ q < 2H
+    else 0) + …``: every element tests every guard and the branches keep the loop from
+    being vectorised. Cut the index's range where a guard starts or stops, and each piece
+    sums only the terms that hold on all of it, without a test. Statements of any other
+    form, or whose pieces cannot be ordered, come back unchanged.
+
+    Parameters
+    ----------
+    statement
+        A kernel statement.
+
+    Returns
+    -------
+    tuple
+        The statements that replace it, in order.
+    """
+    if not isinstance(statement, LoopNest) or statement.accumulators or statement.accumulate:
+        return (statement,)
+    terms = sp.Add.make_args(statement.value)
+    guarded = [t for t in terms if _guard(t) is not None]
+    for depth, loop in enumerate(statement.loops):
+        ranges = [_index_range(_guard(t)[1], loop) for t in guarded]
+        if not guarded or any(r is None for r in ranges):
+            continue
+        cuts = _ordered([loop.low, loop.high + 1]
+                        + [b for lo, hi in ranges for b in (lo, hi + 1)
+                           if _at_most(loop.low, b) and _at_most(b, loop.high + 1)])
+        if cuts is None:
+            continue
+        pieces = []
+        for start, stop in zip(cuts, cuts[1:], strict=False):
+            value = sp.Add(*(t for t in terms if t not in guarded), *(
+                _guard(t)[0] for t, (lo, hi) in zip(guarded, ranges, strict=True)
+                if _at_most(lo, start) and _at_most(stop - 1, hi)))
+            loops = list(statement.loops)
+            loops[depth] = dataclasses.replace(loop, low=start, high=stop - 1)
+            pieces.append(dataclasses.replace(statement, loops=tuple(loops), value=value))
+        return tuple(pieces)
+    return (statement,)
+
+
+def _guard(term):
+    """(value, condition) of ``value if condition else 0``; None for another term."""
+    if isinstance(term, sp.Piecewise) and len(term.args) == 2 and term.args[1] == (0, True):
+        return term.args[0]
+    return None
+
+
+def _index_range(condition, loop):
+    """(low, high) of the loop's index where ``condition``, bounds on it, holds in the loop."""
+    index, low, high = loop.index, loop.low, loop.high
+    for c in sp.And.make_args(condition):
+        if isinstance(c, sp.GreaterThan | sp.StrictGreaterThan):
+            e = sp.expand(c.lhs - c.rhs)
+        elif isinstance(c, sp.LessThan | sp.StrictLessThan):
+            e = sp.expand(c.rhs - c.lhs)
+        else:
+            return None
+        if isinstance(c, sp.StrictGreaterThan | sp.StrictLessThan):
+            e -= 1  # integers: e > 0 is e − 1 ≥ 0
+        coeff = e.coeff(index)
+        rest = sp.expand(e - coeff * index)
+        if rest.has(index) or coeff not in (1, -1):
+            return None
+        if coeff == 1:  # index ≥ −rest
+            low = _larger(low, -rest)
+        else:  # index ≤ rest
+            high = _smaller(high, rest)
+        if low is False or high is False:
+            return None
+    return low, high
+
+
+def _at_most(a, b) -> bool:
+    """Whether a ≤ b is known from the sizes' assumptions (positive integers)."""
+    return bool(sp.expand(b - a).is_nonnegative)
+
+
+def _larger(a, b):
+    return b if _at_most(a, b) else a if _at_most(b, a) else False
+
+
+def _smaller(a, b):
+    return a if _at_most(a, b) else b if _at_most(b, a) else False
+
+
+def _ordered(bounds):
+    """The distinct bounds in increasing order, or None when two cannot be compared."""
+    distinct = []
+    for b in bounds:
+        if not any(sp.expand(b - d) == 0 for d in distinct):
+            distinct.append(b)
+    for a in distinct:
+        for b in distinct:
+            if not (_at_most(a, b) or _at_most(b, a)):
+                return None
+    return sorted(distinct, key=lambda a: sum(_at_most(b, a) for b in distinct))
+
+
+
+def reuse_steps(statement, steps, shape_of):
+    """A gradient that evaluates a step's formula again reads the step's array instead.
+
+    After :func:`split_guards` each piece of an LSTM's ∂E/∂s covers one gate's rows, where
+    σ(s[p, q]) is the forget gate f[p, q − H] that forward computed: the piece reads it
+    instead of a second exponential (and tanh(s[p, q]) is g[p, q − 2H]). A step's own
+    statement, or a read outside the step's range, is left alone.
+
+    Parameters
+    ----------
+    statement
+        A kernel statement.
+    steps : tuple
+        The layer's steps, (target element, formula).
+    shape_of : callable
+        IndexedBase → its dims.
+    """
+    if not isinstance(statement, LoopNest) or statement.accumulators:
+        return statement
+    written = {t.base for t, _ in steps}
+    if statement.array in written:
+        return statement
+    bounds = {lp.index: (lp.low, lp.high) for lp in statement.loops}
+    value = statement.value
+    for target, formula in steps:
+        for e in value.atoms(sp.Function):
+            element = _step_element(e, target, formula)
+            if element is not None and _inside(element, bounds, shape_of(target.base)):
+                value = value.xreplace({e: element})
+    return dataclasses.replace(statement, value=value)
+
+
+def _step_element(e, target, formula):
+    """target[...] when e is formula at some index (f(s[p, q]) against f(s[n, H + j]))."""
+    if e.func != formula.func or len(e.args) != 1 or len(formula.args) != 1:
+        return None
+    a, b = e.args[0], formula.args[0]
+    if not (isinstance(a, sp.Indexed) and isinstance(b, sp.Indexed) and a.base == b.base):
+        return None
+    solved = {}
+    for ai, bi in zip(a.indices, b.indices, strict=True):
+        free = [ix for ix in target.indices if bi.has(ix)]
+        if len(free) != 1 or sp.expand(bi - free[0]).has(*target.indices):
+            return None
+        value = sp.expand(ai - (bi - free[0]))
+        if solved.setdefault(free[0], value) != value:
+            return None
+    if set(solved) != set(target.indices):
+        return None
+    return target.base[tuple(solved[ix] for ix in target.indices)]
+
+
+def _inside(element, bounds, dims) -> bool:
+    """Whether every index of element stays in its axis over the loops' ranges."""
+    for index, dim in zip(element.indices, dims, strict=True):
+        loops = [ix for ix in index.free_symbols if ix in bounds]
+        if len(loops) > 1 or (loops and sp.expand(index - loops[0]).has(loops[0])):
+            return False
+        ends = [index.subs(loops[0], end) for end in bounds[loops[0]]] if loops else [index]
+        if not all(_at_most(0, end) and _at_most(end, dim - 1) for end in ends):
+            return False
+    return True
