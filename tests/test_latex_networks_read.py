@@ -154,7 +154,20 @@ def test_each_delta_has_one_set_of_indices(tmp_path, spec, lang):
     # The layer below's letters, and a summation letter of its own for the layer above.
     if "deep_sigmoid" in str(spec):
         assert (r"\frac{\partial E}{\partial x^{(8)}_{n,j}} = \sum_{k=1}^{10} "
-                r"\delta^{(9)}_{n,k} W^{(9)}_{k,j}") in text
+                r"W^{(9)}_{k,j} \delta^{(9)}_{n,k}") in text
+
+
+@pytest.mark.parametrize("lang", ["pt", "en"])
+def test_a_layer_in_a_network_writes_its_formulas_as_its_own_document(tmp_path, lang):
+    # The renamed arrays sorted by their new names: s = b + Σ W x (the dense document
+    # writes Σ W x + b) and batch norm's x̂⁽²⁾γ⁽²⁾ + β⁽²⁾ (its document: γ x̂ + β).
+    spec = tmp_path / "dense_bn.toml"
+    spec.write_text(DENSE_BN)
+    text = tex(tmp_path, spec, lang, "markdown")
+    assert r"s^{(2)}_{n,c} = \gamma^{(2)}_{c} \hat{x}^{(2)}_{n,c} + \beta^{(2)}_{c}" in text
+    assert r"s^{(1)}_{n,j} = \sum_{i=1}^{64} W^{(1)}_{j,i} x^{(0)}_{n,i} + b^{(1)}_{j}" in text
+    assert r"\hat{x}^{(2)}_{n,c} \gamma" not in text and r"= b^{(" not in text
+    assert r"= \sum_{j=1}^{10} W^{(3)}_{j,c} \delta^{(3)}_{n,j}" in text
 
 
 @pytest.mark.parametrize(("name", "lang", "said", "wrong"), [

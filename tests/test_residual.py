@@ -266,13 +266,14 @@ def test_the_delta_through_the_sum_is_derived(residual_view):
                      ("skip_paths", 2), ("skip_identity", 2)]
     paths, identity = (f for f in formulas if f.layer == 2 and f.kind.startswith("skip"))
     assert paths.sums == (3, 5) and paths.array == "x^{(1)}"
-    # First the chain rule with the sum's derivative written, then its value, 1.
-    assert r"\frac{\partial x^{(3)}_{n,i}}{\partial x^{(1)}_{n,i}}" in paths.rhs
-    assert r"\frac{\partial x^{(5)}_{n,i}}{\partial x^{(1)}_{n,i}}" in paths.rhs
+    # In the letters of layer 1's output (n,j, as its δ⁽¹⁾). First the chain rule with
+    # the sum's derivative written, then its value, 1.
+    assert r"\frac{\partial x^{(3)}_{n,j}}{\partial x^{(1)}_{n,j}}" in paths.rhs
+    assert r"\frac{\partial x^{(5)}_{n,j}}{\partial x^{(1)}_{n,j}}" in paths.rhs
     block = paths.rhs.split(" + ")[0]
-    assert identity.rhs == (block + r" + \frac{\partial E}{\partial x^{(3)}_{n,i}}"
-                            r" + \frac{\partial E}{\partial x^{(5)}_{n,i}}")
-    assert identity.lhs == paths.lhs == r"\frac{\partial E}{\partial x^{(1)}_{n,i}}"
+    assert identity.rhs == (block + r" + \frac{\partial E}{\partial x^{(3)}_{n,j}}"
+                            r" + \frac{\partial E}{\partial x^{(5)}_{n,j}}")
+    assert identity.lhs == paths.lhs == r"\frac{\partial E}{\partial x^{(1)}_{n,j}}"
     # The plain "input" formula is replaced where skips read the array, kept elsewhere.
     assert [f.layer for f in formulas if f.kind == "input"] == [6, 5, 3]
 

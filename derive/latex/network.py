@@ -368,7 +368,8 @@ def _two_lines(formula: Formula) -> bool:
 class NetworkPrinter(PositionPrinter):
     """A network's printer: an array with its own exponent (σ²) as (σ⁽ˡ⁾_c)²."""
 
-    _default_settings = {**PositionPrinter._default_settings, "powers": {}, "leading": frozenset()}
+    _default_settings = {**PositionPrinter._default_settings, "powers": {}, "leading": frozenset(),
+                         "origins": {}}
 
     def _lead_positive(self, terms: list) -> list:
         # A number added to positive terms is the small constant that keeps a division or
@@ -380,6 +381,18 @@ class NetworkPrinter(PositionPrinter):
                 t.could_extract_minus_sign() for t in terms):
             return [t for t in terms if not t.is_number] + numbers
         return terms
+
+    def _print_plain_Mul(self, expr):
+        # A product of a layer's arrays in the order of the layer's own document, γ x̂⁽²⁾
+        # and Σ W δ: SymPy sorts the renamed arrays by their new names (x̂⁽²⁾ γ⁽²⁾, as
+        # i2_xhat < w2_gamma).
+        origins = self._settings["origins"]
+        factors = sp.Mul.make_args(expr)
+        if len(factors) > 1 and all(isinstance(f, sp.Indexed) and f.base in origins
+                                    for f in factors):
+            ordered = sorted(factors, key=lambda f: sp.default_sort_key(origins[f.base].label))
+            return " ".join(self._print(f) for f in ordered)
+        return super()._print_plain_Mul(expr)
 
     def _print_Sum(self, expr):
         # A sum over a range of one value (the one input channel, a 1 × 1 map) is its
@@ -452,8 +465,15 @@ def network_printer(plan: NetworkPlan, renames: dict, symbols: dict, functions: 
         index for layer in plan.layers
         if not plain_indices(layer.op.expr, *(e for _, e in layer.op.steps))
         for index in layer.op.out.indices[1:])
+    # Each layer's weights in its declared order, so a sum reads as the layer's own
+    # document writes it (Σ W x + b, not SymPy's b + Σ W x).
+    weights = tuple(renames[layer.spec.index][w] for layer in plan.layers
+                    for w in layer.op.weights if w in renames[layer.spec.index])
     return NetworkPrinter({**settings, "positions": positions, "fixed": fixed,
-                           "powers": powers or {}, "leading": leading})
+                           "powers": powers or {}, "leading": leading, "weights": weights,
+                           "origins": {new: old for names in renames.values()
+                                       for old, new in names.items()
+                                       if isinstance(new, sp.IndexedBase)}})
 
 
 def _output_symbol(spec: NetworkSpec) -> str:
