@@ -230,7 +230,8 @@ def test_mlp_document_has_the_recursion_and_the_explicit_formulas(documents, lan
         assert "δ(l)=W(l+1)Tδ(l+1)⊙f′s(l)" in text
         assert "δ(3)n,j=ŷn,j−yn,jN" in text
         assert "784Xi=1" in text  # the spec's sizes, indices from 1 as in the notes
-        assert "ReLU′(s(2)n,i)" in text and "∂E∂W(1)=" in text  # the explicit formulas
+        # δ⁽²⁾ with the letters of the layer below's output (n, j), and the explicit formulas
+        assert "ReLU′(s(2)n,j)" in text and "∂E∂W(1)=" in text
 
 
 @needs_tex

@@ -345,7 +345,9 @@ def test_softmax_kernel_form_keeps_the_derivations_letters(lang):
     # It was x̄_{p,q} = (ȳ_{p,q} − Σ ȳ_{p,k} y_{p,k}) y_{p,q}: four new letters for the
     # z, g, n and j of the derivation just above.
     tex = _document("softmax", lang)
-    assert r"\frac{\partial E}{\partial {z}_{n,j}} = \left({g}_{n,j} - " in tex
+    # The saved output first, as in the boxed result softmax_j (g_j − Σ g_k softmax_k).
+    assert (r"\frac{\partial E}{\partial {z}_{n,j}} = {\operatorname{softmax}}_{n,j} "
+            r"\left({g}_{n,j} - ") in tex
     assert r"\bar{y}" not in tex and r"\bar{x}" not in tex and "_{p," not in tex
 
 
